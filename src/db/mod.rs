@@ -1,0 +1,318 @@
+//! Connections, migrations and the pool: everything that knows which backend it is talking to.
+//!
+//! [`DbConnection`] is one Diesel connection type over MySQL/MariaDB (production) and SQLite (the
+//! embedded default). Everything above this module is written once in Diesel's DSL against it. Where the
+//! backends differ (session setup, last-insert-id, reading a duplicate-key error, migrations, write
+//! transactions, the server clock) the code is matched on the variant here and lives in one file per
+//! backend: [`mysql`] and [`sqlite`]. A PostgreSQL variant slots in as a third arm and a third file.
+
+use std::time::Duration;
+
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+use crate::error::StoreResult;
+
+mod mysql;
+mod now;
+mod pool;
+mod sqlite;
+mod url;
+
+pub use now::{now, DbNow};
+pub use pool::{pool, ConnectionManager, DbPool, PoolConfig, PooledConnection};
+pub use url::DatabaseUrl;
+
+pub use connection::{DbConnection, MultiBackend};
+
+mod connection {
+    // The derive generates public helper types (the `MultiBackend` and its row and value types) that
+    // carry no docs of their own.
+    #![allow(missing_docs)]
+
+    use diesel::mysql::MysqlConnection;
+    use diesel::sqlite::SqliteConnection;
+
+    /// A connection to either backend. Open it with [`establish`](super::establish), never with
+    /// Diesel's derived `Connection::establish`, which would fall back to creating a SQLite file when
+    /// a MySQL server is unreachable and skips applyops' session settings.
+    #[derive(diesel::MultiConnection)]
+    pub enum DbConnection {
+        /// MySQL 8.0+ or MariaDB 10.6+.
+        Mysql(MysqlConnection),
+        /// SQLite (bundled libsqlite3), a file or `:memory:`.
+        Sqlite(SqliteConnection),
+    }
+}
+
+/// Which backend a [`DbConnection`] or [`DatabaseUrl`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// MySQL or MariaDB.
+    Mysql,
+    /// SQLite.
+    Sqlite,
+}
+
+impl DbConnection {
+    /// The backend this connection talks to.
+    pub fn backend(&self) -> Backend {
+        match self {
+            DbConnection::Mysql(_) => Backend::Mysql,
+            DbConnection::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+}
+
+/// Per-connection settings applied by [`establish_with`] and by the pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// SQLite only: how long a statement waits for another connection's write lock before failing with
+    /// "database is locked". Default 5 s.
+    pub sqlite_busy_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            sqlite_busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Opens a connection with the default [`ConnectOptions`].
+///
+/// `url` is `mysql://user:password@host:port/database` for MySQL/MariaDB, or for SQLite a file path,
+/// `sqlite://path` (`sqlite:///abs/path` for an absolute one) or `:memory:`. See [`DatabaseUrl`].
+///
+/// ```no_run
+/// let mut conn = applyops::db::establish("sqlite://applyops.db")?;
+/// applyops::db::run_migrations(&mut conn)?;
+/// # Ok::<(), applyops::StoreError>(())
+/// ```
+pub fn establish(url: &str) -> StoreResult<DbConnection> {
+    establish_with(url, &ConnectOptions::default())
+}
+
+/// Opens a connection and applies the session settings: on MySQL a strict `sql_mode` and UTC time zone
+/// (so bad data is an error, never a silent truncation, and timestamps mean the same on every server);
+/// on SQLite WAL journaling and a busy timeout (so readers never block the writer and writers queue).
+pub fn establish_with(url: &str, options: &ConnectOptions) -> StoreResult<DbConnection> {
+    match DatabaseUrl::parse(url)? {
+        DatabaseUrl::Mysql(url) => Ok(DbConnection::Mysql(mysql::connect(&url)?)),
+        DatabaseUrl::Sqlite(path) => Ok(DbConnection::Sqlite(sqlite::connect(&path, options)?)),
+    }
+}
+
+/// Runs every pending migration of the connection's backend and returns the versions it applied.
+///
+/// Concurrent runners are serialised: on MySQL with a named `GET_LOCK` scoped to the current database
+/// (waiting up to 60 s), on SQLite with one immediate transaction around the whole run. Every MySQL
+/// migration is a single idempotent DDL statement, so a run cut off half-way can simply be repeated.
+pub fn run_migrations(conn: &mut DbConnection) -> StoreResult<Vec<String>> {
+    match conn {
+        DbConnection::Mysql(inner) => mysql::run_migrations(inner),
+        DbConnection::Sqlite(inner) => sqlite::run_migrations(inner),
+    }
+}
+
+/// Reverts the most recently applied migration, returning its version, or `None` when none is applied.
+/// Serialised with other runners like [`run_migrations`]. Meant for operators and tests: the store
+/// needs every migration.
+pub fn revert_last_migration(conn: &mut DbConnection) -> StoreResult<Option<String>> {
+    match conn {
+        DbConnection::Mysql(inner) => mysql::revert_last_migration(inner),
+        DbConnection::Sqlite(inner) => sqlite::revert_last_migration(inner),
+    }
+}
+
+/// Runs `f` in a transaction that holds the write lock from its first statement.
+///
+/// On SQLite this is `BEGIN IMMEDIATE`: a deferred transaction that reads and then writes can fail
+/// with "database is locked" without waiting, because SQLite cannot upgrade its read lock while another
+/// connection writes. On MySQL it is an ordinary transaction (row locks are taken per statement). When
+/// the connection is already inside a transaction, `f` runs in a savepoint of it instead, so callers can
+/// compose store functions in transactions of their own. `f`'s error rolls everything back.
+pub fn write_transaction<T, E, F>(conn: &mut DbConnection, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    E: From<DieselError>,
+{
+    let began_immediate = match conn {
+        DbConnection::Sqlite(inner) => {
+            match AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE") {
+                Ok(()) => true,
+                Err(DieselError::AlreadyInTransaction) => false,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        DbConnection::Mysql(_) => false,
+    };
+    if !began_immediate {
+        return conn.transaction(f);
+    }
+    type Manager = <DbConnection as Connection>::TransactionManager;
+    match f(conn) {
+        Ok(value) => {
+            Manager::commit_transaction(conn)?;
+            Ok(value)
+        }
+        Err(err) => match Manager::rollback_transaction(conn) {
+            Ok(()) | Err(DieselError::BrokenTransactionManager) => Err(err),
+            Err(rollback_err) => Err(rollback_err.into()),
+        },
+    }
+}
+
+/// The identity of a unique key, as the store declares it, so that a duplicate-key error can be
+/// attributed to exactly this key and no other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UniqueKey {
+    /// The table the key is on.
+    pub table: &'static str,
+    /// The index name (the same on both backends).
+    pub name: &'static str,
+    /// The key's columns, in order.
+    pub columns: &'static [&'static str],
+}
+
+/// A unique key as a backend names it in its duplicate-key message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ViolatedKey {
+    /// MySQL/MariaDB name the index, MySQL 8.0.19+ prefixed with its table.
+    Named {
+        /// The table, when the server names it.
+        table: Option<String>,
+        /// The index name.
+        name: String,
+    },
+    /// SQLite names the columns, each as `table.column`.
+    Columns {
+        /// `(table, column)` pairs in key order.
+        columns: Vec<(String, String)>,
+    },
+}
+
+impl UniqueKey {
+    /// True when `violated` is this key.
+    pub fn matches(&self, violated: &ViolatedKey) -> bool {
+        match violated {
+            ViolatedKey::Named { table, name } => {
+                name == self.name && table.as_deref().is_none_or(|table| table == self.table)
+            }
+            ViolatedKey::Columns { columns } => {
+                columns.len() == self.columns.len()
+                    && columns
+                        .iter()
+                        .zip(self.columns)
+                        .all(|((table, column), expected)| {
+                            table == self.table && column == expected
+                        })
+            }
+        }
+    }
+}
+
+/// True when `err` is a unique violation of `key` (and of no other key).
+///
+/// Diesel reports no constraint name on MySQL or SQLite, so the server's message is read, with the
+/// parser of the backend that produced it.
+pub(crate) fn is_unique_violation_of(
+    conn: &DbConnection,
+    err: &DieselError,
+    key: &UniqueKey,
+) -> bool {
+    let DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) = err else {
+        return false;
+    };
+    let violated = match conn {
+        DbConnection::Mysql(_) => mysql::violated_key(info.message()),
+        DbConnection::Sqlite(_) => sqlite::violated_key(info.message()),
+    };
+    violated.is_some_and(|violated| key.matches(&violated))
+}
+
+/// The id the last INSERT on this connection generated.
+pub(crate) fn last_insert_id(conn: &mut DbConnection) -> QueryResult<i64> {
+    match conn {
+        DbConnection::Mysql(inner) => mysql::last_insert_id(inner),
+        DbConnection::Sqlite(inner) => sqlite::last_insert_id(inner),
+    }
+}
+
+/// Reads `apply_operations.apply_id` of operation `id`, locking the row against concurrent deletes
+/// until the surrounding [`write_transaction`] ends (MySQL `FOR UPDATE`; SQLite's immediate
+/// transaction already excludes every other writer).
+pub(crate) fn apply_id_of_operation_locked(
+    conn: &mut DbConnection,
+    id: i64,
+) -> QueryResult<Option<i64>> {
+    use crate::schema::apply_operations::dsl as ops;
+    let query = ops::apply_operations
+        .select(ops::apply_id)
+        .filter(ops::id.eq(id));
+    match conn {
+        DbConnection::Mysql(inner) => query.for_update().first(inner).optional(),
+        DbConnection::Sqlite(inner) => query.first(inner).optional(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: UniqueKey = UniqueKey {
+        table: "apply_operations",
+        name: "apply_operations_apply_id_deployment_key",
+        columns: &["apply_id", "deployment"],
+    };
+
+    #[test]
+    fn a_named_key_matches_with_or_without_its_table() {
+        let bare = ViolatedKey::Named {
+            table: None,
+            name: KEY.name.into(),
+        };
+        let qualified = ViolatedKey::Named {
+            table: Some("apply_operations".into()),
+            name: KEY.name.into(),
+        };
+        assert!(KEY.matches(&bare));
+        assert!(KEY.matches(&qualified));
+    }
+
+    #[test]
+    fn another_key_or_table_does_not_match() {
+        let other_name = ViolatedKey::Named {
+            table: None,
+            name: "PRIMARY".into(),
+        };
+        let other_table = ViolatedKey::Named {
+            table: Some("tasks".into()),
+            name: KEY.name.into(),
+        };
+        assert!(!KEY.matches(&other_name));
+        assert!(!KEY.matches(&other_table));
+    }
+
+    #[test]
+    fn sqlite_columns_must_match_exactly_and_in_order() {
+        let cols = |pairs: &[(&str, &str)]| ViolatedKey::Columns {
+            columns: pairs
+                .iter()
+                .map(|(t, c)| (t.to_string(), c.to_string()))
+                .collect(),
+        };
+        assert!(KEY.matches(&cols(&[
+            ("apply_operations", "apply_id"),
+            ("apply_operations", "deployment")
+        ])));
+        assert!(!KEY.matches(&cols(&[
+            ("apply_operations", "deployment"),
+            ("apply_operations", "apply_id")
+        ])));
+        assert!(!KEY.matches(&cols(&[("apply_operations", "apply_id")])));
+        assert!(!KEY.matches(&cols(&[("tasks", "apply_id"), ("tasks", "deployment")])));
+    }
+}

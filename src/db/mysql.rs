@@ -1,0 +1,182 @@
+//! Everything MySQL/MariaDB-specific.
+
+use diesel::connection::SimpleConnection;
+use diesel::mysql::MysqlConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{Integer, Nullable, Text};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use super::ViolatedKey;
+use crate::error::{StoreError, StoreResult};
+
+/// The MySQL/MariaDB migration tree (`migrations/mysql`, the one `diesel.toml` points at).
+pub(super) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
+
+/// How long a migration runner waits for another runner's lock.
+const MIGRATION_LOCK_WAIT_SECS: i32 = 60;
+
+/// Strict mode makes over-long or malformed values an error instead of a silent truncation; the rest
+/// are the modes MySQL 8 enables by default, spelled out so MariaDB behaves the same.
+const SESSION_SETUP: &str = "SET SESSION sql_mode = 'ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES,STRICT_ALL_TABLES,\
+NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00'";
+
+define_sql_function! {
+    /// MySQL's id of the last AUTO_INCREMENT value this connection generated.
+    #[sql_name = "LAST_INSERT_ID"]
+    fn last_insert_id_sql() -> Unsigned<BigInt>;
+}
+define_sql_function! {
+    /// The current database (NULL when none is selected).
+    fn database() -> Nullable<Text>;
+}
+define_sql_function! {
+    /// Hex SHA-1 of a string.
+    fn sha1(value: Nullable<Text>) -> Nullable<Text>;
+}
+define_sql_function! {
+    /// String concatenation.
+    fn concat(a: Text, b: Nullable<Text>) -> Nullable<Text>;
+}
+define_sql_function! {
+    /// Takes a named server-wide lock: 1 when taken, 0 on timeout, NULL on error.
+    fn get_lock(name: Nullable<Text>, timeout_secs: Integer) -> Nullable<BigInt>;
+}
+define_sql_function! {
+    /// Releases a lock taken by `get_lock`.
+    fn release_lock(name: Nullable<Text>) -> Nullable<BigInt>;
+}
+
+pub(super) fn connect(url: &str) -> StoreResult<MysqlConnection> {
+    let mut conn = MysqlConnection::establish(url)?;
+    conn.batch_execute(SESSION_SETUP)?;
+    Ok(conn)
+}
+
+pub(super) fn last_insert_id(conn: &mut MysqlConnection) -> QueryResult<i64> {
+    let id: u64 = diesel::select(last_insert_id_sql()).get_result(conn)?;
+    i64::try_from(id).map_err(|err| diesel::result::Error::DeserializationError(Box::new(err)))
+}
+
+/// Reads the key out of `Duplicate entry '…' for key 'name'` (MariaDB, MySQL before 8.0.19) or
+/// `… for key 'table.name'` (MySQL 8.0.19+). The entry echoes user data, which may itself contain
+/// `for key '`, so the key is taken from the *last* occurrence, which the server always appends.
+pub(super) fn violated_key(message: &str) -> Option<ViolatedKey> {
+    const MARKER: &str = " for key '";
+    let start = message.rfind(MARKER)? + MARKER.len();
+    let key = message[start..].strip_suffix('\'')?;
+    let (table, name) = match key.split_once('.') {
+        Some((table, name)) => (Some(table.to_owned()), name.to_owned()),
+        None => (None, key.to_owned()),
+    };
+    (!name.is_empty()).then_some(ViolatedKey::Named { table, name })
+}
+
+/// The migration lock is scoped to the current database, so runners for different databases on one
+/// server do not wait for each other. The name is hashed on the server: lock names are capped at 64
+/// characters, database names are not much shorter.
+fn migration_lock_name() -> concat<&'static str, sha1<database>> {
+    concat("applyops_migrations.", sha1(database()))
+}
+
+fn with_migration_lock<T>(
+    conn: &mut MysqlConnection,
+    run: impl FnOnce(&mut MysqlConnection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    let acquired: Option<i64> =
+        diesel::select(get_lock(migration_lock_name(), MIGRATION_LOCK_WAIT_SECS))
+            .get_result(conn)?;
+    if acquired != Some(1) {
+        return Err(StoreError::MigrationLockTimeout {
+            waited_secs: MIGRATION_LOCK_WAIT_SECS.unsigned_abs().into(),
+        });
+    }
+    let result = run(conn);
+    // Released explicitly so a pooled connection does not keep it; it would also go with the session.
+    let released =
+        diesel::select(release_lock(migration_lock_name())).get_result::<Option<i64>>(conn);
+    match (result, released) {
+        (Ok(value), Ok(_)) => Ok(value),
+        (Err(err), _) => Err(err),
+        (Ok(_), Err(err)) => Err(err.into()),
+    }
+}
+
+pub(super) fn run_migrations(conn: &mut MysqlConnection) -> StoreResult<Vec<String>> {
+    with_migration_lock(conn, |conn| {
+        let applied = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map_err(StoreError::Migration)?;
+        Ok(applied.iter().map(ToString::to_string).collect())
+    })
+}
+
+pub(super) fn revert_last_migration(conn: &mut MysqlConnection) -> StoreResult<Option<String>> {
+    with_migration_lock(conn, |conn| {
+        if conn
+            .applied_migrations()
+            .map_err(StoreError::Migration)?
+            .is_empty()
+        {
+            return Ok(None);
+        }
+        let reverted = conn
+            .revert_last_migration(MIGRATIONS)
+            .map_err(StoreError::Migration)?;
+        Ok(Some(reverted.to_string()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(table: Option<&str>, name: &str) -> Option<ViolatedKey> {
+        Some(ViolatedKey::Named {
+            table: table.map(str::to_owned),
+            name: name.to_owned(),
+        })
+    }
+
+    #[test]
+    fn reads_the_mariadb_form() {
+        let message = "Duplicate entry '7-east' for key 'apply_operations_apply_id_deployment_key'";
+        assert_eq!(
+            violated_key(message),
+            named(None, "apply_operations_apply_id_deployment_key")
+        );
+    }
+
+    #[test]
+    fn reads_the_mysql_8_0_19_form_with_table() {
+        let message = "Duplicate entry '7-east' for key 'apply_operations.apply_operations_apply_id_deployment_key'";
+        assert_eq!(
+            violated_key(message),
+            named(
+                Some("apply_operations"),
+                "apply_operations_apply_id_deployment_key"
+            )
+        );
+    }
+
+    #[test]
+    fn user_data_imitating_the_key_clause_is_ignored() {
+        let message = "Duplicate entry 'x' for key 'apply_operations_apply_id_deployment_key'' for key 'applies_apply_identifier_key'";
+        assert_eq!(
+            violated_key(message),
+            named(None, "applies_apply_identifier_key")
+        );
+    }
+
+    #[test]
+    fn other_messages_name_no_key() {
+        assert_eq!(
+            violated_key("Lost connection to MySQL server during query"),
+            None
+        );
+        assert_eq!(violated_key("Duplicate entry 'x' for key ''"), None);
+        assert_eq!(
+            violated_key("Duplicate entry 'x' for key 'unterminated"),
+            None
+        );
+    }
+}

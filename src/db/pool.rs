@@ -1,0 +1,142 @@
+//! The r2d2 connection pool.
+
+use std::time::Duration;
+
+use diesel::r2d2::R2D2Connection;
+
+use super::{establish_with, ConnectOptions, DatabaseUrl, DbConnection};
+use crate::error::{StoreError, StoreResult};
+
+/// A pool of [`DbConnection`]s.
+pub type DbPool = r2d2::Pool<ConnectionManager>;
+
+/// A connection checked out of a [`DbPool`]; it dereferences to [`DbConnection`] and goes back to the
+/// pool when dropped.
+pub type PooledConnection = r2d2::PooledConnection<ConnectionManager>;
+
+/// Pool settings. The defaults suit a worker process of a few threads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Most connections open at once. Default 10.
+    pub max_size: u32,
+    /// Idle connections kept open; `None` keeps `max_size`. Default `None`.
+    pub min_idle: Option<u32>,
+    /// How long a checkout waits for a free connection before failing with [`StoreError::Pool`].
+    /// Default 10 s.
+    pub connection_timeout: Duration,
+    /// Idle connections above `min_idle` are closed after this long. Default 10 min.
+    pub idle_timeout: Option<Duration>,
+    /// Connections are replaced after this long, well before MySQL's default `wait_timeout` (8 h)
+    /// closes them from the server side. Default 30 min.
+    pub max_lifetime: Option<Duration>,
+    /// Ping each connection (`SELECT 1`) before handing it out, replacing it if the server dropped it.
+    ///
+    /// Default `true`. The ping costs one round trip per checkout; the `pool_checkout` benchmark
+    /// measures it (see the README for the numbers). We pay it by default because a worker's
+    /// connections sit idle between claims for long stretches, and a connection the server closed
+    /// (restart, failover, `wait_timeout`, a `KILL`) would otherwise fail the next real statement. Set
+    /// it to `false` only when each checkout runs many statements or every failure is retried anyway.
+    pub test_on_check_out: bool,
+    /// SQLite only: see [`ConnectOptions::sqlite_busy_timeout`]. Default 5 s.
+    pub sqlite_busy_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_size: 10,
+            min_idle: None,
+            connection_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(10 * 60)),
+            max_lifetime: Some(Duration::from_secs(30 * 60)),
+            test_on_check_out: true,
+            sqlite_busy_timeout: ConnectOptions::default().sqlite_busy_timeout,
+        }
+    }
+}
+
+/// Opens pool connections with [`establish_with`], so every pooled connection gets the session
+/// settings and a URL is never sent to the wrong backend.
+#[derive(Debug)]
+pub struct ConnectionManager {
+    url: String,
+    options: ConnectOptions,
+}
+
+impl ConnectionManager {
+    /// A manager for `url` (see [`DatabaseUrl::parse`]).
+    pub fn new(url: impl Into<String>, options: ConnectOptions) -> Self {
+        ConnectionManager {
+            url: url.into(),
+            options,
+        }
+    }
+}
+
+impl r2d2::ManageConnection for ConnectionManager {
+    type Connection = DbConnection;
+    type Error = StoreError;
+
+    fn connect(&self) -> Result<DbConnection, StoreError> {
+        establish_with(&self.url, &self.options)
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), StoreError> {
+        conn.ping().map_err(StoreError::from)
+    }
+
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        // A connection dropped while a thread panics may be mid-transaction: never reuse it.
+        std::thread::panicking() || conn.is_broken()
+    }
+}
+
+/// Builds a pool for `url` and opens its first `min_idle` connections, so a wrong URL or an unreachable
+/// server fails here rather than at the first query.
+///
+/// An in-memory SQLite database exists per connection and vanishes when its connection closes, so a
+/// pool cannot share one: `:memory:` is rejected with [`StoreError::InvalidInput`]; use a file.
+///
+/// ```no_run
+/// use applyops::db::{pool, PoolConfig};
+/// let pool = pool("mysql://root@127.0.0.1:3306/applyops", PoolConfig::default())?;
+/// let mut conn = pool.get()?;
+/// applyops::db::run_migrations(&mut conn)?;
+/// # Ok::<(), applyops::StoreError>(())
+/// ```
+pub fn pool(url: &str, config: PoolConfig) -> StoreResult<DbPool> {
+    if DatabaseUrl::parse(url)?.is_sqlite_in_memory() {
+        return Err(StoreError::invalid(
+            "database_url",
+            "an in-memory SQLite database cannot be pooled (each connection would get its own, empty \
+             database); use a SQLite file",
+        ));
+    }
+    if config.max_size == 0 {
+        return Err(StoreError::invalid(
+            "max_size",
+            "a pool needs at least one connection",
+        ));
+    }
+    if config
+        .min_idle
+        .is_some_and(|min_idle| min_idle > config.max_size)
+    {
+        return Err(StoreError::invalid("min_idle", "must not exceed max_size"));
+    }
+    let manager = ConnectionManager::new(
+        url,
+        ConnectOptions {
+            sqlite_busy_timeout: config.sqlite_busy_timeout,
+        },
+    );
+    let pool = r2d2::Pool::builder()
+        .max_size(config.max_size)
+        .min_idle(config.min_idle)
+        .connection_timeout(config.connection_timeout)
+        .idle_timeout(config.idle_timeout)
+        .max_lifetime(config.max_lifetime)
+        .test_on_check_out(config.test_on_check_out)
+        .build(manager)?;
+    Ok(pool)
+}

@@ -1,0 +1,112 @@
+//! Everything SQLite-specific.
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sqlite::SqliteConnection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use super::{ConnectOptions, ViolatedKey};
+use crate::error::{StoreError, StoreResult};
+
+/// The SQLite migration tree (`migrations/sqlite`).
+pub(super) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+define_sql_function! {
+    /// SQLite's rowid of the last row this connection inserted.
+    fn last_insert_rowid() -> BigInt;
+}
+
+pub(super) fn connect(path: &str, options: &ConnectOptions) -> StoreResult<SqliteConnection> {
+    let mut conn = SqliteConnection::establish(path)?;
+    // PRAGMA values cannot be bound; this is an integer we computed, not caller text.
+    let busy_ms = options
+        .sqlite_busy_timeout
+        .as_millis()
+        .min(i32::MAX as u128);
+    conn.batch_execute(&format!("PRAGMA busy_timeout = {busy_ms};"))?;
+    // WAL lets readers run while one connection writes. An in-memory database ignores it.
+    conn.batch_execute("PRAGMA journal_mode = WAL;")?;
+    Ok(conn)
+}
+
+pub(super) fn last_insert_id(conn: &mut SqliteConnection) -> QueryResult<i64> {
+    diesel::select(last_insert_rowid()).get_result(conn)
+}
+
+/// Reads `UNIQUE constraint failed: t.a, t.b` into its `(table, column)` pairs. SQLite names columns,
+/// not the index, and echoes no user data in this message.
+pub(super) fn violated_key(message: &str) -> Option<ViolatedKey> {
+    let list = message.strip_prefix("UNIQUE constraint failed: ")?;
+    let columns = list
+        .split(", ")
+        .map(|qualified| {
+            let (table, column) = qualified.split_once('.')?;
+            Some((table.to_owned(), column.to_owned()))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(ViolatedKey::Columns { columns })
+}
+
+/// One immediate transaction around the whole run serialises concurrent runners: the second waits
+/// (busy timeout), then finds nothing pending. Diesel runs each migration in a savepoint of it.
+pub(super) fn run_migrations(conn: &mut SqliteConnection) -> StoreResult<Vec<String>> {
+    conn.immediate_transaction(|conn| {
+        let applied = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map_err(StoreError::Migration)?;
+        Ok(applied.iter().map(ToString::to_string).collect())
+    })
+}
+
+pub(super) fn revert_last_migration(conn: &mut SqliteConnection) -> StoreResult<Option<String>> {
+    conn.immediate_transaction(|conn| {
+        if conn
+            .applied_migrations()
+            .map_err(StoreError::Migration)?
+            .is_empty()
+        {
+            return Ok(None);
+        }
+        let reverted = conn
+            .revert_last_migration(MIGRATIONS)
+            .map_err(StoreError::Migration)?;
+        Ok(Some(reverted.to_string()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_columns_of_a_composite_key() {
+        let message =
+            "UNIQUE constraint failed: apply_operations.apply_id, apply_operations.deployment";
+        assert_eq!(
+            violated_key(message),
+            Some(ViolatedKey::Columns {
+                columns: vec![
+                    ("apply_operations".into(), "apply_id".into()),
+                    ("apply_operations".into(), "deployment".into()),
+                ]
+            })
+        );
+    }
+
+    #[test]
+    fn reads_a_single_column_key() {
+        let message = "UNIQUE constraint failed: applies.apply_identifier";
+        assert_eq!(
+            violated_key(message),
+            Some(ViolatedKey::Columns {
+                columns: vec![("applies".into(), "apply_identifier".into())]
+            })
+        );
+    }
+
+    #[test]
+    fn other_messages_name_no_key() {
+        assert_eq!(violated_key("database is locked"), None);
+        assert_eq!(violated_key("UNIQUE constraint failed: nodot"), None);
+    }
+}

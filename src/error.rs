@@ -1,0 +1,101 @@
+//! The one error type every fallible applyops call returns.
+
+use std::error::Error as StdError;
+
+/// Everything that can go wrong in applyops, phrased so that its `Display` reads well in a worker's log.
+///
+/// Variants that wrap a lower-level error keep it as their [`source`](std::error::Error::source), so
+/// nothing the driver said is lost.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No `apply_operations` row has this id.
+    #[error("apply operation {id} does not exist")]
+    ApplyOperationNotFound {
+        /// The id that was looked up.
+        id: i64,
+    },
+
+    /// An operation for this (apply, deployment) pair already exists.
+    #[error("apply {apply_id} already has an operation for deployment {deployment:?}")]
+    ApplyOperationExists {
+        /// The apply the insert was for.
+        apply_id: i64,
+        /// The deployment that is already taken.
+        deployment: String,
+    },
+
+    /// An apply with this user-facing identifier already exists.
+    #[error("an apply with identifier {apply_identifier:?} already exists")]
+    ApplyExists {
+        /// The identifier that is already taken.
+        apply_identifier: String,
+    },
+
+    /// A caller-supplied value was rejected before any SQL ran; nothing was written.
+    #[error("invalid {field}: {reason}")]
+    InvalidInput {
+        /// The argument or field that was rejected.
+        field: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A row read from the database carries a state this version of applyops does not know.
+    #[error("{table} row {id} has unknown state {value:?}")]
+    UnknownState {
+        /// The table the row was read from.
+        table: &'static str,
+        /// The row's primary key.
+        id: i64,
+        /// The stored value, verbatim.
+        value: String,
+    },
+
+    /// The database URL names a backend applyops cannot open.
+    #[error("unsupported database URL {url:?}: {reason}")]
+    UnsupportedDatabaseUrl {
+        /// The URL with any password replaced by `***`.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// Opening a connection failed.
+    #[error("could not connect to the database: {0}")]
+    Connect(#[from] diesel::ConnectionError),
+
+    /// The connection pool could not hand out a connection in time.
+    #[error("could not get a connection from the pool: {0}")]
+    Pool(#[from] r2d2::Error),
+
+    /// Another migration runner held the migration lock for longer than the wait allowed.
+    #[error(
+        "timed out after {waited_secs}s waiting for the migration lock held by another runner"
+    )]
+    MigrationLockTimeout {
+        /// How long this runner waited.
+        waited_secs: u64,
+    },
+
+    /// Running or reverting a migration failed.
+    #[error("migration failed: {0}")]
+    Migration(#[source] Box<dyn StdError + Send + Sync>),
+
+    /// The database reported an error (including a lost or killed connection).
+    #[error("database error: {0}")]
+    Database(#[from] diesel::result::Error),
+}
+
+impl StoreError {
+    /// Shorthand for [`StoreError::InvalidInput`].
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        StoreError::InvalidInput {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The result type of every fallible applyops call.
+pub type StoreResult<T> = Result<T, StoreError>;

@@ -1,0 +1,202 @@
+//! [`Store`]: the pool-owning entry point for worker binaries.
+
+use crate::db::{self, DbConnection, DbPool, PoolConfig, PooledConnection};
+use crate::error::StoreResult;
+use crate::models::{Apply, ApplyOperation, NewApply, NewApplyOperation, NewTask, Task};
+use crate::state::ApplyState;
+use crate::store::{applies, apply_operations, tasks};
+
+/// A connection pool plus the store's operations, for worker binaries that share one database.
+///
+/// Each call checks a connection out for its duration. To run several calls in one transaction, use
+/// [`Store::write_transaction`] with the functions in [`crate::store`]. `Store` is cheap to clone and
+/// safe to share between threads: clones share the pool.
+///
+/// ```
+/// use applyops::{models::NewApplyOperation, PoolConfig, Store};
+///
+/// let dir = std::env::temp_dir().join(format!("applyops-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let store = Store::open(dir.join("doc.db").to_str().unwrap(), PoolConfig::default())?;
+/// store.run_migrations()?;
+///
+/// let ops = store.apply_operations();
+/// let id = ops.insert(&NewApplyOperation::new(7, "eu-west-1"))?;
+/// ops.mark_started(id)?;
+/// ops.mark_completed(id)?;
+/// assert_eq!(ops.list_by_apply(7)?.len(), 1);
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), applyops::StoreError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: DbPool,
+}
+
+impl Store {
+    /// Builds a pool for `url` (see [`db::pool`]) and wraps it.
+    pub fn open(url: &str, config: PoolConfig) -> StoreResult<Store> {
+        Ok(Store::from_pool(db::pool(url, config)?))
+    }
+
+    /// Wraps an existing pool.
+    pub fn from_pool(pool: DbPool) -> Store {
+        Store { pool }
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &DbPool {
+        &self.pool
+    }
+
+    /// Checks a connection out of the pool.
+    pub fn connection(&self) -> StoreResult<PooledConnection> {
+        Ok(self.pool.get()?)
+    }
+
+    /// Runs pending migrations (see [`db::run_migrations`]).
+    pub fn run_migrations(&self) -> StoreResult<Vec<String>> {
+        db::run_migrations(&mut *self.connection()?)
+    }
+
+    /// Runs `f` on one connection inside [`db::write_transaction`]: everything `f` does commits
+    /// together, or rolls back together when it returns an error.
+    pub fn write_transaction<T>(
+        &self,
+        f: impl FnOnce(&mut DbConnection) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        db::write_transaction(&mut *self.connection()?, f)
+    }
+
+    /// The `apply_operations` store.
+    pub fn apply_operations(&self) -> ApplyOperationsHandle<'_> {
+        ApplyOperationsHandle { store: self }
+    }
+
+    /// The `applies` store.
+    pub fn applies(&self) -> AppliesHandle<'_> {
+        AppliesHandle { store: self }
+    }
+
+    /// The `tasks` store.
+    pub fn tasks(&self) -> TasksHandle<'_> {
+        TasksHandle { store: self }
+    }
+}
+
+/// [`crate::store::apply_operations`] on pooled connections; see there for each operation's contract.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyOperationsHandle<'a> {
+    store: &'a Store,
+}
+
+impl ApplyOperationsHandle<'_> {
+    /// See [`apply_operations::insert`].
+    pub fn insert(&self, new: &NewApplyOperation) -> StoreResult<i64> {
+        apply_operations::insert(&mut *self.store.connection()?, new)
+    }
+
+    /// See [`apply_operations::get`].
+    pub fn get(&self, id: i64) -> StoreResult<Option<ApplyOperation>> {
+        apply_operations::get(&mut *self.store.connection()?, id)
+    }
+
+    /// See [`apply_operations::get_by_apply_and_deployment`].
+    pub fn get_by_apply_and_deployment(
+        &self,
+        apply_id: i64,
+        deployment: &str,
+    ) -> StoreResult<Option<ApplyOperation>> {
+        apply_operations::get_by_apply_and_deployment(
+            &mut *self.store.connection()?,
+            apply_id,
+            deployment,
+        )
+    }
+
+    /// See [`apply_operations::list_by_apply`].
+    pub fn list_by_apply(&self, apply_id: i64) -> StoreResult<Vec<ApplyOperation>> {
+        apply_operations::list_by_apply(&mut *self.store.connection()?, apply_id)
+    }
+
+    /// See [`apply_operations::update_state`].
+    pub fn update_state(&self, id: i64, state: ApplyState) -> StoreResult<()> {
+        apply_operations::update_state(&mut *self.store.connection()?, id, state)
+    }
+
+    /// See [`apply_operations::mark_started`].
+    pub fn mark_started(&self, id: i64) -> StoreResult<()> {
+        apply_operations::mark_started(&mut *self.store.connection()?, id)
+    }
+
+    /// See [`apply_operations::mark_completed`].
+    pub fn mark_completed(&self, id: i64) -> StoreResult<()> {
+        apply_operations::mark_completed(&mut *self.store.connection()?, id)
+    }
+
+    /// See [`apply_operations::mark_failed`].
+    pub fn mark_failed(&self, id: i64, message: &str) -> StoreResult<()> {
+        apply_operations::mark_failed(&mut *self.store.connection()?, id, message)
+    }
+
+    /// See [`apply_operations::mark_terminal`].
+    pub fn mark_terminal(&self, id: i64, state: ApplyState) -> StoreResult<()> {
+        apply_operations::mark_terminal(&mut *self.store.connection()?, id, state)
+    }
+
+    /// See [`apply_operations::delete_by_apply`].
+    pub fn delete_by_apply(&self, apply_id: i64) -> StoreResult<usize> {
+        apply_operations::delete_by_apply(&mut *self.store.connection()?, apply_id)
+    }
+}
+
+/// [`crate::store::applies`] on pooled connections.
+#[derive(Debug, Clone, Copy)]
+pub struct AppliesHandle<'a> {
+    store: &'a Store,
+}
+
+impl AppliesHandle<'_> {
+    /// See [`applies::insert`].
+    pub fn insert(&self, new: &NewApply) -> StoreResult<i64> {
+        applies::insert(&mut *self.store.connection()?, new)
+    }
+
+    /// See [`applies::get`].
+    pub fn get(&self, id: i64) -> StoreResult<Option<Apply>> {
+        applies::get(&mut *self.store.connection()?, id)
+    }
+
+    /// See [`applies::get_by_identifier`].
+    pub fn get_by_identifier(&self, apply_identifier: &str) -> StoreResult<Option<Apply>> {
+        applies::get_by_identifier(&mut *self.store.connection()?, apply_identifier)
+    }
+}
+
+/// [`crate::store::tasks`] on pooled connections.
+#[derive(Debug, Clone, Copy)]
+pub struct TasksHandle<'a> {
+    store: &'a Store,
+}
+
+impl TasksHandle<'_> {
+    /// See [`tasks::insert`].
+    pub fn insert(&self, new: &NewTask) -> StoreResult<i64> {
+        tasks::insert(&mut *self.store.connection()?, new)
+    }
+
+    /// See [`tasks::get`].
+    pub fn get(&self, id: i64) -> StoreResult<Option<Task>> {
+        tasks::get(&mut *self.store.connection()?, id)
+    }
+
+    /// See [`tasks::list_by_apply`].
+    pub fn list_by_apply(&self, apply_id: i64) -> StoreResult<Vec<Task>> {
+        tasks::list_by_apply(&mut *self.store.connection()?, apply_id)
+    }
+
+    /// See [`tasks::list_by_operation`].
+    pub fn list_by_operation(&self, apply_operation_id: i64) -> StoreResult<Vec<Task>> {
+        tasks::list_by_operation(&mut *self.store.connection()?, apply_operation_id)
+    }
+}

@@ -1,0 +1,50 @@
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::schema::applies;
+
+/// A schema-change request: the parent of one [`ApplyOperation`](super::ApplyOperation) per deployment.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Queryable, Selectable, Identifiable, Serialize, Deserialize,
+)]
+#[diesel(table_name = applies)]
+#[diesel(check_for_backend(diesel::mysql::Mysql, diesel::sqlite::Sqlite))]
+pub struct Apply {
+    /// Primary key.
+    pub id: i64,
+    /// The unique, user-facing handle of the apply.
+    pub apply_identifier: String,
+    /// The logical database the change is for.
+    pub database_name: String,
+    /// The environment (e.g. `production`) the change targets.
+    pub environment: String,
+    /// The deployment the apply was requested for.
+    pub deployment: String,
+    /// The stored state name; see [`crate::state::HasApplyState`].
+    pub state: String,
+    /// The last error, if the apply failed.
+    pub error_message: Option<String>,
+    /// When the row was inserted (UTC).
+    pub created_at: NaiveDateTime,
+    /// When the row was last written (UTC).
+    pub updated_at: NaiveDateTime,
+    /// When work on the apply first started (UTC).
+    pub started_at: Option<NaiveDateTime>,
+    /// When the apply reached a terminal state (UTC).
+    pub completed_at: Option<NaiveDateTime>,
+}
+
+/// The caller-supplied part of a new [`Apply`]; the store sets state and timestamps.
+#[derive(Debug, Clone, PartialEq, Eq, Insertable, Serialize, Deserialize)]
+#[diesel(table_name = applies)]
+pub struct NewApply {
+    /// Unique, user-facing handle: 1 to 255 characters.
+    pub apply_identifier: String,
+    /// The logical database: 1 to 255 characters.
+    pub database_name: String,
+    /// The environment: 1 to 255 characters.
+    pub environment: String,
+    /// The deployment: 1 to 255 characters.
+    pub deployment: String,
+}

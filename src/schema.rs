@@ -1,0 +1,60 @@
+// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    applies (id) {
+        id -> Bigint,
+        #[max_length = 255]
+        apply_identifier -> Varchar,
+        #[max_length = 255]
+        database_name -> Varchar,
+        #[max_length = 255]
+        environment -> Varchar,
+        #[max_length = 255]
+        deployment -> Varchar,
+        #[max_length = 64]
+        state -> Varchar,
+        error_message -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        started_at -> Nullable<Timestamp>,
+        completed_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    apply_operations (id) {
+        id -> Bigint,
+        apply_id -> Bigint,
+        #[max_length = 255]
+        deployment -> Varchar,
+        #[max_length = 255]
+        target -> Varchar,
+        #[max_length = 64]
+        state -> Varchar,
+        error_message -> Nullable<Text>,
+        started_at -> Nullable<Timestamp>,
+        completed_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    tasks (id) {
+        id -> Bigint,
+        apply_id -> Bigint,
+        apply_operation_id -> Nullable<Bigint>,
+        #[max_length = 255]
+        table_name -> Varchar,
+        ddl -> Text,
+        #[max_length = 64]
+        state -> Varchar,
+        error_message -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        started_at -> Nullable<Timestamp>,
+        completed_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(applies, apply_operations, tasks,);

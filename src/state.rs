@@ -1,0 +1,309 @@
+//! The apply state vocabulary, shared by applies, apply operations and tasks.
+//!
+//! States are stored as their snake_case name (`"waiting_for_cutover"`). Parsing is lenient about how a
+//! name is spelled, because values arrive from operators and older tools: any letter case is accepted,
+//! and an optional `STATE_` prefix (as in protobuf enum names) is ignored. Storing is strict: only
+//! [`ApplyState::as_str`] is ever written.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{StoreError, StoreResult};
+use crate::models::{Apply, ApplyOperation, Task};
+
+/// Every state an apply, or one deployment's operation of it, can be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ApplyState {
+    /// Created, not yet started.
+    Pending,
+    /// Copying rows / applying changes.
+    Running,
+    /// Running, but with a degraded component (e.g. one shard lagging).
+    RunningDegraded,
+    /// Held by an operator; resumes only when asked.
+    Paused,
+    /// Coming back from `stopped` or `paused`.
+    Resuming,
+    /// Waiting for a deploy request to be deployable.
+    WaitingForDeploy,
+    /// Copy finished; waiting for the cutover.
+    WaitingForCutover,
+    /// Re-attaching to work after a worker was lost.
+    Recovering,
+    /// Swapping the new schema in.
+    CuttingOver,
+    /// Cut over; the change can still be reverted.
+    RevertWindow,
+    /// The revert window is being closed early.
+    SkippingRevert,
+    /// Rolling the change back.
+    Reverting,
+    /// Finished successfully. Terminal.
+    Completed,
+    /// Finished with an error. Terminal.
+    Failed,
+    /// Failed in a way that may succeed if retried. Not terminal.
+    FailedRetryable,
+    /// Stopped by an operator; can be started again. Terminal until then.
+    Stopped,
+    /// Cancelled before completion. Terminal.
+    Cancelled,
+    /// The change was rolled back. Terminal.
+    Reverted,
+    /// PlanetScale setup: creating the branch.
+    PreparingBranch,
+    /// PlanetScale setup: applying changes to the branch.
+    ApplyingBranchChanges,
+    /// PlanetScale setup: validating the branch.
+    ValidatingBranch,
+    /// PlanetScale setup: creating the deploy request.
+    CreatingDeployRequest,
+    /// PlanetScale setup: validating the deploy request.
+    ValidatingDeployRequest,
+}
+
+impl ApplyState {
+    /// Every state, in declaration order.
+    pub const ALL: [ApplyState; 23] = [
+        ApplyState::Pending,
+        ApplyState::Running,
+        ApplyState::RunningDegraded,
+        ApplyState::Paused,
+        ApplyState::Resuming,
+        ApplyState::WaitingForDeploy,
+        ApplyState::WaitingForCutover,
+        ApplyState::Recovering,
+        ApplyState::CuttingOver,
+        ApplyState::RevertWindow,
+        ApplyState::SkippingRevert,
+        ApplyState::Reverting,
+        ApplyState::Completed,
+        ApplyState::Failed,
+        ApplyState::FailedRetryable,
+        ApplyState::Stopped,
+        ApplyState::Cancelled,
+        ApplyState::Reverted,
+        ApplyState::PreparingBranch,
+        ApplyState::ApplyingBranchChanges,
+        ApplyState::ValidatingBranch,
+        ApplyState::CreatingDeployRequest,
+        ApplyState::ValidatingDeployRequest,
+    ];
+
+    /// The snake_case name stored in the database and used in JSON.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ApplyState::Pending => "pending",
+            ApplyState::Running => "running",
+            ApplyState::RunningDegraded => "running_degraded",
+            ApplyState::Paused => "paused",
+            ApplyState::Resuming => "resuming",
+            ApplyState::WaitingForDeploy => "waiting_for_deploy",
+            ApplyState::WaitingForCutover => "waiting_for_cutover",
+            ApplyState::Recovering => "recovering",
+            ApplyState::CuttingOver => "cutting_over",
+            ApplyState::RevertWindow => "revert_window",
+            ApplyState::SkippingRevert => "skipping_revert",
+            ApplyState::Reverting => "reverting",
+            ApplyState::Completed => "completed",
+            ApplyState::Failed => "failed",
+            ApplyState::FailedRetryable => "failed_retryable",
+            ApplyState::Stopped => "stopped",
+            ApplyState::Cancelled => "cancelled",
+            ApplyState::Reverted => "reverted",
+            ApplyState::PreparingBranch => "preparing_branch",
+            ApplyState::ApplyingBranchChanges => "applying_branch_changes",
+            ApplyState::ValidatingBranch => "validating_branch",
+            ApplyState::CreatingDeployRequest => "creating_deploy_request",
+            ApplyState::ValidatingDeployRequest => "validating_deploy_request",
+        }
+    }
+
+    /// True for the states no worker moves out of on its own: completed, failed, stopped, cancelled and
+    /// reverted. `failed_retryable` is deliberately not terminal: it exists to be retried.
+    pub const fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ApplyState::Completed
+                | ApplyState::Failed
+                | ApplyState::Stopped
+                | ApplyState::Cancelled
+                | ApplyState::Reverted
+        )
+    }
+}
+
+impl fmt::Display for ApplyState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that names no [`ApplyState`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown apply state {value:?}")]
+pub struct ParseApplyStateError {
+    /// The rejected input, verbatim.
+    pub value: String,
+}
+
+impl FromStr for ApplyState {
+    type Err = ParseApplyStateError;
+
+    /// Accepts any letter case and an optional `STATE_` prefix: `"running"`, `"RUNNING"` and
+    /// `"STATE_RUNNING"` all parse to [`ApplyState::Running`]. Surrounding whitespace is not accepted.
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let lowered = value.to_ascii_lowercase();
+        let name = lowered.strip_prefix("state_").unwrap_or(&lowered);
+        ApplyState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == name)
+            .ok_or_else(|| ParseApplyStateError {
+                value: value.to_owned(),
+            })
+    }
+}
+
+impl Serialize for ApplyState {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ApplyState {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = String::deserialize(deserializer)?;
+        value.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses a state read from `table` row `id`, naming both in the error when the value is unknown.
+pub(crate) fn parse_stored(table: &'static str, id: i64, value: &str) -> StoreResult<ApplyState> {
+    value.parse().map_err(|_| StoreError::UnknownState {
+        table,
+        id,
+        value: value.to_owned(),
+    })
+}
+
+/// Typed access to a row's stored state.
+///
+/// Rows keep the state column as the string the database holds, so a value written by a newer or
+/// foreign tool can still be loaded, inspected and remediated; this is where it becomes an
+/// [`ApplyState`]. The store checks every row it returns, so for rows from the store this only fails
+/// if the row was edited since.
+pub trait HasApplyState {
+    /// The row's state, or [`StoreError::UnknownState`] naming the table, row id and stored value.
+    fn apply_state(&self) -> StoreResult<ApplyState>;
+}
+
+impl HasApplyState for ApplyOperation {
+    fn apply_state(&self) -> StoreResult<ApplyState> {
+        parse_stored("apply_operations", self.id, &self.state)
+    }
+}
+
+impl HasApplyState for Apply {
+    fn apply_state(&self) -> StoreResult<ApplyState> {
+        parse_stored("applies", self.id, &self.state)
+    }
+}
+
+impl HasApplyState for Task {
+    fn apply_state(&self) -> StoreResult<ApplyState> {
+        parse_stored("tasks", self.id, &self.state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_round_trips_through_its_stored_name() {
+        for state in ApplyState::ALL {
+            assert_eq!(state.as_str().parse::<ApplyState>(), Ok(state));
+        }
+    }
+
+    #[test]
+    fn stored_names_are_unique() {
+        let mut names: Vec<_> = ApplyState::ALL.iter().map(|s| s.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ApplyState::ALL.len());
+    }
+
+    #[test]
+    fn parsing_ignores_case_and_an_optional_state_prefix() {
+        for input in [
+            "waiting_for_cutover",
+            "WAITING_FOR_CUTOVER",
+            "STATE_WAITING_FOR_CUTOVER",
+            "state_Waiting_For_Cutover",
+        ] {
+            assert_eq!(input.parse(), Ok(ApplyState::WaitingForCutover), "{input}");
+        }
+    }
+
+    #[test]
+    fn parsing_rejects_unknown_values_naming_them() {
+        for input in [
+            "",
+            "STATE_",
+            "runnin",
+            " running",
+            "running ",
+            "state_state_running",
+            "waiting-for-cutover",
+        ] {
+            let err = input.parse::<ApplyState>().unwrap_err();
+            assert_eq!(err.value, input);
+        }
+    }
+
+    #[test]
+    fn terminal_states_are_exactly_the_five_final_ones() {
+        let terminal: Vec<_> = ApplyState::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
+        assert_eq!(
+            terminal,
+            [
+                ApplyState::Completed,
+                ApplyState::Failed,
+                ApplyState::Stopped,
+                ApplyState::Cancelled,
+                ApplyState::Reverted
+            ]
+        );
+        assert!(!ApplyState::FailedRetryable.is_terminal());
+    }
+
+    #[test]
+    fn serde_writes_snake_case_and_reads_leniently() {
+        assert_eq!(
+            serde_json::to_string(&ApplyState::RunningDegraded).unwrap(),
+            "\"running_degraded\""
+        );
+        let read: ApplyState = serde_json::from_str("\"STATE_REVERT_WINDOW\"").unwrap();
+        assert_eq!(read, ApplyState::RevertWindow);
+        assert!(serde_json::from_str::<ApplyState>("\"nope\"").is_err());
+    }
+
+    #[test]
+    fn unknown_stored_state_names_table_row_and_value() {
+        let err = parse_stored("apply_operations", 42, "exploded").unwrap_err();
+        assert!(matches!(
+            &err,
+            StoreError::UnknownState { table: "apply_operations", id: 42, value } if value == "exploded"
+        ));
+        assert_eq!(
+            err.to_string(),
+            "apply_operations row 42 has unknown state \"exploded\""
+        );
+    }
+}

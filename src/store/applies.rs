@@ -1,0 +1,75 @@
+//! The `applies` store: the parent rows operations and tasks belong to.
+
+use diesel::prelude::*;
+
+use super::validate;
+use crate::db::{self, DbConnection, UniqueKey};
+use crate::error::{StoreError, StoreResult};
+use crate::models::{Apply, NewApply};
+use crate::schema::applies;
+use crate::state::{ApplyState, HasApplyState};
+
+const IDENTIFIER_KEY: UniqueKey = UniqueKey {
+    table: "applies",
+    name: "applies_apply_identifier_key",
+    columns: &["apply_identifier"],
+};
+
+/// Inserts a `pending` apply and returns its id.
+///
+/// Errors: [`StoreError::InvalidInput`] for an empty or over-long (255 characters) field or an
+/// identifier ending in a space; [`StoreError::ApplyExists`] when the identifier is taken.
+pub fn insert(conn: &mut DbConnection, new: &NewApply) -> StoreResult<i64> {
+    validate::key_varchar("apply_identifier", &new.apply_identifier)?;
+    validate::required_varchar("database_name", &new.database_name)?;
+    validate::required_varchar("environment", &new.environment)?;
+    validate::required_varchar("deployment", &new.deployment)?;
+    let now = db::now();
+    let inserted = diesel::insert_into(applies::table)
+        .values((
+            new,
+            applies::state.eq(ApplyState::Pending.as_str()),
+            applies::created_at.eq(now),
+            applies::updated_at.eq(now),
+        ))
+        .execute(conn);
+    match inserted {
+        Ok(_) => Ok(db::last_insert_id(conn)?),
+        Err(err) if db::is_unique_violation_of(conn, &err, &IDENTIFIER_KEY) => {
+            Err(StoreError::ApplyExists {
+                apply_identifier: new.apply_identifier.clone(),
+            })
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The apply with this id, or `None`.
+pub fn get(conn: &mut DbConnection, id: i64) -> StoreResult<Option<Apply>> {
+    let row = applies::table
+        .find(id)
+        .select(Apply::as_select())
+        .first(conn)
+        .optional()?;
+    checked(row)
+}
+
+/// The apply with this user-facing identifier, or `None`.
+pub fn get_by_identifier(
+    conn: &mut DbConnection,
+    apply_identifier: &str,
+) -> StoreResult<Option<Apply>> {
+    let row = applies::table
+        .filter(applies::apply_identifier.eq(apply_identifier))
+        .select(Apply::as_select())
+        .first(conn)
+        .optional()?;
+    checked(row)
+}
+
+fn checked(row: Option<Apply>) -> StoreResult<Option<Apply>> {
+    if let Some(row) = &row {
+        row.apply_state()?;
+    }
+    Ok(row)
+}

@@ -1,0 +1,35 @@
+//! Queries, one module per table. Every function takes `&mut DbConnection`, so callers can run
+//! several in one transaction of their own (see [`crate::db::write_transaction`]); for pooled use
+//! see [`crate::Store`].
+//!
+//! Conventions every module keeps:
+//! - Input is validated before any SQL runs; a rejected value is [`StoreError::InvalidInput`] and
+//!   nothing is written. Accepted text is stored verbatim (quotes, unicode, SQL metacharacters).
+//! - Timestamps come from the database's clock ([`crate::db::now`]).
+//! - Every row returned has a known state; an unknown one is [`StoreError::UnknownState`].
+//!
+//! [`StoreError::InvalidInput`]: crate::StoreError::InvalidInput
+//! [`StoreError::UnknownState`]: crate::StoreError::UnknownState
+
+use diesel::sql_types::{Nullable, Timestamp};
+
+pub mod applies;
+pub mod apply_operations;
+pub mod tasks;
+mod validate;
+
+diesel::define_sql_function! {
+    /// `COALESCE` for timestamps: stamps a column once and keeps it on repeats.
+    #[sql_name = "COALESCE"]
+    fn coalesce_timestamp(value: Nullable<Timestamp>, fallback: Nullable<Timestamp>) -> Nullable<Timestamp>;
+}
+
+/// Turns an UPDATE's matched-row count into `Ok` or the caller's not-found error. Both backends report
+/// rows *matched* (MySQL through Diesel's `CLIENT_FOUND_ROWS`), so an idempotent repeat counts 1.
+fn expect_row<E>(matched: usize, not_found: impl FnOnce() -> E) -> Result<(), E> {
+    if matched == 0 {
+        Err(not_found())
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,101 @@
+//! The `tasks` store: per-table units of work, linked to the operation that owns them through the
+//! nullable `tasks.apply_operation_id`.
+//!
+//! The link is kept by the store, not by a foreign key: [`insert`] only links a task to an existing
+//! operation of the same apply (holding that row against a concurrent delete until the insert
+//! commits), and [`apply_operations::delete_by_apply`](super::apply_operations::delete_by_apply)
+//! unlinks the tasks of the operations it deletes.
+
+use diesel::prelude::*;
+
+use super::validate;
+use crate::db::{self, DbConnection};
+use crate::error::{StoreError, StoreResult};
+use crate::models::{NewTask, Task};
+use crate::schema::tasks;
+use crate::state::{ApplyState, HasApplyState};
+
+/// Inserts a `pending` task and returns its id.
+///
+/// Errors: [`StoreError::InvalidInput`] for an empty or over-long (255 characters) table name, an
+/// empty or over-long (65,535 bytes) DDL, or an `apply_operation_id` of another apply;
+/// [`StoreError::ApplyOperationNotFound`] when `apply_operation_id` names no operation.
+pub fn insert(conn: &mut DbConnection, new: &NewTask) -> StoreResult<i64> {
+    validate::required_varchar("table_name", &new.table_name)?;
+    validate::text("ddl", &new.ddl, true)?;
+    let Some(operation_id) = new.apply_operation_id else {
+        return insert_row(conn, new);
+    };
+    db::write_transaction(conn, |conn| {
+        match db::apply_id_of_operation_locked(conn, operation_id)? {
+            None => return Err(StoreError::ApplyOperationNotFound { id: operation_id }),
+            Some(owner) if owner != new.apply_id => {
+                return Err(StoreError::invalid(
+                    "apply_operation_id",
+                    format!(
+                        "operation {operation_id} belongs to apply {owner}, not to apply {}",
+                        new.apply_id
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+        insert_row(conn, new)
+    })
+}
+
+fn insert_row(conn: &mut DbConnection, new: &NewTask) -> StoreResult<i64> {
+    let now = db::now();
+    diesel::insert_into(tasks::table)
+        .values((
+            new,
+            tasks::state.eq(ApplyState::Pending.as_str()),
+            tasks::created_at.eq(now),
+            tasks::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(db::last_insert_id(conn)?)
+}
+
+/// The task with this id, or `None`.
+pub fn get(conn: &mut DbConnection, id: i64) -> StoreResult<Option<Task>> {
+    let row = tasks::table
+        .find(id)
+        .select(Task::as_select())
+        .first(conn)
+        .optional()?;
+    if let Some(row) = &row {
+        row.apply_state()?;
+    }
+    Ok(row)
+}
+
+/// The tasks of `apply_id`, oldest first by (`created_at`, `id`); empty for an unknown apply.
+pub fn list_by_apply(conn: &mut DbConnection, apply_id: i64) -> StoreResult<Vec<Task>> {
+    let rows = tasks::table
+        .filter(tasks::apply_id.eq(apply_id))
+        .order((tasks::created_at.asc(), tasks::id.asc()))
+        .select(Task::as_select())
+        .load(conn)?;
+    checked(rows)
+}
+
+/// The tasks owned by operation `apply_operation_id`, oldest first by (`created_at`, `id`).
+pub fn list_by_operation(
+    conn: &mut DbConnection,
+    apply_operation_id: i64,
+) -> StoreResult<Vec<Task>> {
+    let rows = tasks::table
+        .filter(tasks::apply_operation_id.eq(apply_operation_id))
+        .order((tasks::created_at.asc(), tasks::id.asc()))
+        .select(Task::as_select())
+        .load(conn)?;
+    checked(rows)
+}
+
+fn checked(rows: Vec<Task>) -> StoreResult<Vec<Task>> {
+    for row in &rows {
+        row.apply_state()?;
+    }
+    Ok(rows)
+}

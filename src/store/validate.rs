@@ -1,0 +1,96 @@
+//! Input checks shared by the store modules, run before any SQL.
+
+use crate::error::{StoreError, StoreResult};
+
+/// `VARCHAR(255)` holds 255 characters (not bytes) under utf8mb4.
+pub(crate) const MAX_VARCHAR_CHARS: usize = 255;
+
+/// MySQL `TEXT` holds 65,535 bytes.
+pub(crate) const MAX_TEXT_BYTES: usize = 65_535;
+
+/// A required short text: 1 to 255 characters.
+pub(crate) fn required_varchar(field: &'static str, value: &str) -> StoreResult<()> {
+    if value.is_empty() {
+        return Err(StoreError::invalid(field, "must not be empty"));
+    }
+    optional_varchar(field, value)
+}
+
+/// An optional short text: at most 255 characters (empty allowed).
+pub(crate) fn optional_varchar(field: &'static str, value: &str) -> StoreResult<()> {
+    let chars = value.chars().count();
+    if chars > MAX_VARCHAR_CHARS {
+        return Err(StoreError::invalid(
+            field,
+            format!("is {chars} characters long; at most {MAX_VARCHAR_CHARS} fit"),
+        ));
+    }
+    Ok(())
+}
+
+/// A short text that is part of a unique key: 1 to 255 characters and no trailing space.
+///
+/// MySQL's `_bin` collations compare with PAD SPACE, so `"east"` and `"east "` would be the same key
+/// there and different keys on SQLite; rejecting the trailing space keeps both backends agreeing.
+pub(crate) fn key_varchar(field: &'static str, value: &str) -> StoreResult<()> {
+    required_varchar(field, value)?;
+    if value.ends_with(' ') {
+        return Err(StoreError::invalid(
+            field,
+            "must not end with a space (MySQL compares keys ignoring trailing spaces)",
+        ));
+    }
+    Ok(())
+}
+
+/// A long text: at most 65,535 bytes of UTF-8; `required` also rejects the empty string.
+pub(crate) fn text(field: &'static str, value: &str, required: bool) -> StoreResult<()> {
+    if required && value.is_empty() {
+        return Err(StoreError::invalid(field, "must not be empty"));
+    }
+    if value.len() > MAX_TEXT_BYTES {
+        return Err(StoreError::invalid(
+            field,
+            format!(
+                "is {} bytes long; at most {MAX_TEXT_BYTES} fit",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varchar_limits_count_characters_not_bytes() {
+        assert!(required_varchar("f", &"é".repeat(255)).is_ok());
+        assert!(required_varchar("f", &"é".repeat(256)).is_err());
+        assert!(required_varchar("f", "").is_err());
+        assert!(optional_varchar("f", "").is_ok());
+    }
+
+    #[test]
+    fn key_text_rejects_a_trailing_space_only() {
+        assert!(key_varchar("f", " east").is_ok());
+        assert!(key_varchar("f", "east\t").is_ok());
+        let err = key_varchar("deployment", "east ").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid deployment: must not end with a space"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn text_limit_counts_bytes() {
+        assert!(text("f", &"a".repeat(MAX_TEXT_BYTES), true).is_ok());
+        assert!(text("f", &"a".repeat(MAX_TEXT_BYTES + 1), true).is_err());
+        // 21,846 three-byte characters are 65,538 bytes.
+        assert!(text("f", &"€".repeat(21_846), true).is_err());
+        assert!(text("f", "", false).is_ok());
+        assert!(text("f", "", true).is_err());
+    }
+}

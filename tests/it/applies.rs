@@ -1,0 +1,61 @@
+//! The applies store.
+
+use applyops::models::NewApply;
+use applyops::state::{ApplyState, HasApplyState};
+use applyops::store::applies as store;
+use applyops::StoreError;
+
+use crate::backend_tests;
+
+fn new_apply(identifier: &str) -> NewApply {
+    NewApply {
+        apply_identifier: identifier.to_owned(),
+        database_name: "commerce".to_owned(),
+        environment: "production".to_owned(),
+        deployment: "us-east-1".to_owned(),
+    }
+}
+
+backend_tests! {
+    fn insert_then_get_round_trips(db) {
+        let conn = &mut db.conn();
+        let id = store::insert(conn, &new_apply("apply-1")).unwrap();
+        let apply = store::get(conn, id).unwrap().unwrap();
+        assert_eq!(apply.apply_identifier, "apply-1");
+        assert_eq!(apply.database_name, "commerce");
+        assert_eq!(apply.environment, "production");
+        assert_eq!(apply.deployment, "us-east-1");
+        assert_eq!(apply.apply_state().unwrap(), ApplyState::Pending);
+        assert_eq!((apply.started_at, apply.completed_at, apply.error_message.clone()), (None, None, None));
+        assert_eq!(store::get_by_identifier(conn, "apply-1").unwrap(), Some(apply));
+        assert_eq!(store::get(conn, id + 1).unwrap(), None);
+        assert_eq!(store::get_by_identifier(conn, "apply-2").unwrap(), None);
+    }
+
+    fn a_taken_identifier_is_apply_exists(db) {
+        let conn = &mut db.conn();
+        store::insert(conn, &new_apply("apply-1")).unwrap();
+        match store::insert(conn, &new_apply("apply-1")) {
+            Err(StoreError::ApplyExists { apply_identifier }) => assert_eq!(apply_identifier, "apply-1"),
+            other => panic!("expected ApplyExists, got {other:?}"),
+        }
+    }
+
+    fn fields_are_validated_before_any_sql(db) {
+        let conn = &mut db.conn();
+        let cases = [
+            ("apply_identifier", NewApply { apply_identifier: String::new(), ..new_apply("x") }),
+            ("apply_identifier", NewApply { apply_identifier: "x ".into(), ..new_apply("x") }),
+            ("database_name", NewApply { database_name: "d".repeat(256), ..new_apply("x") }),
+            ("environment", NewApply { environment: String::new(), ..new_apply("x") }),
+            ("deployment", NewApply { deployment: String::new(), ..new_apply("x") }),
+        ];
+        for (expected, new) in cases {
+            match store::insert(conn, &new) {
+                Err(StoreError::InvalidInput { field, .. }) => assert_eq!(field, expected),
+                other => panic!("expected InvalidInput for {expected}, got {other:?}"),
+            }
+        }
+        assert_eq!(store::get_by_identifier(conn, "x").unwrap(), None);
+    }
+}

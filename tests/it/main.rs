@@ -1,0 +1,15 @@
+//! Integration tests: every test talks to a real database (MariaDB/MySQL and SQLite), each in a fresh
+//! database of its own, so the suite runs in parallel. See `harness` for server discovery.
+
+mod harness;
+
+mod applies;
+mod apply_operations;
+mod concurrency;
+mod errors;
+mod migrations;
+mod pool;
+mod schema;
+mod statements;
+mod tasks;
+mod timestamps;

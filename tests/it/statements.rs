@@ -1,0 +1,133 @@
+//! Statements per store operation, counted by the server (MySQL/MariaDB session status `Questions`).
+//! Every update is one statement, on the found and the not-found path alike.
+
+use applyops::db::DbConnection;
+use applyops::models::{NewApplyOperation, NewTask};
+use applyops::state::ApplyState;
+use applyops::store::{apply_operations as store, tasks};
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+
+use crate::harness::{Kind, TestDb};
+
+#[derive(QueryableByName)]
+struct Status {
+    #[diesel(sql_type = Text, column_name = "Value")]
+    value: String,
+}
+
+fn questions(conn: &mut DbConnection) -> i64 {
+    diesel::sql_query("SHOW SESSION STATUS LIKE 'Questions'")
+        .get_result::<Status>(conn)
+        .unwrap()
+        .value
+        .parse()
+        .unwrap()
+}
+
+/// Statements the server saw while `op` ran, net of the counter reads themselves.
+fn statements<T>(conn: &mut DbConnection, op: impl FnOnce(&mut DbConnection) -> T) -> (i64, T) {
+    let a = questions(conn);
+    let b = questions(conn);
+    let read_cost = b - a;
+    let out = op(conn);
+    let c = questions(conn);
+    (c - b - read_cost, out)
+}
+
+#[test]
+fn mysql_statements_per_operation() {
+    let db = TestDb::new(Kind::Mysql);
+    let conn = &mut db.conn();
+    // Warm Diesel's prepared-statement cache so the first-use PREPARE is not in the numbers
+    // (the server does not count PREPARE in Questions either way).
+    let warm = store::insert(conn, &NewApplyOperation::new(99, "warm")).unwrap();
+    store::mark_started(conn, warm).unwrap();
+
+    let (n, id) = statements(conn, |c| {
+        store::insert(c, &NewApplyOperation::new(1, "a")).unwrap()
+    });
+    assert_eq!(n, 2, "insert: INSERT + LAST_INSERT_ID()");
+    let (n, conflict) = statements(conn, |c| store::insert(c, &NewApplyOperation::new(1, "a")));
+    assert!(conflict.is_err());
+    assert_eq!(n, 1, "conflicting insert");
+    let (n, _) = statements(conn, |c| store::insert(c, &NewApplyOperation::new(1, "")));
+    assert_eq!(n, 0, "invalid input is rejected before any SQL");
+
+    type Update = fn(&mut DbConnection, i64) -> applyops::StoreResult<()>;
+    let updates: [(&str, Update); 6] = [
+        ("update_state", |c, id| {
+            store::update_state(c, id, ApplyState::WaitingForDeploy)
+        }),
+        ("mark_started", store::mark_started),
+        ("mark_completed", store::mark_completed),
+        ("mark_failed", |c, id| store::mark_failed(c, id, "boom")),
+        ("mark_terminal", |c, id| {
+            store::mark_terminal(c, id, ApplyState::Cancelled)
+        }),
+        ("update_state again", |c, id| {
+            store::update_state(c, id, ApplyState::Pending)
+        }),
+    ];
+    for (name, update) in updates {
+        let (n, result) = statements(conn, |c| update(c, id));
+        result.unwrap();
+        assert_eq!(n, 1, "{name} on an existing row");
+        let (n, repeat) = statements(conn, |c| update(c, id));
+        repeat.unwrap();
+        assert_eq!(n, 1, "{name} repeated");
+        let (n, missing) = statements(conn, |c| update(c, 987_654));
+        assert!(missing.is_err());
+        assert_eq!(n, 1, "{name} on a missing row");
+    }
+
+    let (n, _) = statements(conn, |c| store::get(c, id).unwrap());
+    assert_eq!(n, 1, "get");
+    let (n, _) = statements(conn, |c| {
+        store::get_by_apply_and_deployment(c, 1, "a").unwrap()
+    });
+    assert_eq!(n, 1, "get_by_apply_and_deployment");
+    let (n, _) = statements(conn, |c| store::list_by_apply(c, 1).unwrap());
+    assert_eq!(n, 1, "list_by_apply");
+
+    let task = NewTask {
+        apply_id: 1,
+        apply_operation_id: Some(id),
+        table_name: "t".into(),
+        ddl: "ALTER TABLE t ADD c INT".into(),
+    };
+    // Diesel sends BEGIN and COMMIT through `batch_execute`, which wraps the query in two
+    // COM_SET_OPTION commands (multi-statements on, then off); the server counts each, so a
+    // transaction's BEGIN and COMMIT cost 3 each here.
+    let (n, _) = statements(conn, |c| {
+        c.transaction(|_| Ok::<_, diesel::result::Error>(()))
+            .unwrap()
+    });
+    assert_eq!(
+        n, 6,
+        "an empty Diesel transaction: BEGIN and COMMIT, 3 each"
+    );
+    let (n, _) = statements(conn, |c| tasks::insert(c, &task).unwrap());
+    assert_eq!(
+        n,
+        6 + 3,
+        "linked task insert: transaction + SELECT … FOR UPDATE, INSERT, LAST_INSERT_ID()"
+    );
+    let unlinked = NewTask {
+        apply_operation_id: None,
+        ..task.clone()
+    };
+    let (n, _) = statements(conn, |c| tasks::insert(c, &unlinked).unwrap());
+    assert_eq!(
+        n, 2,
+        "unlinked task insert: INSERT, LAST_INSERT_ID(), no transaction"
+    );
+    let (n, _) = statements(conn, |c| store::delete_by_apply(c, 1).unwrap());
+    assert_eq!(
+        n,
+        6 + 2,
+        "delete_by_apply: transaction + DELETE, UPDATE tasks"
+    );
+    let (n, _) = statements(conn, |c| store::delete_by_apply(c, 1).unwrap());
+    assert_eq!(n, 6 + 1, "delete_by_apply of nothing: transaction + DELETE");
+}
