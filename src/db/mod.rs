@@ -4,7 +4,7 @@
 //! embedded default). Everything above this module is written once in Diesel's DSL against it. Where the
 //! backends differ (session setup, last-insert-id, reading a duplicate-key error, migrations, write
 //! transactions, the server clock) the code is matched on the variant here and lives in one file per
-//! backend: [`mysql`] and [`sqlite`]. A PostgreSQL variant slots in as a third arm and a third file.
+//! backend: `src/db/mysql.rs` and `src/db/sqlite.rs`. A PostgreSQL variant slots in as a third arm and a third file.
 
 use std::time::Duration;
 

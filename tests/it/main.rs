@@ -5,6 +5,7 @@ mod harness;
 
 mod applies;
 mod apply_operations;
+mod cli;
 mod concurrency;
 mod errors;
 mod migrations;

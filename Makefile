@@ -1,0 +1,66 @@
+# applyops developer commands. `make test` is the one CI runs; it installs what it needs first.
+#
+#   make test          install missing system packages, then run the whole suite
+#   make lint          rustfmt check + clippy with -D warnings
+#   make schema-check  fail when src/schema.rs disagrees with the MySQL migrations
+#   make migrate       run migrations on DATABASE_URL (default sqlite://applyops.db)
+#   make doc           build the rustdoc (warnings are errors)
+#   make bench         measure the pool's test_on_check_out cost (reported as ratios)
+
+SHELL := /bin/bash
+CARGO ?= cargo
+DATABASE_URL ?= sqlite://applyops.db
+export DATABASE_URL
+
+.PHONY: test lint schema-check migrate doc bench deps diesel-cli
+
+# The MySQL client library and pkg-config are needed to build Diesel's mysql backend (mysqlclient-sys);
+# libsqlite3-dev is needed by the diesel CLI's sqlite feature (the crate itself bundles SQLite).
+deps:
+	@missing=""; \
+	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
+	if ! pkg-config --exists mysqlclient 2>/dev/null && ! pkg-config --exists libmariadb 2>/dev/null; then \
+	  missing="$$missing default-libmysqlclient-dev"; fi; \
+	pkg-config --exists sqlite3 2>/dev/null || missing="$$missing libsqlite3-dev"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing:$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing \
+	      || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; }; \
+	  else \
+	    echo "missing system packages:$$missing"; \
+	    echo "install them with: sudo apt-get install -y$$missing"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+diesel-cli: deps
+	@command -v diesel >/dev/null 2>&1 || \
+	  $(CARGO) install diesel_cli --locked --no-default-features --features mysql,sqlite
+
+test: deps
+	$(CARGO) test --all-targets
+	$(CARGO) test --doc
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+schema-check: diesel-cli
+	./scripts/schema-check.sh
+
+# `diesel migration run` for MySQL URLs when the diesel CLI is installed (--locked-schema: it must not
+# rewrite src/schema.rs); otherwise, and for SQLite, the crate's embedded runner.
+migrate: deps
+	@case "$(DATABASE_URL)" in \
+	  mysql://*) if command -v diesel >/dev/null 2>&1; then \
+	      diesel migration run --locked-schema --database-url "$(DATABASE_URL)"; \
+	    else $(CARGO) run --quiet --bin applyops -- migrate; fi ;; \
+	  *) $(CARGO) run --quiet --bin applyops -- migrate ;; \
+	esac
+
+doc: deps
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
+
+bench: deps
+	$(CARGO) bench --bench pool_checkout
