@@ -48,3 +48,8 @@ pub use db::{DbConnection, DbPool, PoolConfig};
 pub use error::{StoreError, StoreResult};
 pub use facade::{AppliesHandle, ApplyOperationsHandle, Store, TasksHandle};
 pub use state::ApplyState;
+
+/// Compiles the README's Rust examples as doctests, so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

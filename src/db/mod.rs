@@ -105,14 +105,39 @@ pub fn establish_with(url: &str, options: &ConnectOptions) -> StoreResult<DbConn
     }
 }
 
+/// How migration runners wait for each other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationOptions {
+    /// MySQL: how long to wait for another runner's migration lock before failing with
+    /// [`StoreError::MigrationLockTimeout`](crate::StoreError::MigrationLockTimeout), in whole seconds.
+    /// Default 60 s. SQLite runners wait for the connection's busy timeout instead.
+    pub lock_wait: Duration,
+}
+
+impl Default for MigrationOptions {
+    fn default() -> Self {
+        MigrationOptions {
+            lock_wait: Duration::from_secs(60),
+        }
+    }
+}
+
 /// Runs every pending migration of the connection's backend and returns the versions it applied.
 ///
 /// Concurrent runners are serialised: on MySQL with a named `GET_LOCK` scoped to the current database
 /// (waiting up to 60 s), on SQLite with one immediate transaction around the whole run. Every MySQL
 /// migration is a single idempotent DDL statement, so a run cut off half-way can simply be repeated.
 pub fn run_migrations(conn: &mut DbConnection) -> StoreResult<Vec<String>> {
+    run_migrations_with(conn, &MigrationOptions::default())
+}
+
+/// [`run_migrations`] with explicit [`MigrationOptions`].
+pub fn run_migrations_with(
+    conn: &mut DbConnection,
+    options: &MigrationOptions,
+) -> StoreResult<Vec<String>> {
     match conn {
-        DbConnection::Mysql(inner) => mysql::run_migrations(inner),
+        DbConnection::Mysql(inner) => mysql::run_migrations(inner, options.lock_wait),
         DbConnection::Sqlite(inner) => sqlite::run_migrations(inner),
     }
 }
@@ -122,7 +147,9 @@ pub fn run_migrations(conn: &mut DbConnection) -> StoreResult<Vec<String>> {
 /// needs every migration.
 pub fn revert_last_migration(conn: &mut DbConnection) -> StoreResult<Option<String>> {
     match conn {
-        DbConnection::Mysql(inner) => mysql::revert_last_migration(inner),
+        DbConnection::Mysql(inner) => {
+            mysql::revert_last_migration(inner, MigrationOptions::default().lock_wait)
+        }
         DbConnection::Sqlite(inner) => sqlite::revert_last_migration(inner),
     }
 }

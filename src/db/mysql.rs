@@ -1,5 +1,7 @@
 //! Everything MySQL/MariaDB-specific.
 
+use std::time::Duration;
+
 use diesel::connection::SimpleConnection;
 use diesel::mysql::MysqlConnection;
 use diesel::prelude::*;
@@ -11,9 +13,6 @@ use crate::error::{StoreError, StoreResult};
 
 /// The MySQL/MariaDB migration tree (`migrations/mysql`, the one `diesel.toml` points at).
 pub(super) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
-
-/// How long a migration runner waits for another runner's lock.
-const MIGRATION_LOCK_WAIT_SECS: i32 = 60;
 
 /// Strict mode makes over-long or malformed values an error instead of a silent truncation; the rest
 /// are the modes MySQL 8 enables by default, spelled out so MariaDB behaves the same.
@@ -80,14 +79,15 @@ fn migration_lock_name() -> concat<&'static str, sha1<database>> {
 
 fn with_migration_lock<T>(
     conn: &mut MysqlConnection,
+    wait: Duration,
     run: impl FnOnce(&mut MysqlConnection) -> StoreResult<T>,
 ) -> StoreResult<T> {
+    let wait_secs = i32::try_from(wait.as_secs()).unwrap_or(i32::MAX);
     let acquired: Option<i64> =
-        diesel::select(get_lock(migration_lock_name(), MIGRATION_LOCK_WAIT_SECS))
-            .get_result(conn)?;
+        diesel::select(get_lock(migration_lock_name(), wait_secs)).get_result(conn)?;
     if acquired != Some(1) {
         return Err(StoreError::MigrationLockTimeout {
-            waited_secs: MIGRATION_LOCK_WAIT_SECS.unsigned_abs().into(),
+            waited_secs: wait_secs.unsigned_abs().into(),
         });
     }
     let result = run(conn);
@@ -101,8 +101,11 @@ fn with_migration_lock<T>(
     }
 }
 
-pub(super) fn run_migrations(conn: &mut MysqlConnection) -> StoreResult<Vec<String>> {
-    with_migration_lock(conn, |conn| {
+pub(super) fn run_migrations(
+    conn: &mut MysqlConnection,
+    lock_wait: Duration,
+) -> StoreResult<Vec<String>> {
+    with_migration_lock(conn, lock_wait, |conn| {
         let applied = conn
             .run_pending_migrations(MIGRATIONS)
             .map_err(StoreError::Migration)?;
@@ -110,8 +113,11 @@ pub(super) fn run_migrations(conn: &mut MysqlConnection) -> StoreResult<Vec<Stri
     })
 }
 
-pub(super) fn revert_last_migration(conn: &mut MysqlConnection) -> StoreResult<Option<String>> {
-    with_migration_lock(conn, |conn| {
+pub(super) fn revert_last_migration(
+    conn: &mut MysqlConnection,
+    lock_wait: Duration,
+) -> StoreResult<Option<String>> {
+    with_migration_lock(conn, lock_wait, |conn| {
         if conn
             .applied_migrations()
             .map_err(StoreError::Migration)?

@@ -123,3 +123,58 @@ backend_tests! {
         assert_eq!(db::revert_last_migration(conn).unwrap(), None);
     }
 }
+
+#[derive(diesel::QueryableByName)]
+struct LockResult {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    acquired: Option<i64>,
+}
+
+/// A runner that cannot get the migration lock in time fails with a typed error and changes nothing;
+/// once the holder lets go, the same runner succeeds.
+#[test]
+fn mysql_a_runner_waiting_too_long_for_the_lock_times_out() {
+    let db = TestDb::unmigrated(Kind::Mysql);
+    let mut holder = db.conn();
+    let held: LockResult = diesel::sql_query(
+        "SELECT GET_LOCK(CONCAT('applyops_migrations.', SHA1(DATABASE())), 0) AS acquired",
+    )
+    .get_result(&mut holder)
+    .unwrap();
+    assert_eq!(held.acquired, Some(1));
+
+    let runner = &mut db.conn();
+    let options = db::MigrationOptions {
+        lock_wait: std::time::Duration::from_secs(1),
+    };
+    match db::run_migrations_with(runner, &options) {
+        Err(applyops::StoreError::MigrationLockTimeout { waited_secs }) => {
+            assert_eq!(waited_secs, 1)
+        }
+        other => panic!("expected MigrationLockTimeout, got {other:?}"),
+    }
+    assert!(tables(runner).is_empty(), "nothing ran without the lock");
+
+    drop(holder); // the lock goes with its session
+    assert_eq!(db::run_migrations_with(runner, &options).unwrap(), VERSIONS);
+}
+
+/// Runners on different databases of one server do not wait for each other.
+#[test]
+fn mysql_the_migration_lock_is_scoped_to_the_database() {
+    let other = TestDb::unmigrated(Kind::Mysql);
+    let mut holder = other.conn();
+    diesel::sql_query(
+        "SELECT GET_LOCK(CONCAT('applyops_migrations.', SHA1(DATABASE())), 0) AS acquired",
+    )
+    .get_result::<LockResult>(&mut holder)
+    .unwrap();
+    let db = TestDb::unmigrated(Kind::Mysql);
+    let options = db::MigrationOptions {
+        lock_wait: std::time::Duration::from_secs(1),
+    };
+    assert_eq!(
+        db::run_migrations_with(&mut db.conn(), &options).unwrap(),
+        VERSIONS
+    );
+}
