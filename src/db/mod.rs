@@ -12,7 +12,9 @@ use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
-use crate::error::StoreResult;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
+
+use crate::error::{StoreError, StoreResult};
 
 mod mysql;
 mod now;
@@ -152,6 +154,35 @@ pub fn revert_last_migration(conn: &mut DbConnection) -> StoreResult<Option<Stri
         }
         DbConnection::Sqlite(inner) => sqlite::revert_last_migration(inner),
     }
+}
+
+/// Applies every pending migration of `source`; the caller holds its backend's migration lock.
+fn apply_pending<DB: diesel::backend::Backend>(
+    conn: &mut impl MigrationHarness<DB>,
+    source: EmbeddedMigrations,
+) -> StoreResult<Vec<String>> {
+    let applied = conn
+        .run_pending_migrations(source)
+        .map_err(StoreError::Migration)?;
+    Ok(applied.iter().map(ToString::to_string).collect())
+}
+
+/// Reverts the newest applied migration of `source`, if any; the caller holds the migration lock.
+fn revert_newest<DB: diesel::backend::Backend>(
+    conn: &mut impl MigrationHarness<DB>,
+    source: EmbeddedMigrations,
+) -> StoreResult<Option<String>> {
+    if conn
+        .applied_migrations()
+        .map_err(StoreError::Migration)?
+        .is_empty()
+    {
+        return Ok(None);
+    }
+    let reverted = conn
+        .revert_last_migration(source)
+        .map_err(StoreError::Migration)?;
+    Ok(Some(reverted.to_string()))
 }
 
 /// Runs `f` in a transaction that holds the write lock from its first statement.

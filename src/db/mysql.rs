@@ -6,7 +6,7 @@ use diesel::connection::SimpleConnection;
 use diesel::mysql::MysqlConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Integer, Nullable, Text};
-use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 
 use super::ViolatedKey;
 use crate::error::{StoreError, StoreResult};
@@ -106,10 +106,7 @@ pub(super) fn run_migrations(
     lock_wait: Duration,
 ) -> StoreResult<Vec<String>> {
     with_migration_lock(conn, lock_wait, |conn| {
-        let applied = conn
-            .run_pending_migrations(MIGRATIONS)
-            .map_err(StoreError::Migration)?;
-        Ok(applied.iter().map(ToString::to_string).collect())
+        super::apply_pending(conn, MIGRATIONS)
     })
 }
 
@@ -118,17 +115,7 @@ pub(super) fn revert_last_migration(
     lock_wait: Duration,
 ) -> StoreResult<Option<String>> {
     with_migration_lock(conn, lock_wait, |conn| {
-        if conn
-            .applied_migrations()
-            .map_err(StoreError::Migration)?
-            .is_empty()
-        {
-            return Ok(None);
-        }
-        let reverted = conn
-            .revert_last_migration(MIGRATIONS)
-            .map_err(StoreError::Migration)?;
-        Ok(Some(reverted.to_string()))
+        super::revert_newest(conn, MIGRATIONS)
     })
 }
 

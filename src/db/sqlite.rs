@@ -3,10 +3,10 @@
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
-use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 
 use super::{ConnectOptions, ViolatedKey};
-use crate::error::{StoreError, StoreResult};
+use crate::error::StoreResult;
 
 /// The SQLite migration tree (`migrations/sqlite`).
 pub(super) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -50,28 +50,11 @@ pub(super) fn violated_key(message: &str) -> Option<ViolatedKey> {
 /// One immediate transaction around the whole run serialises concurrent runners: the second waits
 /// (busy timeout), then finds nothing pending. Diesel runs each migration in a savepoint of it.
 pub(super) fn run_migrations(conn: &mut SqliteConnection) -> StoreResult<Vec<String>> {
-    conn.immediate_transaction(|conn| {
-        let applied = conn
-            .run_pending_migrations(MIGRATIONS)
-            .map_err(StoreError::Migration)?;
-        Ok(applied.iter().map(ToString::to_string).collect())
-    })
+    conn.immediate_transaction(|conn| super::apply_pending(conn, MIGRATIONS))
 }
 
 pub(super) fn revert_last_migration(conn: &mut SqliteConnection) -> StoreResult<Option<String>> {
-    conn.immediate_transaction(|conn| {
-        if conn
-            .applied_migrations()
-            .map_err(StoreError::Migration)?
-            .is_empty()
-        {
-            return Ok(None);
-        }
-        let reverted = conn
-            .revert_last_migration(MIGRATIONS)
-            .map_err(StoreError::Migration)?;
-        Ok(Some(reverted.to_string()))
-    })
+    conn.immediate_transaction(|conn| super::revert_newest(conn, MIGRATIONS))
 }
 
 #[cfg(test)]

@@ -2,12 +2,12 @@
 
 use diesel::prelude::*;
 
-use super::validate;
+use super::{validate, with_known_state};
 use crate::db::{self, DbConnection, UniqueKey};
 use crate::error::{StoreError, StoreResult};
 use crate::models::{Apply, NewApply};
 use crate::schema::applies;
-use crate::state::{ApplyState, HasApplyState};
+use crate::state::ApplyState;
 
 const IDENTIFIER_KEY: UniqueKey = UniqueKey {
     table: "applies",
@@ -51,7 +51,7 @@ pub fn get(conn: &mut DbConnection, id: i64) -> StoreResult<Option<Apply>> {
         .select(Apply::as_select())
         .first(conn)
         .optional()?;
-    checked(row)
+    with_known_state(row)
 }
 
 /// The apply with this user-facing identifier, or `None`.
@@ -64,12 +64,5 @@ pub fn get_by_identifier(
         .select(Apply::as_select())
         .first(conn)
         .optional()?;
-    checked(row)
-}
-
-fn checked(row: Option<Apply>) -> StoreResult<Option<Apply>> {
-    if let Some(row) = &row {
-        row.apply_state()?;
-    }
-    Ok(row)
+    with_known_state(row)
 }

@@ -9,12 +9,12 @@
 
 use diesel::prelude::*;
 
-use super::{coalesce_timestamp, expect_row, validate};
+use super::{coalesce_timestamp, expect_row, validate, with_known_state, with_known_states};
 use crate::db::{self, DbConnection, UniqueKey};
 use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyOperation, NewApplyOperation};
 use crate::schema::{apply_operations, tasks};
-use crate::state::{ApplyState, HasApplyState};
+use crate::state::ApplyState;
 
 /// One operation per deployment of an apply. The name is the same on both backends.
 const APPLY_DEPLOYMENT_KEY: UniqueKey = UniqueKey {
@@ -60,7 +60,7 @@ pub fn get(conn: &mut DbConnection, id: i64) -> StoreResult<Option<ApplyOperatio
         .select(ApplyOperation::as_select())
         .first(conn)
         .optional()?;
-    checked(row)
+    with_known_state(row)
 }
 
 /// The operation of `apply_id` for `deployment`, or `None`.
@@ -75,7 +75,7 @@ pub fn get_by_apply_and_deployment(
         .select(ApplyOperation::as_select())
         .first(conn)
         .optional()?;
-    checked(row)
+    with_known_state(row)
 }
 
 /// The operations of `apply_id`, oldest first by (`created_at`, `id`); empty for an unknown apply.
@@ -88,10 +88,7 @@ pub fn list_by_apply(conn: &mut DbConnection, apply_id: i64) -> StoreResult<Vec<
         ))
         .select(ApplyOperation::as_select())
         .load(conn)?;
-    for row in &rows {
-        row.apply_state()?;
-    }
-    Ok(rows)
+    with_known_states(rows)
 }
 
 /// Moves operation `id` to `state`, which must not be a completing state (completed, failed,
@@ -226,11 +223,4 @@ fn complete(
         None => target.set(stamp_completion).execute(conn)?,
     };
     expect_row(matched, || StoreError::ApplyOperationNotFound { id })
-}
-
-fn checked(row: Option<ApplyOperation>) -> StoreResult<Option<ApplyOperation>> {
-    if let Some(row) = &row {
-        row.apply_state()?;
-    }
-    Ok(row)
 }

@@ -13,6 +13,9 @@
 
 use diesel::sql_types::{Nullable, Timestamp};
 
+use crate::error::StoreResult;
+use crate::state::HasApplyState;
+
 pub mod applies;
 pub mod apply_operations;
 pub mod tasks;
@@ -22,6 +25,22 @@ diesel::define_sql_function! {
     /// `COALESCE` for timestamps: stamps a column once and keeps it on repeats.
     #[sql_name = "COALESCE"]
     fn coalesce_timestamp(value: Nullable<Timestamp>, fallback: Nullable<Timestamp>) -> Nullable<Timestamp>;
+}
+
+/// Returns `row` once its state is known; see [`crate::state::HasApplyState`].
+fn with_known_state<T: HasApplyState>(row: Option<T>) -> StoreResult<Option<T>> {
+    if let Some(row) = &row {
+        row.apply_state()?;
+    }
+    Ok(row)
+}
+
+/// Returns `rows` once every state is known; the first unknown one is the error.
+fn with_known_states<T: HasApplyState>(rows: Vec<T>) -> StoreResult<Vec<T>> {
+    for row in &rows {
+        row.apply_state()?;
+    }
+    Ok(rows)
 }
 
 /// Turns an UPDATE's matched-row count into `Ok` or the caller's not-found error. Both backends report

@@ -8,12 +8,12 @@
 
 use diesel::prelude::*;
 
-use super::validate;
+use super::{validate, with_known_state, with_known_states};
 use crate::db::{self, DbConnection};
 use crate::error::{StoreError, StoreResult};
 use crate::models::{NewTask, Task};
 use crate::schema::tasks;
-use crate::state::{ApplyState, HasApplyState};
+use crate::state::ApplyState;
 
 /// Inserts a `pending` task and returns its id.
 ///
@@ -64,10 +64,7 @@ pub fn get(conn: &mut DbConnection, id: i64) -> StoreResult<Option<Task>> {
         .select(Task::as_select())
         .first(conn)
         .optional()?;
-    if let Some(row) = &row {
-        row.apply_state()?;
-    }
-    Ok(row)
+    with_known_state(row)
 }
 
 /// The tasks of `apply_id`, oldest first by (`created_at`, `id`); empty for an unknown apply.
@@ -77,7 +74,7 @@ pub fn list_by_apply(conn: &mut DbConnection, apply_id: i64) -> StoreResult<Vec<
         .order((tasks::created_at.asc(), tasks::id.asc()))
         .select(Task::as_select())
         .load(conn)?;
-    checked(rows)
+    with_known_states(rows)
 }
 
 /// The tasks owned by operation `apply_operation_id`, oldest first by (`created_at`, `id`).
@@ -90,12 +87,5 @@ pub fn list_by_operation(
         .order((tasks::created_at.asc(), tasks::id.asc()))
         .select(Task::as_select())
         .load(conn)?;
-    checked(rows)
-}
-
-fn checked(rows: Vec<Task>) -> StoreResult<Vec<Task>> {
-    for row in &rows {
-        row.apply_state()?;
-    }
-    Ok(rows)
+    with_known_states(rows)
 }
