@@ -180,8 +180,9 @@ struct SchemaName {
     name: String,
 }
 
-/// Drops test databases left by runs that were killed before their guards dropped.
-fn sweep_leftovers(server: &str) {
+/// Drops test databases left by runs that were killed before their guards dropped: those whose process
+/// is gone (on a local server, where /proc tells) or that are over two hours old.
+pub fn sweep_leftovers(server: &str) {
     let Ok(mut conn) = MysqlConnection::establish(server) else {
         return;
     };
@@ -206,6 +207,42 @@ fn sweep_leftovers(server: &str) {
             let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS `{name}`"));
         }
     }
+}
+
+#[test]
+fn the_sweep_drops_databases_of_dead_or_old_runs_and_keeps_live_ones() {
+    let server = mysql_server();
+    let now = unix_secs();
+    let dead = format!("{DB_PREFIX}4000000000_{now}_00000001"); // no such pid
+    let old = format!(
+        "{DB_PREFIX}{}_{}_00000002",
+        std::process::id(),
+        now - 3 * 60 * 60
+    );
+    let live = format!("{DB_PREFIX}{}_{now}_00000003", std::process::id());
+    let exists = |name: &str| {
+        diesel::sql_query(
+            "SELECT SCHEMA_NAME AS name FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+        )
+        .bind::<Text, _>(name)
+        .load::<SchemaName>(&mut admin_connection())
+        .unwrap()
+        .len()
+            == 1
+    };
+    for name in [&dead, &old, &live] {
+        admin_connection()
+            .batch_execute(&format!("CREATE DATABASE `{name}`"))
+            .unwrap();
+    }
+    sweep_leftovers(server);
+    let (dead_kept, old_kept, live_kept) = (exists(&dead), exists(&old), exists(&live));
+    admin_connection()
+        .batch_execute(&format!("DROP DATABASE IF EXISTS `{live}`"))
+        .unwrap();
+    assert!(!dead_kept, "a dead process's database is dropped");
+    assert!(!old_kept, "a database over two hours old is dropped");
+    assert!(live_kept, "a live run's database is kept");
 }
 
 /// A column as the live database describes it.
