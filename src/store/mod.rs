@@ -21,6 +21,9 @@ pub mod apply_operations;
 pub mod tasks;
 mod validate;
 
+// `col = COALESCE(col, now)` is how a timestamp is stamped once. MySQL evaluates a single-table UPDATE's
+// assignments left to right, each seeing the ones before it, while SQLite reads the old row: every
+// assignment in the store reads only its own column, so the two backends agree.
 diesel::define_sql_function! {
     /// `COALESCE` for timestamps: stamps a column once and keeps it on repeats.
     #[sql_name = "COALESCE"]
