@@ -25,6 +25,38 @@ pub enum StoreError {
         deployment: String,
     },
 
+    /// No `applies` row has this id.
+    #[error("apply {id} does not exist")]
+    ApplyNotFound {
+        /// The id that was looked up.
+        id: i64,
+    },
+
+    /// The operation's row no longer carries this lease's token: another worker claimed it after the
+    /// lease expired, or the lease was released. Nothing was written; the holder must stop driving it.
+    #[error("lease on apply operation {operation_id} was lost to another claim or released")]
+    LeaseLost {
+        /// The operation the lease was for.
+        operation_id: i64,
+    },
+
+    /// No `apply_control_requests` row has this id.
+    #[error("control request {id} does not exist")]
+    ControlRequestNotFound {
+        /// The id that was looked up.
+        id: i64,
+    },
+
+    /// The control request was already resolved the other way (completing a failed request, or
+    /// failing a completed one); nothing was written.
+    #[error("control request {id} is already {status}")]
+    ControlRequestResolved {
+        /// The request.
+        id: i64,
+        /// Its stored status.
+        status: String,
+    },
+
     /// An apply with this user-facing identifier already exists.
     #[error("an apply with identifier {apply_identifier:?} already exists")]
     ApplyExists {
@@ -48,6 +80,20 @@ pub enum StoreError {
         table: &'static str,
         /// The row's primary key.
         id: i64,
+        /// The stored value, verbatim.
+        value: String,
+    },
+
+    /// A row read from the database carries a value (other than a state) this version does not know,
+    /// e.g. a control request kind.
+    #[error("{table} row {id} has unknown {column} {value:?}")]
+    UnknownValue {
+        /// The table the row was read from.
+        table: &'static str,
+        /// The row's primary key.
+        id: i64,
+        /// The column holding the value.
+        column: &'static str,
         /// The stored value, verbatim.
         value: String,
     },
@@ -81,6 +127,10 @@ pub enum StoreError {
     /// Running or reverting a migration failed.
     #[error("migration failed: {0}")]
     Migration(#[source] Box<dyn StdError + Send + Sync>),
+
+    /// The operating system's random source failed while minting a lease token.
+    #[error("could not read the operating system's random source: {0}")]
+    Random(String),
 
     /// The database reported an error (including a lost or killed connection).
     #[error("database error: {0}")]

@@ -2,9 +2,15 @@
 
 use crate::db::{self, DbConnection, DbPool, PoolConfig, PooledConnection};
 use crate::error::StoreResult;
-use crate::models::{Apply, ApplyOperation, NewApply, NewApplyOperation, NewTask, Task};
-use crate::state::ApplyState;
-use crate::store::{applies, apply_operations, tasks};
+use chrono::NaiveDateTime;
+
+use crate::models::{
+    Apply, ApplyOperation, ControlRequest, NewApply, NewApplyOperation, NewTask, Task,
+};
+use crate::state::{ApplyState, ControlRequestKind};
+use crate::store::claims::{ClaimOptions, ClaimedOperation};
+use crate::store::leases::OperationLease;
+use crate::store::{applies, apply_operations, claims, control_requests, leases, tasks};
 
 /// A connection pool plus the store's operations, for worker binaries that share one database.
 ///
@@ -81,6 +87,118 @@ impl Store {
     /// The `tasks` store.
     pub fn tasks(&self) -> TasksHandle<'_> {
         TasksHandle { store: self }
+    }
+
+    /// The `apply_control_requests` store.
+    pub fn control_requests(&self) -> ControlRequestsHandle<'_> {
+        ControlRequestsHandle { store: self }
+    }
+
+    /// The copy claim: see [`claims::claim_next`].
+    pub fn claim_next(&self, options: &ClaimOptions) -> StoreResult<Option<ClaimedOperation>> {
+        claims::claim_next(&mut *self.connection()?, options)
+    }
+
+    /// The cutover claim: see [`claims::claim_next_cutover`].
+    pub fn claim_next_cutover(
+        &self,
+        options: &ClaimOptions,
+    ) -> StoreResult<Option<ClaimedOperation>> {
+        claims::claim_next_cutover(&mut *self.connection()?, options)
+    }
+
+    /// The leased writes of a worker holding `lease`: see [`crate::store::leases`].
+    pub fn leased<'a>(&'a self, lease: &'a OperationLease) -> LeasedHandle<'a> {
+        LeasedHandle { store: self, lease }
+    }
+
+    /// Renews `lease`: see [`leases::heartbeat`].
+    pub fn heartbeat(&self, lease: &mut OperationLease) -> StoreResult<NaiveDateTime> {
+        leases::heartbeat(&mut *self.connection()?, lease)
+    }
+
+    /// Gives `lease`'s operation up: see [`leases::release`].
+    pub fn release(&self, lease: &OperationLease) -> StoreResult<()> {
+        leases::release(&mut *self.connection()?, lease)
+    }
+}
+
+/// [`crate::store::leases`] writes through one lease, on pooled connections.
+#[derive(Debug, Clone, Copy)]
+pub struct LeasedHandle<'a> {
+    store: &'a Store,
+    lease: &'a OperationLease,
+}
+
+impl LeasedHandle<'_> {
+    /// See [`leases::update_state`].
+    pub fn update_state(&self, state: ApplyState) -> StoreResult<()> {
+        leases::update_state(&mut *self.store.connection()?, self.lease, state)
+    }
+
+    /// See [`leases::mark_started`].
+    pub fn mark_started(&self) -> StoreResult<()> {
+        leases::mark_started(&mut *self.store.connection()?, self.lease)
+    }
+
+    /// See [`leases::mark_completed`].
+    pub fn mark_completed(&self) -> StoreResult<()> {
+        leases::mark_completed(&mut *self.store.connection()?, self.lease)
+    }
+
+    /// See [`leases::mark_failed`].
+    pub fn mark_failed(&self, message: &str) -> StoreResult<()> {
+        leases::mark_failed(&mut *self.store.connection()?, self.lease, message)
+    }
+
+    /// See [`leases::mark_terminal`].
+    pub fn mark_terminal(&self, state: ApplyState) -> StoreResult<()> {
+        leases::mark_terminal(&mut *self.store.connection()?, self.lease, state)
+    }
+}
+
+/// [`crate::store::control_requests`] on pooled connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ControlRequestsHandle<'a> {
+    store: &'a Store,
+}
+
+impl ControlRequestsHandle<'_> {
+    /// See [`control_requests::request`].
+    pub fn request(
+        &self,
+        apply_id: i64,
+        operation_id: Option<i64>,
+        kind: ControlRequestKind,
+        reason: Option<&str>,
+    ) -> StoreResult<ControlRequest> {
+        control_requests::request(
+            &mut *self.store.connection()?,
+            apply_id,
+            operation_id,
+            kind,
+            reason,
+        )
+    }
+
+    /// See [`control_requests::get`].
+    pub fn get(&self, id: i64) -> StoreResult<Option<ControlRequest>> {
+        control_requests::get(&mut *self.store.connection()?, id)
+    }
+
+    /// See [`control_requests::complete`].
+    pub fn complete(&self, id: i64) -> StoreResult<()> {
+        control_requests::complete(&mut *self.store.connection()?, id)
+    }
+
+    /// See [`control_requests::fail`].
+    pub fn fail(&self, id: i64, reason: &str) -> StoreResult<()> {
+        control_requests::fail(&mut *self.store.connection()?, id, reason)
+    }
+
+    /// See [`control_requests::list_pending`].
+    pub fn list_pending(&self, apply_id: i64) -> StoreResult<Vec<ControlRequest>> {
+        control_requests::list_pending(&mut *self.store.connection()?, apply_id)
     }
 }
 
@@ -170,6 +288,11 @@ impl AppliesHandle<'_> {
     /// See [`applies::get_by_identifier`].
     pub fn get_by_identifier(&self, apply_identifier: &str) -> StoreResult<Option<Apply>> {
         applies::get_by_identifier(&mut *self.store.connection()?, apply_identifier)
+    }
+
+    /// See [`applies::set_defer_cutover`].
+    pub fn set_defer_cutover(&self, id: i64, defer_cutover: bool) -> StoreResult<()> {
+        applies::set_defer_cutover(&mut *self.store.connection()?, id, defer_cutover)
     }
 }
 

@@ -46,7 +46,9 @@ pub mod store;
 
 pub use db::{DbConnection, DbPool, PoolConfig};
 pub use error::{StoreError, StoreResult};
-pub use facade::{AppliesHandle, ApplyOperationsHandle, Store, TasksHandle};
+pub use facade::{
+    AppliesHandle, ApplyOperationsHandle, ControlRequestsHandle, LeasedHandle, Store, TasksHandle,
+};
 pub use state::ApplyState;
 
 /// Compiles the README's Rust examples as doctests, so they cannot drift from the API.

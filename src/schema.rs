@@ -18,6 +18,24 @@ diesel::table! {
         updated_at -> Timestamp,
         started_at -> Nullable<Timestamp>,
         completed_at -> Nullable<Timestamp>,
+        defer_cutover -> Bool,
+    }
+}
+
+diesel::table! {
+    apply_control_requests (id) {
+        id -> Bigint,
+        apply_id -> Bigint,
+        apply_operation_id -> Nullable<Bigint>,
+        #[max_length = 16]
+        kind -> Varchar,
+        #[max_length = 16]
+        status -> Varchar,
+        reason -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        completed_at -> Nullable<Timestamp>,
+        pending_scope -> Nullable<Bigint>,
     }
 }
 
@@ -36,6 +54,18 @@ diesel::table! {
         completed_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        #[max_length = 32]
+        cutover_policy -> Varchar,
+        #[max_length = 32]
+        on_failure -> Varchar,
+        attempt -> Integer,
+        #[max_length = 255]
+        lease_owner -> Varchar,
+        #[max_length = 64]
+        lease_token -> Varchar,
+        lease_acquired_at -> Nullable<Timestamp>,
+        lease_expires_at -> Nullable<Timestamp>,
+        claimable -> Nullable<Bool>,
     }
 }
 
@@ -57,4 +87,9 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(applies, apply_operations, tasks,);
+diesel::allow_tables_to_appear_in_same_query!(
+    applies,
+    apply_control_requests,
+    apply_operations,
+    tasks,
+);

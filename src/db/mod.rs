@@ -223,6 +223,106 @@ where
     }
 }
 
+/// Runs `f` in the transaction a claim needs, so that concurrent claimers never wait on each other's
+/// rows and never take the same one.
+///
+/// On MySQL the transaction is READ COMMITTED: the claim's `FOR UPDATE SKIP LOCKED` then locks only the
+/// row it returns (rows it scans and rejects are unlocked at once, and no gap locks are taken), and its
+/// subqueries read the latest committed siblings and requests. On SQLite it is `BEGIN IMMEDIATE`, which
+/// excludes every other writer for its duration. Inside a caller's transaction, `f` runs in a savepoint
+/// of it, at the caller's isolation level.
+pub(crate) fn claim_transaction<T, F>(conn: &mut DbConnection, f: F) -> StoreResult<T>
+where
+    F: FnOnce(&mut DbConnection) -> StoreResult<T>,
+{
+    if let DbConnection::Mysql(inner) = conn {
+        mysql::read_committed_next_transaction(inner)?;
+    }
+    write_transaction(conn, f)
+}
+
+/// The database's current time (UTC, microseconds): `UTC_TIMESTAMP(6)` read from the MySQL server (one
+/// statement), the process clock on SQLite (none). For values the caller needs to know, such as a
+/// lease's new expiry, rather than only to store.
+pub(crate) fn clock(conn: &mut DbConnection) -> QueryResult<chrono::NaiveDateTime> {
+    match conn {
+        DbConnection::Mysql(inner) => diesel::select(now()).get_result(inner),
+        DbConnection::Sqlite(_) => Ok(now::process_clock()),
+    }
+}
+
+/// Loads the first row of `$query` with the row lock a claim takes: MySQL `FOR UPDATE SKIP LOCKED`
+/// (a row another claimer holds is passed over, never waited for); on SQLite the plain query, as the
+/// surrounding [`claim_transaction`] already excludes every other writer. A macro because the locked and
+/// unlocked queries are different types.
+macro_rules! first_for_claim {
+    ($conn:expr, $query:expr) => {
+        match $conn {
+            $crate::db::DbConnection::Mysql(inner) => {
+                ::diesel::RunQueryDsl::first($query.for_update().skip_locked(), inner)
+            }
+            $crate::db::DbConnection::Sqlite(inner) => ::diesel::RunQueryDsl::first($query, inner),
+        }
+    };
+}
+pub(crate) use first_for_claim;
+
+/// The plan of `$query` locked as [`first_for_claim!`] locks it, as text lines: MySQL `EXPLAIN`,
+/// SQLite `EXPLAIN QUERY PLAN`.
+macro_rules! explain_for_claim {
+    ($conn:expr, $query:expr) => {
+        match $conn {
+            $crate::db::DbConnection::Mysql(inner) => {
+                $crate::db::mysql_explain(inner, $query.for_update().skip_locked())
+            }
+            $crate::db::DbConnection::Sqlite(inner) => $crate::db::sqlite_explain(inner, $query),
+        }
+    };
+}
+pub(crate) use explain_for_claim;
+pub(crate) use mysql::explain as mysql_explain;
+pub(crate) use sqlite::explain as sqlite_explain;
+
+/// A query prefixed with its backend's explain keyword, its bind parameters kept: Diesel has no
+/// `EXPLAIN`, and formatting the query into a string would lose the binds.
+#[derive(Debug)]
+pub(crate) struct Explain<Q> {
+    keyword: &'static str,
+    query: Q,
+}
+
+impl<Q> Explain<Q> {
+    fn new(keyword: &'static str, query: Q) -> Self {
+        Explain { keyword, query }
+    }
+}
+
+impl<Q: diesel::query_builder::QueryId> diesel::query_builder::QueryId for Explain<Q> {
+    type QueryId = ();
+    // Not cached as a prepared statement: the keyword is a runtime value.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q> diesel::query_builder::Query for Explain<Q> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl<Q, DB> diesel::query_builder::QueryFragment<DB> for Explain<Q>
+where
+    DB: diesel::backend::Backend,
+    Q: diesel::query_builder::QueryFragment<DB>,
+{
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, DB>,
+    ) -> QueryResult<()> {
+        out.push_sql(self.keyword);
+        self.query.walk_ast(out.reborrow())
+    }
+}
+
+impl<Q, Conn> RunQueryDsl<Conn> for Explain<Q> {}
+
 /// The identity of a unique key, as the store declares it, so that a duplicate-key error can be
 /// attributed to exactly this key and no other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

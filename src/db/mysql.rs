@@ -51,6 +51,51 @@ pub(super) fn connect(url: &str) -> StoreResult<MysqlConnection> {
     Ok(conn)
 }
 
+/// `EXPLAIN` of `query`, one line per plan row with the columns that show index use.
+pub(crate) fn explain<Q>(conn: &mut MysqlConnection, query: Q) -> QueryResult<Vec<String>>
+where
+    Q: diesel::query_builder::QueryFragment<diesel::mysql::Mysql> + diesel::query_builder::QueryId,
+{
+    #[derive(QueryableByName)]
+    struct PlanRow {
+        #[diesel(sql_type = Text)]
+        select_type: String,
+        #[diesel(sql_type = Nullable<Text>)]
+        table: Option<String>,
+        #[diesel(sql_type = Nullable<Text>)]
+        r#type: Option<String>,
+        #[diesel(sql_type = Nullable<Text>)]
+        key: Option<String>,
+        #[diesel(sql_type = Nullable<Text>, column_name = "Extra")]
+        extra: Option<String>,
+    }
+    let rows: Vec<PlanRow> = super::Explain::new("EXPLAIN ", query).load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            format!(
+                "select_type={} table={} type={} key={} extra={}",
+                row.select_type,
+                row.table.unwrap_or_default(),
+                row.r#type.unwrap_or_default(),
+                row.key.unwrap_or_default(),
+                row.extra.unwrap_or_default()
+            )
+        })
+        .collect())
+}
+
+/// Makes the next transaction on this connection READ COMMITTED; a no-op inside a transaction, whose
+/// isolation can no longer change (the claim then runs at the caller's level, in a savepoint).
+pub(super) fn read_committed_next_transaction(conn: &mut MysqlConnection) -> QueryResult<()> {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    let depth = AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth()?;
+    if depth.is_none() {
+        diesel::sql_query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").execute(conn)?;
+    }
+    Ok(())
+}
+
 pub(super) fn last_insert_id(conn: &mut MysqlConnection) -> QueryResult<i64> {
     let id: u64 = diesel::select(last_insert_id_sql()).get_result(conn)?;
     i64::try_from(id).map_err(|err| diesel::result::Error::DeserializationError(Box::new(err)))

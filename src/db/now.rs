@@ -27,8 +27,13 @@ pub struct DbNow {
 /// `update(t).set(updated_at.eq(now()))`.
 pub fn now() -> DbNow {
     DbNow {
-        process_clock: Utc::now().naive_utc().trunc_subsecs(6),
+        process_clock: process_clock(),
     }
+}
+
+/// The process clock in UTC, truncated to the microseconds both backends store.
+pub(super) fn process_clock() -> NaiveDateTime {
+    Utc::now().naive_utc().trunc_subsecs(6)
 }
 
 impl Expression for DbNow {

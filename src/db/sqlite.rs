@@ -93,3 +93,17 @@ mod tests {
         assert_eq!(violated_key("UNIQUE constraint failed: nodot"), None);
     }
 }
+
+/// `EXPLAIN QUERY PLAN` of `query`, one line per plan step (its `detail` column).
+pub(crate) fn explain<Q>(conn: &mut SqliteConnection, query: Q) -> QueryResult<Vec<String>>
+where
+    Q: diesel::query_builder::QueryFragment<diesel::sqlite::Sqlite> + diesel::query_builder::QueryId,
+{
+    #[derive(QueryableByName)]
+    struct PlanRow {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        detail: String,
+    }
+    let rows: Vec<PlanRow> = super::Explain::new("EXPLAIN QUERY PLAN ", query).load(conn)?;
+    Ok(rows.into_iter().map(|row| row.detail).collect())
+}

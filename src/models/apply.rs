@@ -33,6 +33,9 @@ pub struct Apply {
     pub started_at: Option<NaiveDateTime>,
     /// When the apply reached a terminal state (UTC).
     pub completed_at: Option<NaiveDateTime>,
+    /// When true, automatic cutover is off: each cutover of a barrier or parallel operation waits for
+    /// an operator's `cutover` request.
+    pub defer_cutover: bool,
 }
 
 /// The caller-supplied part of a new [`Apply`]; the store sets state and timestamps.
@@ -47,4 +50,30 @@ pub struct NewApply {
     pub environment: String,
     /// The deployment: 1 to 255 characters.
     pub deployment: String,
+    /// Turns automatic cutover off; see [`Apply::defer_cutover`].
+    pub defer_cutover: bool,
+}
+
+impl NewApply {
+    /// A new apply with automatic cutover (`defer_cutover` false).
+    pub fn new(
+        apply_identifier: impl Into<String>,
+        database_name: impl Into<String>,
+        environment: impl Into<String>,
+        deployment: impl Into<String>,
+    ) -> Self {
+        NewApply {
+            apply_identifier: apply_identifier.into(),
+            database_name: database_name.into(),
+            environment: environment.into(),
+            deployment: deployment.into(),
+            defer_cutover: false,
+        }
+    }
+
+    /// Turns automatic cutover off (or on again).
+    pub fn with_defer_cutover(mut self, defer_cutover: bool) -> Self {
+        self.defer_cutover = defer_cutover;
+        self
+    }
 }

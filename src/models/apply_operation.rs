@@ -3,6 +3,7 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::schema::apply_operations;
+use crate::state::{CutoverPolicy, FailurePolicy};
 
 /// One deployment's rollout of an apply: the unit of work that workers claim, drive and report on.
 #[derive(
@@ -31,11 +32,25 @@ pub struct ApplyOperation {
     pub created_at: NaiveDateTime,
     /// When the row was last written (UTC).
     pub updated_at: NaiveDateTime,
+    /// How the start waits for earlier siblings: a [`CutoverPolicy`] name, kept as stored.
+    pub cutover_policy: String,
+    /// What a failed earlier sibling means: a [`FailurePolicy`] name, kept as stored.
+    pub on_failure: String,
+    /// How many times the retry claim has restarted the operation from `failed_retryable`.
+    pub attempt: i32,
+    /// Who holds (or last held) the lease; empty when none does. The lease token is deliberately not
+    /// part of the row model: only the [`OperationLease`](crate::store::leases::OperationLease) a claim
+    /// returns carries it, so a listing cannot be turned into a lease.
+    pub lease_owner: String,
+    /// When the current lease was taken (UTC); NULL when there is none.
+    pub lease_acquired_at: Option<NaiveDateTime>,
+    /// When the current lease expires (UTC, the database's clock); NULL when there is none.
+    pub lease_expires_at: Option<NaiveDateTime>,
 }
 
-/// The caller-supplied part of a new [`ApplyOperation`]. It starts `pending`; the store sets timestamps.
-#[derive(Debug, Clone, PartialEq, Eq, Insertable, Serialize, Deserialize)]
-#[diesel(table_name = apply_operations)]
+/// The caller-supplied part of a new [`ApplyOperation`]. It starts `pending` with no lease and
+/// attempt 0; the store sets timestamps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewApplyOperation {
     /// The apply this operation belongs to.
     pub apply_id: i64,
@@ -43,21 +58,40 @@ pub struct NewApplyOperation {
     pub deployment: String,
     /// Target detail: at most 255 characters, empty when unused.
     pub target: String,
+    /// How its start waits for earlier siblings; [`CutoverPolicy::Rolling`] by default.
+    pub cutover_policy: CutoverPolicy,
+    /// What a failed earlier sibling means; [`FailurePolicy::Halt`] by default.
+    pub on_failure: FailurePolicy,
 }
 
 impl NewApplyOperation {
-    /// A new operation for `deployment` of apply `apply_id`, with an empty target.
+    /// A new operation for `deployment` of apply `apply_id`, with an empty target and the default
+    /// (strictest) policies.
     pub fn new(apply_id: i64, deployment: impl Into<String>) -> Self {
         NewApplyOperation {
             apply_id,
             deployment: deployment.into(),
             target: String::new(),
+            cutover_policy: CutoverPolicy::default(),
+            on_failure: FailurePolicy::default(),
         }
     }
 
     /// Sets the target detail.
     pub fn with_target(mut self, target: impl Into<String>) -> Self {
         self.target = target.into();
+        self
+    }
+
+    /// Sets the cutover policy.
+    pub fn with_cutover_policy(mut self, policy: CutoverPolicy) -> Self {
+        self.cutover_policy = policy;
+        self
+    }
+
+    /// Sets the failure policy.
+    pub fn with_on_failure(mut self, policy: FailurePolicy) -> Self {
+        self.on_failure = policy;
         self
     }
 }

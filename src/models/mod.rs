@@ -7,8 +7,10 @@
 
 mod apply;
 mod apply_operation;
+mod control_request;
 mod task;
 
 pub use apply::{Apply, NewApply};
 pub use apply_operation::{ApplyOperation, NewApplyOperation};
+pub use control_request::ControlRequest;
 pub use task::{NewTask, Task};

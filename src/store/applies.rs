@@ -66,3 +66,18 @@ pub fn get_by_identifier(
         .optional()?;
     with_known_state(row)
 }
+
+/// Turns automatic cutover off (`true`) or on (`false`) for apply `id`. Idempotent.
+/// [`StoreError::ApplyNotFound`] when there is no such apply.
+pub fn set_defer_cutover(conn: &mut DbConnection, id: i64, defer_cutover: bool) -> StoreResult<()> {
+    let matched = diesel::update(applies::table.find(id))
+        .set((
+            applies::defer_cutover.eq(defer_cutover),
+            applies::updated_at.eq(db::now()),
+        ))
+        .execute(conn)?;
+    if matched == 0 {
+        return Err(StoreError::ApplyNotFound { id });
+    }
+    Ok(())
+}

@@ -18,6 +18,9 @@ use crate::state::HasApplyState;
 
 pub mod applies;
 pub mod apply_operations;
+pub mod claims;
+pub mod control_requests;
+pub mod leases;
 pub mod tasks;
 mod validate;
 
@@ -44,14 +47,4 @@ fn with_known_states<T: HasApplyState>(rows: Vec<T>) -> StoreResult<Vec<T>> {
         row.apply_state()?;
     }
     Ok(rows)
-}
-
-/// Turns an UPDATE's matched-row count into `Ok` or the caller's not-found error. Both backends report
-/// rows *matched* (MySQL through Diesel's `CLIENT_FOUND_ROWS`), so an idempotent repeat counts 1.
-fn expect_row<E>(matched: usize, not_found: impl FnOnce() -> E) -> Result<(), E> {
-    if matched == 0 {
-        Err(not_found())
-    } else {
-        Ok(())
-    }
 }

@@ -8,12 +8,7 @@ use applyops::StoreError;
 use crate::backend_tests;
 
 fn new_apply(identifier: &str) -> NewApply {
-    NewApply {
-        apply_identifier: identifier.to_owned(),
-        database_name: "commerce".to_owned(),
-        environment: "production".to_owned(),
-        deployment: "us-east-1".to_owned(),
-    }
+    NewApply::new(identifier, "commerce", "production", "us-east-1")
 }
 
 backend_tests! {

@@ -29,14 +29,15 @@ fn migrate_then_nothing_pending(kind: Kind) {
     assert!(ok, "{err}");
     assert_eq!(
         out,
-        "applied 20261124000001\napplied 20261124000002\napplied 20261124000003\n"
+        "applied 20261124000001\napplied 20261124000002\napplied 20261124000003\n\
+         applied 20261125000001\napplied 20261125000002\napplied 20261125000003\n"
     );
     let (ok, out, _) = applyops(db.url(), &["migrate"]);
     assert!(ok);
     assert_eq!(out, "no pending migrations\n");
     let (ok, out, _) = applyops(db.url(), &["revert"]);
     assert!(ok);
-    assert_eq!(out, "reverted 20261124000003\n");
+    assert_eq!(out, "reverted 20261125000003\n");
 }
 
 #[test]

@@ -276,8 +276,10 @@ pub fn columns(conn: &mut DbConnection, table: &str) -> Vec<ColumnInfo> {
         .bind::<Text, _>(table)
         .load(c),
         DbConnection::Sqlite(c) => diesel::sql_query(
+            // table_xinfo, unlike table_info, lists generated columns; SQLite reports their type with
+            // a " GENERATED ALWAYS" suffix, removed below.
             "SELECT name, type AS declared_type, CAST(\"notnull\" = 0 AND pk = 0 AS INTEGER) AS nullable \
-             FROM pragma_table_info(?) ORDER BY cid",
+             FROM pragma_table_xinfo(?) ORDER BY cid",
         )
         .bind::<Text, _>(table)
         .load(c),
@@ -286,7 +288,11 @@ pub fn columns(conn: &mut DbConnection, table: &str) -> Vec<ColumnInfo> {
     rows.into_iter()
         .map(|row| ColumnInfo {
             name: row.name,
-            declared_type: row.declared_type.to_ascii_lowercase(),
+            declared_type: row
+                .declared_type
+                .to_ascii_lowercase()
+                .trim_end_matches(" generated always")
+                .to_owned(),
             nullable: row.nullable != 0,
         })
         .collect()

@@ -9,8 +9,33 @@ use diesel::prelude::*;
 use crate::backend_tests;
 use crate::harness::{schema_snapshot, table_exists, tables, Kind, TestDb};
 
-const VERSIONS: [&str; 3] = ["20261124000001", "20261124000002", "20261124000003"];
-const TABLES_BY_MIGRATION: [&str; 3] = ["applies", "apply_operations", "tasks"];
+const VERSIONS: [&str; 6] = [
+    "20261124000001",
+    "20261124000002",
+    "20261124000003",
+    "20261125000001",
+    "20261125000002",
+    "20261125000003",
+];
+const TABLES: [&str; 4] = ["applies", "apply_control_requests", "apply_operations", "tasks"];
+
+/// What each migration adds, in VERSIONS order: a table, or a column of a table.
+const ADDED_BY_MIGRATION: [(&str, Option<&str>); 6] = [
+    ("applies", None),
+    ("apply_operations", None),
+    ("tasks", None),
+    ("apply_operations", Some("lease_token")),
+    ("applies", Some("defer_cutover")),
+    ("apply_control_requests", None),
+];
+
+/// True while what migration `index` adds is present.
+fn added_by_migration_exists(conn: &mut applyops::DbConnection, index: usize) -> bool {
+    match ADDED_BY_MIGRATION[index] {
+        (table, None) => table_exists(conn, table),
+        (table, Some(column)) => crate::harness::column_exists(conn, table, column).is_some(),
+    }
+}
 
 diesel::table! {
     __diesel_schema_migrations (version) {
@@ -23,7 +48,7 @@ fn migrations_on(kind: Kind) {
     let db = TestDb::unmigrated(kind);
     let conn = &mut db.conn();
     assert_eq!(db::run_migrations(conn).unwrap(), VERSIONS);
-    assert_eq!(tables(conn), ["applies", "apply_operations", "tasks"]);
+    assert_eq!(tables(conn), TABLES);
     assert!(
         db::run_migrations(conn).unwrap().is_empty(),
         "a second run has nothing to do"
@@ -64,10 +89,7 @@ fn concurrent_runners(kind: Kind) {
         applied, VERSIONS,
         "each migration ran exactly once across all runners"
     );
-    assert_eq!(
-        tables(&mut db.conn()),
-        ["applies", "apply_operations", "tasks"]
-    );
+    assert_eq!(tables(&mut db.conn()), TABLES);
 }
 
 #[test]
@@ -80,22 +102,24 @@ fn sqlite_concurrent_runners_are_serialised() {
     concurrent_runners(Kind::Sqlite);
 }
 
-/// MySQL commits DDL implicitly: a runner that dies after a CREATE TABLE but before recording the
-/// version leaves the table without the record. The next run must succeed.
+/// MySQL commits DDL implicitly: a runner that dies after a migration's DDL but before recording the
+/// version leaves the change without the record. The next run must succeed, for the CREATE TABLE
+/// migrations and the guarded ALTER TABLE ones alike.
 #[test]
 fn mysql_a_half_applied_migration_can_be_run_again() {
     let db = TestDb::new(Kind::Mysql);
     let conn = &mut db.conn();
     let before = schema_snapshot(conn);
-    diesel::delete(
-        __diesel_schema_migrations::table
-            .filter(__diesel_schema_migrations::version.eq(VERSIONS[2])),
-    )
-    .execute(conn)
-    .unwrap();
-    assert!(table_exists(conn, "tasks"));
-    assert_eq!(db::run_migrations(conn).unwrap(), [VERSIONS[2]]);
-    assert_eq!(schema_snapshot(conn), before);
+    for (index, version) in VERSIONS.iter().enumerate() {
+        diesel::delete(
+            __diesel_schema_migrations::table.filter(__diesel_schema_migrations::version.eq(version)),
+        )
+        .execute(conn)
+        .unwrap();
+        assert!(added_by_migration_exists(conn, index));
+        assert_eq!(db::run_migrations(conn).unwrap(), [*version]);
+        assert_eq!(schema_snapshot(conn), before, "after re-running {version}");
+    }
 }
 
 backend_tests! {
@@ -104,10 +128,13 @@ backend_tests! {
         let baseline = schema_snapshot(conn);
         for depth in 1..=VERSIONS.len() {
             for step in 0..depth {
-                let expected = VERSIONS[VERSIONS.len() - 1 - step];
+                let index = VERSIONS.len() - 1 - step;
+                let expected = VERSIONS[index];
                 assert_eq!(db::revert_last_migration(conn).unwrap().as_deref(), Some(expected));
-                let table = TABLES_BY_MIGRATION[VERSIONS.len() - 1 - step];
-                assert!(!table_exists(conn, table), "down.sql of {expected} drops {table}");
+                assert!(
+                    !added_by_migration_exists(conn, index),
+                    "down.sql of {expected} removes {:?}", ADDED_BY_MIGRATION[index]
+                );
             }
             assert_eq!(db::run_migrations(conn).unwrap().len(), depth);
             assert_eq!(schema_snapshot(conn), baseline, "after reverting {depth} migration(s) and re-running");

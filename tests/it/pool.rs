@@ -188,9 +188,7 @@ backend_tests! {
         assert_eq!(store.tasks().list_by_operation(id).unwrap()[0].id, task);
         assert_eq!(store.tasks().list_by_apply(3).unwrap().len(), 1);
         assert!(store.tasks().get(task).unwrap().is_some());
-        let apply = store.applies().insert(&applyops::models::NewApply {
-            apply_identifier: "a-1".into(), database_name: "d".into(), environment: "e".into(), deployment: "east".into(),
-        }).unwrap();
+        let apply = store.applies().insert(&applyops::models::NewApply::new("a-1", "d", "e", "east")).unwrap();
         assert_eq!(store.applies().get(apply).unwrap().map(|a| a.apply_identifier), Some("a-1".into()));
         assert!(store.applies().get_by_identifier("a-1").unwrap().is_some());
         assert_eq!(ops.delete_by_apply(3).unwrap(), 1);

@@ -46,6 +46,7 @@ fn declared_schema() -> Vec<(String, Vec<DeclaredColumn>)> {
                 "Bigint" | "Integer" => "integer",
                 "Varchar" | "Text" => "text",
                 "Timestamp" => "timestamp",
+                "Bool" => "bool",
                 other => panic!("schema.rs type {other} has no family here"),
             };
             cols.push(DeclaredColumn {
@@ -71,6 +72,8 @@ fn live_family(declared_type: &str) -> (&'static str, Option<u32>) {
         "varchar" => ("text", length),
         "text" => ("text", None),
         "datetime" | "timestamp" => ("timestamp", None),
+        "tinyint" if length == Some(1) => ("bool", None),
+        "boolean" => ("bool", None),
         other => panic!("live type {other} has no family here"),
     }
 }
@@ -130,6 +133,10 @@ backend_tests! {
             index_exists(conn, "apply_operations", "apply_operations_apply_id_created_at_id_idx"),
             plain(&["apply_id", "created_at", "id"])
         );
+        assert_eq!(
+            index_exists(conn, "apply_operations", "apply_operations_claim_idx"),
+            plain(&["claimable", "created_at", "id"])
+        );
         assert_eq!(index_exists(conn, "apply_operations", "no_such_index"), None);
     }
 
@@ -155,18 +162,40 @@ backend_tests! {
         for (column, nullable) in [
             ("id", false), ("apply_id", false), ("deployment", false), ("target", false), ("state", false),
             ("error_message", true), ("started_at", true), ("completed_at", true),
-            ("created_at", false), ("updated_at", false),
+            ("created_at", false), ("updated_at", false), ("cutover_policy", false), ("on_failure", false),
+            ("attempt", false), ("lease_owner", false), ("lease_token", false), ("lease_acquired_at", true),
+            ("lease_expires_at", true), ("claimable", true),
         ] {
             assert_eq!(column_exists(conn, "apply_operations", column), Some(nullable), "{column}");
         }
     }
+
+    fn applies_defer_cutover_is_a_not_null_flag(db) {
+        assert_eq!(column_exists(&mut db.conn(), "applies", "defer_cutover"), Some(false));
+    }
+
+    fn control_requests_have_the_pending_key_and_lookup_index(db) {
+        let conn = &mut db.conn();
+        assert_eq!(
+            index_exists(conn, "apply_control_requests", "apply_control_requests_pending_key"),
+            unique(&["apply_id", "kind", "pending_scope"])
+        );
+        assert_eq!(
+            index_exists(conn, "apply_control_requests", "apply_control_requests_apply_id_kind_status_idx"),
+            plain(&["apply_id", "kind", "status"])
+        );
+        assert_eq!(column_exists(conn, "apply_control_requests", "apply_operation_id"), Some(true));
+    }
 }
 
 #[test]
-fn schema_rs_declares_the_three_tables() {
+fn schema_rs_declares_the_four_tables() {
     let names: Vec<_> = declared_schema()
         .into_iter()
         .map(|(name, _)| name)
         .collect();
-    assert_eq!(names, ["applies", "apply_operations", "tasks"]);
+    assert_eq!(
+        names,
+        ["applies", "apply_control_requests", "apply_operations", "tasks"]
+    );
 }

@@ -13,6 +13,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::{StoreError, StoreResult};
 use crate::models::{Apply, ApplyOperation, Task};
 
+mod vocabulary;
+
+pub use vocabulary::{
+    ControlRequestKind, ControlRequestStatus, CutoverPolicy, FailurePolicy, ParseVocabularyError,
+};
+
 /// Every state an apply, or one deployment's operation of it, can be in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ApplyState {
@@ -132,6 +138,41 @@ impl ApplyState {
                 | ApplyState::Cancelled
                 | ApplyState::Reverted
         )
+    }
+
+    /// True for the states a worker is in the middle of: the recovery claim takes them over when their
+    /// lease has expired (`waiting_for_cutover` only where the copy claim owns the cutover; see
+    /// [`crate::store::claims`]).
+    pub const fn is_active(self) -> bool {
+        matches!(
+            self,
+            ApplyState::Running
+                | ApplyState::RunningDegraded
+                | ApplyState::Resuming
+                | ApplyState::WaitingForDeploy
+                | ApplyState::WaitingForCutover
+                | ApplyState::Recovering
+                | ApplyState::CuttingOver
+                | ApplyState::RevertWindow
+                | ApplyState::Reverting
+                | ApplyState::SkippingRevert
+                | ApplyState::PreparingBranch
+                | ApplyState::ApplyingBranchChanges
+                | ApplyState::ValidatingBranch
+                | ApplyState::CreatingDeployRequest
+                | ApplyState::ValidatingDeployRequest
+        )
+    }
+
+    /// True for the states some claim can take: `pending` (start), `stopped` (resume),
+    /// `failed_retryable` (retry) and the [active](ApplyState::is_active) ones (recovery). Never the
+    /// completing states or `paused`. The generated `apply_operations.claimable` column is this
+    /// predicate, and the claim index is built on it.
+    pub const fn is_claimable(self) -> bool {
+        matches!(
+            self,
+            ApplyState::Pending | ApplyState::Stopped | ApplyState::FailedRetryable
+        ) || self.is_active()
     }
 }
 
@@ -281,6 +322,25 @@ mod tests {
             ]
         );
         assert!(!ApplyState::FailedRetryable.is_terminal());
+    }
+
+    #[test]
+    fn claimable_states_are_the_start_resume_retry_and_active_ones() {
+        let not_claimable: Vec<_> = ApplyState::ALL
+            .into_iter()
+            .filter(|s| !s.is_claimable())
+            .collect();
+        assert_eq!(
+            not_claimable,
+            [
+                ApplyState::Paused,
+                ApplyState::Completed,
+                ApplyState::Failed,
+                ApplyState::Cancelled,
+                ApplyState::Reverted
+            ]
+        );
+        assert_eq!(ApplyState::ALL.iter().filter(|s| s.is_active()).count(), 15);
     }
 
     #[test]

@@ -1,0 +1,10 @@
+ALTER TABLE apply_operations
+    DROP KEY apply_operations_claim_idx,
+    DROP COLUMN claimable,
+    DROP COLUMN lease_expires_at,
+    DROP COLUMN lease_acquired_at,
+    DROP COLUMN lease_token,
+    DROP COLUMN lease_owner,
+    DROP COLUMN attempt,
+    DROP COLUMN on_failure,
+    DROP COLUMN cutover_policy;

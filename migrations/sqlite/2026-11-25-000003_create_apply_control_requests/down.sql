@@ -1,0 +1,1 @@
+DROP TABLE apply_control_requests;

@@ -1,0 +1,201 @@
+//! The small vocabularies of the worker contract: rollout policies and control requests.
+//!
+//! Like [`ApplyState`](super::ApplyState), each is stored as its lowercase name and parsed leniently
+//! about letter case. Rows keep these columns as strings, so a value written by a newer tool still
+//! loads; the claim queries compare against the known names only, so an unknown policy behaves as the
+//! strictest one (see [`CutoverPolicy`] and [`FailurePolicy`]) and an unknown request kind or status
+//! matches nothing.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A string that names no value of one of this module's vocabularies.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {vocabulary} {value:?}")]
+pub struct ParseVocabularyError {
+    /// Which vocabulary was parsed (e.g. `"cutover policy"`).
+    pub vocabulary: &'static str,
+    /// The rejected input, verbatim.
+    pub value: String,
+}
+
+/// Defines a stored-name enum with `ALL`, `as_str`, `Display`, lenient `FromStr` and string serde.
+macro_rules! vocabulary {
+    (
+        $(#[$meta:meta])*
+        $name:ident, $label:literal {
+            $($(#[$variant_meta:meta])* $variant:ident => $stored:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$variant_meta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The lowercase name stored in the database and used in JSON.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $stored,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ParseVocabularyError;
+
+            /// Accepts the stored name in any letter case; nothing else.
+            fn from_str(value: &str) -> Result<Self, Self::Err> {
+                $name::ALL
+                    .iter()
+                    .copied()
+                    .find(|known| known.as_str().eq_ignore_ascii_case(value))
+                    .ok_or_else(|| ParseVocabularyError {
+                        vocabulary: $label,
+                        value: value.to_owned(),
+                    })
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let value = String::deserialize(deserializer)?;
+                value.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+vocabulary! {
+    /// How an operation's start waits for the operations of the same apply in earlier deployments
+    /// (earlier by `(created_at, id)`). An unknown stored value behaves as [`CutoverPolicy::Rolling`],
+    /// the strictest.
+    CutoverPolicy, "cutover policy" {
+        /// Start only once every earlier sibling is `completed`; cut over inside the copy claim.
+        Rolling => "rolling",
+        /// Start once every earlier sibling has reached the barrier (`waiting_for_cutover`,
+        /// `cutting_over`, `revert_window` or `completed`); cut over through the cutover claim.
+        Barrier => "barrier",
+        /// Start without waiting for siblings; cut over through the cutover claim.
+        Parallel => "parallel",
+    }
+}
+
+impl Default for CutoverPolicy {
+    /// [`CutoverPolicy::Rolling`], the column's default.
+    fn default() -> Self {
+        CutoverPolicy::Rolling
+    }
+}
+
+vocabulary! {
+    /// What a `failed` earlier sibling means for an operation's start (and automatic cutover). An
+    /// unknown stored value behaves as [`FailurePolicy::Halt`], the strictest.
+    FailurePolicy, "failure policy" {
+        /// A failed earlier sibling blocks.
+        Halt => "halt",
+        /// A failed earlier sibling does not block.
+        Continue => "continue",
+        /// A failed earlier sibling blocks until the apply has a `release` request that is pending or
+        /// completed (a failed release does not count).
+        Pause => "pause",
+    }
+}
+
+impl Default for FailurePolicy {
+    /// [`FailurePolicy::Halt`], the column's default.
+    fn default() -> Self {
+        FailurePolicy::Halt
+    }
+}
+
+vocabulary! {
+    /// What an operator asks of an apply, or of one of its operations.
+    ControlRequestKind, "control request kind" {
+        /// Resume `stopped` operations (the resume claim).
+        Start => "start",
+        /// Stop: while pending, no operation of the apply starts (recovery still runs, so the holder
+        /// can see the stop and act on it).
+        Stop => "stop",
+        /// Release a rollout held by a failed sibling under [`FailurePolicy::Pause`].
+        Release => "release",
+        /// Cut over, for applies with `defer_cutover` (the operator-directed cutover claim).
+        Cutover => "cutover",
+    }
+}
+
+vocabulary! {
+    /// Where a control request is in its life.
+    ControlRequestStatus, "control request status" {
+        /// Asked for and not yet acted on; at most one per (apply, operation or whole apply, kind).
+        Pending => "pending",
+        /// Acted on.
+        Completed => "completed",
+        /// Could not be acted on; carries a reason.
+        Failed => "failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_value_round_trips_through_its_stored_name() {
+        for policy in CutoverPolicy::ALL {
+            assert_eq!(policy.as_str().parse(), Ok(*policy));
+        }
+        for policy in FailurePolicy::ALL {
+            assert_eq!(policy.as_str().parse(), Ok(*policy));
+        }
+        for kind in ControlRequestKind::ALL {
+            assert_eq!(kind.as_str().parse(), Ok(*kind));
+        }
+        for status in ControlRequestStatus::ALL {
+            assert_eq!(status.as_str().parse(), Ok(*status));
+        }
+    }
+
+    #[test]
+    fn parsing_ignores_case_and_rejects_anything_else_naming_the_vocabulary() {
+        assert_eq!("BARRIER".parse(), Ok(CutoverPolicy::Barrier));
+        let err = "barrier ".parse::<CutoverPolicy>().unwrap_err();
+        assert_eq!(err.to_string(), "unknown cutover policy \"barrier \"");
+        assert!("".parse::<FailurePolicy>().is_err());
+        assert!("resume".parse::<ControlRequestKind>().is_err());
+    }
+
+    #[test]
+    fn defaults_are_the_strictest_policies() {
+        assert_eq!(CutoverPolicy::default(), CutoverPolicy::Rolling);
+        assert_eq!(FailurePolicy::default(), FailurePolicy::Halt);
+    }
+
+    #[test]
+    fn serde_uses_the_stored_names() {
+        assert_eq!(
+            serde_json::to_string(&ControlRequestKind::Cutover).unwrap(),
+            "\"cutover\""
+        );
+        let read: FailurePolicy = serde_json::from_str("\"Pause\"").unwrap();
+        assert_eq!(read, FailurePolicy::Pause);
+    }
+}

@@ -1,0 +1,258 @@
+//! The `apply_control_requests` store: how operators steer rollouts (start, stop, release, cutover).
+//!
+//! A request names a whole apply or one of its operations. While it is `pending` it is unique per
+//! (apply, operation or whole apply, kind): asking again returns the pending one, so a retried
+//! operator command never piles up requests. The claims ([`super::claims`]) read pending (and, for
+//! `release`, completed) requests; completing a request is the worker's job, except for `cutover`,
+//! which the cutover claim completes in its own transaction.
+
+use diesel::prelude::*;
+
+use super::validate;
+use crate::db::{self, DbConnection, UniqueKey};
+use crate::error::{StoreError, StoreResult};
+use crate::models::ControlRequest;
+use crate::schema::{applies, apply_control_requests as reqs, apply_operations};
+use crate::state::{ControlRequestKind, ControlRequestStatus};
+
+/// At most one pending request per (apply, operation or whole apply, kind). The name is the same on
+/// both backends; SQLite names the columns.
+const PENDING_KEY: UniqueKey = UniqueKey {
+    table: "apply_control_requests",
+    name: "apply_control_requests_pending_key",
+    columns: &["apply_id", "kind", "pending_scope"],
+};
+
+/// How many times [`request`] retries when the pending request it collided with was resolved before it
+/// could be read. Each retry needs an operator to resolve a request in that instant, so this is ample.
+const REQUEST_ATTEMPTS: usize = 5;
+
+/// Asks for `kind` on apply `apply_id`, or on its operation `operation_id`, and returns the pending
+/// request: a new one, or the one already pending for the same (apply, operation, kind), unchanged
+/// (its reason is kept).
+///
+/// Errors: [`StoreError::ApplyNotFound`]; [`StoreError::ApplyOperationNotFound`] for an operation that
+/// does not exist; [`StoreError::InvalidInput`] for an operation of another apply or a reason over
+/// 65,535 bytes. Nothing is written on error.
+pub fn request(
+    conn: &mut DbConnection,
+    apply_id: i64,
+    operation_id: Option<i64>,
+    kind: ControlRequestKind,
+    reason: Option<&str>,
+) -> StoreResult<ControlRequest> {
+    if let Some(reason) = reason {
+        validate::text("reason", reason, false)?;
+    }
+    let apply_exists = applies::table
+        .find(apply_id)
+        .select(applies::id)
+        .first::<i64>(conn)
+        .optional()?
+        .is_some();
+    if !apply_exists {
+        return Err(StoreError::ApplyNotFound { id: apply_id });
+    }
+    if let Some(operation_id) = operation_id {
+        let owner = apply_operations::table
+            .find(operation_id)
+            .select(apply_operations::apply_id)
+            .first::<i64>(conn)
+            .optional()?;
+        match owner {
+            None => return Err(StoreError::ApplyOperationNotFound { id: operation_id }),
+            Some(owner) if owner != apply_id => {
+                return Err(StoreError::invalid(
+                    "operation_id",
+                    format!(
+                    "operation {operation_id} belongs to apply {owner}, not to apply {apply_id}"
+                ),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    for _ in 0..REQUEST_ATTEMPTS {
+        let now = db::now();
+        let inserted = diesel::insert_into(reqs::table)
+            .values((
+                reqs::apply_id.eq(apply_id),
+                reqs::apply_operation_id.eq(operation_id),
+                reqs::kind.eq(kind.as_str()),
+                reqs::status.eq(ControlRequestStatus::Pending.as_str()),
+                reqs::reason.eq(reason),
+                reqs::created_at.eq(now),
+                reqs::updated_at.eq(now),
+            ))
+            .execute(conn);
+        let id = match inserted {
+            Ok(_) => db::last_insert_id(conn)?,
+            Err(err) if db::is_unique_violation_of(conn, &err, &PENDING_KEY) => {
+                match pending(conn, apply_id, operation_id, kind)? {
+                    Some(existing) => return Ok(existing),
+                    // Resolved between our insert and this read: ask again.
+                    None => continue,
+                }
+            }
+            Err(err) => return Err(err.into()),
+        };
+        return get(conn, id)?.ok_or(StoreError::ControlRequestNotFound { id });
+    }
+    Err(StoreError::invalid(
+        "kind",
+        format!("the pending {kind} request kept being resolved while this one was being made; ask again"),
+    ))
+}
+
+/// The pending request for exactly this (apply, operation or whole apply, kind), if any.
+fn pending(
+    conn: &mut DbConnection,
+    apply_id: i64,
+    operation_id: Option<i64>,
+    kind: ControlRequestKind,
+) -> StoreResult<Option<ControlRequest>> {
+    let query = reqs::table
+        .filter(reqs::apply_id.eq(apply_id))
+        .filter(reqs::kind.eq(kind.as_str()))
+        .filter(reqs::status.eq(ControlRequestStatus::Pending.as_str()))
+        .select(ControlRequest::as_select())
+        .into_boxed();
+    let query = match operation_id {
+        Some(id) => query.filter(reqs::apply_operation_id.eq(id)),
+        None => query.filter(reqs::apply_operation_id.is_null()),
+    };
+    let row = query.first(conn).optional()?;
+    known(row)
+}
+
+/// The request with this id, or `None`.
+pub fn get(conn: &mut DbConnection, id: i64) -> StoreResult<Option<ControlRequest>> {
+    let row = reqs::table
+        .find(id)
+        .select(ControlRequest::as_select())
+        .first(conn)
+        .optional()?;
+    known(row)
+}
+
+/// The pending requests of `apply_id` (whole-apply and per-operation), oldest first by
+/// (`created_at`, `id`).
+pub fn list_pending(conn: &mut DbConnection, apply_id: i64) -> StoreResult<Vec<ControlRequest>> {
+    let rows = reqs::table
+        .filter(reqs::apply_id.eq(apply_id))
+        .filter(reqs::status.eq(ControlRequestStatus::Pending.as_str()))
+        .order((reqs::created_at.asc(), reqs::id.asc()))
+        .select(ControlRequest::as_select())
+        .load(conn)?;
+    rows.into_iter()
+        .map(|row| known(Some(row)).map(Option::unwrap))
+        .collect()
+}
+
+/// Marks request `id` completed, stamping `completed_at` once. Completing a completed request
+/// succeeds; completing a failed one is [`StoreError::ControlRequestResolved`].
+pub fn complete(conn: &mut DbConnection, id: i64) -> StoreResult<()> {
+    let now = db::now();
+    let matched = diesel::update(reqs::table.find(id))
+        .filter(reqs::status.eq_any(pending_or(ControlRequestStatus::Completed)))
+        .set((
+            reqs::status.eq(ControlRequestStatus::Completed.as_str()),
+            reqs::completed_at.eq(super::coalesce_timestamp(
+                reqs::completed_at,
+                now.nullable(),
+            )),
+            reqs::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    resolved(conn, id, matched)
+}
+
+/// Marks request `id` failed with `reason` (1 to 65,535 bytes; a repeat replaces it), stamping
+/// `completed_at` once. Failing a completed request is [`StoreError::ControlRequestResolved`].
+pub fn fail(conn: &mut DbConnection, id: i64, reason: &str) -> StoreResult<()> {
+    validate::text("reason", reason, true)?;
+    let now = db::now();
+    let matched = diesel::update(reqs::table.find(id))
+        .filter(reqs::status.eq_any(pending_or(ControlRequestStatus::Failed)))
+        .set((
+            reqs::status.eq(ControlRequestStatus::Failed.as_str()),
+            reqs::reason.eq(reason),
+            reqs::completed_at.eq(super::coalesce_timestamp(
+                reqs::completed_at,
+                now.nullable(),
+            )),
+            reqs::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    resolved(conn, id, matched)
+}
+
+/// Completes the pending `cutover` request that names operation `operation_id`, or else, when no
+/// other operation of the apply is still `waiting_for_cutover`, the apply's whole-apply one. Called by
+/// the cutover claim in its transaction.
+pub(super) fn complete_cutover(
+    conn: &mut DbConnection,
+    apply_id: i64,
+    operation_id: i64,
+) -> StoreResult<()> {
+    let now = db::now();
+    let completion = (
+        reqs::status.eq(ControlRequestStatus::Completed.as_str()),
+        reqs::completed_at.eq(now.nullable()),
+        reqs::updated_at.eq(now),
+    );
+    let pending_cutover = reqs::table
+        .filter(reqs::apply_id.eq(apply_id))
+        .filter(reqs::kind.eq(ControlRequestKind::Cutover.as_str()))
+        .filter(reqs::status.eq(ControlRequestStatus::Pending.as_str()));
+    let named = diesel::update(pending_cutover.filter(reqs::apply_operation_id.eq(operation_id)))
+        .set(completion)
+        .execute(conn)?;
+    if named > 0 {
+        return Ok(());
+    }
+    let others_waiting = apply_operations::table
+        .filter(apply_operations::apply_id.eq(apply_id))
+        .filter(apply_operations::id.ne(operation_id))
+        .filter(apply_operations::state.eq(crate::state::ApplyState::WaitingForCutover.as_str()))
+        .select(apply_operations::id)
+        .first::<i64>(conn)
+        .optional()?
+        .is_some();
+    if !others_waiting {
+        diesel::update(pending_cutover.filter(reqs::apply_operation_id.is_null()))
+            .set(completion)
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// `pending` and the status a resolution may repeat.
+fn pending_or(repeatable: ControlRequestStatus) -> [&'static str; 2] {
+    [ControlRequestStatus::Pending.as_str(), repeatable.as_str()]
+}
+
+/// Why a resolution matched nothing: the request is missing, or resolved the other way.
+fn resolved(conn: &mut DbConnection, id: i64, matched: usize) -> StoreResult<()> {
+    if matched > 0 {
+        return Ok(());
+    }
+    let status = reqs::table
+        .find(id)
+        .select(reqs::status)
+        .first::<String>(conn)
+        .optional()?;
+    Err(match status {
+        None => StoreError::ControlRequestNotFound { id },
+        Some(status) => StoreError::ControlRequestResolved { id, status },
+    })
+}
+
+/// Returns `row` once its kind and status are known.
+fn known(row: Option<ControlRequest>) -> StoreResult<Option<ControlRequest>> {
+    if let Some(row) = &row {
+        row.request_kind()?;
+        row.request_status()?;
+    }
+    Ok(row)
+}

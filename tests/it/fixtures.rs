@@ -1,0 +1,135 @@
+//! Building blocks for the worker-contract tests: applies with operations in chosen states and
+//! policies, lease expiry, and raw row reads that include the lease token.
+
+use std::time::Duration;
+
+use applyops::db::DbConnection;
+use applyops::models::{ApplyOperation, NewApply, NewApplyOperation};
+use applyops::schema::apply_operations as ops;
+use applyops::state::{ControlRequestKind, CutoverPolicy, FailurePolicy};
+use applyops::store::claims::{ClaimOptions, ClaimedOperation};
+use applyops::store::{applies, apply_operations, claims, control_requests};
+use diesel::prelude::*;
+
+/// A lease TTL long enough that nothing expires during a test unless the test expires it.
+pub const TTL: Duration = Duration::from_secs(60);
+
+/// Claim options for worker `owner` with [`TTL`].
+pub fn opts(owner: &str) -> ClaimOptions {
+    ClaimOptions::new(owner, TTL)
+}
+
+/// Inserts an apply (unique identifier per call) and returns its id.
+pub fn apply(conn: &mut DbConnection, defer_cutover: bool) -> i64 {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let new = NewApply::new(format!("apply-{n}"), "commerce", "production", "main")
+        .with_defer_cutover(defer_cutover);
+    applies::insert(conn, &new).expect("insert apply")
+}
+
+/// An apply with one operation per `deployments`, all under `policy` and `on_failure`, inserted in
+/// order (so earlier deployments come first by (created_at, id)). Returns (apply id, operation ids).
+pub fn rollout(
+    conn: &mut DbConnection,
+    deployments: usize,
+    policy: CutoverPolicy,
+    on_failure: FailurePolicy,
+) -> (i64, Vec<i64>) {
+    let apply_id = apply(conn, false);
+    let ids = (0..deployments)
+        .map(|i| {
+            let new = NewApplyOperation::new(apply_id, format!("deployment-{i}"))
+                .with_cutover_policy(policy)
+                .with_on_failure(on_failure);
+            apply_operations::insert(conn, &new).expect("insert operation")
+        })
+        .collect();
+    (apply_id, ids)
+}
+
+/// Sets a row's state directly, as an operator's SQL or an older tool might (no stamps, no checks).
+pub fn force_state(conn: &mut DbConnection, id: i64, state: &str) {
+    diesel::update(ops::table.find(id))
+        .set(ops::state.eq(state))
+        .execute(conn)
+        .expect("force state");
+}
+
+/// Sets a raw column value the store would refuse to write (e.g. an unknown policy).
+pub fn force_policy(conn: &mut DbConnection, id: i64, cutover_policy: &str, on_failure: &str) {
+    diesel::update(ops::table.find(id))
+        .set((
+            ops::cutover_policy.eq(cutover_policy),
+            ops::on_failure.eq(on_failure),
+        ))
+        .execute(conn)
+        .expect("force policy");
+}
+
+/// Moves a row's lease expiry far into the past, as if its holder had died long ago.
+pub fn expire_lease(conn: &mut DbConnection, id: i64) {
+    let long_ago = chrono::NaiveDate::from_ymd_opt(2001, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
+    diesel::update(ops::table.find(id))
+        .set(ops::lease_expires_at.eq(Some(long_ago)))
+        .execute(conn)
+        .expect("expire lease");
+}
+
+/// Gives a row a lease that is already expired, held by a worker that is gone.
+pub fn dead_lease(conn: &mut DbConnection, id: i64) {
+    diesel::update(ops::table.find(id))
+        .set((ops::lease_owner.eq("dead-worker"), ops::lease_token.eq("0123456789abcdef0123456789abcdef")))
+        .execute(conn)
+        .expect("dead lease");
+    expire_lease(conn, id);
+}
+
+/// The row as stored, with its lease token (which the model leaves out).
+pub fn row(conn: &mut DbConnection, id: i64) -> (ApplyOperation, String) {
+    let op = apply_operations::get(conn, id)
+        .expect("get")
+        .expect("row exists");
+    let token = ops::table
+        .find(id)
+        .select(ops::lease_token)
+        .first::<String>(conn)
+        .expect("read token");
+    (op, token)
+}
+
+/// Files a control request.
+pub fn request(
+    conn: &mut DbConnection,
+    apply_id: i64,
+    operation_id: Option<i64>,
+    kind: ControlRequestKind,
+) -> i64 {
+    control_requests::request(conn, apply_id, operation_id, kind, None)
+        .expect("request")
+        .id
+}
+
+/// The copy claim for worker `owner`.
+pub fn claim(conn: &mut DbConnection, owner: &str) -> Option<ClaimedOperation> {
+    claims::claim_next(conn, &opts(owner)).expect("claim_next")
+}
+
+/// The cutover claim for worker `owner`.
+pub fn claim_cutover(conn: &mut DbConnection, owner: &str) -> Option<ClaimedOperation> {
+    claims::claim_next_cutover(conn, &opts(owner)).expect("claim_next_cutover")
+}
+
+/// The id of the operation the copy claim takes, if any.
+pub fn claimed_id(conn: &mut DbConnection) -> Option<i64> {
+    claim(conn, "probe").map(|c| c.operation.id)
+}
+
+/// The id of the operation the cutover claim takes, if any.
+pub fn cutover_id(conn: &mut DbConnection) -> Option<i64> {
+    claim_cutover(conn, "probe").map(|c| c.operation.id)
+}
