@@ -22,7 +22,7 @@ mod pool;
 mod sqlite;
 mod url;
 
-pub use now::{now, DbNow};
+pub use now::{now, now_when_read, DbNow, DbNowWhenRead};
 pub use pool::{pool, ConnectionManager, DbPool, PoolConfig, PooledConnection};
 pub use url::DatabaseUrl;
 
@@ -239,6 +239,16 @@ where
         mysql::read_committed_next_transaction(inner)?;
     }
     write_transaction(conn, f)
+}
+
+/// True when a write transaction locks the whole database (SQLite) rather than rows (MySQL). There,
+/// a claim first looks for a candidate without a transaction, so idle workers polling for work read
+/// (which WAL never blocks) instead of queueing for the one write lock and starving real writers.
+pub(crate) fn write_lock_is_database_wide(conn: &DbConnection) -> bool {
+    match conn {
+        DbConnection::Mysql(_) => false,
+        DbConnection::Sqlite(_) => true,
+    }
 }
 
 /// The database's current time (UTC, microseconds): `UTC_TIMESTAMP(6)` read from the MySQL server (one

@@ -23,10 +23,34 @@ pub struct DbNow {
     process_clock: NaiveDateTime,
 }
 
+/// "Now" as of the moment the database produces a row; see [`now_when_read`]. A type of its own, not
+/// a flag on [`DbNow`]: Diesel caches prepared statements by query type, so two SQL texts must never
+/// share one.
+#[derive(Debug, Clone, Copy, QueryId)]
+pub struct DbNowWhenRead {
+    process_clock: NaiveDateTime,
+}
+
 /// The current time as a [`DbNow`] expression, for use in Diesel queries:
 /// `update(t).set(updated_at.eq(now()))`.
 pub fn now() -> DbNow {
     DbNow {
+        process_clock: process_clock(),
+    }
+}
+
+/// "Now" as of the moment the database produces a row, not when the statement began: on MySQL
+/// `SYSDATE(6)` (the session time zone is UTC, see [`establish`](super::establish)); on SQLite the same
+/// as [`now`].
+///
+/// For a claim's timestamps. A MySQL statement's `UTC_TIMESTAMP(6)` is fixed when the statement
+/// starts, but its subqueries read the rows committed when they run, which can be later: a claim stamped
+/// with the statement's start could carry a `started_at` earlier than the `completed_at` of a sibling
+/// whose completion it saw. A row's `SYSDATE(6)` is read after the row's conditions were evaluated, so
+/// it is later than every commit they saw. (A server run with `--sysdate-is-now` loses that guarantee
+/// for the timestamps, not for the claim's decisions.)
+pub fn now_when_read() -> DbNowWhenRead {
+    DbNowWhenRead {
         process_clock: process_clock(),
     }
 }
@@ -36,33 +60,41 @@ pub(super) fn process_clock() -> NaiveDateTime {
     Utc::now().naive_utc().trunc_subsecs(6)
 }
 
-impl Expression for DbNow {
-    type SqlType = Timestamp;
+/// The expression impls both "now" types share; only the MySQL SQL differs.
+macro_rules! timestamp_expression {
+    ($type:ident, $mysql_sql:literal) => {
+        impl Expression for $type {
+            type SqlType = Timestamp;
+        }
+
+        impl<QS> AppearsOnTable<QS> for $type {}
+
+        impl<QS> SelectableExpression<QS> for $type {}
+
+        impl<GroupBy> ValidGrouping<GroupBy> for $type {
+            type IsAggregate = is_aggregate::Never;
+        }
+
+        impl QueryFragment<Mysql> for $type {
+            fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Mysql>) -> QueryResult<()> {
+                out.push_sql($mysql_sql);
+                Ok(())
+            }
+        }
+
+        impl QueryFragment<Sqlite> for $type {
+            fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+                out.push_bind_param::<Timestamp, _>(&self.process_clock)
+            }
+        }
+
+        impl QueryFragment<MultiBackend> for $type {
+            fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, MultiBackend>) -> QueryResult<()> {
+                MultiBackend::walk_variant_ast(self, pass)
+            }
+        }
+    };
 }
 
-impl<QS> AppearsOnTable<QS> for DbNow {}
-
-impl<QS> SelectableExpression<QS> for DbNow {}
-
-impl<GroupBy> ValidGrouping<GroupBy> for DbNow {
-    type IsAggregate = is_aggregate::Never;
-}
-
-impl QueryFragment<Mysql> for DbNow {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Mysql>) -> QueryResult<()> {
-        out.push_sql("UTC_TIMESTAMP(6)");
-        Ok(())
-    }
-}
-
-impl QueryFragment<Sqlite> for DbNow {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
-        out.push_bind_param::<Timestamp, _>(&self.process_clock)
-    }
-}
-
-impl QueryFragment<MultiBackend> for DbNow {
-    fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, MultiBackend>) -> QueryResult<()> {
-        MultiBackend::walk_variant_ast(self, pass)
-    }
-}
+timestamp_expression!(DbNow, "UTC_TIMESTAMP(6)");
+timestamp_expression!(DbNowWhenRead, "SYSDATE(6)");

@@ -57,6 +57,21 @@ pub(super) fn revert_last_migration(conn: &mut SqliteConnection) -> StoreResult<
     conn.immediate_transaction(|conn| super::revert_newest(conn, MIGRATIONS))
 }
 
+/// `EXPLAIN QUERY PLAN` of `query`, one line per plan step (its `detail` column).
+pub(crate) fn explain<Q>(conn: &mut SqliteConnection, query: Q) -> QueryResult<Vec<String>>
+where
+    Q: diesel::query_builder::QueryFragment<diesel::sqlite::Sqlite>
+        + diesel::query_builder::QueryId,
+{
+    #[derive(QueryableByName)]
+    struct PlanRow {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        detail: String,
+    }
+    let rows: Vec<PlanRow> = super::Explain::new("EXPLAIN QUERY PLAN ", query).load(conn)?;
+    Ok(rows.into_iter().map(|row| row.detail).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,18 +107,4 @@ mod tests {
         assert_eq!(violated_key("database is locked"), None);
         assert_eq!(violated_key("UNIQUE constraint failed: nodot"), None);
     }
-}
-
-/// `EXPLAIN QUERY PLAN` of `query`, one line per plan step (its `detail` column).
-pub(crate) fn explain<Q>(conn: &mut SqliteConnection, query: Q) -> QueryResult<Vec<String>>
-where
-    Q: diesel::query_builder::QueryFragment<diesel::sqlite::Sqlite> + diesel::query_builder::QueryId,
-{
-    #[derive(QueryableByName)]
-    struct PlanRow {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        detail: String,
-    }
-    let rows: Vec<PlanRow> = super::Explain::new("EXPLAIN QUERY PLAN ", query).load(conn)?;
-    Ok(rows.into_iter().map(|row| row.detail).collect())
 }

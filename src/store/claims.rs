@@ -259,42 +259,46 @@ macro_rules! has_sibling {
 }
 
 /// The row's apply has `defer_cutover` = `$deferred`. A row whose apply is missing matches neither.
+/// A scalar subquery on the primary key rather than `EXISTS`: MariaDB turns an `EXISTS` here into a
+/// materialised scan of all applies (see `tests/it/explain.rs`).
 macro_rules! apply_defers_cutover {
     ($deferred:expr) => {
-        exists(
-            applies::table
-                .filter(applies::id.eq(ops::apply_id))
-                .filter(applies::defer_cutover.eq($deferred))
-                .select(applies::id),
-        )
+        applies::table
+            .filter(applies::id.eq(ops::apply_id))
+            .select(applies::defer_cutover)
+            .single_value()
+            .eq($deferred)
     };
 }
 
-/// A pending `cutover` request naming the row itself.
+/// A pending `cutover` request naming the row itself. Scalar subqueries, like
+/// [`apply_defers_cutover!`], so the request lookups stay index lookups per row.
 macro_rules! cutover_requested_for_row {
     () => {
-        exists(
-            reqs::table
-                .filter(reqs::apply_id.eq(ops::apply_id))
-                .filter(reqs::apply_operation_id.eq(ops::id.nullable()))
-                .filter(reqs::kind.eq("cutover"))
-                .filter(reqs::status.eq("pending"))
-                .select(reqs::id),
-        )
+        reqs::table
+            .filter(reqs::apply_id.eq(ops::apply_id))
+            .filter(reqs::apply_operation_id.eq(ops::id.nullable()))
+            .filter(reqs::kind.eq("cutover"))
+            .filter(reqs::status.eq("pending"))
+            .select(reqs::id)
+            .limit(1)
+            .single_value()
+            .is_not_null()
     };
 }
 
 /// A pending whole-apply `cutover` request for the row's apply.
 macro_rules! cutover_requested_for_apply {
     () => {
-        exists(
-            reqs::table
-                .filter(reqs::apply_id.eq(ops::apply_id))
-                .filter(reqs::apply_operation_id.is_null())
-                .filter(reqs::kind.eq("cutover"))
-                .filter(reqs::status.eq("pending"))
-                .select(reqs::id),
-        )
+        reqs::table
+            .filter(reqs::apply_id.eq(ops::apply_id))
+            .filter(reqs::apply_operation_id.is_null())
+            .filter(reqs::kind.eq("cutover"))
+            .filter(reqs::status.eq("pending"))
+            .select(reqs::id)
+            .limit(1)
+            .single_value()
+            .is_not_null()
     };
 }
 
@@ -302,64 +306,58 @@ macro_rules! cutover_requested_for_apply {
 /// backend, because the row selection is typed by the backend it runs on.
 macro_rules! copy_candidates {
     ($now:expr, $max_attempts:expr) => {
-                ops::table
-                    .filter(ops::claimable.eq(true))
-                    .filter(lease_free!($now.nullable()))
-                    .filter(
-                        ops::state
-                            .eq("pending")
-                            .and(not(stop_pending!()))
-                            .and(start_order_gate!())
-                            .and(failure_gate!())
-                            .or(ops::state.eq_any(RECOVERABLE))
-                            .or(ops::state.eq("waiting_for_cutover").and(
-                                ops::cutover_policy
-                                    .ne_all(CUTOVER_CLAIMED_POLICIES)
-                                    .or(not(has_sibling!())),
-                            ))
-                            .or(ops::state
-                                .eq("stopped")
-                                .and(request_for_row!("start", ["pending"])))
-                            .or(ops::state
-                                .eq("failed_retryable")
-                                .and(ops::attempt.lt($max_attempts))
-                                .and(not(stop_pending!()))),
-                    )
-                    .order((ops::created_at.asc(), ops::id.asc()))
-                    .select((ApplyOperation::as_select(), $now))
-            
+        ops::table
+            .filter(ops::claimable.eq(true))
+            .filter(lease_free!($now.nullable()))
+            .filter(
+                ops::state
+                    .eq("pending")
+                    .and(not(stop_pending!()))
+                    .and(start_order_gate!())
+                    .and(failure_gate!())
+                    .or(ops::state.eq_any(RECOVERABLE))
+                    .or(ops::state.eq("waiting_for_cutover").and(
+                        ops::cutover_policy
+                            .ne_all(CUTOVER_CLAIMED_POLICIES)
+                            .or(not(has_sibling!())),
+                    ))
+                    .or(ops::state
+                        .eq("stopped")
+                        .and(request_for_row!("start", ["pending"])))
+                    .or(ops::state
+                        .eq("failed_retryable")
+                        .and(ops::attempt.lt($max_attempts))
+                        .and(not(stop_pending!()))),
+            )
+            .order((ops::created_at.asc(), ops::id.asc()))
     };
 }
 
 /// The cutover claim's candidates, oldest first: see [`claim_next_cutover`].
 macro_rules! cutover_candidates {
     ($now:expr) => {
-                ops::table
-                    .filter(ops::claimable.eq(true))
-                    .filter(lease_free!($now.nullable()))
-                    .filter(ops::cutover_policy.eq_any(CUTOVER_CLAIMED_POLICIES))
-                    .filter(has_sibling!())
-                    .filter(
-                        ops::state
-                            .eq("waiting_for_cutover")
-                            .and(not(stop_pending!()))
-                            .and(
-                                apply_defers_cutover!(false)
+        ops::table
+            .filter(ops::claimable.eq(true))
+            .filter(lease_free!($now.nullable()))
+            .filter(ops::cutover_policy.eq_any(CUTOVER_CLAIMED_POLICIES))
+            .filter(has_sibling!())
+            .filter(
+                ops::state
+                    .eq("waiting_for_cutover")
+                    .and(not(stop_pending!()))
+                    .and(
+                        apply_defers_cutover!(false)
+                            .and(cutover_order_gate!())
+                            .and(failure_gate!())
+                            .or(apply_defers_cutover!(true).and(
+                                cutover_requested_for_row!().or(cutover_requested_for_apply!()
                                     .and(cutover_order_gate!())
-                                    .and(failure_gate!())
-                                    .or(apply_defers_cutover!(true).and(
-                                        cutover_requested_for_row!().or(
-                                            cutover_requested_for_apply!()
-                                                .and(cutover_order_gate!())
-                                                .and(failure_gate!()),
-                                        ),
-                                    )),
-                            )
-                            .or(ops::state.eq_any(CUTOVER_RECOVERABLE)),
+                                    .and(failure_gate!())),
+                            )),
                     )
-                    .order((ops::created_at.asc(), ops::id.asc()))
-                    .select((ApplyOperation::as_select(), $now))
-            
+                    .or(ops::state.eq_any(CUTOVER_RECOVERABLE)),
+            )
+            .order((ops::created_at.asc(), ops::id.asc()))
     };
 }
 
@@ -388,13 +386,26 @@ pub fn claim_next(
     options: &ClaimOptions,
 ) -> StoreResult<Option<ClaimedOperation>> {
     options.check()?;
+    if db::write_lock_is_database_wide(conn) {
+        let now = db::now();
+        let any = diesel::select(exists(
+            copy_candidates!(now, options.max_attempts).select(ops::id),
+        ));
+        if !any.get_result::<bool>(conn)? {
+            return Ok(None);
+        }
+    }
     let token = leases::mint_token()?;
     db::claim_transaction(conn, |conn| {
         // Built inside the transaction: on SQLite "now" is the process clock, read once the write lock
         // is held, so it is later than every write already committed.
         let now = db::now();
-        let candidate: Option<(ApplyOperation, NaiveDateTime)> =
-            first_for_claim!(conn, copy_candidates!(now, options.max_attempts)).optional()?;
+        let candidate: Option<(ApplyOperation, NaiveDateTime)> = first_for_claim!(
+            conn,
+            copy_candidates!(now, options.max_attempts)
+                .select((ApplyOperation::as_select(), db::now_when_read()))
+        )
+        .optional()?;
         let Some((candidate, now)) = candidate else {
             return Ok(None);
         };
@@ -429,11 +440,21 @@ pub fn claim_next_cutover(
     options: &ClaimOptions,
 ) -> StoreResult<Option<ClaimedOperation>> {
     options.check()?;
+    if db::write_lock_is_database_wide(conn) {
+        let now = db::now();
+        let any = diesel::select(exists(cutover_candidates!(now).select(ops::id)));
+        if !any.get_result::<bool>(conn)? {
+            return Ok(None);
+        }
+    }
     let token = leases::mint_token()?;
     db::claim_transaction(conn, |conn| {
         let now = db::now();
-        let candidate: Option<(ApplyOperation, NaiveDateTime)> =
-            first_for_claim!(conn, cutover_candidates!(now)).optional()?;
+        let candidate: Option<(ApplyOperation, NaiveDateTime)> = first_for_claim!(
+            conn,
+            cutover_candidates!(now).select((ApplyOperation::as_select(), db::now_when_read()))
+        )
+        .optional()?;
         let Some((candidate, now)) = candidate else {
             return Ok(None);
         };
@@ -460,14 +481,21 @@ pub fn explain_claim_next(conn: &mut DbConnection) -> StoreResult<Vec<String>> {
     let now = db::now();
     Ok(db::explain_for_claim!(
         conn,
-        copy_candidates!(now, DEFAULT_MAX_ATTEMPTS).limit(1)
+        copy_candidates!(now, DEFAULT_MAX_ATTEMPTS)
+            .select((ApplyOperation::as_select(), db::now_when_read()))
+            .limit(1)
     )?)
 }
 
 /// The database's plan for [`claim_next_cutover`]'s row selection; see [`explain_claim_next`].
 pub fn explain_claim_next_cutover(conn: &mut DbConnection) -> StoreResult<Vec<String>> {
     let now = db::now();
-    Ok(db::explain_for_claim!(conn, cutover_candidates!(now).limit(1))?)
+    Ok(db::explain_for_claim!(
+        conn,
+        cutover_candidates!(now)
+            .select((ApplyOperation::as_select(), db::now_when_read()))
+            .limit(1)
+    )?)
 }
 
 /// The UPDATE that takes a selected row: it repeats the state, the free lease and (for a start, a

@@ -382,18 +382,17 @@ backend_tests! {
     fn bad_claim_options_are_rejected_before_any_sql(db) {
         let conn = &mut db.conn();
         rollout(conn, 1, Rolling, Halt);
-        let mut invalid = |options: ClaimOptions, field: &str| {
+        let invalid = |conn: &mut applyops::DbConnection, options: ClaimOptions, field: &str| {
             match claims::claim_next(conn, &options) {
                 Err(StoreError::InvalidInput { field: f, .. }) => assert_eq!(f, field),
                 other => panic!("expected InvalidInput({field}), got {other:?}"),
             }
         };
-        invalid(ClaimOptions::new("", TTL), "owner");
-        invalid(ClaimOptions::new("w".repeat(256), TTL), "owner");
-        invalid(ClaimOptions::new("w", Duration::ZERO), "lease_ttl");
-        invalid(ClaimOptions::new("w", Duration::from_secs(86_401)), "lease_ttl");
-        invalid(ClaimOptions::new("w", TTL).with_max_attempts(-1), "max_attempts");
-        drop(invalid);
+        invalid(conn, ClaimOptions::new("", TTL), "owner");
+        invalid(conn, ClaimOptions::new("w".repeat(256), TTL), "owner");
+        invalid(conn, ClaimOptions::new("w", Duration::ZERO), "lease_ttl");
+        invalid(conn, ClaimOptions::new("w", Duration::from_secs(86_401)), "lease_ttl");
+        invalid(conn, ClaimOptions::new("w", TTL).with_max_attempts(-1), "max_attempts");
         assert!(matches!(
             claims::claim_next_cutover(conn, &ClaimOptions::new("", TTL)),
             Err(StoreError::InvalidInput { field: "owner", .. })

@@ -83,7 +83,10 @@ pub fn expire_lease(conn: &mut DbConnection, id: i64) {
 /// Gives a row a lease that is already expired, held by a worker that is gone.
 pub fn dead_lease(conn: &mut DbConnection, id: i64) {
     diesel::update(ops::table.find(id))
-        .set((ops::lease_owner.eq("dead-worker"), ops::lease_token.eq("0123456789abcdef0123456789abcdef")))
+        .set((
+            ops::lease_owner.eq("dead-worker"),
+            ops::lease_token.eq("0123456789abcdef0123456789abcdef"),
+        ))
         .execute(conn)
         .expect("dead lease");
     expire_lease(conn, id);

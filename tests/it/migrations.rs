@@ -17,7 +17,12 @@ const VERSIONS: [&str; 6] = [
     "20261125000002",
     "20261125000003",
 ];
-const TABLES: [&str; 4] = ["applies", "apply_control_requests", "apply_operations", "tasks"];
+const TABLES: [&str; 4] = [
+    "applies",
+    "apply_control_requests",
+    "apply_operations",
+    "tasks",
+];
 
 /// What each migration adds, in VERSIONS order: a table, or a column of a table.
 const ADDED_BY_MIGRATION: [(&str, Option<&str>); 6] = [
@@ -112,7 +117,8 @@ fn mysql_a_half_applied_migration_can_be_run_again() {
     let before = schema_snapshot(conn);
     for (index, version) in VERSIONS.iter().enumerate() {
         diesel::delete(
-            __diesel_schema_migrations::table.filter(__diesel_schema_migrations::version.eq(version)),
+            __diesel_schema_migrations::table
+                .filter(__diesel_schema_migrations::version.eq(version)),
         )
         .execute(conn)
         .unwrap();

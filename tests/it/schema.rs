@@ -196,6 +196,11 @@ fn schema_rs_declares_the_four_tables() {
         .collect();
     assert_eq!(
         names,
-        ["applies", "apply_control_requests", "apply_operations", "tasks"]
+        [
+            "applies",
+            "apply_control_requests",
+            "apply_operations",
+            "tasks"
+        ]
     );
 }

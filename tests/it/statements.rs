@@ -131,3 +131,52 @@ fn mysql_statements_per_operation() {
     let (n, _) = statements(conn, |c| store::delete_by_apply(c, 1).unwrap());
     assert_eq!(n, 6 + 1, "delete_by_apply of nothing: transaction + DELETE");
 }
+
+/// The worker contract's statement costs: a claim is SET TRANSACTION, the transaction bracket (6,
+/// see above), the SELECT … FOR UPDATE SKIP LOCKED and the UPDATE; one that finds nothing skips the
+/// UPDATE. Leased writes are one UPDATE; heartbeat reads the server clock first.
+#[test]
+fn mysql_statements_per_claim_and_leased_write() {
+    use applyops::state::{CutoverPolicy, FailurePolicy};
+    use applyops::store::{claims, leases};
+
+    let db = TestDb::new(Kind::Mysql);
+    let conn = &mut db.conn();
+    crate::fixtures::rollout(conn, 3, CutoverPolicy::Parallel, FailurePolicy::Halt);
+    let options = crate::fixtures::opts("counted");
+    // Warm the prepared-statement cache.
+    let warm = claims::claim_next(conn, &options).unwrap().unwrap();
+    leases::mark_completed(conn, &warm.lease).unwrap();
+
+    let (n, claimed) = statements(conn, |c| claims::claim_next(c, &options).unwrap());
+    let mut claimed = claimed.expect("claimable");
+    assert_eq!(
+        n,
+        1 + 6 + 2,
+        "claim_next: SET TRANSACTION + BEGIN/COMMIT + SELECT + UPDATE"
+    );
+    let (n, _) = statements(conn, |c| {
+        leases::update_state(c, &claimed.lease, ApplyState::WaitingForCutover).unwrap()
+    });
+    assert_eq!(n, 1, "a leased write");
+    let (n, _) = statements(conn, |c| leases::heartbeat(c, &mut claimed.lease).unwrap());
+    assert_eq!(n, 2, "heartbeat: server clock + UPDATE");
+    let (n, _) = statements(conn, |c| leases::release(c, &claimed.lease).unwrap());
+    assert_eq!(n, 1, "release");
+    let (n, lost) = statements(conn, |c| leases::release(c, &claimed.lease));
+    assert!(lost.is_err());
+    assert_eq!(
+        n, 2,
+        "a lost lease: the UPDATE, then the row check that tells lost from missing"
+    );
+    while let Some(rest) = claims::claim_next(conn, &options).unwrap() {
+        leases::mark_completed(conn, &rest.lease).unwrap();
+    }
+    let (n, none) = statements(conn, |c| claims::claim_next(c, &options).unwrap());
+    assert!(none.is_none());
+    assert_eq!(
+        n,
+        1 + 6 + 1,
+        "an empty claim: SET TRANSACTION + BEGIN/COMMIT + SELECT"
+    );
+}
