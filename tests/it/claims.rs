@@ -194,6 +194,16 @@ backend_tests! {
         assert!(claims::claim_next(conn, &zero).unwrap().is_none(), "a budget of 0 turns retries off");
     }
 
+    fn an_exhausted_retry_does_not_hold_back_younger_rows(db) {
+        let conn = &mut db.conn();
+        let (_, exhausted) = rollout(conn, 1, Rolling, Halt);
+        force_state(conn, exhausted[0], "failed_retryable");
+        let (_, fresh) = rollout(conn, 1, Rolling, Halt);
+        let budget = ClaimOptions::new("w", TTL).with_max_attempts(0);
+        let claimed = claims::claim_next(conn, &budget).unwrap().map(|c| c.operation.id);
+        assert_eq!(claimed, Some(fresh[0]));
+    }
+
     fn a_pending_stop_blocks_a_retry(db) {
         let conn = &mut db.conn();
         let (apply_id, ids) = rollout(conn, 1, Rolling, Halt);
@@ -310,6 +320,28 @@ backend_tests! {
         assert_eq!(claimed_id(conn), Some(ids[1]));
     }
 
+    fn a_stopped_apply_does_not_hold_back_another_apply(db) {
+        let conn = &mut db.conn();
+        let (stopped_apply, _) = rollout(conn, 1, Rolling, Halt);
+        request(conn, stopped_apply, None, Kind::Stop);
+        let (_, other) = rollout(conn, 1, Rolling, Halt);
+        assert_eq!(claimed_id(conn), Some(other[0]), "the gated row is passed over, not returned as a lost race");
+    }
+
+    fn the_token_fences_a_worker_that_reclaims_under_the_same_name(db) {
+        let conn = &mut db.conn();
+        let (_, ids) = rollout(conn, 1, Rolling, Halt);
+        let before_restart = claim(conn, "host-1-worker-0").unwrap();
+        expire_lease(conn, ids[0]);
+        let after_restart = claim(conn, "host-1-worker-0").unwrap();
+        assert_eq!(after_restart.operation.id, ids[0]);
+        assert!(matches!(
+            leases::mark_completed(conn, &before_restart.lease),
+            Err(StoreError::LeaseLost { .. })
+        ));
+        assert_eq!(row(conn, ids[0]).0.state, "running");
+    }
+
     fn a_stop_naming_one_operation_gates_only_it(db) {
         let conn = &mut db.conn();
         let (apply_id, ids) = rollout(conn, 2, Parallel, Halt);
@@ -423,4 +455,26 @@ fn apply_operations_first(conn: &mut applyops::DbConnection) -> i64 {
         .select(applyops::schema::apply_operations::id)
         .first(conn)
         .unwrap()
+}
+
+/// On SQLite an idle claim reads before it locks: with another connection holding the write lock, a
+/// claim that finds nothing returns `None` at once instead of queueing for the lock (and failing with
+/// "database is locked" once the busy timeout runs out).
+#[test]
+fn sqlite_an_idle_claim_takes_no_write_lock() {
+    use diesel::connection::SimpleConnection;
+    let db = crate::harness::TestDb::new(crate::harness::Kind::Sqlite);
+    let mut holder = db.conn();
+    holder.batch_execute("BEGIN IMMEDIATE").unwrap();
+    let options = applyops::db::ConnectOptions {
+        sqlite_busy_timeout: Duration::from_millis(50),
+    };
+    let mut idle = applyops::db::establish_with(db.url(), &options).unwrap();
+    assert!(claims::claim_next(&mut idle, &opts("idle"))
+        .unwrap()
+        .is_none());
+    assert!(claims::claim_next_cutover(&mut idle, &opts("idle"))
+        .unwrap()
+        .is_none());
+    holder.batch_execute("ROLLBACK").unwrap();
 }
