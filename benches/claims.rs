@@ -28,6 +28,8 @@
 //! and `Com_*` counters (exact, per command). Counter reads are themselves counted; their cost is
 //! measured by two reads back to back and subtracted.
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -805,15 +807,7 @@ fn main() {
     let sqlite_url = dir.path().join("claims.db").display().to_string();
     let mut rows = vec![("sqlite", bench_throughput("sqlite", &sqlite_url))];
 
-    let server = std::env::var("TEST_DATABASE_URL")
-        .map(|url| {
-            let (scheme, rest) = url.split_once("://").unwrap_or(("mysql", &url));
-            format!(
-                "{scheme}://{}",
-                rest.split(['/', '?']).next().unwrap_or(rest)
-            )
-        })
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned());
+    let server = common::mysql_server();
     let Ok(mut admin) = MysqlConnection::establish(&server) else {
         print_table(&rows);
         println!("mysql   skipped: no server at {server} (set TEST_DATABASE_URL)");

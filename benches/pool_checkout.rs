@@ -5,6 +5,8 @@
 //! creates and drops its own database. SQLite runs in a temp file. Variants are measured in
 //! interleaved rounds in one process and reported as ratios, so machine noise affects both alike.
 
+mod common;
+
 use std::time::Instant;
 
 use applyops::models::NewApplyOperation;
@@ -111,15 +113,7 @@ fn main() {
     let sqlite_url = dir.path().join("bench.db").display().to_string();
     bench_backend("sqlite", &sqlite_url);
 
-    let server = std::env::var("TEST_DATABASE_URL")
-        .map(|url| {
-            let (scheme, rest) = url.split_once("://").unwrap_or(("mysql", &url));
-            format!(
-                "{scheme}://{}",
-                rest.split(['/', '?']).next().unwrap_or(rest)
-            )
-        })
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned());
+    let server = common::mysql_server();
     let Ok(mut admin) = MysqlConnection::establish(&server) else {
         println!("mysql   skipped: no server at {server} (set TEST_DATABASE_URL)");
         return;

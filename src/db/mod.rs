@@ -111,7 +111,7 @@ pub fn establish_with(url: &str, options: &ConnectOptions) -> StoreResult<DbConn
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationOptions {
     /// MySQL: how long to wait for another runner's migration lock before failing with
-    /// [`StoreError::MigrationLockTimeout`](crate::StoreError::MigrationLockTimeout), in whole seconds.
+    /// [`StoreError::MigrationLockTimeout`], in whole seconds.
     /// Default 60 s. SQLite runners wait for the connection's busy timeout instead.
     pub lock_wait: Duration,
 }

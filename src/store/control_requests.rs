@@ -152,39 +152,53 @@ pub fn list_pending(conn: &mut DbConnection, apply_id: i64) -> StoreResult<Vec<C
 /// Marks request `id` completed, stamping `completed_at` once. Completing a completed request
 /// succeeds; completing a failed one is [`StoreError::ControlRequestResolved`].
 pub fn complete(conn: &mut DbConnection, id: i64) -> StoreResult<()> {
-    let now = db::now();
-    let matched = diesel::update(reqs::table.find(id))
-        .filter(reqs::status.eq_any(pending_or(ControlRequestStatus::Completed)))
-        .set((
-            reqs::status.eq(ControlRequestStatus::Completed.as_str()),
-            reqs::completed_at.eq(super::coalesce_timestamp(
-                reqs::completed_at,
-                now.nullable(),
-            )),
-            reqs::updated_at.eq(now),
-        ))
-        .execute(conn)?;
-    resolved(conn, id, matched)
+    resolve(conn, id, ControlRequestStatus::Completed, None)
 }
 
 /// Marks request `id` failed with `reason` (1 to 65,535 bytes; a repeat replaces it), stamping
 /// `completed_at` once. Failing a completed request is [`StoreError::ControlRequestResolved`].
 pub fn fail(conn: &mut DbConnection, id: i64, reason: &str) -> StoreResult<()> {
     validate::text("reason", reason, true)?;
+    resolve(conn, id, ControlRequestStatus::Failed, Some(reason))
+}
+
+/// Moves a pending (or already `status`) request to `status`, stamping `completed_at` once and, when
+/// given, replacing the reason. One UPDATE; a second statement only when it matched nothing.
+fn resolve(
+    conn: &mut DbConnection,
+    id: i64,
+    status: ControlRequestStatus,
+    reason: Option<&str>,
+) -> StoreResult<()> {
     let now = db::now();
-    let matched = diesel::update(reqs::table.find(id))
-        .filter(reqs::status.eq_any(pending_or(ControlRequestStatus::Failed)))
-        .set((
-            reqs::status.eq(ControlRequestStatus::Failed.as_str()),
-            reqs::reason.eq(reason),
-            reqs::completed_at.eq(super::coalesce_timestamp(
-                reqs::completed_at,
-                now.nullable(),
-            )),
-            reqs::updated_at.eq(now),
-        ))
-        .execute(conn)?;
-    resolved(conn, id, matched)
+    let target = diesel::update(reqs::table.find(id))
+        .filter(reqs::status.eq_any([ControlRequestStatus::Pending.as_str(), status.as_str()]));
+    let resolution = (
+        reqs::status.eq(status.as_str()),
+        reqs::completed_at.eq(super::coalesce_timestamp(
+            reqs::completed_at,
+            now.nullable(),
+        )),
+        reqs::updated_at.eq(now),
+    );
+    let matched = match reason {
+        Some(reason) => target
+            .set((resolution, reqs::reason.eq(reason)))
+            .execute(conn)?,
+        None => target.set(resolution).execute(conn)?,
+    };
+    if matched > 0 {
+        return Ok(());
+    }
+    let status = reqs::table
+        .find(id)
+        .select(reqs::status)
+        .first::<String>(conn)
+        .optional()?;
+    Err(match status {
+        None => StoreError::ControlRequestNotFound { id },
+        Some(status) => StoreError::ControlRequestResolved { id, status },
+    })
 }
 
 /// Completes the pending `cutover` request that names operation `operation_id`, or else, when no
@@ -225,27 +239,6 @@ pub(super) fn complete_cutover(
             .execute(conn)?;
     }
     Ok(())
-}
-
-/// `pending` and the status a resolution may repeat.
-fn pending_or(repeatable: ControlRequestStatus) -> [&'static str; 2] {
-    [ControlRequestStatus::Pending.as_str(), repeatable.as_str()]
-}
-
-/// Why a resolution matched nothing: the request is missing, or resolved the other way.
-fn resolved(conn: &mut DbConnection, id: i64, matched: usize) -> StoreResult<()> {
-    if matched > 0 {
-        return Ok(());
-    }
-    let status = reqs::table
-        .find(id)
-        .select(reqs::status)
-        .first::<String>(conn)
-        .optional()?;
-    Err(match status {
-        None => StoreError::ControlRequestNotFound { id },
-        Some(status) => StoreError::ControlRequestResolved { id, status },
-    })
 }
 
 /// Returns `row` once its kind and status are known.
