@@ -1,5 +1,7 @@
 //! Everything SQLite-specific.
 
+use std::time::{Duration, Instant};
+
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
@@ -25,8 +27,26 @@ pub(super) fn connect(path: &str, options: &ConnectOptions) -> StoreResult<Sqlit
         .min(i32::MAX as u128);
     conn.batch_execute(&format!("PRAGMA busy_timeout = {busy_ms};"))?;
     // WAL lets readers run while one connection writes. An in-memory database ignores it.
-    conn.batch_execute("PRAGMA journal_mode = WAL;")?;
+    switch_to_wal(&mut conn, options.sqlite_busy_timeout)?;
     Ok(conn)
+}
+
+/// Sets WAL journaling, retrying within the busy timeout. While a new database is still in rollback
+/// mode, connections opened at the same moment all try to switch it, and SQLite answers "database is
+/// locked" at once, without the busy handler, to the one that would otherwise deadlock; the retry
+/// then finds the database already in WAL mode, where the switch is a no-op.
+fn switch_to_wal(conn: &mut SqliteConnection, busy_timeout: Duration) -> QueryResult<()> {
+    let deadline = Instant::now() + busy_timeout;
+    loop {
+        match conn.batch_execute("PRAGMA journal_mode = WAL;") {
+            Err(diesel::result::Error::DatabaseError(_, info))
+                if info.message().contains("database is locked") && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 pub(super) fn last_insert_id(conn: &mut SqliteConnection) -> QueryResult<i64> {

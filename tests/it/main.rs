@@ -12,6 +12,7 @@ mod concurrency;
 mod control_requests;
 mod cutover;
 mod errors;
+mod example_worker;
 mod explain;
 mod leases;
 mod migrations;
