@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use applyops::schema::apply_operations as ops;
@@ -10,17 +11,27 @@ use diesel::prelude::*;
 
 use crate::backend_tests;
 
-/// The example binary Cargo built next to this test binary (`cargo test` builds examples).
+/// The example binary, built once per test run with the Cargo that runs the tests (`cargo test` builds
+/// examples under hashed names only, so the plain `target/debug/examples/worker` may be missing or
+/// stale). Fast when it is up to date.
 fn worker_binary() -> PathBuf {
-    let deps = std::env::current_exe().unwrap();
-    let target = deps.parent().unwrap().parent().unwrap();
-    let binary = target.join("examples").join("worker");
-    assert!(
-        binary.exists(),
-        "{} is built by `cargo test`",
-        binary.display()
-    );
-    binary
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "--quiet", "--example", "worker"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("run cargo build --example worker");
+            assert!(status.success(), "cargo build --example worker failed");
+            let deps = std::env::current_exe().unwrap();
+            let target = deps.parent().unwrap().parent().unwrap();
+            let binary = target.join("examples").join("worker");
+            assert!(binary.exists(), "{} was built", binary.display());
+            binary
+        })
+        .clone()
 }
 
 /// Runs the example to completion (at most 120 s) and returns its stdout.
