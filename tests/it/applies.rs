@@ -53,4 +53,14 @@ backend_tests! {
         }
         assert_eq!(store::get_by_identifier(conn, "x").unwrap(), None);
     }
+
+    fn defer_cutover_is_stored_and_can_be_switched(db) {
+        let conn = &mut db.conn();
+        let id = store::insert(conn, &new_apply("deferred").with_defer_cutover(true)).unwrap();
+        assert!(store::get(conn, id).unwrap().unwrap().defer_cutover);
+        store::set_defer_cutover(conn, id, false).unwrap();
+        store::set_defer_cutover(conn, id, false).unwrap();
+        assert!(!store::get(conn, id).unwrap().unwrap().defer_cutover);
+        assert!(matches!(store::set_defer_cutover(conn, 9_999, true), Err(StoreError::ApplyNotFound { id: 9_999 })));
+    }
 }
