@@ -49,24 +49,16 @@ const AT_OR_PAST_BARRIER: [&str; 4] = [
     ApplyState::Completed.as_str(),
 ];
 
-/// The active states the copy claim's recovery takes over unconditionally (all but
-/// `waiting_for_cutover`, which it takes only where the copy claim owns the cutover).
-const RECOVERABLE: [&str; 14] = [
-    ApplyState::Running.as_str(),
-    ApplyState::RunningDegraded.as_str(),
-    ApplyState::Resuming.as_str(),
-    ApplyState::WaitingForDeploy.as_str(),
-    ApplyState::Recovering.as_str(),
-    ApplyState::CuttingOver.as_str(),
-    ApplyState::RevertWindow.as_str(),
-    ApplyState::Reverting.as_str(),
-    ApplyState::SkippingRevert.as_str(),
-    ApplyState::PreparingBranch.as_str(),
-    ApplyState::ApplyingBranchChanges.as_str(),
-    ApplyState::ValidatingBranch.as_str(),
-    ApplyState::CreatingDeployRequest.as_str(),
-    ApplyState::ValidatingDeployRequest.as_str(),
-];
+/// The active states the copy claim's recovery takes over unconditionally: all of
+/// [`ApplyState::is_active`] but `waiting_for_cutover`, which it takes only where the copy claim owns
+/// the cutover.
+fn recoverable() -> Vec<&'static str> {
+    ApplyState::ALL
+        .into_iter()
+        .filter(|state| state.is_active() && *state != ApplyState::WaitingForCutover)
+        .map(ApplyState::as_str)
+        .collect()
+}
 
 /// The states the cutover claim's recovery takes over.
 const CUTOVER_RECOVERABLE: [&str; 2] = [
@@ -315,7 +307,7 @@ macro_rules! copy_candidates {
                     .and(not(stop_pending!()))
                     .and(start_order_gate!())
                     .and(failure_gate!())
-                    .or(ops::state.eq_any(RECOVERABLE))
+                    .or(ops::state.eq_any(recoverable()))
                     .or(ops::state.eq("waiting_for_cutover").and(
                         ops::cutover_policy
                             .ne_all(CUTOVER_CLAIMED_POLICIES)

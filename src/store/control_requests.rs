@@ -8,7 +8,7 @@
 
 use diesel::prelude::*;
 
-use super::validate;
+use super::{check_operation_owner, validate};
 use crate::db::{self, DbConnection, UniqueKey};
 use crate::error::{StoreError, StoreResult};
 use crate::models::ControlRequest;
@@ -59,18 +59,7 @@ pub fn request(
             .select(apply_operations::apply_id)
             .first::<i64>(conn)
             .optional()?;
-        match owner {
-            None => return Err(StoreError::ApplyOperationNotFound { id: operation_id }),
-            Some(owner) if owner != apply_id => {
-                return Err(StoreError::invalid(
-                    "operation_id",
-                    format!(
-                    "operation {operation_id} belongs to apply {owner}, not to apply {apply_id}"
-                ),
-                ))
-            }
-            Some(_) => {}
-        }
+        check_operation_owner(owner, operation_id, apply_id, "operation_id")?;
     }
     for _ in 0..REQUEST_ATTEMPTS {
         let now = db::now();
@@ -144,9 +133,10 @@ pub fn list_pending(conn: &mut DbConnection, apply_id: i64) -> StoreResult<Vec<C
         .order((reqs::created_at.asc(), reqs::id.asc()))
         .select(ControlRequest::as_select())
         .load(conn)?;
-    rows.into_iter()
-        .map(|row| known(Some(row)).map(Option::unwrap))
-        .collect()
+    for row in &rows {
+        check_known(row)?;
+    }
+    Ok(rows)
 }
 
 /// Marks request `id` completed, stamping `completed_at` once. Completing a completed request
@@ -244,8 +234,14 @@ pub(super) fn complete_cutover(
 /// Returns `row` once its kind and status are known.
 fn known(row: Option<ControlRequest>) -> StoreResult<Option<ControlRequest>> {
     if let Some(row) = &row {
-        row.request_kind()?;
-        row.request_status()?;
+        check_known(row)?;
     }
     Ok(row)
+}
+
+/// Fails with [`StoreError::UnknownValue`] when the row's kind or status is not one this version knows.
+fn check_known(row: &ControlRequest) -> StoreResult<()> {
+    row.request_kind()?;
+    row.request_status()?;
+    Ok(())
 }

@@ -33,6 +33,24 @@ diesel::define_sql_function! {
     fn coalesce_timestamp(value: Nullable<Timestamp>, fallback: Nullable<Timestamp>) -> Nullable<Timestamp>;
 }
 
+/// Checks that operation `operation_id`, whose stored apply is `owner` (`None`: no such operation),
+/// belongs to `apply_id`; `field` names the argument in the error.
+fn check_operation_owner(
+    owner: Option<i64>,
+    operation_id: i64,
+    apply_id: i64,
+    field: &'static str,
+) -> StoreResult<()> {
+    match owner {
+        None => Err(crate::StoreError::ApplyOperationNotFound { id: operation_id }),
+        Some(owner) if owner != apply_id => Err(crate::StoreError::invalid(
+            field,
+            format!("operation {operation_id} belongs to apply {owner}, not to apply {apply_id}"),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
 /// Returns `row` once its state is known; see [`crate::state::HasApplyState`].
 fn with_known_state<T: HasApplyState>(row: Option<T>) -> StoreResult<Option<T>> {
     if let Some(row) = &row {

@@ -8,18 +8,18 @@
 
 use diesel::prelude::*;
 
-use super::{validate, with_known_state, with_known_states};
+use super::{check_operation_owner, validate, with_known_state, with_known_states};
 use crate::db::{self, DbConnection};
-use crate::error::{StoreError, StoreResult};
+use crate::error::StoreResult;
 use crate::models::{NewTask, Task};
 use crate::schema::tasks;
 use crate::state::ApplyState;
 
 /// Inserts a `pending` task and returns its id.
 ///
-/// Errors: [`StoreError::InvalidInput`] for an empty or over-long (255 characters) table name, an
+/// Errors: [`StoreError::InvalidInput`](crate::StoreError::InvalidInput) for an empty or over-long (255 characters) table name, an
 /// empty or over-long (65,535 bytes) DDL, or an `apply_operation_id` of another apply;
-/// [`StoreError::ApplyOperationNotFound`] when `apply_operation_id` names no operation.
+/// [`StoreError::ApplyOperationNotFound`](crate::StoreError::ApplyOperationNotFound) when `apply_operation_id` names no operation.
 pub fn insert(conn: &mut DbConnection, new: &NewTask) -> StoreResult<i64> {
     validate::required_varchar("table_name", &new.table_name)?;
     validate::text("ddl", &new.ddl, true)?;
@@ -27,19 +27,8 @@ pub fn insert(conn: &mut DbConnection, new: &NewTask) -> StoreResult<i64> {
         return insert_row(conn, new);
     };
     db::write_transaction(conn, |conn| {
-        match db::apply_id_of_operation_locked(conn, operation_id)? {
-            None => return Err(StoreError::ApplyOperationNotFound { id: operation_id }),
-            Some(owner) if owner != new.apply_id => {
-                return Err(StoreError::invalid(
-                    "apply_operation_id",
-                    format!(
-                        "operation {operation_id} belongs to apply {owner}, not to apply {}",
-                        new.apply_id
-                    ),
-                ))
-            }
-            Some(_) => {}
-        }
+        let owner = db::apply_id_of_operation_locked(conn, operation_id)?;
+        check_operation_owner(owner, operation_id, new.apply_id, "apply_operation_id")?;
         insert_row(conn, new)
     })
 }
