@@ -40,6 +40,18 @@ pub enum StoreError {
         operation_id: i64,
     },
 
+    /// A claim's COMMIT was sent but never acknowledged (the connection died in between), so it may or
+    /// may not have taken the operation. Pass the [`UnknownClaim`](crate::store::claims::UnknownClaim)
+    /// to [`resolve_unknown`](crate::store::claims::resolve_unknown) on a new connection to find out;
+    /// [`Store`](crate::Store)'s claims do that themselves.
+    #[error(
+        "the claim of apply operation {} may or may not have committed: the connection failed after \
+         COMMIT was sent ({}); resolve it on a new connection",
+        .0.operation_id(),
+        .0.source()
+    )]
+    ClaimOutcomeUnknown(Box<crate::store::claims::UnknownClaim>),
+
     /// No `apply_control_requests` row has this id.
     #[error("control request {id} does not exist")]
     ControlRequestNotFound {
@@ -123,6 +135,11 @@ pub enum StoreError {
         /// How long this runner waited.
         waited_secs: u64,
     },
+
+    /// The server could not take the migration lock at all (`GET_LOCK` answered NULL: an error such as
+    /// the session being killed while it waited), as opposed to another runner holding it.
+    #[error("the server could not take the migration lock (GET_LOCK returned NULL); nothing was migrated")]
+    MigrationLockFailed,
 
     /// Running or reverting a migration failed.
     #[error("migration failed: {0}")]

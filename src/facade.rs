@@ -1,7 +1,7 @@
 //! [`Store`]: the pool-owning entry point for worker binaries.
 
 use crate::db::{self, DbConnection, DbPool, PoolConfig, PooledConnection};
-use crate::error::StoreResult;
+use crate::error::{StoreError, StoreResult};
 use chrono::NaiveDateTime;
 
 use crate::models::{
@@ -94,17 +94,50 @@ impl Store {
         ControlRequestsHandle { store: self }
     }
 
-    /// The copy claim: see [`claims::claim_next`].
+    /// The copy claim: see [`claims::claim_next`]. A claim whose COMMIT went unacknowledged is
+    /// resolved on a fresh connection (see [`Store::resolve_unknown_claim`]).
     pub fn claim_next(&self, options: &ClaimOptions) -> StoreResult<Option<ClaimedOperation>> {
-        claims::claim_next(&mut *self.connection()?, options)
+        let claimed = claims::claim_next(&mut *self.connection()?, options);
+        self.resolving_unknown(claimed)
     }
 
-    /// The cutover claim: see [`claims::claim_next_cutover`].
+    /// The cutover claim: see [`claims::claim_next_cutover`]. Resolves an unacknowledged COMMIT like
+    /// [`Store::claim_next`].
     pub fn claim_next_cutover(
         &self,
         options: &ClaimOptions,
     ) -> StoreResult<Option<ClaimedOperation>> {
-        claims::claim_next_cutover(&mut *self.connection()?, options)
+        let claimed = claims::claim_next_cutover(&mut *self.connection()?, options);
+        self.resolving_unknown(claimed)
+    }
+
+    /// Finds out on a fresh pooled connection whether a claim whose COMMIT went unacknowledged took
+    /// effect: the claim (with the operation as it is now) or `None`. See
+    /// [`claims::resolve_unknown`].
+    pub fn resolve_unknown_claim(
+        &self,
+        unknown: &claims::UnknownClaim,
+    ) -> StoreResult<Option<ClaimedOperation>> {
+        claims::resolve_unknown(&mut *self.connection()?, unknown)
+    }
+
+    /// A claim's result, with [`StoreError::ClaimOutcomeUnknown`] resolved. The connection the claim
+    /// used is back in the pool (and dropped by it when broken) before this runs. When the fresh
+    /// connection fails too, the original error is returned, so the caller still holds what it needs
+    /// to resolve the claim later.
+    fn resolving_unknown(
+        &self,
+        claimed: StoreResult<Option<ClaimedOperation>>,
+    ) -> StoreResult<Option<ClaimedOperation>> {
+        match claimed {
+            Err(StoreError::ClaimOutcomeUnknown(unknown)) => {
+                match self.resolve_unknown_claim(&unknown) {
+                    Ok(resolved) => Ok(resolved),
+                    Err(_) => Err(StoreError::ClaimOutcomeUnknown(unknown)),
+                }
+            }
+            other => other,
+        }
     }
 
     /// The leased writes of a worker holding `lease`: see [`crate::store::leases`].

@@ -22,8 +22,8 @@ mod pool;
 mod sqlite;
 mod url;
 
-pub use now::{now, now_when_read, DbNow, DbNowWhenRead};
-pub use pool::{pool, ConnectionManager, DbPool, PoolConfig, PooledConnection};
+pub use now::{now, now_when_read, now_when_read_plus, DbNow, DbNowWhenRead, DbNowWhenReadPlus};
+pub use pool::{pool, ConnectionManager, DbPool, PoolConfig, PooledConnection, MAX_POOL_DURATION};
 pub use url::DatabaseUrl;
 
 pub use connection::{DbConnection, MultiBackend};
@@ -75,6 +75,23 @@ pub struct ConnectOptions {
     pub sqlite_busy_timeout: Duration,
 }
 
+/// The longest SQLite busy timeout: SQLite takes it in milliseconds as a C `int`.
+pub const MAX_SQLITE_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
+impl ConnectOptions {
+    /// Rejects a `sqlite_busy_timeout` over [`MAX_SQLITE_BUSY_TIMEOUT`] (about 24.8 days) with
+    /// [`StoreError::InvalidInput`].
+    pub fn check(&self) -> StoreResult<()> {
+        if self.sqlite_busy_timeout > MAX_SQLITE_BUSY_TIMEOUT {
+            return Err(StoreError::invalid(
+                "sqlite_busy_timeout",
+                format!("must be at most {} ms", MAX_SQLITE_BUSY_TIMEOUT.as_millis()),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for ConnectOptions {
     fn default() -> Self {
         ConnectOptions {
@@ -100,7 +117,10 @@ pub fn establish(url: &str) -> StoreResult<DbConnection> {
 /// Opens a connection and applies the session settings: on MySQL a strict `sql_mode` and UTC time zone
 /// (so bad data is an error, never a silent truncation, and timestamps mean the same on every server);
 /// on SQLite WAL journaling and a busy timeout (so readers never block the writer and writers queue).
+///
+/// Errors: [`StoreError::InvalidInput`] for options [`ConnectOptions::check`] rejects, before connecting.
 pub fn establish_with(url: &str, options: &ConnectOptions) -> StoreResult<DbConnection> {
+    options.check()?;
     match DatabaseUrl::parse(url)? {
         DatabaseUrl::Mysql(url) => Ok(DbConnection::Mysql(mysql::connect(&url)?)),
         DatabaseUrl::Sqlite(path) => Ok(DbConnection::Sqlite(sqlite::connect(&path, options)?)),
@@ -223,22 +243,87 @@ where
     }
 }
 
-/// Runs `f` in the transaction a claim needs, so that concurrent claimers never wait on each other's
-/// rows and never take the same one.
+/// Runs `f` so that the "now" it reads is taken while its writes are serialised with every other
+/// writer's: on SQLite inside [`write_transaction`] (`BEGIN IMMEDIATE`: build the [`now`] expressions
+/// inside `f`, and they are read once the database's write lock is held); on MySQL `f` runs as it is,
+/// each statement taking its own row locks, and the stamps that must follow those locks use
+/// [`now_when_read`] or [`now_when_read_plus`].
 ///
-/// On MySQL the transaction is READ COMMITTED: the claim's `FOR UPDATE SKIP LOCKED` then locks only the
-/// row it returns (rows it scans and rejects are unlocked at once, and no gap locks are taken), and its
-/// subqueries read the latest committed siblings and requests. On SQLite it is `BEGIN IMMEDIATE`, which
-/// excludes every other writer for its duration. Inside a caller's transaction, `f` runs in a savepoint
-/// of it, at the caller's isolation level.
-pub(crate) fn claim_transaction<T, F>(conn: &mut DbConnection, f: F) -> StoreResult<T>
+/// For stamps that order rows or decide a lease: an insert whose `created_at` was read before it
+/// waited for the lock could otherwise come out earlier than a sibling committed (and claimed)
+/// meanwhile.
+pub(crate) fn serialized_write<T, F>(conn: &mut DbConnection, f: F) -> StoreResult<T>
 where
     F: FnOnce(&mut DbConnection) -> StoreResult<T>,
 {
-    if let DbConnection::Mysql(inner) = conn {
-        mysql::read_committed_next_transaction(inner)?;
+    if write_lock_is_database_wide(conn) {
+        write_transaction(conn, f)
+    } else {
+        f(conn)
     }
-    write_transaction(conn, f)
+}
+
+/// How a transaction whose body succeeded ended.
+#[derive(Debug)]
+pub(crate) enum TransactionOutcome<T> {
+    /// COMMIT was acknowledged (or the body ran in a savepoint of the caller's transaction, which
+    /// the caller commits).
+    Committed(T),
+    /// COMMIT was sent but not acknowledged: the connection failed in between, so the transaction
+    /// may or may not have committed. `value` is what the body returned.
+    Unknown {
+        /// What the body returned.
+        value: T,
+        /// What the connection reported instead of the acknowledgement.
+        error: DieselError,
+    },
+}
+
+/// Runs `f` in the transaction a claim needs, so that concurrent claimers never wait on each other's
+/// rows and never take the same one.
+///
+/// On MySQL the transaction is READ COMMITTED: a locking read then keeps only the rows it returns
+/// (a row it reads and rejects is unlocked at once, and no gap locks are taken), and its subqueries
+/// read the latest committed siblings and requests. On SQLite it is `BEGIN IMMEDIATE`, which excludes
+/// every other writer for its duration. Inside a caller's transaction, `f` runs in a savepoint of it,
+/// at the caller's isolation level.
+///
+/// A COMMIT that fails is reported as [`TransactionOutcome::Unknown`], never as a plain error: the
+/// server may have committed before the connection failed (Diesel sends COMMIT and then a
+/// `COM_SET_OPTION`, and either can be the one that finds the connection dead).
+pub(crate) fn claim_transaction<T, F>(
+    conn: &mut DbConnection,
+    f: F,
+) -> StoreResult<TransactionOutcome<T>>
+where
+    F: FnOnce(&mut DbConnection) -> StoreResult<T>,
+{
+    type Manager = <DbConnection as Connection>::TransactionManager;
+    let top_level = Manager::transaction_manager_status_mut(conn)
+        .transaction_depth()?
+        .is_none();
+    if !top_level {
+        return write_transaction(conn, f).map(TransactionOutcome::Committed);
+    }
+    match conn {
+        DbConnection::Mysql(inner) => {
+            mysql::read_committed_next_transaction(inner)?;
+            Manager::begin_transaction(conn)?;
+        }
+        DbConnection::Sqlite(inner) => {
+            AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE")?
+        }
+    }
+    match f(conn) {
+        Ok(value) => match Manager::commit_transaction(conn) {
+            Ok(()) => Ok(TransactionOutcome::Committed(value)),
+            Err(error) => Ok(TransactionOutcome::Unknown { value, error }),
+        },
+        Err(err) => match Manager::rollback_transaction(conn) {
+            Ok(()) | Err(DieselError::BrokenTransactionManager) => Err(err),
+            Err(rollback_err) => Err(rollback_err.into()),
+        },
+    }
 }
 
 /// True when a write transaction locks the whole database (SQLite) rather than rows (MySQL). There,
@@ -248,16 +333,6 @@ pub(crate) fn write_lock_is_database_wide(conn: &DbConnection) -> bool {
     match conn {
         DbConnection::Mysql(_) => false,
         DbConnection::Sqlite(_) => true,
-    }
-}
-
-/// The database's current time (UTC, microseconds): `UTC_TIMESTAMP(6)` read from the MySQL server (one
-/// statement), the process clock on SQLite (none). For values the caller needs to know, such as a
-/// lease's new expiry, rather than only to store.
-pub(crate) fn clock(conn: &mut DbConnection) -> QueryResult<chrono::NaiveDateTime> {
-    match conn {
-        DbConnection::Mysql(inner) => diesel::select(now()).get_result(inner),
-        DbConnection::Sqlite(_) => Ok(now::process_clock()),
     }
 }
 
@@ -276,6 +351,36 @@ macro_rules! first_for_claim {
     };
 }
 pub(crate) use first_for_claim;
+
+/// Loads the first row of `$query` as it is committed now, whatever snapshot the surrounding
+/// transaction reads from: MySQL `FOR UPDATE`, a locking read, which reads the latest committed row
+/// (a plain read in a REPEATABLE READ transaction sees the transaction's snapshot, which can miss a
+/// row another session committed since) and holds it until the transaction ends; SQLite the plain
+/// query, as a SQLite transaction that writes sees every commit. A macro because the locked and
+/// unlocked queries are different types.
+macro_rules! first_current {
+    ($conn:expr, $query:expr) => {
+        match $conn {
+            $crate::db::DbConnection::Mysql(inner) => {
+                ::diesel::RunQueryDsl::first($query.for_update(), inner)
+            }
+            $crate::db::DbConnection::Sqlite(inner) => ::diesel::RunQueryDsl::first($query, inner),
+        }
+    };
+}
+pub(crate) use first_current;
+
+/// The plan of `$query`, read without locks, as text lines: MySQL `EXPLAIN`, SQLite
+/// `EXPLAIN QUERY PLAN`.
+macro_rules! explain {
+    ($conn:expr, $query:expr) => {
+        match $conn {
+            $crate::db::DbConnection::Mysql(inner) => $crate::db::mysql_explain(inner, $query),
+            $crate::db::DbConnection::Sqlite(inner) => $crate::db::sqlite_explain(inner, $query),
+        }
+    };
+}
+pub(crate) use explain;
 
 /// The plan of `$query` locked as [`first_for_claim!`] locks it, as text lines: MySQL `EXPLAIN`,
 /// SQLite `EXPLAIN QUERY PLAN`.

@@ -15,9 +15,13 @@ use crate::error::{StoreError, StoreResult};
 pub(super) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
 
 /// Strict mode makes over-long or malformed values an error instead of a silent truncation; the rest
-/// are the modes MySQL 8 enables by default, spelled out so MariaDB behaves the same.
+/// are the modes MySQL 8 enables by default, spelled out so MariaDB behaves the same. The message
+/// language is pinned to English because the store reads the server's duplicate-key message to tell
+/// which unique key was violated (Diesel reports no key name): a server started with another
+/// `lc_messages` would otherwise turn `ApplyOperationExists` into a plain database error.
 const SESSION_SETUP: &str = "SET SESSION sql_mode = 'ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES,STRICT_ALL_TABLES,\
-NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00'";
+NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00', \
+lc_messages = 'en_US'";
 
 define_sql_function! {
     /// MySQL's id of the last AUTO_INCREMENT value this connection generated.
@@ -128,12 +132,29 @@ fn with_migration_lock<T>(
     run: impl FnOnce(&mut MysqlConnection) -> StoreResult<T>,
 ) -> StoreResult<T> {
     let wait_secs = i32::try_from(wait.as_secs()).unwrap_or(i32::MAX);
+    // The lock is named after the current database; with none selected there is nothing to migrate
+    // into (and GET_LOCK would be given NULL).
+    if diesel::select(database())
+        .get_result::<Option<String>>(conn)?
+        .is_none()
+    {
+        return Err(StoreError::invalid(
+            "database_url",
+            "names no database; migrations need one (mysql://user:password@host:port/DATABASE)",
+        ));
+    }
     let acquired: Option<i64> =
         diesel::select(get_lock(migration_lock_name(), wait_secs)).get_result(conn)?;
-    if acquired != Some(1) {
-        return Err(StoreError::MigrationLockTimeout {
-            waited_secs: wait_secs.unsigned_abs().into(),
-        });
+    match acquired {
+        Some(1) => {}
+        Some(_) => {
+            return Err(StoreError::MigrationLockTimeout {
+                waited_secs: wait_secs.unsigned_abs().into(),
+            })
+        }
+        // GET_LOCK answers NULL on an error (out of memory, the thread killed while waiting), not on
+        // a timeout: say so instead of claiming another runner held the lock.
+        None => return Err(StoreError::MigrationLockFailed),
     }
     let result = run(conn);
     // Released explicitly so a pooled connection does not keep it; it would also go with the session.

@@ -97,4 +97,60 @@ macro_rules! timestamp_expression {
 }
 
 timestamp_expression!(DbNow, "UTC_TIMESTAMP(6)");
+
+/// "Now plus a duration" as of the moment the database writes the row; see [`now_when_read_plus`].
+#[derive(Debug, Clone, Copy, QueryId)]
+pub struct DbNowWhenReadPlus {
+    /// The duration in microseconds (bound on MySQL).
+    micros: i64,
+    /// The process clock plus the duration (bound on SQLite).
+    process_clock: NaiveDateTime,
+}
+
+/// "Now" plus `micros` microseconds, read when the database evaluates the row, not when the statement
+/// began: on MySQL `DATE_ADD(SYSDATE(6), INTERVAL ? MICROSECOND)`, so an UPDATE that waited for a
+/// row lock computes it once the lock is held; on SQLite the process clock read when this is built,
+/// so build it once the write lock is held (inside [`serialized_write`](super::serialized_write)).
+///
+/// For a lease's new expiry: computed from a clock read before a wait, it could already be in the
+/// past when the row is written.
+pub fn now_when_read_plus(micros: i64) -> DbNowWhenReadPlus {
+    DbNowWhenReadPlus {
+        micros,
+        process_clock: process_clock() + chrono::Duration::microseconds(micros),
+    }
+}
+
+impl Expression for DbNowWhenReadPlus {
+    type SqlType = Timestamp;
+}
+
+impl<QS> AppearsOnTable<QS> for DbNowWhenReadPlus {}
+
+impl<QS> SelectableExpression<QS> for DbNowWhenReadPlus {}
+
+impl<GroupBy> ValidGrouping<GroupBy> for DbNowWhenReadPlus {
+    type IsAggregate = is_aggregate::Never;
+}
+
+impl QueryFragment<Mysql> for DbNowWhenReadPlus {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Mysql>) -> QueryResult<()> {
+        out.push_sql("DATE_ADD(SYSDATE(6), INTERVAL ");
+        out.push_bind_param::<diesel::sql_types::BigInt, _>(&self.micros)?;
+        out.push_sql(" MICROSECOND)");
+        Ok(())
+    }
+}
+
+impl QueryFragment<Sqlite> for DbNowWhenReadPlus {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_bind_param::<Timestamp, _>(&self.process_clock)
+    }
+}
+
+impl QueryFragment<MultiBackend> for DbNowWhenReadPlus {
+    fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, MultiBackend>) -> QueryResult<()> {
+        MultiBackend::walk_variant_ast(self, pass)
+    }
+}
 timestamp_expression!(DbNowWhenRead, "SYSDATE(6)");

@@ -57,6 +57,51 @@ impl Default for PoolConfig {
     }
 }
 
+/// The longest any pool timeout may be: long enough for any real setting, short enough that adding
+/// it to the clock cannot overflow.
+pub const MAX_POOL_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+impl PoolConfig {
+    /// Rejects settings the pool cannot honour, before anything is opened: zero timeouts and
+    /// lifetimes (r2d2 would panic on them), durations over [`MAX_POOL_DURATION`] (they would
+    /// overflow the clock), and a SQLite busy timeout over [`ConnectOptions::check`]'s limit.
+    fn check(&self) -> StoreResult<()> {
+        positive_duration("connection_timeout", self.connection_timeout)?;
+        if let Some(idle_timeout) = self.idle_timeout {
+            positive_duration("idle_timeout", idle_timeout)?;
+        }
+        if let Some(max_lifetime) = self.max_lifetime {
+            positive_duration("max_lifetime", max_lifetime)?;
+        }
+        self.connect_options().check()
+    }
+
+    fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions {
+            sqlite_busy_timeout: self.sqlite_busy_timeout,
+        }
+    }
+}
+
+fn positive_duration(field: &'static str, value: Duration) -> StoreResult<()> {
+    if value.is_zero() {
+        return Err(StoreError::invalid(
+            field,
+            "must be positive (use None where the setting is optional)",
+        ));
+    }
+    if value > MAX_POOL_DURATION {
+        return Err(StoreError::invalid(
+            field,
+            format!(
+                "must be at most {} days",
+                MAX_POOL_DURATION.as_secs() / 86_400
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Opens pool connections with [`establish_with`], so every pooled connection gets the session
 /// settings and a URL is never sent to the wrong backend.
 #[derive(Debug)]
@@ -97,7 +142,10 @@ impl r2d2::ManageConnection for ConnectionManager {
 /// server fails here rather than at the first query.
 ///
 /// An in-memory SQLite database exists per connection and vanishes when its connection closes, so a
-/// pool cannot share one: `:memory:` is rejected with [`StoreError::InvalidInput`]; use a file.
+/// pool cannot share one: `:memory:` and every other in-memory spelling
+/// ([`DatabaseUrl::is_sqlite_in_memory`]) are rejected with [`StoreError::InvalidInput`]; use a file.
+/// So are settings the pool cannot honour (see [`PoolConfig`]'s fields): zero timeouts, durations
+/// over [`MAX_POOL_DURATION`], `max_size` 0, `min_idle` over `max_size`.
 ///
 /// ```no_run
 /// use applyops::db::{pool, PoolConfig};
@@ -114,6 +162,7 @@ pub fn pool(url: &str, config: PoolConfig) -> StoreResult<DbPool> {
              database); use a SQLite file",
         ));
     }
+    config.check()?;
     if config.max_size == 0 {
         return Err(StoreError::invalid(
             "max_size",
@@ -126,12 +175,7 @@ pub fn pool(url: &str, config: PoolConfig) -> StoreResult<DbPool> {
     {
         return Err(StoreError::invalid("min_idle", "must not exceed max_size"));
     }
-    let manager = ConnectionManager::new(
-        url,
-        ConnectOptions {
-            sqlite_busy_timeout: config.sqlite_busy_timeout,
-        },
-    );
+    let manager = ConnectionManager::new(url, config.connect_options());
     let pool = r2d2::Pool::builder()
         .max_size(config.max_size)
         .min_idle(config.min_idle)

@@ -21,10 +21,8 @@ define_sql_function! {
 pub(super) fn connect(path: &str, options: &ConnectOptions) -> StoreResult<SqliteConnection> {
     let mut conn = SqliteConnection::establish(path)?;
     // PRAGMA values cannot be bound; this is an integer we computed, not caller text.
-    let busy_ms = options
-        .sqlite_busy_timeout
-        .as_millis()
-        .min(i32::MAX as u128);
+    // At most i32::MAX: ConnectOptions::check ran first.
+    let busy_ms = options.sqlite_busy_timeout.as_millis();
     conn.batch_execute(&format!("PRAGMA busy_timeout = {busy_ms};"))?;
     // WAL lets readers run while one connection writes. An in-memory database ignores it.
     switch_to_wal(&mut conn, options.sqlite_busy_timeout)?;
@@ -36,11 +34,13 @@ pub(super) fn connect(path: &str, options: &ConnectOptions) -> StoreResult<Sqlit
 /// locked" at once, without the busy handler, to the one that would otherwise deadlock; the retry
 /// then finds the database already in WAL mode, where the switch is a no-op.
 fn switch_to_wal(conn: &mut SqliteConnection, busy_timeout: Duration) -> QueryResult<()> {
-    let deadline = Instant::now() + busy_timeout;
+    // checked_add: a deadline past what the clock can represent means "no deadline".
+    let deadline = Instant::now().checked_add(busy_timeout);
     loop {
         match conn.batch_execute("PRAGMA journal_mode = WAL;") {
             Err(diesel::result::Error::DatabaseError(_, info))
-                if info.message().contains("database is locked") && Instant::now() < deadline =>
+                if info.message().contains("database is locked")
+                    && deadline.is_none_or(|deadline| Instant::now() < deadline) =>
             {
                 std::thread::sleep(Duration::from_millis(5));
             }

@@ -58,9 +58,24 @@ impl DatabaseUrl {
         }
     }
 
-    /// True for a SQLite database that lives only as long as its connection.
+    /// True for a SQLite database that lives only as long as its connection, in every spelling SQLite
+    /// accepts: `:memory:`, the URIs `file::memory:` and `file:…?mode=memory` (with any other query
+    /// parameters), and the temporary database of an empty `file:` path.
     pub fn is_sqlite_in_memory(&self) -> bool {
-        matches!(self, DatabaseUrl::Sqlite(path) if path == ":memory:" || path.contains("mode=memory"))
+        let DatabaseUrl::Sqlite(path) = self else {
+            return false;
+        };
+        if path == ":memory:" {
+            return true;
+        }
+        let Some(uri) = path.strip_prefix("file:") else {
+            return false;
+        };
+        let uri = uri.split('#').next().unwrap_or_default();
+        let (file, query) = uri.split_once('?').unwrap_or((uri, ""));
+        file.is_empty()
+            || file == ":memory:"
+            || query.split('&').any(|parameter| parameter == "mode=memory")
     }
 }
 
@@ -123,6 +138,41 @@ mod tests {
             .unwrap()
             .is_sqlite_in_memory());
         assert!(!DatabaseUrl::parse("x.db").unwrap().is_sqlite_in_memory());
+    }
+
+    #[test]
+    fn every_in_memory_spelling_is_recognised() {
+        for memory in [
+            ":memory:",
+            "sqlite://:memory:",
+            "file::memory:",
+            "file::memory:?cache=shared",
+            "file:x.db?mode=memory",
+            "file:x.db?cache=shared&mode=memory",
+            "file:",
+            "file:?cache=shared",
+        ] {
+            assert!(
+                DatabaseUrl::parse(memory).unwrap().is_sqlite_in_memory(),
+                "{memory}"
+            );
+        }
+        for file in [
+            "x.db",
+            "file:x.db",
+            "file:x.db?mode=rwc",
+            "file:mode=memory.db",
+            "memory.db",
+            "./:memory:",
+        ] {
+            assert!(
+                !DatabaseUrl::parse(file).unwrap().is_sqlite_in_memory(),
+                "{file}"
+            );
+        }
+        assert!(!DatabaseUrl::parse("mysql://h/x")
+            .unwrap()
+            .is_sqlite_in_memory());
     }
 
     #[test]

@@ -36,16 +36,13 @@ pub struct ControlRequest {
 impl ControlRequest {
     /// The typed kind, or [`StoreError::UnknownValue`] naming the row and the stored value.
     pub fn request_kind(&self) -> StoreResult<ControlRequestKind> {
-        self.kind
-            .parse()
-            .map_err(|_| self.unknown("kind", &self.kind))
+        ControlRequestKind::from_stored(&self.kind).ok_or_else(|| self.unknown("kind", &self.kind))
     }
 
     /// The typed status, or [`StoreError::UnknownValue`] naming the row and the stored value.
     pub fn request_status(&self) -> StoreResult<ControlRequestStatus> {
-        self.status
-            .parse()
-            .map_err(|_| self.unknown("status", &self.status))
+        ControlRequestStatus::from_stored(&self.status)
+            .ok_or_else(|| self.unknown("status", &self.status))
     }
 
     fn unknown(&self, column: &'static str, value: &str) -> StoreError {

@@ -1,9 +1,13 @@
 //! The apply state vocabulary, shared by applies, apply operations and tasks.
 //!
-//! States are stored as their snake_case name (`"waiting_for_cutover"`). Parsing is lenient about how a
-//! name is spelled, because values arrive from operators and older tools: any letter case is accepted,
-//! and an optional `STATE_` prefix (as in protobuf enum names) is ignored. Storing is strict: only
-//! [`ApplyState::as_str`] is ever written.
+//! States are stored as their snake_case name (`"waiting_for_cutover"`). Parsing *input* ([`FromStr`],
+//! serde) is lenient about how a name is spelled, because values arrive from operators and older
+//! tools: any letter case is accepted, and an optional `STATE_` prefix (as in protobuf enum names) is
+//! ignored. Storing and reading rows are strict: only [`ApplyState::as_str`] is ever written, and a
+//! stored value is read with [`ApplyState::from_stored`], which accepts exactly that name, because the
+//! claim queries compare the exact names in SQL. A row holding `'COMPLETED'` is therefore an unknown
+//! state to the reader, just as it is to the queries: it fails closed instead of reading as
+//! `completed` while the queries treat it as something else.
 
 use std::fmt;
 use std::str::FromStr;
@@ -220,9 +224,19 @@ impl<'de> Deserialize<'de> for ApplyState {
     }
 }
 
-/// Parses a state read from `table` row `id`, naming both in the error when the value is unknown.
+impl ApplyState {
+    /// The state whose stored name is exactly `value` (no other spelling), as rows are read.
+    pub fn from_stored(value: &str) -> Option<ApplyState> {
+        ApplyState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == value)
+    }
+}
+
+/// Parses a state read from `table` row `id` with [`ApplyState::from_stored`], naming the table, row
+/// and value in the error when it is not exactly a known name.
 pub(crate) fn parse_stored(table: &'static str, id: i64, value: &str) -> StoreResult<ApplyState> {
-    value.parse().map_err(|_| StoreError::UnknownState {
+    ApplyState::from_stored(value).ok_or_else(|| StoreError::UnknownState {
         table,
         id,
         value: value.to_owned(),
@@ -261,6 +275,26 @@ impl HasApplyState for Task {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_names_are_read_exactly() {
+        for state in ApplyState::ALL {
+            assert_eq!(ApplyState::from_stored(state.as_str()), Some(state));
+            assert_eq!(
+                ApplyState::from_stored(&state.as_str().to_uppercase()),
+                None
+            );
+            assert_eq!(
+                ApplyState::from_stored(&format!("{} ", state.as_str())),
+                None
+            );
+        }
+        assert!(matches!(
+            parse_stored("apply_operations", 7, "COMPLETED"),
+            Err(StoreError::UnknownState { id: 7, .. })
+        ));
+        assert_eq!(ApplyState::from_stored("state_running"), None);
+    }
 
     #[test]
     fn every_state_round_trips_through_its_stored_name() {

@@ -1,7 +1,7 @@
 //! The small vocabularies of the worker contract: rollout policies and control requests.
 //!
-//! Like [`ApplyState`](super::ApplyState), each is stored as its lowercase name and parsed leniently
-//! about letter case. Rows keep these columns as strings, so a value written by a newer tool still
+//! Like [`ApplyState`](super::ApplyState), each is stored as its lowercase name; input is parsed
+//! leniently about letter case ([`FromStr`]), stored values exactly (`from_stored`). Rows keep these columns as strings, so a value written by a newer tool still
 //! loads; the claim queries compare against the known names only, so an unknown policy behaves as the
 //! strictest one (see [`CutoverPolicy`] and [`FailurePolicy`]) and an unknown request kind or status
 //! matches nothing.
@@ -38,6 +38,12 @@ macro_rules! vocabulary {
         impl $name {
             /// Every value, in declaration order.
             pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The value whose stored name is exactly `value` (no other spelling), as rows are read:
+            /// the queries compare exact names, so reading must too.
+            pub fn from_stored(value: &str) -> Option<$name> {
+                $name::ALL.iter().copied().find(|known| known.as_str() == value)
+            }
 
             /// The lowercase name stored in the database and used in JSON.
             pub const fn as_str(self) -> &'static str {

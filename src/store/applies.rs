@@ -24,24 +24,26 @@ pub fn insert(conn: &mut DbConnection, new: &NewApply) -> StoreResult<i64> {
     validate::required_varchar("database_name", &new.database_name)?;
     validate::required_varchar("environment", &new.environment)?;
     validate::required_varchar("deployment", &new.deployment)?;
-    let now = db::now();
-    let inserted = diesel::insert_into(applies::table)
-        .values((
-            new,
-            applies::state.eq(ApplyState::Pending.as_str()),
-            applies::created_at.eq(now),
-            applies::updated_at.eq(now),
-        ))
-        .execute(conn);
-    match inserted {
-        Ok(_) => Ok(db::last_insert_id(conn)?),
-        Err(err) if db::is_unique_violation_of(conn, &err, &IDENTIFIER_KEY) => {
-            Err(StoreError::ApplyExists {
-                apply_identifier: new.apply_identifier.clone(),
-            })
+    db::serialized_write(conn, |conn| {
+        let now = db::now();
+        let inserted = diesel::insert_into(applies::table)
+            .values((
+                new,
+                applies::state.eq(ApplyState::Pending.as_str()),
+                applies::created_at.eq(now),
+                applies::updated_at.eq(now),
+            ))
+            .execute(conn);
+        match inserted {
+            Ok(_) => Ok(db::last_insert_id(conn)?),
+            Err(err) if db::is_unique_violation_of(conn, &err, &IDENTIFIER_KEY) => {
+                Err(StoreError::ApplyExists {
+                    apply_identifier: new.apply_identifier.clone(),
+                })
+            }
+            Err(err) => Err(err.into()),
         }
-        Err(err) => Err(err.into()),
-    }
+    })
 }
 
 /// The apply with this id, or `None`.
@@ -55,10 +57,16 @@ pub fn get(conn: &mut DbConnection, id: i64) -> StoreResult<Option<Apply>> {
 }
 
 /// The apply with this user-facing identifier, or `None`.
+///
+/// The identifier is compared exactly, byte for byte, on every backend. One that [`insert`] would
+/// reject (empty, over 255 characters, a trailing space) finds nothing, without a query.
 pub fn get_by_identifier(
     conn: &mut DbConnection,
     apply_identifier: &str,
 ) -> StoreResult<Option<Apply>> {
+    if !validate::is_storable_key(apply_identifier) {
+        return Ok(None);
+    }
     let row = applies::table
         .filter(applies::apply_identifier.eq(apply_identifier))
         .select(Apply::as_select())

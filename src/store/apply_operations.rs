@@ -33,29 +33,33 @@ const APPLY_DEPLOYMENT_KEY: UniqueKey = UniqueKey {
 pub fn insert(conn: &mut DbConnection, new: &NewApplyOperation) -> StoreResult<i64> {
     validate::key_varchar("deployment", &new.deployment)?;
     validate::optional_varchar("target", &new.target)?;
-    let now = db::now();
-    let inserted = diesel::insert_into(apply_operations::table)
-        .values((
-            apply_operations::apply_id.eq(new.apply_id),
-            apply_operations::deployment.eq(&new.deployment),
-            apply_operations::target.eq(&new.target),
-            apply_operations::cutover_policy.eq(new.cutover_policy.as_str()),
-            apply_operations::on_failure.eq(new.on_failure.as_str()),
-            apply_operations::state.eq(ApplyState::Pending.as_str()),
-            apply_operations::created_at.eq(now),
-            apply_operations::updated_at.eq(now),
-        ))
-        .execute(conn);
-    match inserted {
-        Ok(_) => Ok(db::last_insert_id(conn)?),
-        Err(err) if db::is_unique_violation_of(conn, &err, &APPLY_DEPLOYMENT_KEY) => {
-            Err(StoreError::ApplyOperationExists {
-                apply_id: new.apply_id,
-                deployment: new.deployment.clone(),
-            })
+    // created_at orders the claims: it is read once this insert's write is serialised (SQLite's write
+    // lock), so no sibling committed meanwhile can come out later than it.
+    db::serialized_write(conn, |conn| {
+        let now = db::now();
+        let inserted = diesel::insert_into(apply_operations::table)
+            .values((
+                apply_operations::apply_id.eq(new.apply_id),
+                apply_operations::deployment.eq(&new.deployment),
+                apply_operations::target.eq(&new.target),
+                apply_operations::cutover_policy.eq(new.cutover_policy.as_str()),
+                apply_operations::on_failure.eq(new.on_failure.as_str()),
+                apply_operations::state.eq(ApplyState::Pending.as_str()),
+                apply_operations::created_at.eq(now),
+                apply_operations::updated_at.eq(now),
+            ))
+            .execute(conn);
+        match inserted {
+            Ok(_) => Ok(db::last_insert_id(conn)?),
+            Err(err) if db::is_unique_violation_of(conn, &err, &APPLY_DEPLOYMENT_KEY) => {
+                Err(StoreError::ApplyOperationExists {
+                    apply_id: new.apply_id,
+                    deployment: new.deployment.clone(),
+                })
+            }
+            Err(err) => Err(err.into()),
         }
-        Err(err) => Err(err.into()),
-    }
+    })
 }
 
 /// The operation with this id, or `None`.
@@ -69,11 +73,18 @@ pub fn get(conn: &mut DbConnection, id: i64) -> StoreResult<Option<ApplyOperatio
 }
 
 /// The operation of `apply_id` for `deployment`, or `None`.
+///
+/// `deployment` is compared exactly, byte for byte, on every backend (`"east "` does not find
+/// `"east"`). A deployment [`insert`] would reject (empty, over 255 characters, a trailing space)
+/// finds nothing, without a query.
 pub fn get_by_apply_and_deployment(
     conn: &mut DbConnection,
     apply_id: i64,
     deployment: &str,
 ) -> StoreResult<Option<ApplyOperation>> {
+    if !validate::is_storable_key(deployment) {
+        return Ok(None);
+    }
     let row = apply_operations::table
         .filter(apply_operations::apply_id.eq(apply_id))
         .filter(apply_operations::deployment.eq(deployment))

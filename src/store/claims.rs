@@ -1,17 +1,23 @@
 //! Claims: how a worker takes the next operation that is safe to drive.
 //!
 //! [`claim_next`] is the copy claim and [`claim_next_cutover`] the cutover claim of the worker
-//! contract. Each runs in one [claim transaction](crate::db) of two statements: a SELECT that finds the
-//! oldest claimable row by (`created_at`, `id`) and locks it (MySQL `FOR UPDATE SKIP LOCKED` in READ
-//! COMMITTED, so claimers never wait on each other's rows; SQLite `BEGIN IMMEDIATE`), and an UPDATE
-//! that takes it, repeating the condition it was selected on (its state, a free lease and, for a start,
-//! no pending stop) so a row that changed in between is simply not taken. The row returned is the
-//! selected one with the UPDATE's values applied, all timestamps being the one database time the
-//! SELECT read.
-//!
-//! The SELECT walks `apply_operations_claim_idx` (`claimable`, `created_at`, `id`): only rows in a
-//! claimable state, already in claim order, so it stops at the first that qualifies. Sibling, request
-//! and apply conditions are correlated subqueries on their own indexes.
+//! contract. Each is an unlocked read followed by one [claim transaction](crate::db):
+//! 1. An unlocked SELECT reads the ids of the oldest candidates (up to 16) by (`created_at`, `id`),
+//!    walking `apply_operations_claim_idx` (`claimable`, `created_at`, `id`): only rows in a claimable
+//!    state, already in claim order, so it stops once it has enough. Sibling, request and apply
+//!    conditions are correlated subqueries on their own indexes. Nothing found: the claim ends here,
+//!    with no transaction.
+//! 2. In the transaction, the candidates are locked one at a time, oldest first, by the same
+//!    conditions narrowed to that one row (MySQL `FOR UPDATE SKIP LOCKED` in READ COMMITTED; SQLite
+//!    `BEGIN IMMEDIATE`): a row another claimer holds is skipped, never waited for, and a row that no
+//!    longer qualifies is released at once. So a claim never holds a lock on a row it does not take
+//!    (a locking scan of the claim index would lock every row it passed over until COMMIT).
+//! 3. An UPDATE takes the locked row, repeating the condition it was selected on (its state, a free
+//!    lease and, for a start, no pending stop). The row returned is the locked one with the UPDATE's
+//!    values applied, all timestamps being the one database time the locking read took.
+//! 4. If the connection dies after COMMIT was sent, the claim may have committed: it is returned as
+//!    [`StoreError::ClaimOutcomeUnknown`], and [`resolve_unknown`] tells on a new connection whether
+//!    the minted token is on the row ([`crate::Store`] does this itself).
 //!
 //! Unknown policy values fail closed: the conditions name the known permissive values (`barrier`,
 //! `parallel`, `continue`, `pause`), so anything else gets the strictest behaviour (`rolling`, `halt`).
@@ -29,7 +35,7 @@ use crate::db::{self, first_for_claim, DbConnection};
 use crate::error::{StoreError, StoreResult};
 use crate::models::ApplyOperation;
 use crate::schema::{applies, apply_control_requests as reqs, apply_operations as ops};
-use crate::state::{ApplyState, HasApplyState};
+use crate::state::{ApplyState, ControlRequestKind, ControlRequestStatus, HasApplyState};
 
 mod sibling_alias {
     // The alias macro declares public items that carry no docs of their own.
@@ -72,7 +78,7 @@ const CUTOVER_CLAIMED_POLICIES: [&str; 2] = ["barrier", "parallel"];
 /// What a claim needs to know about the claiming worker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClaimOptions {
-    /// The worker's name, stored as the lease owner: 1 to 255 characters. Make it unique per worker
+    /// The worker's name, stored as the lease owner: 1 to 255 characters, not blank. Make it unique per worker
     /// (host, process, thread) so operators can tell holders apart.
     pub owner: String,
     /// How long the lease lasts without a [`heartbeat`](super::leases::heartbeat): 1 µs to 24 h.
@@ -100,7 +106,7 @@ impl ClaimOptions {
     }
 
     fn check(&self) -> StoreResult<()> {
-        validate::required_varchar("owner", &self.owner)?;
+        validate::required_name("owner", &self.owner)?;
         leases::check_ttl(self.lease_ttl)?;
         if self.max_attempts < 0 {
             return Err(StoreError::invalid(
@@ -179,10 +185,31 @@ macro_rules! request_for_row {
     };
 }
 
-/// A pending `stop` for the row's apply or for the row: the stop gate.
+/// The request kinds that never hold a start back. Every other pending kind does: `stop`, and any
+/// kind this version does not know (a hand-written `'STOP'`, a newer tool's kind), so the gate fails
+/// closed.
+const KINDS_THAT_LET_STARTS_PASS: [&str; 3] = [
+    ControlRequestKind::Start.as_str(),
+    ControlRequestKind::Release.as_str(),
+    ControlRequestKind::Cutover.as_str(),
+];
+
+/// A pending `stop` (or a pending request of a kind this version does not know) for the row's apply
+/// or for the row: the stop gate.
 macro_rules! stop_pending {
     () => {
-        request_for_row!("stop", ["pending"])
+        exists(
+            reqs::table
+                .filter(reqs::apply_id.eq(ops::apply_id))
+                .filter(reqs::kind.ne_all(KINDS_THAT_LET_STARTS_PASS))
+                .filter(reqs::status.eq(ControlRequestStatus::Pending.as_str()))
+                .filter(
+                    reqs::apply_operation_id
+                        .is_null()
+                        .or(reqs::apply_operation_id.eq(ops::id.nullable())),
+                )
+                .select(reqs::id),
+        )
     };
 }
 
@@ -294,8 +321,8 @@ macro_rules! cutover_requested_for_apply {
     };
 }
 
-/// The copy claim's candidates, oldest first: see [`claim_next`]. A macro, expanded once per
-/// backend, because the row selection is typed by the backend it runs on.
+/// The copy claim's candidates (unordered): see [`claim_next`]. A macro, expanded once per backend,
+/// because the row selection is typed by the backend it runs on.
 macro_rules! copy_candidates {
     ($now:expr, $max_attempts:expr) => {
         ops::table
@@ -321,11 +348,10 @@ macro_rules! copy_candidates {
                         .and(ops::attempt.lt($max_attempts))
                         .and(not(stop_pending!()))),
             )
-            .order((ops::created_at.asc(), ops::id.asc()))
     };
 }
 
-/// The cutover claim's candidates, oldest first: see [`claim_next_cutover`].
+/// The cutover claim's candidates (unordered): see [`claim_next_cutover`].
 macro_rules! cutover_candidates {
     ($now:expr) => {
         ops::table
@@ -349,7 +375,6 @@ macro_rules! cutover_candidates {
                     )
                     .or(ops::state.eq_any(CUTOVER_RECOVERABLE)),
             )
-            .order((ops::created_at.asc(), ops::id.asc()))
     };
 }
 
@@ -378,38 +403,38 @@ pub fn claim_next(
     options: &ClaimOptions,
 ) -> StoreResult<Option<ClaimedOperation>> {
     options.check()?;
-    if db::write_lock_is_database_wide(conn) {
-        let now = db::now();
-        let any = diesel::select(exists(
-            copy_candidates!(now, options.max_attempts).select(ops::id),
-        ));
-        if !any.get_result::<bool>(conn)? {
-            return Ok(None);
-        }
-    }
-    let token = leases::mint_token()?;
-    db::claim_transaction(conn, |conn| {
-        // Built inside the transaction: on SQLite "now" is the process clock, read once the write lock
-        // is held, so it is later than every write already committed.
-        let now = db::now();
-        let candidate: Option<(ApplyOperation, NaiveDateTime)> = first_for_claim!(
-            conn,
-            copy_candidates!(now, options.max_attempts)
-                .select((ApplyOperation::as_select(), db::now_when_read()))
-        )
-        .optional()?;
-        let Some((candidate, now)) = candidate else {
-            return Ok(None);
-        };
-        let previous_state = candidate.apply_state()?;
-        let kind = match previous_state {
-            ApplyState::Pending => ClaimKind::Start,
-            ApplyState::Stopped => ClaimKind::Resume,
-            ApplyState::FailedRetryable => ClaimKind::Retry,
-            _ => ClaimKind::Recovery,
-        };
-        take(conn, candidate, previous_state, kind, now, options, token)
-    })
+    let max_attempts = options.max_attempts;
+    claim(
+        conn,
+        options,
+        |conn, after| {
+            let now = db::now();
+            Ok(copy_candidates!(now, max_attempts)
+                .filter(after_key(after))
+                .order((ops::created_at.asc(), ops::id.asc()))
+                .select((ops::created_at, ops::id))
+                .limit(CANDIDATE_PAGE)
+                .load(conn)?)
+        },
+        |conn, id| {
+            let now = db::now();
+            Ok(first_for_claim!(
+                conn,
+                copy_candidates!(now, max_attempts)
+                    .filter(only_row(id))
+                    .select((ApplyOperation::as_select(), db::now_when_read()))
+            )
+            .optional()?)
+        },
+        |_conn, previous_state| {
+            Ok(match previous_state {
+                ApplyState::Pending => ClaimKind::Start,
+                ApplyState::Stopped => ClaimKind::Resume,
+                ApplyState::FailedRetryable => ClaimKind::Retry,
+                _ => ClaimKind::Recovery,
+            })
+        },
+    )
 }
 
 /// Claims the oldest operation whose cutover is due, or returns `None`. Only operations whose
@@ -432,59 +457,248 @@ pub fn claim_next_cutover(
     options: &ClaimOptions,
 ) -> StoreResult<Option<ClaimedOperation>> {
     options.check()?;
-    if db::write_lock_is_database_wide(conn) {
-        let now = db::now();
-        let any = diesel::select(exists(cutover_candidates!(now).select(ops::id)));
-        if !any.get_result::<bool>(conn)? {
-            return Ok(None);
-        }
-    }
-    let token = leases::mint_token()?;
-    db::claim_transaction(conn, |conn| {
-        let now = db::now();
-        let candidate: Option<(ApplyOperation, NaiveDateTime)> = first_for_claim!(
-            conn,
-            cutover_candidates!(now).select((ApplyOperation::as_select(), db::now_when_read()))
-        )
-        .optional()?;
-        let Some((candidate, now)) = candidate else {
-            return Ok(None);
-        };
-        let previous_state = candidate.apply_state()?;
-        let kind = if previous_state == ApplyState::WaitingForCutover {
-            ClaimKind::Cutover
-        } else {
-            ClaimKind::Recovery
-        };
-        let (apply_id, operation_id) = (candidate.apply_id, candidate.id);
-        let claimed = take(conn, candidate, previous_state, kind, now, options, token)?;
-        if claimed.is_some() && kind == ClaimKind::Cutover {
-            control_requests::complete_cutover(conn, apply_id, operation_id)?;
-        }
-        Ok(claimed)
-    })
+    claim(
+        conn,
+        options,
+        |conn, after| {
+            let now = db::now();
+            Ok(cutover_candidates!(now)
+                .filter(after_key(after))
+                .order((ops::created_at.asc(), ops::id.asc()))
+                .select((ops::created_at, ops::id))
+                .limit(CANDIDATE_PAGE)
+                .load(conn)?)
+        },
+        |conn, id| {
+            let now = db::now();
+            Ok(first_for_claim!(
+                conn,
+                cutover_candidates!(now)
+                    .filter(only_row(id))
+                    .select((ApplyOperation::as_select(), db::now_when_read()))
+            )
+            .optional()?)
+        },
+        |_conn, previous_state| {
+            Ok(if previous_state == ApplyState::WaitingForCutover {
+                ClaimKind::Cutover
+            } else {
+                ClaimKind::Recovery
+            })
+        },
+    )
 }
 
-/// The database's plan for [`claim_next`]'s row selection, one line per plan row: on MySQL the
-/// `EXPLAIN` columns `select_type`, `table`, `type`, `key` and `Extra`; on SQLite the
-/// `EXPLAIN QUERY PLAN` details. Reads nothing else and writes nothing: for operators checking that
-/// the claim walks its index (see `tests/it/explain.rs`).
+/// How many candidates one unlocked read returns. A claim locks them one at a time, oldest first,
+/// until one is still free and still qualifies; only when every one of a page was taken by other
+/// claimers meanwhile does it read the next page.
+const CANDIDATE_PAGE: i64 = 16;
+
+/// A candidate's claim-order key: (`created_at`, `id`).
+type ClaimKey = (NaiveDateTime, i64);
+
+/// Candidates strictly after `after` in claim order (all of them for `None`).
+fn after_key(after: Option<ClaimKey>) -> AfterKey {
+    // Before every stamp the store writes (the database's clock), and inside the range of the
+    // TIMESTAMP type Diesel binds on MySQL (from 1970; a value outside it compares as no time at all).
+    let before_all = chrono::NaiveDate::from_ymd_opt(1970, 1, 2)
+        .and_then(|date| date.and_hms_opt(0, 0, 0))
+        .expect("a valid date");
+    let (created_at, id) = after.unwrap_or((before_all, i64::MIN));
+    after_claim_key(created_at, id)
+}
+
+#[diesel::dsl::auto_type]
+fn after_claim_key(created_at: NaiveDateTime, id: i64) -> _ {
+    ops::created_at
+        .gt(created_at)
+        .or(ops::created_at.eq(created_at).and(ops::id.gt(id)))
+}
+
+type AfterKey = after_claim_key;
+
+/// The one row `id`, written as the range `id >= ? AND id <= ?` rather than `id = ?`: the database
+/// then reads it as a range on the primary key, and a locking read that rejects the row (it changed
+/// since the candidate read) releases it at once under READ COMMITTED. An equality on the primary key
+/// is read as a constant before the conditions are evaluated, and its lock is kept until COMMIT
+/// (measured on MariaDB 10.11; `tests/it/claim_locks.rs` pins the behaviour).
+#[diesel::dsl::auto_type]
+fn only_row(id: i64) -> _ {
+    ops::id.ge(id).and(ops::id.le(id))
+}
+
+/// The claim both claims share.
+///
+/// 1. An unlocked read of the oldest candidates (`read_page`, walking the claim index). None: the
+///    claim ends there, without a transaction, so idle workers polling for work only read.
+/// 2. A [claim transaction](db::claim_transaction) that locks the candidates one at a time, oldest
+///    first (`lock_row`: the same conditions narrowed to one row, MySQL `FOR UPDATE SKIP LOCKED`), so
+///    the claim never holds a lock on a row it does not take and never waits for another claimer's
+///    row; the first row that is still free and still qualifies is taken by [`take`].
+/// 3. When COMMIT's outcome is unknown (the connection died after sending it), the claim is returned
+///    as [`StoreError::ClaimOutcomeUnknown`]: see [`resolve_unknown`].
+fn claim(
+    conn: &mut DbConnection,
+    options: &ClaimOptions,
+    mut read_page: impl FnMut(&mut DbConnection, Option<ClaimKey>) -> StoreResult<Vec<ClaimKey>>,
+    mut lock_row: impl FnMut(
+        &mut DbConnection,
+        i64,
+    ) -> StoreResult<Option<(ApplyOperation, NaiveDateTime)>>,
+    kind_of: impl Fn(&mut DbConnection, ApplyState) -> StoreResult<ClaimKind>,
+) -> StoreResult<Option<ClaimedOperation>> {
+    let first_page = read_page(conn, None)?;
+    if first_page.is_empty() {
+        return Ok(None);
+    }
+    let token = leases::mint_token()?;
+    let outcome = db::claim_transaction(conn, |conn| {
+        let mut page = first_page;
+        loop {
+            for &(_, id) in &page {
+                let Some((candidate, now)) = lock_row(conn, id)? else {
+                    continue;
+                };
+                let previous_state = candidate.apply_state()?;
+                let kind = kind_of(conn, previous_state)?;
+                let (apply_id, operation_id) = (candidate.apply_id, candidate.id);
+                let claimed = take(conn, candidate, previous_state, kind, now, options, &token)?;
+                if claimed.is_some() && kind == ClaimKind::Cutover {
+                    control_requests::complete_cutover(conn, apply_id, operation_id)?;
+                }
+                if claimed.is_some() {
+                    return Ok(claimed);
+                }
+            }
+            if page.len() < CANDIDATE_PAGE as usize {
+                return Ok(None);
+            }
+            let after = page.last().copied();
+            page = read_page(conn, after)?;
+        }
+    })?;
+    match outcome {
+        db::TransactionOutcome::Committed(claimed) => Ok(claimed),
+        db::TransactionOutcome::Unknown { value: None, error } => Err(error.into()),
+        db::TransactionOutcome::Unknown {
+            value: Some(claimed),
+            error,
+        } => Err(StoreError::ClaimOutcomeUnknown(Box::new(UnknownClaim {
+            claimed,
+            source: error,
+        }))),
+    }
+}
+
+/// A claim whose COMMIT was sent but never acknowledged: the connection died in between, so the claim
+/// may or may not have committed. Carried by [`StoreError::ClaimOutcomeUnknown`]; pass it to
+/// [`resolve_unknown`] on a new connection to find out. Its `Debug` never shows the lease token.
+pub struct UnknownClaim {
+    claimed: ClaimedOperation,
+    source: diesel::result::Error,
+}
+
+impl UnknownClaim {
+    /// The operation the claim tried to take.
+    pub fn operation_id(&self) -> i64 {
+        self.claimed.operation.id
+    }
+
+    /// Why the claim was made.
+    pub fn kind(&self) -> ClaimKind {
+        self.claimed.kind
+    }
+
+    /// What the connection reported instead of COMMIT's acknowledgement.
+    pub fn source(&self) -> &diesel::result::Error {
+        &self.source
+    }
+}
+
+impl std::fmt::Debug for UnknownClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnknownClaim")
+            .field("operation_id", &self.claimed.operation.id)
+            .field("kind", &self.claimed.kind)
+            .field("owner", &self.claimed.lease.owner)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Finds out whether a claim whose COMMIT went unacknowledged took effect: it did exactly when the
+/// operation still carries the token the claim minted (tokens are never reused, and only the claim
+/// could have written it). Returns the claim, with the operation as it is now, or `None` when it did
+/// not commit (or the lease has since been lost). Run it on a new connection: the claim's own died.
+/// One SELECT.
+pub fn resolve_unknown(
+    conn: &mut DbConnection,
+    unknown: &UnknownClaim,
+) -> StoreResult<Option<ClaimedOperation>> {
+    let lease = &unknown.claimed.lease;
+    let row = ops::table
+        .find(lease.operation_id)
+        .filter(ops::lease_token.eq(lease.token.clone()))
+        .filter(ops::lease_owner.eq(lease.owner.clone()))
+        .select(ApplyOperation::as_select())
+        .first(conn)
+        .optional()?;
+    let Some(operation) = row else {
+        return Ok(None);
+    };
+    operation.apply_state()?;
+    let mut lease = lease.clone();
+    if let (Some(acquired_at), Some(expires_at)) =
+        (operation.lease_acquired_at, operation.lease_expires_at)
+    {
+        lease.acquired_at = acquired_at;
+        lease.expires_at = expires_at;
+    }
+    Ok(Some(ClaimedOperation {
+        operation,
+        previous_state: unknown.claimed.previous_state,
+        kind: unknown.claimed.kind,
+        lease,
+    }))
+}
+
+/// The database's plan for [`claim_next`]'s candidate read (the unlocked read that walks the claim
+/// index), one line per plan row: on MySQL the `EXPLAIN` columns `select_type`, `table`, `type`, `key`
+/// and `Extra`; on SQLite the `EXPLAIN QUERY PLAN` details. Reads nothing else and writes nothing:
+/// for operators checking that the claim walks its index (see `tests/it/explain.rs`).
 pub fn explain_claim_next(conn: &mut DbConnection) -> StoreResult<Vec<String>> {
+    let now = db::now();
+    Ok(db::explain!(
+        conn,
+        copy_candidates!(now, DEFAULT_MAX_ATTEMPTS)
+            .filter(after_key(None))
+            .order((ops::created_at.asc(), ops::id.asc()))
+            .select((ops::created_at, ops::id))
+            .limit(CANDIDATE_PAGE)
+    )?)
+}
+
+/// The database's plan for [`claim_next_cutover`]'s candidate read; see [`explain_claim_next`].
+pub fn explain_claim_next_cutover(conn: &mut DbConnection) -> StoreResult<Vec<String>> {
+    let now = db::now();
+    Ok(db::explain!(
+        conn,
+        cutover_candidates!(now)
+            .filter(after_key(None))
+            .order((ops::created_at.asc(), ops::id.asc()))
+            .select((ops::created_at, ops::id))
+            .limit(CANDIDATE_PAGE)
+    )?)
+}
+
+/// The database's plan for the locking read with which [`claim_next`] takes one candidate (operation
+/// `id`): on MySQL a range read of one row of the primary key, locked `FOR UPDATE SKIP LOCKED`.
+pub fn explain_claim_lock(conn: &mut DbConnection, id: i64) -> StoreResult<Vec<String>> {
     let now = db::now();
     Ok(db::explain_for_claim!(
         conn,
         copy_candidates!(now, DEFAULT_MAX_ATTEMPTS)
-            .select((ApplyOperation::as_select(), db::now_when_read()))
-            .limit(1)
-    )?)
-}
-
-/// The database's plan for [`claim_next_cutover`]'s row selection; see [`explain_claim_next`].
-pub fn explain_claim_next_cutover(conn: &mut DbConnection) -> StoreResult<Vec<String>> {
-    let now = db::now();
-    Ok(db::explain_for_claim!(
-        conn,
-        cutover_candidates!(now)
+            .filter(only_row(id))
             .select((ApplyOperation::as_select(), db::now_when_read()))
             .limit(1)
     )?)
@@ -500,7 +714,7 @@ fn take(
     kind: ClaimKind,
     now: NaiveDateTime,
     options: &ClaimOptions,
-    token: String,
+    token: &str,
 ) -> StoreResult<Option<ClaimedOperation>> {
     let expires_at = leases::expiry(now, options.lease_ttl);
     let target = diesel::update(ops::table)
@@ -516,7 +730,7 @@ fn take(
     };
     let lease_columns = (
         ops::lease_owner.eq(options.owner.clone()),
-        ops::lease_token.eq(token.clone()),
+        ops::lease_token.eq(token.to_owned()),
         ops::lease_acquired_at.eq(Some(now)),
         ops::lease_expires_at.eq(Some(expires_at)),
         ops::updated_at.eq(now),
@@ -576,7 +790,7 @@ fn take(
         operation_id: row.id,
         apply_id: row.apply_id,
         owner: options.owner.clone(),
-        token,
+        token: token.to_owned(),
         acquired_at: now,
         expires_at,
         ttl: options.lease_ttl,

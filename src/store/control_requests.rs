@@ -93,24 +93,25 @@ pub fn request(
     ))
 }
 
-/// The pending request for exactly this (apply, operation or whole apply, kind), if any.
+/// The pending request for exactly this (apply, operation or whole apply, kind), if any, as committed
+/// now: [`request`] reads it after its insert collided with it, so it must see the row the unique key
+/// saw even inside a caller's REPEATABLE READ transaction, whose snapshot may predate it. Looked up
+/// through the pending key itself (`pending_scope` is the operation id, 0 for the whole apply).
 fn pending(
     conn: &mut DbConnection,
     apply_id: i64,
     operation_id: Option<i64>,
     kind: ControlRequestKind,
 ) -> StoreResult<Option<ControlRequest>> {
-    let query = reqs::table
-        .filter(reqs::apply_id.eq(apply_id))
-        .filter(reqs::kind.eq(kind.as_str()))
-        .filter(reqs::status.eq(ControlRequestStatus::Pending.as_str()))
-        .select(ControlRequest::as_select())
-        .into_boxed();
-    let query = match operation_id {
-        Some(id) => query.filter(reqs::apply_operation_id.eq(id)),
-        None => query.filter(reqs::apply_operation_id.is_null()),
-    };
-    let row = query.first(conn).optional()?;
+    let row = db::first_current!(
+        conn,
+        reqs::table
+            .filter(reqs::apply_id.eq(apply_id))
+            .filter(reqs::kind.eq(kind.as_str()))
+            .filter(reqs::pending_scope.eq(operation_id.unwrap_or(0)))
+            .select(ControlRequest::as_select())
+    )
+    .optional()?;
     known(row)
 }
 

@@ -17,6 +17,7 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::apply_operations::{self, Writer};
+use super::validate;
 use crate::db::{self, DbConnection};
 use crate::error::{StoreError, StoreResult};
 use crate::schema::apply_operations as ops;
@@ -50,20 +51,20 @@ pub struct OperationLease {
 }
 
 impl OperationLease {
-    /// Fails closed: a lease with an empty owner or token could match a row that has no lease at all.
+    /// Fails closed before any SQL: only a lease whose token has the exact shape claims mint (32
+    /// lowercase hex digits) and whose owner is a valid owner name can write. A blank token or owner
+    /// could otherwise match a row that nobody holds (whose token and owner are empty).
     pub(super) fn check(&self) -> StoreResult<()> {
-        if self.token.is_empty() {
+        if !is_minted_token(&self.token) {
             return Err(StoreError::invalid(
                 "lease.token",
-                "is empty; only a lease returned by a claim can write",
+                format!(
+                    "is not a token a claim mints ({TOKEN_HEX_DIGITS} lowercase hex digits); only a \
+                     lease returned by a claim can write"
+                ),
             ));
         }
-        if self.owner.is_empty() {
-            return Err(StoreError::invalid(
-                "lease.owner",
-                "is empty; only a lease returned by a claim can write",
-            ));
-        }
+        validate::required_name("lease.owner", &self.owner)?;
         check_ttl(self.ttl)
     }
 }
@@ -91,7 +92,18 @@ pub(super) fn expiry(now: NaiveDateTime, ttl: Duration) -> NaiveDateTime {
     now + chrono::Duration::microseconds(micros)
 }
 
-/// A new fencing token: 128 bits from the operating system's random source, as 32 hex digits.
+/// How many hex digits a minted token has: 128 bits.
+const TOKEN_HEX_DIGITS: usize = 32;
+
+/// True for exactly the shape [`mint_token`] produces: 32 lowercase hex digits.
+fn is_minted_token(token: &str) -> bool {
+    token.len() == TOKEN_HEX_DIGITS
+        && token
+            .bytes()
+            .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+}
+
+/// A new fencing token: 128 bits from the operating system's random source, as 32 lowercase hex digits.
 pub(super) fn mint_token() -> StoreResult<String> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|err| StoreError::Random(err.to_string()))?;
@@ -138,23 +150,48 @@ pub fn mark_terminal(
     apply_operations::write_terminal(conn, Writer::Lease(lease), state)
 }
 
-/// Renews the lease: its expiry becomes the database's now plus the lease's TTL. Updates
-/// `lease.expires_at` and returns the new expiry. [`StoreError::LeaseLost`] once another worker has
-/// claimed the row. Two statements on MySQL (reading the server clock, then the UPDATE).
+/// Renews the lease: its expiry becomes the database's now plus the lease's TTL, "now" being read when
+/// the row is written (after any wait for a lock), so the new expiry is never already past. Updates
+/// `lease.expires_at` and returns the new expiry as stored. [`StoreError::LeaseLost`] once another
+/// worker has claimed the row. Two statements on MySQL (the UPDATE, then reading the expiry back).
 pub fn heartbeat(
     conn: &mut DbConnection,
     lease: &mut OperationLease,
 ) -> StoreResult<NaiveDateTime> {
     lease.check()?;
-    let expires_at = expiry(db::clock(conn)?, lease.ttl);
-    let writer = Writer::Lease(lease);
-    let matched = writer
-        .update()
-        .set(ops::lease_expires_at.eq(Some(expires_at)))
-        .execute(conn)?;
-    writer.expect_row(conn, matched)?;
+    let ttl_micros =
+        i64::try_from(lease.ttl.as_micros()).expect("ttl is checked to be at most a day");
+    let expires_at = db::serialized_write(conn, |conn| {
+        let writer = Writer::Lease(lease);
+        let matched = writer
+            .update()
+            .set(ops::lease_expires_at.eq(db::now_when_read_plus(ttl_micros).nullable()))
+            .execute(conn)?;
+        writer.expect_row(conn, matched)?;
+        let stored: Option<Option<NaiveDateTime>> =
+            held_row(lease.operation_id, lease.token.clone(), lease.owner.clone())
+                .select(ops::lease_expires_at)
+                .first(conn)
+                .optional()?;
+        match stored {
+            Some(Some(expires_at)) => Ok(expires_at),
+            // Claimed away between the two statements (MySQL; impossible while SQLite's lock is held).
+            _ => Err(StoreError::LeaseLost {
+                operation_id: lease.operation_id,
+            }),
+        }
+    })?;
     lease.expires_at = expires_at;
     Ok(expires_at)
+}
+
+/// The operation row while it carries this token and owner.
+#[diesel::dsl::auto_type]
+fn held_row(operation_id: i64, token: String, owner: String) -> _ {
+    ops::table
+        .find(operation_id)
+        .filter(ops::lease_token.eq(token))
+        .filter(ops::lease_owner.eq(owner))
 }
 
 /// Gives the operation up: clears owner, token and expiry, keeping the state, so any worker can claim
@@ -185,7 +222,7 @@ mod tests {
             operation_id: 1,
             apply_id: 1,
             owner: "w".into(),
-            token: "t".into(),
+            token: "0123456789abcdef0123456789abcdef".into(),
             acquired_at: at,
             expires_at: at,
             ttl: Duration::from_secs(1),
@@ -197,8 +234,36 @@ mod tests {
         let a = mint_token().unwrap();
         let b = mint_token().unwrap();
         assert_eq!(a.len(), 32);
-        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert!(is_minted_token(&a), "{a}");
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_token_not_shaped_as_minted_fails_closed() {
+        for token in [
+            "",
+            " ",
+            "                                ",
+            "0123456789abcdef0123456789abcde",
+            "0123456789abcdef0123456789abcdef ",
+            "0123456789ABCDEF0123456789ABCDEF",
+            "0123456789abcdef0123456789abcdeg",
+        ] {
+            let lease = OperationLease {
+                token: token.into(),
+                ..lease()
+            };
+            assert!(
+                matches!(
+                    lease.check(),
+                    Err(StoreError::InvalidInput {
+                        field: "lease.token",
+                        ..
+                    })
+                ),
+                "{token:?}"
+            );
+        }
     }
 
     #[test]

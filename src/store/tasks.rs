@@ -24,7 +24,7 @@ pub fn insert(conn: &mut DbConnection, new: &NewTask) -> StoreResult<i64> {
     validate::required_varchar("table_name", &new.table_name)?;
     validate::text("ddl", &new.ddl, true)?;
     let Some(operation_id) = new.apply_operation_id else {
-        return insert_row(conn, new);
+        return db::serialized_write(conn, |conn| insert_row(conn, new));
     };
     db::write_transaction(conn, |conn| {
         let owner = db::apply_id_of_operation_locked(conn, operation_id)?;
@@ -33,6 +33,7 @@ pub fn insert(conn: &mut DbConnection, new: &NewTask) -> StoreResult<i64> {
     })
 }
 
+/// Inserts the row; the caller serialises the write, so `created_at` is read under the write lock.
 fn insert_row(conn: &mut DbConnection, new: &NewTask) -> StoreResult<i64> {
     let now = db::now();
     diesel::insert_into(tasks::table)

@@ -28,16 +28,33 @@ pub(crate) fn optional_varchar(field: &'static str, value: &str) -> StoreResult<
     Ok(())
 }
 
+/// A name that identifies something to operators (a lease owner): 1 to 255 characters, not blank.
+pub(crate) fn required_name(field: &'static str, value: &str) -> StoreResult<()> {
+    required_varchar(field, value)?;
+    if value.trim().is_empty() {
+        return Err(StoreError::invalid(field, "must not be blank"));
+    }
+    Ok(())
+}
+
+/// True when `value` could be stored under a key column that [`key_varchar`] guards. A lookup by a
+/// value that could not have been stored finds nothing, on every backend, without asking the database.
+pub(crate) fn is_storable_key(value: &str) -> bool {
+    key_varchar("key", value).is_ok()
+}
+
 /// A short text that is part of a unique key: 1 to 255 characters and no trailing space.
 ///
-/// MySQL's `_bin` collations compare with PAD SPACE, so `"east"` and `"east "` would be the same key
-/// there and different keys on SQLite; rejecting the trailing space keeps both backends agreeing.
+/// Every backend compares stored text exactly (SQLite's BINARY; on MySQL/MariaDB the NO PAD binary
+/// collation the migrations set), so `"east"` and `"east "` would be two keys that look alike in every
+/// listing; a trailing space is rejected so that cannot happen. Lookups apply the same rule
+/// ([`is_storable_key`]).
 pub(crate) fn key_varchar(field: &'static str, value: &str) -> StoreResult<()> {
     required_varchar(field, value)?;
     if value.ends_with(' ') {
         return Err(StoreError::invalid(
             field,
-            "must not end with a space (MySQL compares keys ignoring trailing spaces)",
+            "must not end with a space (it would look like the same key without it)",
         ));
     }
     Ok(())
@@ -82,6 +99,27 @@ mod tests {
                 .starts_with("invalid deployment: must not end with a space"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn names_must_not_be_blank() {
+        assert!(required_name("owner", "w-1").is_ok());
+        assert!(required_name("owner", " w ").is_ok());
+        for blank in ["", " ", "   ", "\t"] {
+            assert!(required_name("owner", blank).is_err(), "{blank:?}");
+        }
+    }
+
+    #[test]
+    fn lookups_and_inserts_agree_on_what_a_key_can_be() {
+        for value in ["east", " east", "east\t", "é"] {
+            assert!(is_storable_key(value));
+            assert!(key_varchar("deployment", value).is_ok());
+        }
+        for value in ["", "east ", &"x".repeat(256)] {
+            assert!(!is_storable_key(value));
+            assert!(key_varchar("deployment", value).is_err());
+        }
     }
 
     #[test]

@@ -135,7 +135,22 @@ backend_tests! {
         diesel::update(reqs::table.find(id)).set(reqs::kind.eq("explode")).execute(conn).unwrap();
         assert!(matches!(control_requests::get(conn, id),
             Err(StoreError::UnknownValue { column: "kind", value, .. }) if value == "explode"));
-        // And a claim does not read it as a stop.
-        assert!(claimed_id(conn).is_some());
+        // And a claim fails closed: a pending request of a kind it does not know holds starts back.
+        assert_eq!(claimed_id(conn), None);
+    }
+
+    // A stop stored in another spelling is not listed as a stop (the list is an error naming the
+    // row), and the claim does not start the operation past it either: reading and SQL agree, and
+    // both fail closed.
+    fn a_stop_in_another_spelling_fails_closed_everywhere(db) {
+        use diesel::prelude::*;
+        use applyops::schema::apply_control_requests as reqs;
+        let conn = &mut db.conn();
+        let (apply_id, _) = rollout(conn, 1, Rolling, Halt);
+        let id = request(conn, apply_id, None, Kind::Stop);
+        diesel::update(reqs::table.find(id)).set(reqs::kind.eq("STOP")).execute(conn).unwrap();
+        assert!(matches!(control_requests::list_pending(conn, apply_id),
+            Err(StoreError::UnknownValue { column: "kind", value, .. }) if value == "STOP"));
+        assert_eq!(claimed_id(conn), None, "the operation does not start");
     }
 }

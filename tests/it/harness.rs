@@ -264,6 +264,34 @@ struct ColumnRow {
     nullable: i64,
 }
 
+#[derive(QueryableByName)]
+struct CollationRow {
+    #[diesel(sql_type = Text)]
+    table_name: String,
+    #[diesel(sql_type = Text)]
+    column_name: String,
+    #[diesel(sql_type = Text)]
+    collation_name: String,
+}
+
+/// MySQL: (table, column, collation) of every text column of the current database's tables.
+pub fn text_collations(conn: &mut DbConnection) -> Vec<(String, String, String)> {
+    let DbConnection::Mysql(c) = conn else {
+        panic!("collations are read on MySQL only")
+    };
+    let rows: Vec<CollationRow> = diesel::sql_query(
+        "SELECT CAST(TABLE_NAME AS CHAR) AS table_name, CAST(COLUMN_NAME AS CHAR) AS column_name, \
+         CAST(COLLATION_NAME AS CHAR) AS collation_name FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = DATABASE() AND COLLATION_NAME IS NOT NULL \
+         AND TABLE_NAME <> '__diesel_schema_migrations' ORDER BY TABLE_NAME, ORDINAL_POSITION",
+    )
+    .load(c)
+    .expect("read collations");
+    rows.into_iter()
+        .map(|row| (row.table_name, row.column_name, row.collation_name))
+        .collect()
+}
+
 /// The table's columns in table order (empty when the table does not exist).
 pub fn columns(conn: &mut DbConnection, table: &str) -> Vec<ColumnInfo> {
     let rows: Vec<ColumnRow> = match conn {

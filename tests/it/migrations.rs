@@ -9,13 +9,14 @@ use diesel::prelude::*;
 use crate::backend_tests;
 use crate::harness::{schema_snapshot, table_exists, tables, Kind, TestDb};
 
-const VERSIONS: [&str; 6] = [
+const VERSIONS: [&str; 7] = [
     "20261124000001",
     "20261124000002",
     "20261124000003",
     "20261125000001",
     "20261125000002",
     "20261125000003",
+    "20261125000004",
 ];
 const TABLES: [&str; 4] = [
     "applies",
@@ -24,21 +25,46 @@ const TABLES: [&str; 4] = [
     "tasks",
 ];
 
-/// What each migration adds, in VERSIONS order: a table, or a column of a table.
-const ADDED_BY_MIGRATION: [(&str, Option<&str>); 6] = [
-    ("applies", None),
-    ("apply_operations", None),
-    ("tasks", None),
-    ("apply_operations", Some("lease_token")),
-    ("applies", Some("defer_cutover")),
-    ("apply_control_requests", None),
+/// What a migration adds.
+#[derive(Debug, Clone, Copy)]
+enum Added {
+    /// A table.
+    Table(&'static str),
+    /// A column of a table.
+    Column(&'static str, &'static str),
+    /// NO PAD binary collations on every text column (MySQL; SQLite's BINARY already is).
+    NoPadCollations,
+}
+
+/// What each migration adds, in VERSIONS order.
+const ADDED_BY_MIGRATION: [Added; 7] = [
+    Added::Table("applies"),
+    Added::Table("apply_operations"),
+    Added::Table("tasks"),
+    Added::Column("apply_operations", "lease_token"),
+    Added::Column("applies", "defer_cutover"),
+    Added::Table("apply_control_requests"),
+    Added::NoPadCollations,
 ];
 
-/// True while what migration `index` adds is present.
-fn added_by_migration_exists(conn: &mut applyops::DbConnection, index: usize) -> bool {
+/// True while what migration `index` adds is present; `None` where it changes nothing observable on
+/// this backend.
+fn added_by_migration_exists(conn: &mut applyops::DbConnection, index: usize) -> Option<bool> {
     match ADDED_BY_MIGRATION[index] {
-        (table, None) => table_exists(conn, table),
-        (table, Some(column)) => crate::harness::column_exists(conn, table, column).is_some(),
+        Added::Table(table) => Some(table_exists(conn, table)),
+        Added::Column(table, column) => {
+            Some(crate::harness::column_exists(conn, table, column).is_some())
+        }
+        Added::NoPadCollations => match conn {
+            applyops::DbConnection::Mysql(_) => {
+                let collations = crate::harness::text_collations(conn);
+                assert!(!collations.is_empty());
+                Some(collations.iter().all(|(_, _, collation)| {
+                    collation == "utf8mb4_nopad_bin" || collation == "utf8mb4_0900_bin"
+                }))
+            }
+            applyops::DbConnection::Sqlite(_) => None,
+        },
     }
 }
 
@@ -125,7 +151,7 @@ fn mysql_a_half_applied_migration_can_be_run_again() {
         )
         .execute(conn)
         .unwrap();
-        assert!(added_by_migration_exists(conn, index));
+        assert_ne!(added_by_migration_exists(conn, index), Some(false));
         assert_eq!(db::run_migrations(conn).unwrap(), [*version]);
         assert_eq!(schema_snapshot(conn), before, "after re-running {version}");
     }
@@ -140,8 +166,8 @@ backend_tests! {
                 let index = VERSIONS.len() - 1 - step;
                 let expected = VERSIONS[index];
                 assert_eq!(db::revert_last_migration(conn).unwrap().as_deref(), Some(expected));
-                assert!(
-                    !added_by_migration_exists(conn, index),
+                assert_ne!(
+                    added_by_migration_exists(conn, index), Some(true),
                     "down.sql of {expected} removes {:?}", ADDED_BY_MIGRATION[index]
                 );
             }

@@ -132,9 +132,10 @@ fn mysql_statements_per_operation() {
     assert_eq!(n, 6 + 1, "delete_by_apply of nothing: transaction + DELETE");
 }
 
-/// The worker contract's statement costs: a claim is SET TRANSACTION, the transaction bracket (6,
-/// see above), the SELECT … FOR UPDATE SKIP LOCKED and the UPDATE; one that finds nothing skips the
-/// UPDATE. Leased writes are one UPDATE; heartbeat reads the server clock first.
+/// The worker contract's statement costs: a claim is the unlocked candidate read, then SET
+/// TRANSACTION, the transaction bracket (6, see above), the one-row SELECT … FOR UPDATE SKIP LOCKED
+/// and the UPDATE; one that finds nothing is the candidate read alone. Leased writes are one UPDATE;
+/// heartbeat is the UPDATE and reading the new expiry back.
 #[test]
 fn mysql_statements_per_claim_and_leased_write() {
     use applyops::state::{CutoverPolicy, FailurePolicy};
@@ -152,15 +153,15 @@ fn mysql_statements_per_claim_and_leased_write() {
     let mut claimed = claimed.expect("claimable");
     assert_eq!(
         n,
-        1 + 6 + 2,
-        "claim_next: SET TRANSACTION + BEGIN/COMMIT + SELECT + UPDATE"
+        1 + 1 + 6 + 2,
+        "claim_next: candidate SELECT + SET TRANSACTION + BEGIN/COMMIT + locking SELECT + UPDATE"
     );
     let (n, _) = statements(conn, |c| {
         leases::update_state(c, &claimed.lease, ApplyState::WaitingForCutover).unwrap()
     });
     assert_eq!(n, 1, "a leased write");
     let (n, _) = statements(conn, |c| leases::heartbeat(c, &mut claimed.lease).unwrap());
-    assert_eq!(n, 2, "heartbeat: server clock + UPDATE");
+    assert_eq!(n, 2, "heartbeat: UPDATE + reading the stored expiry");
     let (n, _) = statements(conn, |c| leases::release(c, &claimed.lease).unwrap());
     assert_eq!(n, 1, "release");
     let (n, lost) = statements(conn, |c| leases::release(c, &claimed.lease));
@@ -175,8 +176,7 @@ fn mysql_statements_per_claim_and_leased_write() {
     let (n, none) = statements(conn, |c| claims::claim_next(c, &options).unwrap());
     assert!(none.is_none());
     assert_eq!(
-        n,
-        1 + 6 + 1,
-        "an empty claim: SET TRANSACTION + BEGIN/COMMIT + SELECT"
+        n, 1,
+        "an empty claim: the candidate SELECT alone, no transaction"
     );
 }
