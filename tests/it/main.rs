@@ -14,6 +14,7 @@ mod cutover;
 mod errors;
 mod example_worker;
 mod explain;
+mod hardening;
 mod leases;
 mod migrations;
 mod pool;
