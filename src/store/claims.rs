@@ -321,41 +321,40 @@ macro_rules! cutover_requested_for_apply {
     };
 }
 
-/// The copy claim's candidates (unordered): see [`claim_next`]. A macro, expanded once per backend,
-/// because the row selection is typed by the backend it runs on.
+/// The copy claim's candidates among `$rows` (unordered): see [`claim_next`]. `$rows` is
+/// [`walk_claim_index`] for the candidate read, `ops::table.filter(only_row(id))` for the locking
+/// read of one candidate. A macro, expanded once per backend, because the row selection is typed by
+/// the backend it runs on.
 macro_rules! copy_candidates {
-    ($now:expr, $max_attempts:expr) => {
-        ops::table
-            .filter(ops::claimable.eq(true))
-            .filter(lease_free!($now.nullable()))
-            .filter(
-                ops::state
-                    .eq("pending")
-                    .and(not(stop_pending!()))
-                    .and(start_order_gate!())
-                    .and(failure_gate!())
-                    .or(ops::state.eq_any(recoverable()))
-                    .or(ops::state.eq("waiting_for_cutover").and(
-                        ops::cutover_policy
-                            .ne_all(CUTOVER_CLAIMED_POLICIES)
-                            .or(not(has_sibling!())),
-                    ))
-                    .or(ops::state
-                        .eq("stopped")
-                        .and(request_for_row!("start", ["pending"])))
-                    .or(ops::state
-                        .eq("failed_retryable")
-                        .and(ops::attempt.lt($max_attempts))
-                        .and(not(stop_pending!()))),
-            )
+    ($rows:expr, $now:expr, $max_attempts:expr) => {
+        $rows.filter(lease_free!($now.nullable())).filter(
+            ops::state
+                .eq("pending")
+                .and(not(stop_pending!()))
+                .and(start_order_gate!())
+                .and(failure_gate!())
+                .or(ops::state.eq_any(recoverable()))
+                .or(ops::state.eq("waiting_for_cutover").and(
+                    ops::cutover_policy
+                        .ne_all(CUTOVER_CLAIMED_POLICIES)
+                        .or(not(has_sibling!())),
+                ))
+                .or(ops::state
+                    .eq("stopped")
+                    .and(request_for_row!("start", ["pending"])))
+                .or(ops::state
+                    .eq("failed_retryable")
+                    .and(ops::attempt.lt($max_attempts))
+                    .and(not(stop_pending!()))),
+        )
     };
 }
 
-/// The cutover claim's candidates (unordered): see [`claim_next_cutover`].
+/// The cutover claim's candidates among `$rows` (unordered): see [`claim_next_cutover`] and
+/// [`copy_candidates!`].
 macro_rules! cutover_candidates {
-    ($now:expr) => {
-        ops::table
-            .filter(ops::claimable.eq(true))
+    ($rows:expr, $now:expr) => {
+        $rows
             .filter(lease_free!($now.nullable()))
             .filter(ops::cutover_policy.eq_any(CUTOVER_CLAIMED_POLICIES))
             .filter(has_sibling!())
@@ -409,7 +408,7 @@ pub fn claim_next(
         options,
         |conn, after| {
             let now = db::now();
-            Ok(copy_candidates!(now, max_attempts)
+            Ok(copy_candidates!(walk_claim_index(), now, max_attempts)
                 .filter(after_key(after))
                 .order((ops::created_at.asc(), ops::id.asc()))
                 .select((ops::created_at, ops::id))
@@ -420,8 +419,7 @@ pub fn claim_next(
             let now = db::now();
             Ok(first_for_claim!(
                 conn,
-                copy_candidates!(now, max_attempts)
-                    .filter(only_row(id))
+                copy_candidates!(ops::table.filter(only_row(id)), now, max_attempts)
                     .select((ApplyOperation::as_select(), db::now_when_read()))
             )
             .optional()?)
@@ -462,7 +460,7 @@ pub fn claim_next_cutover(
         options,
         |conn, after| {
             let now = db::now();
-            Ok(cutover_candidates!(now)
+            Ok(cutover_candidates!(walk_claim_index(), now)
                 .filter(after_key(after))
                 .order((ops::created_at.asc(), ops::id.asc()))
                 .select((ops::created_at, ops::id))
@@ -473,8 +471,7 @@ pub fn claim_next_cutover(
             let now = db::now();
             Ok(first_for_claim!(
                 conn,
-                cutover_candidates!(now)
-                    .filter(only_row(id))
+                cutover_candidates!(ops::table.filter(only_row(id)), now)
                     .select((ApplyOperation::as_select(), db::now_when_read()))
             )
             .optional()?)
@@ -517,11 +514,20 @@ fn after_claim_key(created_at: NaiveDateTime, id: i64) -> _ {
 
 type AfterKey = after_claim_key;
 
+/// The rows the candidate read walks: those in a claimable state, through
+/// `apply_operations_claim_idx` (`claimable`, `created_at`, `id`).
+#[diesel::dsl::auto_type]
+fn walk_claim_index() -> _ {
+    ops::table.filter(ops::claimable.eq(true))
+}
+
 /// The one row `id`, written as the range `id >= ? AND id <= ?` rather than `id = ?`: the database
 /// then reads it as a range on the primary key, and a locking read that rejects the row (it changed
 /// since the candidate read) releases it at once under READ COMMITTED. An equality on the primary key
 /// is read as a constant before the conditions are evaluated, and its lock is kept until COMMIT
-/// (measured on MariaDB 10.11; `tests/it/claim_locks.rs` pins the behaviour).
+/// (measured on MariaDB 10.11; `tests/it/claim_locks.rs` pins the behaviour). The locking read does
+/// not repeat `claimable = 1` either (the state conditions imply it): with it, the optimizer may walk
+/// the claim index instead, locking every claimable row it passes.
 #[diesel::dsl::auto_type]
 fn only_row(id: i64) -> _ {
     ops::id.ge(id).and(ops::id.le(id))
@@ -670,7 +676,7 @@ pub fn explain_claim_next(conn: &mut DbConnection) -> StoreResult<Vec<String>> {
     let now = db::now();
     Ok(db::explain!(
         conn,
-        copy_candidates!(now, DEFAULT_MAX_ATTEMPTS)
+        copy_candidates!(walk_claim_index(), now, DEFAULT_MAX_ATTEMPTS)
             .filter(after_key(None))
             .order((ops::created_at.asc(), ops::id.asc()))
             .select((ops::created_at, ops::id))
@@ -683,7 +689,7 @@ pub fn explain_claim_next_cutover(conn: &mut DbConnection) -> StoreResult<Vec<St
     let now = db::now();
     Ok(db::explain!(
         conn,
-        cutover_candidates!(now)
+        cutover_candidates!(walk_claim_index(), now)
             .filter(after_key(None))
             .order((ops::created_at.asc(), ops::id.asc()))
             .select((ops::created_at, ops::id))
@@ -697,8 +703,7 @@ pub fn explain_claim_lock(conn: &mut DbConnection, id: i64) -> StoreResult<Vec<S
     let now = db::now();
     Ok(db::explain_for_claim!(
         conn,
-        copy_candidates!(now, DEFAULT_MAX_ATTEMPTS)
-            .filter(only_row(id))
+        copy_candidates!(ops::table.filter(only_row(id)), now, DEFAULT_MAX_ATTEMPTS)
             .select((ApplyOperation::as_select(), db::now_when_read()))
             .limit(1)
     )?)

@@ -6,6 +6,7 @@ mod harness;
 
 mod applies;
 mod apply_operations;
+mod claim_locks;
 mod claims;
 mod cli;
 mod concurrency;
@@ -16,8 +17,10 @@ mod example_worker;
 mod explain;
 mod hardening;
 mod leases;
+mod lost_commit;
 mod migrations;
 mod pool;
+mod proxy;
 mod schema;
 mod statements;
 mod stress;

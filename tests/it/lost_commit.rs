@@ -1,0 +1,119 @@
+//! A claim whose COMMIT acknowledgement is lost: the server committed, the client saw a dead
+//! connection. The claim finds out from the token on the row instead of dropping a lease it holds.
+
+use std::time::Duration;
+
+use applyops::state::{ApplyState, CutoverPolicy, FailurePolicy};
+use applyops::store::{claims, leases};
+use applyops::{db, PoolConfig, Store, StoreError};
+
+use crate::fixtures::{opts, rollout, row};
+use crate::harness::{mysql_server, Kind, TestDb};
+use crate::proxy::{CommitProxy, OnCommit};
+
+/// A test database and a proxy in front of its server.
+fn proxied() -> (TestDb, CommitProxy, String) {
+    let db = TestDb::new(Kind::Mysql);
+    let server = mysql_server();
+    let host_port = server.rsplit('@').next().unwrap().to_owned();
+    let proxy = CommitProxy::start(&host_port);
+    let database = db.url().rsplit('/').next().unwrap().to_owned();
+    let url = proxy.url(server, &database);
+    (db, proxy, url)
+}
+
+#[test]
+fn mysql_a_claim_whose_commit_acknowledgement_is_lost_is_resolved_by_its_token() {
+    let (db, proxy, url) = proxied();
+    let conn = &mut db.conn();
+    let (_, ids) = rollout(conn, 1, CutoverPolicy::Rolling, FailurePolicy::Halt);
+    let through_proxy = &mut db::establish(&url).unwrap();
+    proxy.arm(OnCommit::LoseAcknowledgement);
+    let unknown = match claims::claim_next(through_proxy, &opts("w")) {
+        Err(StoreError::ClaimOutcomeUnknown(unknown)) => unknown,
+        other => panic!("expected ClaimOutcomeUnknown, got {other:?}"),
+    };
+    assert_eq!(unknown.operation_id(), ids[0]);
+    assert!(
+        !format!("{unknown:?}").contains(&row(conn, ids[0]).1),
+        "Debug hides the token"
+    );
+    // The server did commit: the token is on the row, and resolving on a new connection says so.
+    let claimed = claims::resolve_unknown(conn, &unknown)
+        .unwrap()
+        .expect("the claim committed");
+    assert_eq!(claimed.operation.state, ApplyState::Running.as_str());
+    assert_eq!(row(conn, ids[0]).1, claimed.lease.token);
+    // And the lease it returns drives the operation.
+    leases::mark_completed(conn, &claimed.lease).unwrap();
+}
+
+#[test]
+fn mysql_a_claim_whose_commit_never_reached_the_server_resolves_to_none() {
+    let (db, proxy, url) = proxied();
+    let conn = &mut db.conn();
+    let (_, ids) = rollout(conn, 1, CutoverPolicy::Rolling, FailurePolicy::Halt);
+    let through_proxy = &mut db::establish(&url).unwrap();
+    proxy.arm(OnCommit::Drop);
+    let unknown = match claims::claim_next(through_proxy, &opts("w")) {
+        Err(StoreError::ClaimOutcomeUnknown(unknown)) => unknown,
+        other => panic!("expected ClaimOutcomeUnknown, got {other:?}"),
+    };
+    // The server rolls the transaction back once it sees the connection gone; until then the row is
+    // still locked (a claim skips it). Once another claim can take it, the dead one surely did not.
+    let mut next = None;
+    for _ in 0..100 {
+        next = claims::claim_next(conn, &opts("next")).unwrap();
+        if next.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let next = next.expect("claimable once the server rolled the dead claim back");
+    assert_eq!(next.operation.id, ids[0]);
+    assert_eq!(next.kind, claims::ClaimKind::Start, "it was still pending");
+    assert!(
+        claims::resolve_unknown(conn, &unknown).unwrap().is_none(),
+        "the dead claim's token is not on the row"
+    );
+}
+
+#[test]
+fn mysql_a_store_claim_returns_the_claim_whose_acknowledgement_was_lost() {
+    let (db, proxy, url) = proxied();
+    let conn = &mut db.conn();
+    let (apply_id, _) = rollout(conn, 1, CutoverPolicy::Rolling, FailurePolicy::Halt);
+    let store = Store::open(
+        &url,
+        PoolConfig {
+            max_size: 2,
+            ..PoolConfig::default()
+        },
+    )
+    .unwrap();
+    // A resume claim: its start request must not be left pending for ever either.
+    let claimed = store.claim_next(&opts("first")).unwrap().unwrap();
+    store
+        .leased(&claimed.lease)
+        .update_state(ApplyState::Stopped)
+        .unwrap();
+    store.release(&claimed.lease).unwrap();
+    store
+        .control_requests()
+        .request(
+            apply_id,
+            None,
+            applyops::state::ControlRequestKind::Start,
+            None,
+        )
+        .unwrap();
+    proxy.arm(OnCommit::LoseAcknowledgement);
+    let resumed = store
+        .claim_next(&opts("second"))
+        .expect("the lost acknowledgement is not an error")
+        .expect("the claim committed, so it is returned");
+    assert_eq!(resumed.kind, claims::ClaimKind::Resume);
+    assert_eq!(resumed.operation.state, ApplyState::Resuming.as_str());
+    assert_eq!(row(conn, resumed.operation.id).1, resumed.lease.token);
+    store.leased(&resumed.lease).mark_started().unwrap();
+}
