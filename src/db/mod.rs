@@ -16,6 +16,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 
 use crate::error::{StoreError, StoreResult};
 
+mod migration_plan;
 mod mysql;
 mod now;
 mod pool;
@@ -25,6 +26,11 @@ mod url;
 pub use now::{now, now_when_read, DbNow, DbNowWhenRead};
 pub use pool::{pool, ConnectionManager, DbPool, PoolConfig, PooledConnection};
 pub use url::DatabaseUrl;
+
+pub use migration_plan::{
+    ensure_migrated, pending_migrations, preview_revert, revert_last_migration_checked, Dropped,
+    DroppedData, RevertPreview,
+};
 
 pub use connection::{DbConnection, MultiBackend};
 
