@@ -109,7 +109,10 @@ pub fn establish(url: &str) -> StoreResult<DbConnection> {
 pub fn establish_with(url: &str, options: &ConnectOptions) -> StoreResult<DbConnection> {
     match DatabaseUrl::parse(url)? {
         DatabaseUrl::Mysql(url) => Ok(DbConnection::Mysql(mysql::connect(&url)?)),
-        DatabaseUrl::Sqlite(path) => Ok(DbConnection::Sqlite(sqlite::connect(&path, options)?)),
+        DatabaseUrl::Sqlite(path) => {
+            url::check_sqlite_directory(&path)?;
+            Ok(DbConnection::Sqlite(sqlite::connect(&path, options)?))
+        }
     }
 }
 
