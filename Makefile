@@ -2,7 +2,8 @@
 #
 #   make test          install missing system packages, then run the whole suite
 #   make lint          rustfmt check + clippy with -D warnings
-#   make schema-check  fail when src/schema.rs disagrees with the MySQL migrations
+#   make schema-check  fail when src/schema.rs disagrees with the MySQL migrations or the diesel CLI
+#                      workflow (run, redo, revert, revert --all, print-schema) reports an error
 #   make migrate       run migrations on DATABASE_URL (default sqlite://applyops.db)
 #   make doc           build the rustdoc (warnings are errors)
 #   make bench         measure the pool's test_on_check_out cost (reported as ratios)

@@ -152,6 +152,19 @@ pub enum StoreError {
     /// The database reported an error (including a lost or killed connection).
     #[error("database error: {0}")]
     Database(#[from] diesel::result::Error),
+
+    /// The database lacks migrations this version of applyops needs: it was never migrated, or only
+    /// partly. See [`crate::db::ensure_migrated`].
+    #[error(
+        "migrations are missing: this database has not applied {} ({}); run them with \
+         `applyops migrate` (or `diesel migration run` on MySQL), then retry",
+        if .pending.len() == 1 { "1 migration".to_owned() } else { format!("{} migrations", .pending.len()) },
+        .pending.join(", ")
+    )]
+    MigrationsPending {
+        /// The versions not applied yet, oldest first.
+        pending: Vec<String>,
+    },
 }
 
 impl StoreError {

@@ -1,6 +1,9 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    use diesel::sql_types::{Bigint, Bool, Integer, Nullable, Text, Varchar};
+    use crate::schema_types::Datetime;
+
     applies (id) {
         id -> Bigint,
         #[max_length = 255]
@@ -14,15 +17,18 @@ diesel::table! {
         #[max_length = 64]
         state -> Varchar,
         error_message -> Nullable<Text>,
-        created_at -> Timestamp,
-        updated_at -> Timestamp,
-        started_at -> Nullable<Timestamp>,
-        completed_at -> Nullable<Timestamp>,
+        created_at -> Datetime,
+        updated_at -> Datetime,
+        started_at -> Nullable<Datetime>,
+        completed_at -> Nullable<Datetime>,
         defer_cutover -> Bool,
     }
 }
 
 diesel::table! {
+    use diesel::sql_types::{Bigint, Bool, Integer, Nullable, Text, Varchar};
+    use crate::schema_types::Datetime;
+
     apply_control_requests (id) {
         id -> Bigint,
         apply_id -> Bigint,
@@ -32,14 +38,17 @@ diesel::table! {
         #[max_length = 16]
         status -> Varchar,
         reason -> Nullable<Text>,
-        created_at -> Timestamp,
-        updated_at -> Timestamp,
-        completed_at -> Nullable<Timestamp>,
+        created_at -> Datetime,
+        updated_at -> Datetime,
+        completed_at -> Nullable<Datetime>,
         pending_scope -> Nullable<Bigint>,
     }
 }
 
 diesel::table! {
+    use diesel::sql_types::{Bigint, Bool, Integer, Nullable, Text, Varchar};
+    use crate::schema_types::Datetime;
+
     apply_operations (id) {
         id -> Bigint,
         apply_id -> Bigint,
@@ -50,10 +59,10 @@ diesel::table! {
         #[max_length = 64]
         state -> Varchar,
         error_message -> Nullable<Text>,
-        started_at -> Nullable<Timestamp>,
-        completed_at -> Nullable<Timestamp>,
-        created_at -> Timestamp,
-        updated_at -> Timestamp,
+        started_at -> Nullable<Datetime>,
+        completed_at -> Nullable<Datetime>,
+        created_at -> Datetime,
+        updated_at -> Datetime,
         #[max_length = 32]
         cutover_policy -> Varchar,
         #[max_length = 32]
@@ -63,13 +72,16 @@ diesel::table! {
         lease_owner -> Varchar,
         #[max_length = 64]
         lease_token -> Varchar,
-        lease_acquired_at -> Nullable<Timestamp>,
-        lease_expires_at -> Nullable<Timestamp>,
+        lease_acquired_at -> Nullable<Datetime>,
+        lease_expires_at -> Nullable<Datetime>,
         claimable -> Nullable<Bool>,
     }
 }
 
 diesel::table! {
+    use diesel::sql_types::{Bigint, Bool, Integer, Nullable, Text, Varchar};
+    use crate::schema_types::Datetime;
+
     tasks (id) {
         id -> Bigint,
         apply_id -> Bigint,
@@ -80,10 +92,10 @@ diesel::table! {
         #[max_length = 64]
         state -> Varchar,
         error_message -> Nullable<Text>,
-        created_at -> Timestamp,
-        updated_at -> Timestamp,
-        started_at -> Nullable<Timestamp>,
-        completed_at -> Nullable<Timestamp>,
+        created_at -> Datetime,
+        updated_at -> Datetime,
+        started_at -> Nullable<Datetime>,
+        completed_at -> Nullable<Datetime>,
     }
 }
 

@@ -16,6 +16,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 
 use crate::error::{StoreError, StoreResult};
 
+mod migration_plan;
 mod mysql;
 mod now;
 mod pool;
@@ -25,6 +26,11 @@ mod url;
 pub use now::{now, now_when_read, now_when_read_plus, DbNow, DbNowWhenRead, DbNowWhenReadPlus};
 pub use pool::{pool, ConnectionManager, DbPool, PoolConfig, PooledConnection, MAX_POOL_DURATION};
 pub use url::DatabaseUrl;
+
+pub use migration_plan::{
+    ensure_migrated, pending_migrations, preview_revert, revert_last_migration_checked, Dropped,
+    DroppedData, RevertPreview,
+};
 
 pub use connection::{DbConnection, MultiBackend};
 
@@ -123,7 +129,10 @@ pub fn establish_with(url: &str, options: &ConnectOptions) -> StoreResult<DbConn
     options.check()?;
     match DatabaseUrl::parse(url)? {
         DatabaseUrl::Mysql(url) => Ok(DbConnection::Mysql(mysql::connect(&url)?)),
-        DatabaseUrl::Sqlite(path) => Ok(DbConnection::Sqlite(sqlite::connect(&path, options)?)),
+        DatabaseUrl::Sqlite(path) => {
+            url::check_sqlite_directory(&path)?;
+            Ok(DbConnection::Sqlite(sqlite::connect(&path, options)?))
+        }
     }
 }
 

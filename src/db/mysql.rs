@@ -185,6 +185,38 @@ pub(super) fn revert_last_migration(
     })
 }
 
+/// The number of rows in `table`, or `None` when the current database has no such table. `table` must
+/// be a plain identifier: it is spliced into the count query.
+pub(super) fn table_rows(conn: &mut MysqlConnection, table: &str) -> StoreResult<Option<u64>> {
+    use super::migration_plan::{check_identifier, RowCount};
+    check_identifier(table)?;
+    let found: RowCount = diesel::sql_query(
+        "SELECT COUNT(*) AS n FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+    )
+    .bind::<Text, _>(table)
+    .get_result(conn)?;
+    if found.n == 0 {
+        return Ok(None);
+    }
+    let rows: RowCount =
+        diesel::sql_query(format!("SELECT COUNT(*) AS n FROM `{table}`")).get_result(conn)?;
+    Ok(Some(rows.n.unsigned_abs()))
+}
+
+/// [`revert_last_migration`] after `check`, both under the migration lock. When `check` refuses, nothing
+/// is reverted and its error comes back as the inner result.
+pub(super) fn revert_last_migration_checked<E>(
+    conn: &mut MysqlConnection,
+    lock_wait: Duration,
+    check: impl FnOnce(&mut MysqlConnection) -> Result<(), E>,
+) -> StoreResult<Result<Option<String>, E>> {
+    with_migration_lock(conn, lock_wait, |conn| match check(conn) {
+        Ok(()) => super::revert_newest(conn, MIGRATIONS).map(Ok),
+        Err(refused) => Ok(Err(refused)),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -92,6 +92,36 @@ where
     Ok(rows.into_iter().map(|row| row.detail).collect())
 }
 
+/// The number of rows in `table`, or `None` when the database has no such table. `table` must be a
+/// plain identifier: it is spliced into the count query.
+pub(super) fn table_rows(conn: &mut SqliteConnection, table: &str) -> StoreResult<Option<u64>> {
+    use super::migration_plan::{check_identifier, RowCount};
+    check_identifier(table)?;
+    let found: RowCount = diesel::sql_query(
+        "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = ?",
+    )
+    .bind::<diesel::sql_types::Text, _>(table)
+    .get_result(conn)?;
+    if found.n == 0 {
+        return Ok(None);
+    }
+    let rows: RowCount =
+        diesel::sql_query(format!("SELECT COUNT(*) AS n FROM \"{table}\"")).get_result(conn)?;
+    Ok(Some(rows.n.unsigned_abs()))
+}
+
+/// [`revert_last_migration`] after `check`, both in one immediate transaction. When `check` refuses,
+/// nothing is reverted and its error comes back as the inner result.
+pub(super) fn revert_last_migration_checked<E>(
+    conn: &mut SqliteConnection,
+    check: impl FnOnce(&mut SqliteConnection) -> Result<(), E>,
+) -> StoreResult<Result<Option<String>, E>> {
+    conn.immediate_transaction(|conn| match check(conn) {
+        Ok(()) => super::revert_newest(conn, MIGRATIONS).map(Ok),
+        Err(refused) => Ok(Err(refused)),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -104,9 +104,51 @@ pub(crate) fn redact_password(url: &str) -> String {
     }
 }
 
+/// Fails, naming the path, when the SQLite database `path` is to live in a directory that does not
+/// exist: SQLite would only say "unable to open database file". applyops does not create
+/// directories. `:memory:` and `file:` URIs are left to SQLite.
+pub(super) fn check_sqlite_directory(path: &str) -> StoreResult<()> {
+    if path == ":memory:" || path.starts_with("file:") {
+        return Ok(());
+    }
+    match std::path::Path::new(path).parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => Err(StoreError::invalid(
+            "database_url",
+            format!(
+                "SQLite database {path:?} cannot be opened: its directory {:?} does not exist \
+                 (applyops does not create directories)",
+                dir.display().to_string()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sqlite_path_in_a_missing_directory_is_named() {
+        let err = check_sqlite_directory("/nonexistent-applyops-dir/sub/x.db").unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("\"/nonexistent-applyops-dir/sub/x.db\""),
+            "{message}"
+        );
+        assert!(
+            message.contains("\"/nonexistent-applyops-dir/sub\" does not exist"),
+            "{message}"
+        );
+        for fine in [
+            "x.db",
+            ":memory:",
+            "file:/nonexistent-applyops-dir/x.db?mode=memory",
+            "/tmp/x.db",
+        ] {
+            assert!(check_sqlite_directory(fine).is_ok(), "{fine}");
+        }
+    }
 
     #[test]
     fn mysql_urls_are_mysql() {

@@ -26,12 +26,16 @@ pub struct Apply {
     /// The last error, if the apply failed.
     pub error_message: Option<String>,
     /// When the row was inserted (UTC).
+    #[serde(with = "super::rfc3339")]
     pub created_at: NaiveDateTime,
     /// When the row was last written (UTC).
+    #[serde(with = "super::rfc3339")]
     pub updated_at: NaiveDateTime,
     /// When work on the apply first started (UTC).
+    #[serde(default, with = "super::rfc3339::option")]
     pub started_at: Option<NaiveDateTime>,
     /// When the apply reached a terminal state (UTC).
+    #[serde(default, with = "super::rfc3339::option")]
     pub completed_at: Option<NaiveDateTime>,
     /// When true, automatic cutover is off: each cutover of a barrier or parallel operation waits for
     /// an operator's `cutover` request.

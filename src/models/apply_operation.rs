@@ -25,12 +25,16 @@ pub struct ApplyOperation {
     /// The error recorded by [`mark_failed`](crate::store::apply_operations::mark_failed).
     pub error_message: Option<String>,
     /// When the operation first started running (UTC); stamped once.
+    #[serde(default, with = "super::rfc3339::option")]
     pub started_at: Option<NaiveDateTime>,
     /// When the operation reached a terminal state (UTC); stamped once.
+    #[serde(default, with = "super::rfc3339::option")]
     pub completed_at: Option<NaiveDateTime>,
     /// When the row was inserted (UTC); operations of an apply are listed in (created_at, id) order.
+    #[serde(with = "super::rfc3339")]
     pub created_at: NaiveDateTime,
     /// When the row was last written (UTC).
+    #[serde(with = "super::rfc3339")]
     pub updated_at: NaiveDateTime,
     /// How the start waits for earlier siblings: a [`CutoverPolicy`] name, kept as stored.
     pub cutover_policy: String,
@@ -43,8 +47,10 @@ pub struct ApplyOperation {
     /// returns carries it, so a listing cannot be turned into a lease.
     pub lease_owner: String,
     /// When the current lease was taken (UTC); NULL when there is none.
+    #[serde(default, with = "super::rfc3339::option")]
     pub lease_acquired_at: Option<NaiveDateTime>,
     /// When the current lease expires (UTC, the database's clock); NULL when there is none.
+    #[serde(default, with = "super::rfc3339::option")]
     pub lease_expires_at: Option<NaiveDateTime>,
 }
 

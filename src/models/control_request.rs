@@ -26,10 +26,13 @@ pub struct ControlRequest {
     /// Why it was asked for, or (once failed) why it could not be acted on.
     pub reason: Option<String>,
     /// When the request was made (UTC).
+    #[serde(with = "super::rfc3339")]
     pub created_at: NaiveDateTime,
     /// When the row was last written (UTC).
+    #[serde(with = "super::rfc3339")]
     pub updated_at: NaiveDateTime,
     /// When the request was completed or failed (UTC); stamped once.
+    #[serde(default, with = "super::rfc3339::option")]
     pub completed_at: Option<NaiveDateTime>,
 }
 

@@ -1,9 +1,11 @@
 //! Migrations: idempotent runs, concurrent runners, re-running a half-applied run, and every
 //! migration's down.sql really reversing it.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Barrier};
 
-use applyops::db;
+use applyops::db::{self, Dropped};
+use applyops::StoreError;
 use diesel::prelude::*;
 
 use crate::backend_tests;
@@ -184,6 +186,146 @@ backend_tests! {
         assert_eq!(tables(conn), Vec::<String>::new());
         assert_eq!(db::revert_last_migration(conn).unwrap(), None);
     }
+
+    fn the_revert_preview_names_exactly_what_each_revert_drops(db) {
+        // Every migration, newest first: the tables and columns that disappear are exactly those the
+        // preview (taken under the migration lock) lists, with the rows they held.
+        let conn = &mut db.conn();
+        fill_every_table(conn);
+        let mut reverts = 0;
+        loop {
+            let before = column_names(conn);
+            let mut seen = None;
+            let reverted = db::revert_last_migration_checked(conn, |preview| {
+                seen = Some(preview.clone());
+                Ok::<(), StoreError>(())
+            })
+            .unwrap();
+            let Some(version) = reverted else {
+                assert!(seen.is_none(), "no preview when nothing is applied");
+                break;
+            };
+            reverts += 1;
+            let preview = seen.expect("the check saw a preview");
+            assert_eq!(preview.version, version);
+            let after = column_names(conn);
+            let mut expected_tables = BTreeSet::new();
+            let mut expected_columns: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for drop in &preview.drops {
+                assert_eq!(drop.rows, 1, "{version}: every table holds one row ({})", drop.table);
+                match &drop.dropped {
+                    Dropped::Table => {
+                        expected_tables.insert(drop.table.clone());
+                    }
+                    Dropped::Columns(columns) => {
+                        expected_columns.insert(drop.table.clone(), columns.iter().cloned().collect());
+                    }
+                }
+            }
+            let gone_tables: BTreeSet<String> =
+                before.keys().filter(|t| !after.contains_key(*t)).cloned().collect();
+            assert_eq!(gone_tables, expected_tables, "{version}: dropped tables");
+            for (table, columns) in &after {
+                let gone: BTreeSet<String> = before[table].difference(columns).cloned().collect();
+                let expected = expected_columns.remove(table).unwrap_or_default();
+                assert_eq!(gone, expected, "{version}: dropped columns of {table}");
+            }
+            assert!(expected_columns.is_empty(), "{version}: {expected_columns:?}");
+        }
+        assert_eq!(db::pending_migrations(conn).unwrap().len(), reverts, "every migration reverted");
+    }
+
+    fn a_refused_checked_revert_changes_nothing(db) {
+        let conn = &mut db.conn();
+        fill_every_table(conn);
+        let before = schema_snapshot(conn);
+        let newest = db::preview_revert(conn).unwrap().expect("migrated");
+        let refused = db::revert_last_migration_checked(conn, |preview| {
+            assert_eq!(*preview, newest);
+            Err(StoreError::InvalidInput { field: "revert", reason: "refused by the test".into() })
+        });
+        assert!(matches!(refused, Err(StoreError::InvalidInput { field: "revert", .. })), "{refused:?}");
+        assert_eq!(schema_snapshot(conn), before);
+        assert!(db::pending_migrations(conn).unwrap().is_empty());
+    }
+
+    fn pending_migrations_lists_what_is_missing_oldest_first(db) {
+        let conn = &mut db.conn();
+        assert_eq!(db::pending_migrations(conn).unwrap(), Vec::<String>::new());
+        db::ensure_migrated(conn).unwrap();
+        let newest = db::revert_last_migration(conn).unwrap().unwrap();
+        let second = db::revert_last_migration(conn).unwrap().unwrap();
+        assert_eq!(db::pending_migrations(conn).unwrap(), [second.clone(), newest.clone()]);
+        match db::ensure_migrated(conn) {
+            Err(StoreError::MigrationsPending { pending }) => assert_eq!(pending, [second, newest]),
+            other => panic!("expected MigrationsPending, got {other:?}"),
+        }
+        while db::revert_last_migration(conn).unwrap().is_some() {}
+        let pending = db::pending_migrations(conn).unwrap();
+        assert_eq!(db::run_migrations(conn).unwrap(), pending);
+    }
+}
+
+/// A row in each of the four tables, so every table a revert drops holds data.
+fn fill_every_table(conn: &mut applyops::DbConnection) {
+    use applyops::models::{NewApplyOperation, NewTask};
+    use applyops::state::ControlRequestKind;
+    use applyops::store::{apply_operations, control_requests, tasks};
+    let apply_id = crate::fixtures::apply(conn, false);
+    let operation_id =
+        apply_operations::insert(conn, &NewApplyOperation::new(apply_id, "east")).unwrap();
+    let task = NewTask {
+        apply_id,
+        apply_operation_id: Some(operation_id),
+        table_name: "orders".into(),
+        ddl: "ALTER TABLE orders ADD COLUMN note TEXT".into(),
+    };
+    tasks::insert(conn, &task).unwrap();
+    control_requests::request(conn, apply_id, None, ControlRequestKind::Cutover, None).unwrap();
+}
+
+/// The column names of every table.
+fn column_names(conn: &mut applyops::DbConnection) -> BTreeMap<String, BTreeSet<String>> {
+    tables(conn)
+        .into_iter()
+        .map(|table| {
+            let names = crate::harness::columns(conn, &table)
+                .into_iter()
+                .map(|c| c.name)
+                .collect();
+            (table, names)
+        })
+        .collect()
+}
+
+/// On a database that was never migrated every migration is pending, and asking creates nothing (not
+/// even Diesel's bookkeeping table).
+fn pending_on_a_fresh_database(kind: Kind) {
+    let db = TestDb::unmigrated(kind);
+    let conn = &mut db.conn();
+    let pending = db::pending_migrations(conn).unwrap();
+    assert!(!pending.is_empty());
+    assert!(!table_exists(conn, "__diesel_schema_migrations"));
+    assert_eq!(db::preview_revert(conn).unwrap(), None);
+    assert!(!table_exists(conn, "__diesel_schema_migrations"));
+    let message = db::ensure_migrated(conn).unwrap_err().to_string();
+    assert!(message.starts_with("migrations are missing"), "{message}");
+    assert!(message.contains("`applyops migrate`"), "{message}");
+    assert_eq!(
+        db::run_migrations(conn).unwrap(),
+        pending,
+        "pending lists every migration"
+    );
+}
+
+#[test]
+fn mysql_every_migration_is_pending_on_a_fresh_database() {
+    pending_on_a_fresh_database(Kind::Mysql);
+}
+
+#[test]
+fn sqlite_every_migration_is_pending_on_a_fresh_database() {
+    pending_on_a_fresh_database(Kind::Sqlite);
 }
 
 #[derive(diesel::QueryableByName)]
