@@ -24,7 +24,7 @@ mod url;
 
 pub use now::{now, now_when_read, DbNow, DbNowWhenRead};
 pub use pool::{pool, ConnectionManager, DbPool, PoolConfig, PooledConnection};
-pub use url::DatabaseUrl;
+pub use url::{redact_url, DatabaseUrl};
 
 pub use connection::{DbConnection, MultiBackend};
 
