@@ -6,22 +6,36 @@
 //! cargo run --example worker -- --database-url mysql://root@127.0.0.1:3306/worker_demo --workers 8
 //! ```
 //!
+//! It logs through `tracing` to stderr, filtered by `RUST_LOG` (default `info`;
+//! `RUST_LOG=info,applyops=debug` adds a line per store call with its duration). Logging never takes
+//! the worker down: a write to a closed stderr (`worker … 2>&1 | head`, a log shipper that went away)
+//! is dropped, and so is the summary on a closed stdout. A worker that died of its log would hold its
+//! leases until they expire.
+//!
 //! Ctrl-C stops it cleanly: each thread finishes its current step, releases the lease it holds and
 //! exits, so another worker can take the operation over at once instead of waiting for the lease to
 //! expire. A second Ctrl-C exits immediately (held leases then expire after the TTL).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::error::Error;
+use std::io::{self, IsTerminal, Write};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use applyops::db::redact_url;
 use applyops::models::{ApplyOperation, ControlRequest, NewApply, NewApplyOperation};
+use applyops::schema::apply_operations as ops;
 use applyops::state::{ControlRequestKind, CutoverPolicy, HasApplyState};
 use applyops::store::claims::{ClaimKind, ClaimOptions, ClaimedOperation};
 use applyops::store::leases::OperationLease;
 use applyops::{ApplyState, PoolConfig, Store, StoreError, StoreResult};
+use diesel::prelude::*;
+use tracing::{debug, error, info, warn};
+use tracing_subscriber::fmt::format::FmtSpan;
+use tracing_subscriber::EnvFilter;
 
 const USAGE: &str = "usage: worker [--database-url URL] [--workers N] [--seed APPLIES] \
 [--lease-ttl-ms MS] [--step-ms MS] [--exit-when-idle]";
@@ -35,7 +49,8 @@ const POLICIES: [CutoverPolicy; 3] = [
 /// fleet does not hammer the database.
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_millis(250);
-/// `--exit-when-idle`: stop once no thread holds an operation and none has claimed one for this long.
+/// `--exit-when-idle`: a thread checks whether the database is drained only once no thread has held
+/// an operation for this long.
 const IDLE_AFTER: Duration = Duration::from_millis(1500);
 
 struct Config {
@@ -54,11 +69,12 @@ struct Shared {
     /// Owner names are `{owner_prefix}-worker-{i}`, so the final check can tell our leases apart.
     owner_prefix: String,
     interrupted: Arc<AtomicBool>,
-    idle: AtomicBool,
-    /// (threads holding an operation, last claim or release): the `--exit-when-idle` test.
+    /// (threads holding an operation, last claim or release): when `--exit-when-idle` starts looking.
     activity: Mutex<(usize, Instant)>,
     /// Every apply we seeded or claimed from: where a lease of ours could be.
     touched: Mutex<BTreeSet<i64>>,
+    /// The lease `--exit-when-idle` last reported waiting for (operation, owner), so each is logged once.
+    awaited: Mutex<Option<(i64, String)>>,
     stats: BTreeMap<&'static str, AtomicU64>,
 }
 
@@ -78,16 +94,84 @@ const STATS: [&str; 12] = [
 ];
 
 impl Shared {
-    fn stopping(&self) -> bool {
-        self.interrupted.load(SeqCst) || self.idle.load(SeqCst)
+    fn interrupted(&self) -> bool {
+        self.interrupted.load(SeqCst)
     }
     fn count(&self, stat: &str) {
         self.stats[stat].fetch_add(1, SeqCst);
     }
+    /// No thread holds an operation, and none has claimed or let one go for [`IDLE_AFTER`].
+    fn quiet(&self) -> bool {
+        let (busy, last) = *self.activity.lock().unwrap();
+        busy == 0 && last.elapsed() >= IDLE_AFTER
+    }
+    /// Logs, once per lease, that `--exit-when-idle` is waiting for `op`'s.
+    fn report_wait(&self, op: &ApplyOperation) {
+        let key = (op.id, op.lease_owner.clone());
+        let mut awaited = self.awaited.lock().unwrap();
+        if awaited.as_ref() != Some(&key) {
+            info!(
+                op = op.id,
+                apply = op.apply_id,
+                state = %op.state,
+                owner = %op.lease_owner,
+                expires_at = %op.lease_expires_at.unwrap_or_default(),
+                "nothing claimable; waiting for this lease to be released or to expire"
+            );
+            *awaited = Some(key);
+        }
+    }
 }
 
-fn main() -> Result<(), Box<dyn Error>> {
-    let cfg = parse_args()?;
+fn main() -> ExitCode {
+    init_logging();
+    let cfg = match parse_args() {
+        Ok(Some(cfg)) => cfg,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(msg) => {
+            error!("{msg}");
+            writeln!(io::stderr(), "{USAGE}").ok();
+            return ExitCode::from(2);
+        }
+    };
+    match run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // Display, not Debug: "could not connect to the database: …", not `Connect(…)`.
+            error!("{err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default `info`).
+///
+/// tracing-subscriber's fmt layer drops an event whose write fails, but the `fmt()` builder turns on
+/// `log_internal_errors`, which reports the failure with `eprintln!`, and that panics when stderr is a
+/// closed pipe. It is turned off here, so a closed stderr costs the log and nothing else.
+fn init_logging() {
+    let (filter, rejected) = match EnvFilter::try_from_default_env() {
+        Ok(filter) => (filter, None),
+        Err(err) => (
+            EnvFilter::new("info"),
+            std::env::var_os("RUST_LOG").map(|_| err.to_string()),
+        ),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        // The store's spans (debug level) then show up as one line per call, with its duration.
+        .with_span_events(FmtSpan::CLOSE)
+        .log_internal_errors(false)
+        .init();
+    if let Some(err) = rejected {
+        warn!("ignoring RUST_LOG ({err}); logging at info");
+    }
+}
+
+fn run(cfg: Config) -> Result<(), Box<dyn Error>> {
+    info!(url = %redact_url(&cfg.database_url), "opening the database");
     let pool = PoolConfig {
         // One connection per thread plus one for main; claims never need two at once.
         max_size: cfg.workers as u32 + 1,
@@ -95,7 +179,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     };
     let store = Store::open(&cfg.database_url, pool)?;
     for version in store.run_migrations()? {
-        eprintln!("migrated {version}");
+        info!(%version, "migrated");
     }
     let host = std::env::var("HOSTNAME")
         .or_else(|_| std::fs::read_to_string("/proc/sys/kernel/hostname"))
@@ -110,25 +194,28 @@ fn main() -> Result<(), Box<dyn Error>> {
     let flag = Arc::clone(&interrupted);
     ctrlc::set_handler(move || {
         if flag.swap(true, SeqCst) {
-            eprintln!("second Ctrl-C: exiting now; held leases expire after the TTL");
+            warn!("second Ctrl-C: exiting now; held leases expire after the TTL");
             std::process::exit(130);
         }
-        eprintln!("Ctrl-C: finishing current steps and releasing leases (Ctrl-C again to force)");
+        warn!("Ctrl-C: finishing current steps and releasing leases (Ctrl-C again to force)");
     })?;
 
     let shared = Arc::new(Shared {
         store,
         owner_prefix,
         interrupted,
-        idle: AtomicBool::new(false),
         activity: Mutex::new((0, Instant::now())),
         touched: Mutex::new(seeded.iter().copied().collect()),
+        awaited: Mutex::new(None),
         stats: STATS.iter().map(|s| (*s, AtomicU64::new(0))).collect(),
         cfg,
     });
-    eprintln!(
-        "{} workers on {} as {}-worker-*",
-        shared.cfg.workers, shared.cfg.database_url, shared.owner_prefix
+    info!(
+        workers = shared.cfg.workers,
+        owners = %format_args!("{}-worker-*", shared.owner_prefix),
+        lease_ttl_ms = shared.cfg.lease_ttl.as_millis() as u64,
+        exit_when_idle = shared.cfg.exit_when_idle,
+        "started"
     );
     let threads: Vec<_> = (0..shared.cfg.workers)
         .map(|i| {
@@ -141,6 +228,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     for t in threads {
         t.join().map_err(|_| "a worker thread panicked")?;
     }
+    if !shared.interrupted() {
+        info!("drained: nothing claimable and no lease left to wait for");
+    }
     summarize(&shared, &seeded)
 }
 
@@ -148,7 +238,11 @@ fn worker_loop(sh: &Shared, i: usize) {
     let who = format!("worker-{i}");
     let opts = ClaimOptions::new(format!("{}-{who}", sh.owner_prefix), sh.cfg.lease_ttl);
     let mut backoff = BACKOFF_MIN;
-    while !sh.stopping() {
+    // `--exit-when-idle`: set when a look at the leases found none that could still hand out work.
+    // An empty claim right after that look (and only right after it) means the database is drained.
+    let mut no_lease_pending = false;
+    while !sh.interrupted() {
+        let after_lease_check = std::mem::take(&mut no_lease_pending);
         // Cutovers first: finishing an operation unblocks its later siblings; starting one does not.
         let claimed = match sh.store.claim_next_cutover(&opts) {
             Ok(None) => sh.store.claim_next(&opts),
@@ -161,25 +255,61 @@ fn worker_loop(sh: &Shared, i: usize) {
                 drive(sh, &who, claimed);
                 set_activity(sh, -1);
             }
-            Ok(None) => {
-                let (busy, last) = *sh.activity.lock().unwrap();
-                if sh.cfg.exit_when_idle && busy == 0 && last.elapsed() >= IDLE_AFTER {
-                    if !sh.idle.swap(true, SeqCst) {
-                        eprintln!("{who}: nothing claimable for {IDLE_AFTER:?}; exiting");
-                    }
+            Ok(None) if sh.cfg.exit_when_idle && sh.quiet() => {
+                if after_lease_check {
+                    debug!(worker = %who, "nothing claimable and no lease pending; exiting");
                     break;
                 }
+                // Nothing is claimable now. Something still may be once a lease ends: the holder's
+                // (maybe dead) operation itself, or the siblings its completion unblocks.
+                match pending_lease(&sh.store) {
+                    // Claim once more at once: a lease that expired between the claim above and the
+                    // look is claimable now, and only a claim made after the look can tell.
+                    Ok(None) => no_lease_pending = true,
+                    Ok(Some(op)) => {
+                        sh.report_wait(&op);
+                        nap(sh, backoff);
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
+                    Err(err) => {
+                        warn!(worker = %who, error = %err, "looking for pending leases failed");
+                        sh.count("errors");
+                        nap(sh, BACKOFF_MAX);
+                    }
+                }
+            }
+            Ok(None) => {
                 nap(sh, backoff);
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
             Err(err) => {
-                // A claim is one transaction: a failed one leaves nothing behind. Log and back off.
-                eprintln!("{who}: claim failed: {err}");
+                // A failed claim usually took nothing, but not always: if the connection broke after
+                // COMMIT was sent, the claim may have committed, leaving the row under a lease whose
+                // token we never received. Nothing can write through it; it expires after the TTL and
+                // the operation is recovered then (`--exit-when-idle` waits for it). Log and back off.
+                warn!(worker = %who, error = %err, "claim failed");
                 sh.count("errors");
                 nap(sh, BACKOFF_MAX);
             }
         }
     }
+}
+
+/// The operation in a claimable state whose live lease expires first, if any: work that nobody can
+/// claim now but someone will be able to once that lease is released or expires. Whoever holds it
+/// (another process, alive or dead, or one of our threads), and whatever apply it is in: the claims
+/// take from the whole database, so that is the scope `--exit-when-idle` waits on.
+fn pending_lease(store: &Store) -> StoreResult<Option<ApplyOperation>> {
+    let conn = &mut *store.connection()?;
+    Ok(ops::table
+        .filter(ops::claimable.eq(true))
+        .filter(ops::lease_token.ne(""))
+        // The claims' own test of a live lease, on the same (database) clock.
+        .filter(ops::lease_expires_at.gt(applyops::db::now().nullable()))
+        .order(ops::lease_expires_at.asc())
+        .select(ApplyOperation::as_select())
+        .first(conn)
+        .optional()?)
 }
 
 fn set_activity(sh: &Shared, delta: isize) {
@@ -188,10 +318,10 @@ fn set_activity(sh: &Shared, delta: isize) {
     activity.1 = Instant::now();
 }
 
-/// Sleeps up to `d`, waking early on shutdown so an idle worker exits promptly.
+/// Sleeps up to `d`, waking early on Ctrl-C so an idle worker exits promptly.
 fn nap(sh: &Shared, d: Duration) {
     let until = Instant::now() + d;
-    while !sh.stopping() && Instant::now() < until {
+    while !sh.interrupted() && Instant::now() < until {
         thread::sleep((until - Instant::now()).min(Duration::from_millis(20)));
     }
 }
@@ -232,10 +362,15 @@ fn drive(sh: &Shared, who: &str, claimed: ClaimedOperation) {
         ClaimKind::Retry => "retry",
         ClaimKind::Cutover => "cutover",
     });
-    let kind_name = format!("{kind:?}").to_lowercase();
-    eprintln!(
-        "{who} claimed op {} (apply {}, {}) {kind_name} [{}, now {}]",
-        op.id, op.apply_id, op.deployment, op.cutover_policy, op.state
+    info!(
+        worker = %who,
+        op = op.id,
+        apply = op.apply_id,
+        deployment = %op.deployment,
+        kind = %format!("{kind:?}").to_lowercase(),
+        policy = %op.cutover_policy,
+        state = %op.state,
+        "claimed"
     );
     let mut job = Job {
         sh,
@@ -252,21 +387,26 @@ fn drive(sh: &Shared, who: &str, claimed: ClaimedOperation) {
         Ok(Outcome::Unexpected) => sh.count("errors"),
         Ok(Outcome::Released) => {
             sh.count("released_on_shutdown");
-            eprintln!("{who} released op {id} ({}) on shutdown", job.op.state);
+            info!(worker = %who, op = id, state = %job.op.state, "released on shutdown");
         }
         Err(StoreError::LeaseLost { .. }) => {
             // Our lease expired and another worker claimed the row: it owns the operation now, and
             // every write through our lease would be refused anyway. Nothing to undo.
             sh.count("lease_lost");
-            eprintln!("{who} lost the lease on op {id}; dropping it");
+            warn!(worker = %who, op = id, "lost the lease; dropping the operation");
         }
         Err(err) => {
             // Anything else (e.g. the database went away): give the operation back so another
             // worker can recover it now rather than after the TTL. If even that fails, it expires.
             sh.count("errors");
-            eprintln!("{who} op {id}: {err}; releasing it");
+            error!(worker = %who, op = id, error = %err, "driving failed; releasing the operation");
             if let Err(err) = sh.store.release(&job.lease) {
-                eprintln!("{who} op {id}: release failed too ({err}); it expires on its own");
+                error!(
+                    worker = %who,
+                    op = id,
+                    error = %err,
+                    "release failed too; the lease expires on its own"
+                );
             }
         }
     }
@@ -294,7 +434,7 @@ impl Job<'_> {
                 == 1;
         loop {
             // Shutdown is checked between steps: the step in progress finishes, then we let go.
-            if self.sh.stopping() {
+            if self.sh.interrupted() {
                 store.release(&self.lease)?;
                 return Ok(Outcome::Released);
             }
@@ -304,10 +444,7 @@ impl Job<'_> {
                 ApplyState::WaitingForCutover if owns_cutover => ApplyState::CuttingOver,
                 ApplyState::WaitingForCutover => {
                     store.release(&self.lease)?;
-                    eprintln!(
-                        "{} parked op {} for the cutover claim",
-                        self.who, self.op.id
-                    );
+                    info!(worker = %self.who, op = self.op.id, "parked for the cutover claim");
                     return Ok(Outcome::Parked);
                 }
                 ApplyState::CuttingOver | ApplyState::RevertWindow | ApplyState::SkippingRevert => {
@@ -319,7 +456,7 @@ impl Job<'_> {
                 s => {
                     // A claim never hands out these; give it back rather than guess.
                     store.release(&self.lease)?;
-                    eprintln!("{} op {}: unexpected {s}; released", self.who, self.op.id);
+                    warn!(worker = %self.who, op = self.op.id, state = %s, "unexpected state; released");
                     return Ok(Outcome::Unexpected);
                 }
             };
@@ -335,7 +472,7 @@ impl Job<'_> {
                 ApplyState::Running => leased.mark_started()?,
                 _ => leased.update_state(next)?,
             }
-            eprintln!("{} op {}: {state} -> {next}", self.who, self.op.id);
+            info!(worker = %self.who, op = self.op.id, from = %state, to = %next, "moved");
             self.op.state = next.as_str().to_owned();
             if next.is_terminal() {
                 // A completed row keeps its lease (so a repeated write succeeds); we clear it so
@@ -381,7 +518,7 @@ impl Job<'_> {
         let leased = store.leased(&self.lease);
         leased.update_state(ApplyState::Stopped)?;
         store.release(&self.lease)?;
-        eprintln!("{} stopped op {} on request", self.who, self.op.id);
+        info!(worker = %self.who, op = self.op.id, "stopped on request");
         // A whole-apply stop is done once no other operation is still moving. Parked barrier and
         // parallel operations are not: nobody holds them and the stop keeps their cutover blocked.
         self.complete_requests(&stops, ControlRequestKind::Stop, |o| {
@@ -451,16 +588,13 @@ fn seed(store: &Store, applies: usize, owner_prefix: &str) -> StoreResult<Vec<i6
         ids.push(apply_id);
     }
     if applies > 0 {
-        eprintln!(
-            "seeded {applies} applies of {} operations",
-            DEPLOYMENTS.len()
-        );
+        info!(applies, operations = applies * DEPLOYMENTS.len(), "seeded");
     }
     Ok(ids)
 }
 
-/// Prints what the threads did, then checks the database: no operation may still carry a lease of
-/// ours. Fails (non-zero exit) if one does.
+/// Prints what the threads did to stdout, then checks the database: no operation may still carry a
+/// lease of ours. Fails (non-zero exit) if one does. A closed stdout loses the summary, not the check.
 fn summarize(sh: &Shared, seeded: &[i64]) -> Result<(), Box<dyn Error>> {
     let stat = |s: &str| sh.stats[s].load(SeqCst);
     let line = |stats: &[&str]| {
@@ -468,9 +602,13 @@ fn summarize(sh: &Shared, seeded: &[i64]) -> Result<(), Box<dyn Error>> {
             .iter()
             .map(|s| format!("{s}={}", stat(s)))
             .collect::<Vec<_>>()
+            .join(" ")
     };
-    println!("claims: {}", line(&STATS[..5]).join(" "));
-    println!("outcomes: {}", line(&STATS[5..]).join(" "));
+    let mut summary = format!(
+        "claims: {}\noutcomes: {}\n",
+        line(&STATS[..5]),
+        line(&STATS[5..])
+    );
 
     let ours = format!("{}-worker-", sh.owner_prefix);
     let mut seeded_states: BTreeMap<String, usize> = BTreeMap::new();
@@ -479,10 +617,7 @@ fn summarize(sh: &Shared, seeded: &[i64]) -> Result<(), Box<dyn Error>> {
         for op in sh.store.apply_operations().list_by_apply(apply_id)? {
             if op.lease_owner.starts_with(&ours) {
                 stranded += 1;
-                eprintln!(
-                    "op {} ({}) still leased to {}",
-                    op.id, op.state, op.lease_owner
-                );
+                error!(op = op.id, state = %op.state, owner = %op.lease_owner, "still leased to us");
             }
             if seeded.contains(&apply_id) {
                 *seeded_states.entry(op.state).or_default() += 1;
@@ -494,16 +629,20 @@ fn summarize(sh: &Shared, seeded: &[i64]) -> Result<(), Box<dyn Error>> {
             .iter()
             .map(|(s, n)| format!("{s}={n}"))
             .collect();
-        println!("seeded operations: {}", states.join(" "));
+        summary += &format!("seeded operations: {}\n", states.join(" "));
     }
-    println!("leases still held by this process: {stranded}");
+    summary += &format!("leases still held by this process: {stranded}\n");
+    if let Err(err) = io::stdout().lock().write_all(summary.as_bytes()) {
+        debug!(error = %err, "could not print the summary");
+    }
     if stranded > 0 {
         return Err(format!("{stranded} operation(s) still carry a lease of this process").into());
     }
     Ok(())
 }
 
-fn parse_args() -> Result<Config, String> {
+/// The command line, or `None` after printing `--help`.
+fn parse_args() -> Result<Option<Config>, String> {
     let mut cfg = Config {
         database_url: std::env::var("DATABASE_URL")
             .unwrap_or_else(|_| "sqlite://applyops-worker-demo.db".into()),
@@ -526,14 +665,14 @@ fn parse_args() -> Result<Config, String> {
             "--step-ms" => cfg.step = Duration::from_millis(number(value()?)?),
             "--exit-when-idle" => cfg.exit_when_idle = true,
             "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
+                writeln!(io::stdout(), "{USAGE}").ok();
+                return Ok(None);
             }
-            _ => return Err(format!("unknown argument {flag:?}\n{USAGE}")),
+            _ => return Err(format!("unknown argument {flag:?}")),
         }
     }
     if cfg.workers == 0 || cfg.lease_ttl.is_zero() {
-        return Err(format!("--workers and --lease-ttl-ms must be ≥ 1\n{USAGE}"));
+        return Err("--workers and --lease-ttl-ms must be ≥ 1".into());
     }
-    Ok(cfg)
+    Ok(Some(cfg))
 }

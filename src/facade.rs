@@ -18,6 +18,13 @@ use crate::store::{applies, apply_operations, claims, control_requests, leases, 
 /// [`Store::write_transaction`] with the functions in [`crate::store`]. `Store` is cheap to clone and
 /// safe to share between threads: clones share the pool.
 ///
+/// Every call that reaches the database runs in a [`tracing`] span at `debug` level, named after
+/// the call (`store.claim_next`, `leased.mark_completed`, `apply_operations.list_by_apply`, …) and
+/// carrying the ids it was given, never a lease token or a password. The pool checkout inside each
+/// call is a `trace`-level `store.connection` span. Without a subscriber, or with these levels
+/// filtered out (e.g. `RUST_LOG=info` with `tracing-subscriber`), a span costs one cached
+/// "disabled" check.
+///
 /// ```
 /// use applyops::{models::NewApplyOperation, PoolConfig, Store};
 ///
@@ -41,6 +48,12 @@ pub struct Store {
 
 impl Store {
     /// Builds a pool for `url` (see [`db::pool`]) and wraps it.
+    #[tracing::instrument(
+        name = "store.open",
+        level = "debug",
+        skip_all,
+        fields(url = %db::redact_url(url))
+    )]
     pub fn open(url: &str, config: PoolConfig) -> StoreResult<Store> {
         Ok(Store::from_pool(db::pool(url, config)?))
     }
@@ -56,17 +69,20 @@ impl Store {
     }
 
     /// Checks a connection out of the pool.
+    #[tracing::instrument(name = "store.connection", level = "trace", skip_all)]
     pub fn connection(&self) -> StoreResult<PooledConnection> {
         Ok(self.pool.get()?)
     }
 
     /// Runs pending migrations (see [`db::run_migrations`]).
+    #[tracing::instrument(name = "store.run_migrations", level = "debug", skip_all)]
     pub fn run_migrations(&self) -> StoreResult<Vec<String>> {
         db::run_migrations(&mut *self.connection()?)
     }
 
     /// Runs `f` on one connection inside [`db::write_transaction`]: everything `f` does commits
     /// together, or rolls back together when it returns an error.
+    #[tracing::instrument(name = "store.write_transaction", level = "debug", skip_all)]
     pub fn write_transaction<T>(
         &self,
         f: impl FnOnce(&mut DbConnection) -> StoreResult<T>,
@@ -96,6 +112,12 @@ impl Store {
 
     /// The copy claim: see [`claims::claim_next`]. A claim whose COMMIT went unacknowledged is
     /// resolved on a fresh connection (see [`Store::resolve_unknown_claim`]).
+    #[tracing::instrument(
+        name = "store.claim_next",
+        level = "debug",
+        skip_all,
+        fields(owner = %options.owner)
+    )]
     pub fn claim_next(&self, options: &ClaimOptions) -> StoreResult<Option<ClaimedOperation>> {
         let claimed = claims::claim_next(&mut *self.connection()?, options);
         self.resolving_unknown(claimed)
@@ -103,6 +125,12 @@ impl Store {
 
     /// The cutover claim: see [`claims::claim_next_cutover`]. Resolves an unacknowledged COMMIT like
     /// [`Store::claim_next`].
+    #[tracing::instrument(
+        name = "store.claim_next_cutover",
+        level = "debug",
+        skip_all,
+        fields(owner = %options.owner)
+    )]
     pub fn claim_next_cutover(
         &self,
         options: &ClaimOptions,
@@ -146,11 +174,23 @@ impl Store {
     }
 
     /// Renews `lease`: see [`leases::heartbeat`].
+    #[tracing::instrument(
+        name = "store.heartbeat",
+        level = "debug",
+        skip_all,
+        fields(operation_id = lease.operation_id)
+    )]
     pub fn heartbeat(&self, lease: &mut OperationLease) -> StoreResult<NaiveDateTime> {
         leases::heartbeat(&mut *self.connection()?, lease)
     }
 
     /// Gives `lease`'s operation up: see [`leases::release`].
+    #[tracing::instrument(
+        name = "store.release",
+        level = "debug",
+        skip_all,
+        fields(operation_id = lease.operation_id)
+    )]
     pub fn release(&self, lease: &OperationLease) -> StoreResult<()> {
         leases::release(&mut *self.connection()?, lease)
     }
@@ -165,26 +205,56 @@ pub struct LeasedHandle<'a> {
 
 impl LeasedHandle<'_> {
     /// See [`leases::update_state`].
+    #[tracing::instrument(
+        name = "leased.update_state",
+        level = "debug",
+        skip_all,
+        fields(operation_id = self.lease.operation_id, state = %state)
+    )]
     pub fn update_state(&self, state: ApplyState) -> StoreResult<()> {
         leases::update_state(&mut *self.store.connection()?, self.lease, state)
     }
 
     /// See [`leases::mark_started`].
+    #[tracing::instrument(
+        name = "leased.mark_started",
+        level = "debug",
+        skip_all,
+        fields(operation_id = self.lease.operation_id)
+    )]
     pub fn mark_started(&self) -> StoreResult<()> {
         leases::mark_started(&mut *self.store.connection()?, self.lease)
     }
 
     /// See [`leases::mark_completed`].
+    #[tracing::instrument(
+        name = "leased.mark_completed",
+        level = "debug",
+        skip_all,
+        fields(operation_id = self.lease.operation_id)
+    )]
     pub fn mark_completed(&self) -> StoreResult<()> {
         leases::mark_completed(&mut *self.store.connection()?, self.lease)
     }
 
     /// See [`leases::mark_failed`].
+    #[tracing::instrument(
+        name = "leased.mark_failed",
+        level = "debug",
+        skip_all,
+        fields(operation_id = self.lease.operation_id)
+    )]
     pub fn mark_failed(&self, message: &str) -> StoreResult<()> {
         leases::mark_failed(&mut *self.store.connection()?, self.lease, message)
     }
 
     /// See [`leases::mark_terminal`].
+    #[tracing::instrument(
+        name = "leased.mark_terminal",
+        level = "debug",
+        skip_all,
+        fields(operation_id = self.lease.operation_id, state = %state)
+    )]
     pub fn mark_terminal(&self, state: ApplyState) -> StoreResult<()> {
         leases::mark_terminal(&mut *self.store.connection()?, self.lease, state)
     }
@@ -198,6 +268,12 @@ pub struct ControlRequestsHandle<'a> {
 
 impl ControlRequestsHandle<'_> {
     /// See [`control_requests::request`].
+    #[tracing::instrument(
+        name = "control_requests.request",
+        level = "debug",
+        skip_all,
+        fields(apply_id = apply_id, operation_id = ?operation_id, kind = %kind)
+    )]
     pub fn request(
         &self,
         apply_id: i64,
@@ -215,21 +291,45 @@ impl ControlRequestsHandle<'_> {
     }
 
     /// See [`control_requests::get`].
+    #[tracing::instrument(
+        name = "control_requests.get",
+        level = "debug",
+        skip_all,
+        fields(id = id)
+    )]
     pub fn get(&self, id: i64) -> StoreResult<Option<ControlRequest>> {
         control_requests::get(&mut *self.store.connection()?, id)
     }
 
     /// See [`control_requests::complete`].
+    #[tracing::instrument(
+        name = "control_requests.complete",
+        level = "debug",
+        skip_all,
+        fields(id = id)
+    )]
     pub fn complete(&self, id: i64) -> StoreResult<()> {
         control_requests::complete(&mut *self.store.connection()?, id)
     }
 
     /// See [`control_requests::fail`].
+    #[tracing::instrument(
+        name = "control_requests.fail",
+        level = "debug",
+        skip_all,
+        fields(id = id)
+    )]
     pub fn fail(&self, id: i64, reason: &str) -> StoreResult<()> {
         control_requests::fail(&mut *self.store.connection()?, id, reason)
     }
 
     /// See [`control_requests::list_pending`].
+    #[tracing::instrument(
+        name = "control_requests.list_pending",
+        level = "debug",
+        skip_all,
+        fields(apply_id = apply_id)
+    )]
     pub fn list_pending(&self, apply_id: i64) -> StoreResult<Vec<ControlRequest>> {
         control_requests::list_pending(&mut *self.store.connection()?, apply_id)
     }
@@ -243,16 +343,34 @@ pub struct ApplyOperationsHandle<'a> {
 
 impl ApplyOperationsHandle<'_> {
     /// See [`apply_operations::insert`].
+    #[tracing::instrument(
+        name = "apply_operations.insert",
+        level = "debug",
+        skip_all,
+        fields(apply_id = new.apply_id, deployment = %new.deployment)
+    )]
     pub fn insert(&self, new: &NewApplyOperation) -> StoreResult<i64> {
         apply_operations::insert(&mut *self.store.connection()?, new)
     }
 
     /// See [`apply_operations::get`].
+    #[tracing::instrument(
+        name = "apply_operations.get",
+        level = "debug",
+        skip_all,
+        fields(id = id)
+    )]
     pub fn get(&self, id: i64) -> StoreResult<Option<ApplyOperation>> {
         apply_operations::get(&mut *self.store.connection()?, id)
     }
 
     /// See [`apply_operations::get_by_apply_and_deployment`].
+    #[tracing::instrument(
+        name = "apply_operations.get_by_apply_and_deployment",
+        level = "debug",
+        skip_all,
+        fields(apply_id = apply_id, deployment = %deployment)
+    )]
     pub fn get_by_apply_and_deployment(
         &self,
         apply_id: i64,
@@ -266,36 +384,78 @@ impl ApplyOperationsHandle<'_> {
     }
 
     /// See [`apply_operations::list_by_apply`].
+    #[tracing::instrument(
+        name = "apply_operations.list_by_apply",
+        level = "debug",
+        skip_all,
+        fields(apply_id = apply_id)
+    )]
     pub fn list_by_apply(&self, apply_id: i64) -> StoreResult<Vec<ApplyOperation>> {
         apply_operations::list_by_apply(&mut *self.store.connection()?, apply_id)
     }
 
     /// See [`apply_operations::update_state`].
+    #[tracing::instrument(
+        name = "apply_operations.update_state",
+        level = "debug",
+        skip_all,
+        fields(id = id, state = %state)
+    )]
     pub fn update_state(&self, id: i64, state: ApplyState) -> StoreResult<()> {
         apply_operations::update_state(&mut *self.store.connection()?, id, state)
     }
 
     /// See [`apply_operations::mark_started`].
+    #[tracing::instrument(
+        name = "apply_operations.mark_started",
+        level = "debug",
+        skip_all,
+        fields(id = id)
+    )]
     pub fn mark_started(&self, id: i64) -> StoreResult<()> {
         apply_operations::mark_started(&mut *self.store.connection()?, id)
     }
 
     /// See [`apply_operations::mark_completed`].
+    #[tracing::instrument(
+        name = "apply_operations.mark_completed",
+        level = "debug",
+        skip_all,
+        fields(id = id)
+    )]
     pub fn mark_completed(&self, id: i64) -> StoreResult<()> {
         apply_operations::mark_completed(&mut *self.store.connection()?, id)
     }
 
     /// See [`apply_operations::mark_failed`].
+    #[tracing::instrument(
+        name = "apply_operations.mark_failed",
+        level = "debug",
+        skip_all,
+        fields(id = id)
+    )]
     pub fn mark_failed(&self, id: i64, message: &str) -> StoreResult<()> {
         apply_operations::mark_failed(&mut *self.store.connection()?, id, message)
     }
 
     /// See [`apply_operations::mark_terminal`].
+    #[tracing::instrument(
+        name = "apply_operations.mark_terminal",
+        level = "debug",
+        skip_all,
+        fields(id = id, state = %state)
+    )]
     pub fn mark_terminal(&self, id: i64, state: ApplyState) -> StoreResult<()> {
         apply_operations::mark_terminal(&mut *self.store.connection()?, id, state)
     }
 
     /// See [`apply_operations::delete_by_apply`].
+    #[tracing::instrument(
+        name = "apply_operations.delete_by_apply",
+        level = "debug",
+        skip_all,
+        fields(apply_id = apply_id)
+    )]
     pub fn delete_by_apply(&self, apply_id: i64) -> StoreResult<usize> {
         apply_operations::delete_by_apply(&mut *self.store.connection()?, apply_id)
     }
@@ -309,21 +469,40 @@ pub struct AppliesHandle<'a> {
 
 impl AppliesHandle<'_> {
     /// See [`applies::insert`].
+    #[tracing::instrument(
+        name = "applies.insert",
+        level = "debug",
+        skip_all,
+        fields(apply_identifier = %new.apply_identifier)
+    )]
     pub fn insert(&self, new: &NewApply) -> StoreResult<i64> {
         applies::insert(&mut *self.store.connection()?, new)
     }
 
     /// See [`applies::get`].
+    #[tracing::instrument(name = "applies.get", level = "debug", skip_all, fields(id = id))]
     pub fn get(&self, id: i64) -> StoreResult<Option<Apply>> {
         applies::get(&mut *self.store.connection()?, id)
     }
 
     /// See [`applies::get_by_identifier`].
+    #[tracing::instrument(
+        name = "applies.get_by_identifier",
+        level = "debug",
+        skip_all,
+        fields(apply_identifier = %apply_identifier)
+    )]
     pub fn get_by_identifier(&self, apply_identifier: &str) -> StoreResult<Option<Apply>> {
         applies::get_by_identifier(&mut *self.store.connection()?, apply_identifier)
     }
 
     /// See [`applies::set_defer_cutover`].
+    #[tracing::instrument(
+        name = "applies.set_defer_cutover",
+        level = "debug",
+        skip_all,
+        fields(id = id, defer_cutover = defer_cutover)
+    )]
     pub fn set_defer_cutover(&self, id: i64, defer_cutover: bool) -> StoreResult<()> {
         applies::set_defer_cutover(&mut *self.store.connection()?, id, defer_cutover)
     }
@@ -337,21 +516,40 @@ pub struct TasksHandle<'a> {
 
 impl TasksHandle<'_> {
     /// See [`tasks::insert`].
+    #[tracing::instrument(
+        name = "tasks.insert",
+        level = "debug",
+        skip_all,
+        fields(apply_id = new.apply_id)
+    )]
     pub fn insert(&self, new: &NewTask) -> StoreResult<i64> {
         tasks::insert(&mut *self.store.connection()?, new)
     }
 
     /// See [`tasks::get`].
+    #[tracing::instrument(name = "tasks.get", level = "debug", skip_all, fields(id = id))]
     pub fn get(&self, id: i64) -> StoreResult<Option<Task>> {
         tasks::get(&mut *self.store.connection()?, id)
     }
 
     /// See [`tasks::list_by_apply`].
+    #[tracing::instrument(
+        name = "tasks.list_by_apply",
+        level = "debug",
+        skip_all,
+        fields(apply_id = apply_id)
+    )]
     pub fn list_by_apply(&self, apply_id: i64) -> StoreResult<Vec<Task>> {
         tasks::list_by_apply(&mut *self.store.connection()?, apply_id)
     }
 
     /// See [`tasks::list_by_operation`].
+    #[tracing::instrument(
+        name = "tasks.list_by_operation",
+        level = "debug",
+        skip_all,
+        fields(apply_operation_id = apply_operation_id)
+    )]
     pub fn list_by_operation(&self, apply_operation_id: i64) -> StoreResult<Vec<Task>> {
         tasks::list_by_operation(&mut *self.store.connection()?, apply_operation_id)
     }

@@ -25,7 +25,7 @@ mod url;
 
 pub use now::{now, now_when_read, now_when_read_plus, DbNow, DbNowWhenRead, DbNowWhenReadPlus};
 pub use pool::{pool, ConnectionManager, DbPool, PoolConfig, PooledConnection, MAX_POOL_DURATION};
-pub use url::DatabaseUrl;
+pub use url::{redact_url, DatabaseUrl};
 
 pub use migration_plan::{
     ensure_migrated, pending_migrations, preview_revert, revert_last_migration_checked, Dropped,

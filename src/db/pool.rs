@@ -103,8 +103,8 @@ fn positive_duration(field: &'static str, value: Duration) -> StoreResult<()> {
 }
 
 /// Opens pool connections with [`establish_with`], so every pooled connection gets the session
-/// settings and a URL is never sent to the wrong backend.
-#[derive(Debug)]
+/// settings and a URL is never sent to the wrong backend. Its `Debug` output (and so a pool's or a
+/// [`Store`](crate::Store)'s) shows the URL without its password.
 pub struct ConnectionManager {
     url: String,
     options: ConnectOptions,
@@ -117,6 +117,15 @@ impl ConnectionManager {
             url: url.into(),
             options,
         }
+    }
+}
+
+impl std::fmt::Debug for ConnectionManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionManager")
+            .field("url", &super::redact_url(&self.url))
+            .field("options", &self.options)
+            .finish()
     }
 }
 
@@ -185,4 +194,18 @@ pub fn pool(url: &str, config: PoolConfig) -> StoreResult<DbPool> {
         .test_on_check_out(config.test_on_check_out)
         .build(manager)?;
     Ok(pool)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_password() {
+        let manager =
+            ConnectionManager::new("mysql://app:hun/ter2@db/x", ConnectOptions::default());
+        let shown = format!("{manager:?}");
+        assert!(!shown.contains("ter2"), "{shown}");
+        assert!(shown.contains("app:***@db/x"), "{shown}");
+    }
 }

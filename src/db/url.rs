@@ -20,7 +20,7 @@ impl DatabaseUrl {
     ///   rejected rather than taken for a file name.
     pub fn parse(url: &str) -> StoreResult<DatabaseUrl> {
         let unsupported = |reason| StoreError::UnsupportedDatabaseUrl {
-            url: redact_password(url),
+            url: redact_url(url),
             reason,
         };
         if url.starts_with("mysql://") {
@@ -83,19 +83,45 @@ impl DatabaseUrl {
 impl std::fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DatabaseUrl::Mysql(url) => f.debug_tuple("Mysql").field(&redact_password(url)).finish(),
+            DatabaseUrl::Mysql(url) => f.debug_tuple("Mysql").field(&redact_url(url)).finish(),
             DatabaseUrl::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
         }
     }
 }
 
-/// `scheme://user:secret@host` → `scheme://user:***@host`, so URLs can appear in errors and logs.
-pub(crate) fn redact_password(url: &str) -> String {
+/// `url` with any password replaced by `***`, so that it can appear in errors and logs:
+/// `mysql://app:s3cret@db:3306/x` → `mysql://app:***@db:3306/x`.
+///
+/// Written for URLs as people type them, which are not always valid: a password may hold a raw `/`,
+/// `?`, `#` or `@` where it should have been percent-encoded. So the userinfo is taken to end at the
+/// **last** `@` after `scheme://` (even one in the path or query), and everything from the first `:`
+/// after `scheme://` up to that `@` is replaced. That covers every reading of an ambiguous URL: the real
+/// password always lies inside the replaced span. The price is that an unusual URL with an `@` in its
+/// path or query and a `:` before it loses more than its password (`mysql://h:3306/db?x=a@b` →
+/// `mysql://h:***@b`); it never shows a password.
+///
+/// Unchanged: URLs without a `:` before their last `@` (no password: `mysql://root@db/x`), URLs
+/// without an `@`, `sqlite://` URLs and anything that is not `scheme://…` (SQLite paths, `:memory:`,
+/// `file:` URIs), which carry no credentials.
+///
+/// ```
+/// use applyops::db::redact_url;
+/// assert_eq!(redact_url("mysql://app:hun/ter2@db:3306/x"), "mysql://app:***@db:3306/x");
+/// assert_eq!(redact_url("mysql://root@db/x"), "mysql://root@db/x");
+/// assert_eq!(redact_url("sqlite:///var/lib/applyops.db"), "sqlite:///var/lib/applyops.db");
+/// ```
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
+    let is_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !is_scheme || scheme.eq_ignore_ascii_case("sqlite") {
+        return url.to_owned();
+    }
+    let Some(at) = rest.rfind('@') else {
         return url.to_owned();
     };
     match rest[..at].split_once(':') {
@@ -241,6 +267,60 @@ mod tests {
         assert!(err.to_string().contains("app:***@db:5432"), "{err}");
         let url = DatabaseUrl::parse("mysql://app:hunter2@db/x").unwrap();
         assert!(!format!("{url:?}").contains("hunter2"));
-        assert_eq!(redact_password("mysql://root@h/x"), "mysql://root@h/x");
+        assert_eq!(redact_url("mysql://root@h/x"), "mysql://root@h/x");
+    }
+
+    #[test]
+    fn a_password_with_a_slash_is_not_shown() {
+        let err = DatabaseUrl::parse("postgres://app:hun/ter2@db/x").unwrap_err();
+        assert!(!err.to_string().contains("ter2"), "{err}");
+        assert!(err.to_string().contains("app:***@db/x"), "{err}");
+        let url = DatabaseUrl::parse("mysql://app:hun/ter2@db/x").unwrap();
+        assert!(!format!("{url:?}").contains("ter2"), "{url:?}");
+    }
+
+    #[test]
+    fn redact_url_hides_every_reading_of_the_password() {
+        let cases = [
+            // Ordinary URLs.
+            ("mysql://app:hunter2@db:3306/x", "mysql://app:***@db:3306/x"),
+            ("mysql://app:hunter2@db", "mysql://app:***@db"),
+            ("mysql://app:@db/x", "mysql://app:***@db/x"),
+            (
+                "mysql://app:p%2Fw%40d@db/x?ssl-mode=required",
+                "mysql://app:***@db/x?ssl-mode=required",
+            ),
+            // Raw '/', '?', '#', '@' and ':' in the password.
+            ("postgres://app:hun/ter2@db/x", "postgres://app:***@db/x"),
+            ("mysql://u:p/w@h:1/db", "mysql://u:***@h:1/db"),
+            ("mysql://u:p?w@h/db", "mysql://u:***@h/db"),
+            ("mysql://u:p#w@h/db", "mysql://u:***@h/db"),
+            ("mysql://u:p@ss@h/db", "mysql://u:***@h/db"),
+            ("mysql://u:a:b@h/db", "mysql://u:***@h/db"),
+            ("mysql://u:/@h/db", "mysql://u:***@h/db"),
+            // An '@' in the path or query: more than the password goes, never less.
+            ("mysql://u:pw@h/d@b", "mysql://u:***@b"),
+            ("mysql://h:3306/db?x=a@b", "mysql://h:***@b"),
+            // No password.
+            (
+                "mysql://root@127.0.0.1:3306/x",
+                "mysql://root@127.0.0.1:3306/x",
+            ),
+            ("mysql://root@h/db?x=a@b", "mysql://root@h/db?x=a@b"),
+            // No userinfo.
+            ("mysql://127.0.0.1:3306/x", "mysql://127.0.0.1:3306/x"),
+            ("mysql://h/db?sock=/run/a:b", "mysql://h/db?sock=/run/a:b"),
+            // SQLite and other non-URLs.
+            ("sqlite:///tmp/a:b@c.db", "sqlite:///tmp/a:b@c.db"),
+            ("sqlite://rel/a:b@c.db", "sqlite://rel/a:b@c.db"),
+            ("/tmp/a:b@c.db", "/tmp/a:b@c.db"),
+            ("./x://u:p@h", "./x://u:p@h"),
+            ("file:a:b@c.db?mode=ro", "file:a:b@c.db?mode=ro"),
+            (":memory:", ":memory:"),
+            ("", ""),
+        ];
+        for (input, redacted) in cases {
+            assert_eq!(redact_url(input), redacted, "{input}");
+        }
     }
 }

@@ -1,15 +1,20 @@
 //! `examples/worker.rs` runs against both backends: it seeds applies, drains them with several
-//! threads and exits when idle, leaving every operation completed and no lease behind.
+//! threads and exits when idle, leaving every operation completed and no lease behind. It also keeps
+//! working when nobody reads its output, waits out a dead worker's lease before calling itself idle,
+//! and never shows a database password.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use applyops::schema::apply_operations as ops;
+use applyops::state::{CutoverPolicy, FailurePolicy};
+use applyops::store::claims::{self, ClaimOptions};
 use diesel::prelude::*;
 
 use crate::backend_tests;
+use crate::fixtures::rollout;
 
 /// The example binary, built once per test run with the Cargo that runs the tests (`cargo test` builds
 /// examples under hashed names only, so the plain `target/debug/examples/worker` may be missing or
@@ -34,46 +39,156 @@ fn worker_binary() -> PathBuf {
         .clone()
 }
 
-/// Runs the example to completion (at most 120 s) and returns its stdout.
-fn run_worker(url: &str) -> String {
-    let mut child = Command::new(worker_binary())
-        .args(["--database-url", url, "--seed", "4", "--workers", "3"])
-        .args(["--step-ms", "1", "--exit-when-idle"])
+/// The worker on `url` with `args`, its stdout and stderr piped, at the default log level.
+fn spawn_worker(url: &str, args: &[&str]) -> Child {
+    Command::new(worker_binary())
+        .args(["--database-url", url])
+        .args(args)
         .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start the example worker");
+        .expect("start the example worker")
+}
+
+/// Waits for `child` to exit, killing it and failing the test after `limit`.
+fn wait_at_most(child: &mut Child, limit: Duration) -> ExitStatus {
     let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(120) {
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
             child.kill().ok();
-            panic!("the example worker did not finish within 120 s");
+            panic!("the example worker did not finish within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+}
+
+/// Runs the worker to completion (at most 120 s); returns its exit status, stdout and stderr.
+fn run_worker_with(url: &str, args: &[&str]) -> (ExitStatus, String, String) {
+    let mut child = spawn_worker(url, args);
+    // Read both pipes while it runs, so a chatty worker never blocks on a full pipe.
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let read = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            pipe.read_to_string(&mut text).ok();
+            text
+        })
+    };
+    let (stdout, stderr) = (read(Box::new(stdout)), read(Box::new(stderr)));
+    let status = wait_at_most(&mut child, Duration::from_secs(120));
+    (status, stdout.join().unwrap(), stderr.join().unwrap())
+}
+
+/// Runs the worker to completion, asserts it succeeded and returns its stdout.
+fn run_worker_ok(url: &str, args: &[&str]) -> String {
+    let (status, stdout, stderr) = run_worker_with(url, args);
     assert!(
-        output.status.success(),
-        "worker failed\nstdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        status.success(),
+        "worker failed ({status})\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     stdout
 }
 
+const DRAIN_SEEDED: [&str; 7] = [
+    "--seed",
+    "4",
+    "--workers",
+    "3",
+    "--step-ms",
+    "1",
+    "--exit-when-idle",
+];
+
+/// Every operation is `completed` and none carries a lease; returns how many there are.
+fn assert_all_completed_and_unleased(db: &crate::harness::TestDb) -> usize {
+    let rows: Vec<(i64, String, String)> = ops::table
+        .select((ops::id, ops::state, ops::lease_token))
+        .load(&mut db.conn())
+        .unwrap();
+    for (id, state, token) in &rows {
+        assert_eq!(state, "completed", "operation {id}");
+        assert_eq!(token, "", "operation {id}: no lease left behind");
+    }
+    rows.len()
+}
+
 backend_tests! {
     fn the_example_worker_drains_its_seeded_applies(db) {
-        run_worker(db.url());
+        run_worker_ok(db.url(), &DRAIN_SEEDED);
+        assert_eq!(assert_all_completed_and_unleased(&db), 12, "4 applies x 3 deployments");
+    }
+
+    fn the_example_worker_keeps_working_when_stderr_and_stdout_are_closed(db) {
+        // `worker … 2>&1 | head`, or a log shipper that went away: every write to either pipe fails
+        // with EPIPE. A panic there would kill the threads and strand their leases.
+        let mut child = spawn_worker(db.url(), &DRAIN_SEEDED);
+        drop(child.stdout.take());
+        drop(child.stderr.take());
+        let status = wait_at_most(&mut child, Duration::from_secs(120));
+        assert!(status.success(), "exit status {status} (101 is a panic)");
+        assert_eq!(assert_all_completed_and_unleased(&db), 12, "4 applies x 3 deployments");
+    }
+
+    fn exit_when_idle_waits_out_a_dead_workers_lease_and_finishes_its_work(db) {
+        // A worker that claimed the first operation of a rolling apply and died: its lease runs for
+        // 3 s, and the later operations cannot start before the first completes, so nothing is
+        // claimable until the lease expires. (Built first, so the lease does not run out while
+        // Cargo builds the example: the worker must start well within the 3 s.)
+        worker_binary();
         let conn = &mut db.conn();
-        let states: Vec<(String, String)> = ops::table
-            .select((ops::state, ops::lease_token))
-            .load(conn)
-            .unwrap();
-        assert_eq!(states.len(), 12, "4 applies x 3 deployments");
-        for (state, token) in states {
-            assert_eq!(state, "completed");
-            assert_eq!(token, "", "no lease left behind");
+        let (_, ids) = rollout(conn, 3, CutoverPolicy::Rolling, FailurePolicy::Halt);
+        let dead = ClaimOptions::new("dead-worker", Duration::from_secs(3));
+        let held = claims::claim_next(conn, &dead).unwrap().expect("the dead worker's claim");
+        assert_eq!(held.operation.id, ids[0]);
+
+        let stdout = run_worker_ok(
+            db.url(),
+            &["--seed", "0", "--workers", "2", "--step-ms", "1", "--exit-when-idle"],
+        );
+        assert_eq!(assert_all_completed_and_unleased(&db), 3, "the dead worker's apply is done");
+        assert!(stdout.contains("recovery=1"), "the held operation was recovered:\n{stdout}");
+    }
+}
+
+/// The startup line and the error it exits with show no password, and the error reads as a sentence
+/// (Display), not as `Pool(Error(Some("…")))`.
+#[test]
+fn the_example_worker_never_shows_the_password_and_prints_errors_with_display() {
+    // Unreachable (nothing listens on port 1): the pool gives up after its connection timeout.
+    // And an unsupported scheme with a '/' in the password, rejected before any connection.
+    for (url, expected) in [
+        (
+            "mysql://app:S3cret@127.0.0.1:1/x",
+            "could not get a connection from the pool",
+        ),
+        ("postgres://app:S3cret/x@db/x", "unsupported database URL"),
+    ] {
+        let (status, stdout, stderr) = run_worker_with(url, &["--workers", "1"]);
+        assert!(!status.success(), "{url}: the worker cannot have succeeded");
+        let output = format!("{stdout}{stderr}");
+        assert!(
+            !output.contains("S3cret"),
+            "{url}: password shown:\n{output}"
+        );
+        assert!(
+            output.contains("app:***@"),
+            "{url}: the redacted URL is logged:\n{output}"
+        );
+        assert!(
+            output.contains(expected),
+            "{url}: {expected:?} missing:\n{output}"
+        );
+        for debug_form in ["Pool(", "Connect(", "Error(", "UnsupportedDatabaseUrl {"] {
+            assert!(
+                !output.contains(debug_form),
+                "{url}: Debug output:\n{output}"
+            );
         }
     }
 }
