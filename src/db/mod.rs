@@ -288,8 +288,8 @@ pub(crate) enum TransactionOutcome<T> {
     },
 }
 
-/// Runs `f` in the transaction a claim needs, so that concurrent claimers never wait on each other's
-/// rows and never take the same one.
+/// Runs `f` in the transaction a claim needs: with the claim's one-row `FOR UPDATE SKIP LOCKED`
+/// reads, concurrent claimers never wait on each other's rows and never take the same one.
 ///
 /// On MySQL the transaction is READ COMMITTED: a locking read then keeps only the rows it returns
 /// (a row it reads and rejects is unlocked at once, and no gap locks are taken), and its subqueries

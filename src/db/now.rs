@@ -110,7 +110,7 @@ pub struct DbNowWhenReadPlus {
 /// "Now" plus `micros` microseconds, read when the database evaluates the row, not when the statement
 /// began: on MySQL `DATE_ADD(SYSDATE(6), INTERVAL ? MICROSECOND)`, so an UPDATE that waited for a
 /// row lock computes it once the lock is held; on SQLite the process clock read when this is built,
-/// so build it once the write lock is held (inside [`serialized_write`](super::serialized_write)).
+/// so build it once the write lock is held (inside a `BEGIN IMMEDIATE` transaction).
 ///
 /// For a lease's new expiry: computed from a clock read before a wait, it could already be in the
 /// past when the row is written.
