@@ -2,15 +2,15 @@
 //!
 //! [`claim_next`] is the copy claim and [`claim_next_cutover`] the cutover claim of the worker
 //! contract. Each is an unlocked read followed by one [claim transaction](crate::db):
-//! 1. An unlocked SELECT reads the ids of the oldest candidates (up to 16) by (`created_at`, `id`),
-//!    walking `apply_operations_claim_idx` (`claimable`, `created_at`, `id`): only rows in a claimable
-//!    state, already in claim order, so it stops once it has enough. Sibling, request and apply
+//! 1. An unlocked SELECT reads the id of the oldest candidate by (`created_at`, `id`), walking
+//!    `apply_operations_claim_idx` (`claimable`, `created_at`, `id`): only rows in a claimable state,
+//!    already in claim order, so it stops at the first that qualifies. Sibling, request and apply
 //!    conditions are correlated subqueries on their own indexes. Nothing found: the claim ends here,
 //!    with no transaction.
-//! 2. In the transaction, the candidates are locked one at a time, oldest first, by the same
-//!    conditions narrowed to that one row (MySQL `FOR UPDATE SKIP LOCKED` in READ COMMITTED; SQLite
+//! 2. In the transaction, that candidate is locked by the same conditions narrowed to that one row (MySQL `FOR UPDATE SKIP LOCKED` in READ COMMITTED; SQLite
 //!    `BEGIN IMMEDIATE`): a row another claimer holds is skipped, never waited for, and a row that no
-//!    longer qualifies is released at once. So a claim never holds a lock on a row it does not take
+//!    longer qualifies is released at once; then the next oldest candidate is read afresh (passing over
+//!    the ones tried) and locked the same way. So a claim never holds a lock on a row it does not take
 //!    (a locking scan of the claim index would lock every row it passed over until COMMIT).
 //! 3. An UPDATE takes the locked row, repeating the condition it was selected on (its state, a free
 //!    lease and, for a start, no pending stop). The row returned is the locked one with the UPDATE's
@@ -377,6 +377,47 @@ macro_rules! cutover_candidates {
     };
 }
 
+/// The oldest row of `$candidates` (over [`walk_claim_index`]) other than the ids in `$passed`, as
+/// of now, without locks: its id. A macro because the candidate queries are.
+macro_rules! next_candidate {
+    ($candidates:expr, $passed:expr) => {
+        $candidates
+            .filter(ops::id.ne_all($passed))
+            .order((ops::created_at.asc(), ops::id.asc()))
+            .select(ops::id)
+            .limit(1)
+    };
+}
+
+/// Runs [`claim`] over the candidates `$candidates` builds from a row source and "now": the unlocked
+/// read walks [`walk_claim_index`], the locking read narrows to [`only_row`]. `$kind_of` names the
+/// claim for the state the row had.
+macro_rules! claim_among {
+    ($conn:expr, $options:expr, |$rows:ident, $now:ident| $candidates:expr, $kind_of:expr) => {
+        claim(
+            $conn,
+            $options,
+            |conn, passed| {
+                let $now = db::now();
+                let $rows = walk_claim_index();
+                Ok(next_candidate!($candidates, passed.to_vec())
+                    .first(conn)
+                    .optional()?)
+            },
+            |conn, id| {
+                let $now = db::now();
+                let $rows = ops::table.filter(only_row(id));
+                Ok(first_for_claim!(
+                    conn,
+                    $candidates.select((ApplyOperation::as_select(), db::now_when_read()))
+                )
+                .optional()?)
+            },
+            $kind_of,
+        )
+    };
+}
+
 /// Claims the oldest operation the copy claim may take, or returns `None` when there is none or a
 /// concurrent claimer took it first (not an error).
 ///
@@ -403,35 +444,16 @@ pub fn claim_next(
 ) -> StoreResult<Option<ClaimedOperation>> {
     options.check()?;
     let max_attempts = options.max_attempts;
-    claim(
+    claim_among!(
         conn,
         options,
-        |conn, after| {
-            let now = db::now();
-            Ok(copy_candidates!(walk_claim_index(), now, max_attempts)
-                .filter(after_key(after))
-                .order((ops::created_at.asc(), ops::id.asc()))
-                .select((ops::created_at, ops::id))
-                .limit(CANDIDATE_PAGE)
-                .load(conn)?)
-        },
-        |conn, id| {
-            let now = db::now();
-            Ok(first_for_claim!(
-                conn,
-                copy_candidates!(ops::table.filter(only_row(id)), now, max_attempts)
-                    .select((ApplyOperation::as_select(), db::now_when_read()))
-            )
-            .optional()?)
-        },
-        |_conn, previous_state| {
-            Ok(match previous_state {
-                ApplyState::Pending => ClaimKind::Start,
-                ApplyState::Stopped => ClaimKind::Resume,
-                ApplyState::FailedRetryable => ClaimKind::Retry,
-                _ => ClaimKind::Recovery,
-            })
-        },
+        |rows, now| copy_candidates!(rows, now, max_attempts),
+        |previous_state| match previous_state {
+            ApplyState::Pending => ClaimKind::Start,
+            ApplyState::Stopped => ClaimKind::Resume,
+            ApplyState::FailedRetryable => ClaimKind::Retry,
+            _ => ClaimKind::Recovery,
+        }
     )
 }
 
@@ -455,64 +477,17 @@ pub fn claim_next_cutover(
     options: &ClaimOptions,
 ) -> StoreResult<Option<ClaimedOperation>> {
     options.check()?;
-    claim(
+    claim_among!(
         conn,
         options,
-        |conn, after| {
-            let now = db::now();
-            Ok(cutover_candidates!(walk_claim_index(), now)
-                .filter(after_key(after))
-                .order((ops::created_at.asc(), ops::id.asc()))
-                .select((ops::created_at, ops::id))
-                .limit(CANDIDATE_PAGE)
-                .load(conn)?)
-        },
-        |conn, id| {
-            let now = db::now();
-            Ok(first_for_claim!(
-                conn,
-                cutover_candidates!(ops::table.filter(only_row(id)), now)
-                    .select((ApplyOperation::as_select(), db::now_when_read()))
-            )
-            .optional()?)
-        },
-        |_conn, previous_state| {
-            Ok(if previous_state == ApplyState::WaitingForCutover {
-                ClaimKind::Cutover
-            } else {
-                ClaimKind::Recovery
-            })
-        },
+        |rows, now| cutover_candidates!(rows, now),
+        |previous_state| if previous_state == ApplyState::WaitingForCutover {
+            ClaimKind::Cutover
+        } else {
+            ClaimKind::Recovery
+        }
     )
 }
-
-/// How many candidates one unlocked read returns. A claim locks them one at a time, oldest first,
-/// until one is still free and still qualifies; only when every one of a page was taken by other
-/// claimers meanwhile does it read the next page.
-const CANDIDATE_PAGE: i64 = 16;
-
-/// A candidate's claim-order key: (`created_at`, `id`).
-type ClaimKey = (NaiveDateTime, i64);
-
-/// Candidates strictly after `after` in claim order (all of them for `None`).
-fn after_key(after: Option<ClaimKey>) -> AfterKey {
-    // Before every stamp the store writes (the database's clock), and inside the range of the
-    // TIMESTAMP type Diesel binds on MySQL (from 1970; a value outside it compares as no time at all).
-    let before_all = chrono::NaiveDate::from_ymd_opt(1970, 1, 2)
-        .and_then(|date| date.and_hms_opt(0, 0, 0))
-        .expect("a valid date");
-    let (created_at, id) = after.unwrap_or((before_all, i64::MIN));
-    after_claim_key(created_at, id)
-}
-
-#[diesel::dsl::auto_type]
-fn after_claim_key(created_at: NaiveDateTime, id: i64) -> _ {
-    ops::created_at
-        .gt(created_at)
-        .or(ops::created_at.eq(created_at).and(ops::id.gt(id)))
-}
-
-type AfterKey = after_claim_key;
 
 /// The rows the candidate read walks: those in a claimable state, through
 /// `apply_operations_claim_idx` (`claimable`, `created_at`, `id`).
@@ -535,53 +510,50 @@ fn only_row(id: i64) -> _ {
 
 /// The claim both claims share.
 ///
-/// 1. An unlocked read of the oldest candidates (`read_page`, walking the claim index). None: the
+/// 1. An unlocked read of the oldest candidate (`next_candidate`, walking the claim index). None: the
 ///    claim ends there, without a transaction, so idle workers polling for work only read.
-/// 2. A [claim transaction](db::claim_transaction) that locks the candidates one at a time, oldest
-///    first (`lock_row`: the same conditions narrowed to one row, MySQL `FOR UPDATE SKIP LOCKED`), so
-///    the claim never holds a lock on a row it does not take and never waits for another claimer's
-///    row; the first row that is still free and still qualifies is taken by [`take`].
+/// 2. A [claim transaction](db::claim_transaction) that locks that one row (`lock_row`: the same
+///    conditions narrowed to it, MySQL `FOR UPDATE SKIP LOCKED`) and takes it with [`take`] if it is
+///    still free and still qualifies. If not (another claimer holds it, or took it since), it reads
+///    the next oldest candidate afresh, passing over the ones tried, and so on. Reading afresh right
+///    before each lock keeps the window small in which a row another claimer has just taken and
+///    committed is locked here for the instant it takes to reject it.
 /// 3. When COMMIT's outcome is unknown (the connection died after sending it), the claim is returned
 ///    as [`StoreError::ClaimOutcomeUnknown`]: see [`resolve_unknown`].
 fn claim(
     conn: &mut DbConnection,
     options: &ClaimOptions,
-    mut read_page: impl FnMut(&mut DbConnection, Option<ClaimKey>) -> StoreResult<Vec<ClaimKey>>,
+    mut next_candidate: impl FnMut(&mut DbConnection, &[i64]) -> StoreResult<Option<i64>>,
     mut lock_row: impl FnMut(
         &mut DbConnection,
         i64,
     ) -> StoreResult<Option<(ApplyOperation, NaiveDateTime)>>,
-    kind_of: impl Fn(&mut DbConnection, ApplyState) -> StoreResult<ClaimKind>,
+    kind_of: impl Fn(ApplyState) -> ClaimKind,
 ) -> StoreResult<Option<ClaimedOperation>> {
-    let first_page = read_page(conn, None)?;
-    if first_page.is_empty() {
+    let Some(first) = next_candidate(conn, &[])? else {
         return Ok(None);
-    }
+    };
     let token = leases::mint_token()?;
     let outcome = db::claim_transaction(conn, |conn| {
-        let mut page = first_page;
-        loop {
-            for &(_, id) in &page {
-                let Some((candidate, now)) = lock_row(conn, id)? else {
-                    continue;
-                };
-                let previous_state = candidate.apply_state()?;
-                let kind = kind_of(conn, previous_state)?;
-                let (apply_id, operation_id) = (candidate.apply_id, candidate.id);
-                let claimed = take(conn, candidate, previous_state, kind, now, options, &token)?;
-                if claimed.is_some() && kind == ClaimKind::Cutover {
-                    control_requests::complete_cutover(conn, apply_id, operation_id)?;
-                }
+        let mut passed = Vec::new();
+        let mut candidate = Some(first);
+        while let Some(id) = candidate {
+            if let Some((row, now)) = lock_row(conn, id)? {
+                let previous_state = row.apply_state()?;
+                let kind = kind_of(previous_state);
+                let (apply_id, operation_id) = (row.apply_id, row.id);
+                let claimed = take(conn, row, previous_state, kind, now, options, &token)?;
                 if claimed.is_some() {
+                    if kind == ClaimKind::Cutover {
+                        control_requests::complete_cutover(conn, apply_id, operation_id)?;
+                    }
                     return Ok(claimed);
                 }
             }
-            if page.len() < CANDIDATE_PAGE as usize {
-                return Ok(None);
-            }
-            let after = page.last().copied();
-            page = read_page(conn, after)?;
+            passed.push(id);
+            candidate = next_candidate(conn, &passed)?;
         }
+        Ok(None)
     })?;
     match outcome {
         db::TransactionOutcome::Committed(claimed) => Ok(claimed),
@@ -676,11 +648,10 @@ pub fn explain_claim_next(conn: &mut DbConnection) -> StoreResult<Vec<String>> {
     let now = db::now();
     Ok(db::explain!(
         conn,
-        copy_candidates!(walk_claim_index(), now, DEFAULT_MAX_ATTEMPTS)
-            .filter(after_key(None))
-            .order((ops::created_at.asc(), ops::id.asc()))
-            .select((ops::created_at, ops::id))
-            .limit(CANDIDATE_PAGE)
+        next_candidate!(
+            copy_candidates!(walk_claim_index(), now, DEFAULT_MAX_ATTEMPTS),
+            Vec::<i64>::new()
+        )
     )?)
 }
 
@@ -689,11 +660,10 @@ pub fn explain_claim_next_cutover(conn: &mut DbConnection) -> StoreResult<Vec<St
     let now = db::now();
     Ok(db::explain!(
         conn,
-        cutover_candidates!(walk_claim_index(), now)
-            .filter(after_key(None))
-            .order((ops::created_at.asc(), ops::id.asc()))
-            .select((ops::created_at, ops::id))
-            .limit(CANDIDATE_PAGE)
+        next_candidate!(
+            cutover_candidates!(walk_claim_index(), now),
+            Vec::<i64>::new()
+        )
     )?)
 }
 
