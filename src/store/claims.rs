@@ -2,15 +2,18 @@
 //!
 //! [`claim_next`] is the copy claim and [`claim_next_cutover`] the cutover claim of the worker
 //! contract. Each is an unlocked read followed by one [claim transaction](crate::db):
-//! 1. An unlocked SELECT reads the id of the oldest candidate by (`created_at`, `id`), walking
-//!    `apply_operations_claim_idx` (`claimable`, `created_at`, `id`): only rows in a claimable state,
-//!    already in claim order, so it stops at the first that qualifies. Sibling, request and apply
+//! 1. An unlocked SELECT reads the ids of the oldest candidates (up to 16) by (`created_at`, `id`),
+//!    walking `apply_operations_claim_idx` (`claimable`, `created_at`, `id`): only rows in a claimable
+//!    state, already in claim order, so it stops once it has enough. Sibling, request and apply
 //!    conditions are correlated subqueries on their own indexes. Nothing found: the claim ends here,
 //!    with no transaction.
-//! 2. In the transaction, that candidate is locked by the same conditions narrowed to that one row (MySQL `FOR UPDATE SKIP LOCKED` in READ COMMITTED; SQLite
+//! 2. In the transaction, the oldest candidate is locked by the same conditions narrowed to that one
+//!    row (MySQL `FOR UPDATE SKIP LOCKED` in READ COMMITTED; SQLite
 //!    `BEGIN IMMEDIATE`): a row another claimer holds is skipped, never waited for, and a row that no
-//!    longer qualifies is released at once; then the next oldest candidate is read afresh (passing over
-//!    the ones tried) and locked the same way. So a claim never holds a lock on a row it does not take
+//!    longer qualifies is released at once; then the other candidates are tried the same way, each
+//!    claimer starting at its own random place among them so that claimers that lost the oldest row
+//!    to each other do not all try the same next one (when all are gone, the next ones are read,
+//!    passing over those tried). So a claim never holds a lock on a row it does not take
 //!    (a locking scan of the claim index would lock every row it passed over until COMMIT).
 //! 3. An UPDATE takes the locked row, repeating the condition it was selected on (its state, a free
 //!    lease and, for a start, no pending stop). The row returned is the locked one with the UPDATE's
@@ -379,15 +382,19 @@ macro_rules! cutover_candidates {
 
 /// The oldest row of `$candidates` (over [`walk_claim_index`]) other than the ids in `$passed`, as
 /// of now, without locks: its id. A macro because the candidate queries are.
-macro_rules! next_candidate {
+macro_rules! next_candidates {
     ($candidates:expr, $passed:expr) => {
         $candidates
             .filter(ops::id.ne_all($passed))
             .order((ops::created_at.asc(), ops::id.asc()))
             .select(ops::id)
-            .limit(1)
+            .limit(CANDIDATE_PAGE)
     };
 }
+
+/// How many candidates one unlocked read returns. The claim locks them one at a time, oldest first;
+/// only when every one of them was taken by other claimers meanwhile does it read the next ones.
+const CANDIDATE_PAGE: i64 = 16;
 
 /// Runs [`claim`] over the candidates `$candidates` builds from a row source and "now": the unlocked
 /// read walks [`walk_claim_index`], the locking read narrows to [`only_row`]. `$kind_of` names the
@@ -400,9 +407,7 @@ macro_rules! claim_among {
             |conn, passed| {
                 let $now = db::now();
                 let $rows = walk_claim_index();
-                Ok(next_candidate!($candidates, passed.to_vec())
-                    .first(conn)
-                    .optional()?)
+                Ok(next_candidates!($candidates, passed.to_vec()).load(conn)?)
             },
             |conn, id| {
                 let $now = db::now();
@@ -510,50 +515,61 @@ fn only_row(id: i64) -> _ {
 
 /// The claim both claims share.
 ///
-/// 1. An unlocked read of the oldest candidate (`next_candidate`, walking the claim index). None: the
-///    claim ends there, without a transaction, so idle workers polling for work only read.
-/// 2. A [claim transaction](db::claim_transaction) that locks that one row (`lock_row`: the same
-///    conditions narrowed to it, MySQL `FOR UPDATE SKIP LOCKED`) and takes it with [`take`] if it is
-///    still free and still qualifies. If not (another claimer holds it, or took it since), it reads
-///    the next oldest candidate afresh, passing over the ones tried, and so on. Reading afresh right
-///    before each lock keeps the window small in which a row another claimer has just taken and
-///    committed is locked here for the instant it takes to reject it.
+/// 1. An unlocked read of the oldest candidates (`next_candidates`, walking the claim index). None:
+///    the claim ends there, without a transaction, so idle workers polling for work only read.
+/// 2. A [claim transaction](db::claim_transaction) that locks them one at a time (`lock_row`: the same
+///    conditions narrowed to that row, MySQL `FOR UPDATE SKIP LOCKED`) and takes the first that is
+///    still free and still qualifies with [`take`]: the oldest first, then the rest from a place the
+///    claim's random token picks, so contending claimers spread out. When every candidate is gone,
+///    the next ones are read, passing over those tried.
 /// 3. When COMMIT's outcome is unknown (the connection died after sending it), the claim is returned
 ///    as [`StoreError::ClaimOutcomeUnknown`]: see [`resolve_unknown`].
 fn claim(
     conn: &mut DbConnection,
     options: &ClaimOptions,
-    mut next_candidate: impl FnMut(&mut DbConnection, &[i64]) -> StoreResult<Option<i64>>,
+    mut next_candidates: impl FnMut(&mut DbConnection, &[i64]) -> StoreResult<Vec<i64>>,
     mut lock_row: impl FnMut(
         &mut DbConnection,
         i64,
     ) -> StoreResult<Option<(ApplyOperation, NaiveDateTime)>>,
     kind_of: impl Fn(ApplyState) -> ClaimKind,
 ) -> StoreResult<Option<ClaimedOperation>> {
-    let Some(first) = next_candidate(conn, &[])? else {
+    let first = next_candidates(conn, &[])?;
+    if first.is_empty() {
         return Ok(None);
-    };
+    }
     let token = leases::mint_token()?;
     let outcome = db::claim_transaction(conn, |conn| {
         let mut passed = Vec::new();
-        let mut candidate = Some(first);
-        while let Some(id) = candidate {
-            if let Some((row, now)) = lock_row(conn, id)? {
-                let previous_state = row.apply_state()?;
-                let kind = kind_of(previous_state);
-                let (apply_id, operation_id) = (row.apply_id, row.id);
-                let claimed = take(conn, row, previous_state, kind, now, options, &token)?;
-                if claimed.is_some() {
-                    if kind == ClaimKind::Cutover {
-                        control_requests::complete_cutover(conn, apply_id, operation_id)?;
-                    }
-                    return Ok(claimed);
-                }
+        let mut page = first;
+        // Where this claim looks after the oldest candidate: claimers that lost the oldest to each
+        // other spread over the rest of the page instead of all trying the same next one.
+        let spread = usize::from_str_radix(&token[..4], 16).unwrap_or(0);
+        loop {
+            if page.len() > 2 {
+                let rest = page.len() - 1;
+                page[1..].rotate_left(spread % rest);
             }
-            passed.push(id);
-            candidate = next_candidate(conn, &passed)?;
+            for &id in &page {
+                if let Some((row, now)) = lock_row(conn, id)? {
+                    let previous_state = row.apply_state()?;
+                    let kind = kind_of(previous_state);
+                    let (apply_id, operation_id) = (row.apply_id, row.id);
+                    let claimed = take(conn, row, previous_state, kind, now, options, &token)?;
+                    if claimed.is_some() {
+                        if kind == ClaimKind::Cutover {
+                            control_requests::complete_cutover(conn, apply_id, operation_id)?;
+                        }
+                        return Ok(claimed);
+                    }
+                }
+                passed.push(id);
+            }
+            if page.len() < CANDIDATE_PAGE as usize {
+                return Ok(None);
+            }
+            page = next_candidates(conn, &passed)?;
         }
-        Ok(None)
     })?;
     match outcome {
         db::TransactionOutcome::Committed(claimed) => Ok(claimed),
@@ -648,7 +664,7 @@ pub fn explain_claim_next(conn: &mut DbConnection) -> StoreResult<Vec<String>> {
     let now = db::now();
     Ok(db::explain!(
         conn,
-        next_candidate!(
+        next_candidates!(
             copy_candidates!(walk_claim_index(), now, DEFAULT_MAX_ATTEMPTS),
             Vec::<i64>::new()
         )
@@ -660,7 +676,7 @@ pub fn explain_claim_next_cutover(conn: &mut DbConnection) -> StoreResult<Vec<St
     let now = db::now();
     Ok(db::explain!(
         conn,
-        next_candidate!(
+        next_candidates!(
             cutover_candidates!(walk_claim_index(), now),
             Vec::<i64>::new()
         )
