@@ -119,8 +119,9 @@ impl Store {
         fields(owner = %options.owner)
     )]
     pub fn claim_next(&self, options: &ClaimOptions) -> StoreResult<Option<ClaimedOperation>> {
-        let claimed = claims::claim_next(&mut *self.connection()?, options);
-        self.resolving_unknown(claimed)
+        let mut conn = self.connection()?;
+        let claimed = claims::claim_next(&mut conn, options);
+        self.resolving_unknown(conn, claimed)
     }
 
     /// The cutover claim: see [`claims::claim_next_cutover`]. Resolves an unacknowledged COMMIT like
@@ -135,8 +136,9 @@ impl Store {
         &self,
         options: &ClaimOptions,
     ) -> StoreResult<Option<ClaimedOperation>> {
-        let claimed = claims::claim_next_cutover(&mut *self.connection()?, options);
-        self.resolving_unknown(claimed)
+        let mut conn = self.connection()?;
+        let claimed = claims::claim_next_cutover(&mut conn, options);
+        self.resolving_unknown(conn, claimed)
     }
 
     /// Finds out on a fresh pooled connection whether a claim whose COMMIT went unacknowledged took
@@ -150,13 +152,19 @@ impl Store {
     }
 
     /// A claim's result, with [`StoreError::ClaimOutcomeUnknown`] resolved. The connection the claim
-    /// used is back in the pool (and dropped by it when broken) before this runs. When the fresh
+    /// used goes back to the pool first, marked to be dropped when its COMMIT failed. When the fresh
     /// connection fails too, the original error is returned, so the caller still holds what it needs
     /// to resolve the claim later.
     fn resolving_unknown(
         &self,
+        mut claim_conn: PooledConnection,
         claimed: StoreResult<Option<ClaimedOperation>>,
     ) -> StoreResult<Option<ClaimedOperation>> {
+        if matches!(claimed, Err(StoreError::ClaimOutcomeUnknown(_))) {
+            // Its connection failed at COMMIT: the pool must not hand it out for the check below.
+            db::discard_on_return(&mut claim_conn);
+        }
+        drop(claim_conn);
         match claimed {
             Err(StoreError::ClaimOutcomeUnknown(unknown)) => {
                 match self.resolve_unknown_claim(&unknown) {
@@ -185,6 +193,13 @@ impl Store {
     }
 
     /// Gives `lease`'s operation up: see [`leases::release`].
+    ///
+    /// When the release fails with a database error (for instance the connection died after the
+    /// UPDATE was sent, so it may have been applied), a fresh pooled connection checks whether the
+    /// row still carries the lease: if not, the operation is no longer held through it and this
+    /// returns `Ok`, so a lost acknowledgement is not reported as a failure (and a retry would
+    /// otherwise say [`StoreError::LeaseLost`]). If it still does, or the check fails too, the
+    /// original error is returned.
     #[tracing::instrument(
         name = "store.release",
         level = "debug",
@@ -192,7 +207,24 @@ impl Store {
         fields(operation_id = lease.operation_id)
     )]
     pub fn release(&self, lease: &OperationLease) -> StoreResult<()> {
-        leases::release(&mut *self.connection()?, lease)
+        let mut conn = self.connection()?;
+        let released = leases::release(&mut conn, lease);
+        if matches!(released, Err(StoreError::Database(_))) {
+            // The connection may be dead: make sure the pool drops it rather than handing it out
+            // for the check below.
+            db::discard_on_return(&mut conn);
+        }
+        drop(conn);
+        match released {
+            Err(StoreError::Database(err)) => match self
+                .connection()
+                .and_then(|mut conn| leases::is_held(&mut conn, lease))
+            {
+                Ok(false) => Ok(()),
+                _ => Err(StoreError::Database(err)),
+            },
+            other => other,
+        }
     }
 }
 

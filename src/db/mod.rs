@@ -335,6 +335,14 @@ where
     }
 }
 
+/// Marks `conn` broken, so a pool drops it when it is returned instead of handing it out again. For a
+/// connection whose last statement failed in a way that may have killed it: Diesel cannot tell a dead
+/// MySQL connection from a live one outside a transaction.
+pub fn discard_on_return(conn: &mut DbConnection) {
+    type Manager = <DbConnection as Connection>::TransactionManager;
+    Manager::transaction_manager_status_mut(conn).set_in_error();
+}
+
 /// True when a write transaction locks the whole database (SQLite) rather than rows (MySQL). There,
 /// a claim first looks for a candidate without a transaction, so idle workers polling for work read
 /// (which WAL never blocks) instead of queueing for the one write lock and starving real writers.

@@ -185,6 +185,20 @@ pub fn heartbeat(
     Ok(expires_at)
 }
 
+/// True while operation `lease.operation_id` still carries the lease (its token and owner). One
+/// SELECT. For a caller whose write through the lease failed with an unknown outcome (the connection
+/// died after sending it): on a new connection, this tells whether the lease is still held.
+pub fn is_held(conn: &mut DbConnection, lease: &OperationLease) -> StoreResult<bool> {
+    lease.check()?;
+    Ok(
+        held_row(lease.operation_id, lease.token.clone(), lease.owner.clone())
+            .select(ops::id)
+            .first::<i64>(conn)
+            .optional()?
+            .is_some(),
+    )
+}
+
 /// The operation row while it carries this token and owner.
 #[diesel::dsl::auto_type]
 fn held_row(operation_id: i64, token: String, owner: String) -> _ {

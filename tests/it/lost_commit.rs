@@ -87,6 +87,8 @@ fn mysql_a_store_claim_returns_the_claim_whose_acknowledgement_was_lost() {
         &url,
         PoolConfig {
             max_size: 2,
+            // No checkout ping: the resolution must not depend on it to avoid the dead connection.
+            test_on_check_out: false,
             ..PoolConfig::default()
         },
     )
@@ -116,4 +118,42 @@ fn mysql_a_store_claim_returns_the_claim_whose_acknowledgement_was_lost() {
     assert_eq!(resumed.operation.state, ApplyState::Resuming.as_str());
     assert_eq!(row(conn, resumed.operation.id).1, resumed.lease.token);
     store.leased(&resumed.lease).mark_started().unwrap();
+}
+
+/// A release whose acknowledgement is lost (an autocommit UPDATE the server applied) is not reported
+/// as a failure by `Store`: a fresh connection sees the lease gone.
+#[test]
+fn mysql_a_store_release_whose_acknowledgement_was_lost_succeeds() {
+    let (db, proxy, url) = proxied();
+    let conn = &mut db.conn();
+    let (_, ids) = rollout(conn, 1, CutoverPolicy::Rolling, FailurePolicy::Halt);
+    let store = Store::open(
+        &url,
+        PoolConfig {
+            max_size: 2,
+            // No checkout ping: the armed proxy must meet the release's UPDATE, not the ping.
+            test_on_check_out: false,
+            ..PoolConfig::default()
+        },
+    )
+    .unwrap();
+    let claimed = store.claim_next(&opts("w")).unwrap().unwrap();
+    proxy.arm(OnCommit::LoseNextExecuteAcknowledgement);
+    store
+        .release(&claimed.lease)
+        .expect("the release was applied, so it is not an error");
+    assert_eq!(row(conn, ids[0]).1, "", "the lease is gone from the row");
+    assert!(!leases::is_held(conn, &claimed.lease).unwrap());
+}
+
+/// `is_held` tells whether a lease is still on its row.
+#[test]
+fn mysql_is_held_follows_the_lease() {
+    let db = TestDb::new(Kind::Mysql);
+    let conn = &mut db.conn();
+    rollout(conn, 1, CutoverPolicy::Rolling, FailurePolicy::Halt);
+    let claimed = claims::claim_next(conn, &opts("w")).unwrap().unwrap();
+    assert!(leases::is_held(conn, &claimed.lease).unwrap());
+    leases::release(conn, &claimed.lease).unwrap();
+    assert!(!leases::is_held(conn, &claimed.lease).unwrap());
 }

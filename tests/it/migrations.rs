@@ -382,3 +382,56 @@ fn mysql_the_migration_lock_is_scoped_to_the_database() {
         VERSIONS
     );
 }
+
+/// GET_LOCK answers NULL, not 0, when the waiting session is interrupted (`KILL QUERY`): the runner
+/// says the lock could not be taken, not that another runner held it past the wait.
+#[test]
+fn mysql_an_interrupted_wait_for_the_migration_lock_is_not_called_a_timeout() {
+    use diesel::connection::SimpleConnection;
+    let db = TestDb::unmigrated(Kind::Mysql);
+    let mut holder = db.conn();
+    let held: LockResult = diesel::sql_query(
+        "SELECT GET_LOCK(CONCAT('applyops_migrations.', SHA1(DATABASE())), 0) AS acquired",
+    )
+    .get_result(&mut holder)
+    .unwrap();
+    assert_eq!(held.acquired, Some(1));
+    let url = db.url().to_owned();
+    let runner = std::thread::spawn(move || {
+        let conn = &mut db::establish(&url).unwrap();
+        let options = db::MigrationOptions {
+            lock_wait: std::time::Duration::from_secs(30),
+        };
+        db::run_migrations_with(conn, &options)
+    });
+    let database = db.url().rsplit('/').next().unwrap().to_owned();
+    let mut admin = crate::harness::admin_connection();
+    #[derive(diesel::QueryableByName)]
+    struct Waiting {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+    }
+    let mut waiting = Vec::new();
+    for _ in 0..100 {
+        waiting = diesel::sql_query(
+            "SELECT CAST(ID AS SIGNED) AS id FROM information_schema.PROCESSLIST \
+             WHERE DB = ? AND INFO LIKE 'SELECT GET_LOCK(%'",
+        )
+        .bind::<diesel::sql_types::Text, _>(&database)
+        .load::<Waiting>(&mut admin)
+        .unwrap();
+        if !waiting.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(waiting.len(), 1, "the runner waits for the lock");
+    admin
+        .batch_execute(&format!("KILL QUERY {}", waiting[0].id))
+        .unwrap();
+    match runner.join().unwrap() {
+        Err(applyops::StoreError::MigrationLockFailed) => {}
+        other => panic!("expected MigrationLockFailed, got {other:?}"),
+    }
+    assert!(tables(&mut db.conn()).is_empty(), "nothing was migrated");
+}

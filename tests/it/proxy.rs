@@ -1,7 +1,7 @@
 //! A loopback TCP proxy in front of the MySQL test server that can lose a COMMIT's acknowledgement:
 //! once armed, it forwards the next `COMMIT` the client sends, waits for the server's answer, and then
 //! closes the client's connection instead of passing the answer on. The server has committed; the
-//! client sees a lost connection.
+//! client sees a lost connection. It can do the same to the next prepared-statement execution.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -18,6 +18,9 @@ pub enum OnCommit {
     LoseAcknowledgement = 1,
     /// Close both connections instead of forwarding the COMMIT (the server rolls back).
     Drop = 2,
+    /// Not about COMMIT: forward the next prepared-statement execution (an autocommit write), swallow
+    /// the server's answer and close the client connection.
+    LoseNextExecuteAcknowledgement = 3,
 }
 
 pub struct CommitProxy {
@@ -102,16 +105,22 @@ fn relay(mut client: TcpStream, server: TcpStream, mode: Arc<AtomicU8>) {
         }
         let is_commit =
             payload.first() == Some(&0x03) && payload[1..].eq_ignore_ascii_case(b"COMMIT");
-        if is_commit {
-            match mode.swap(OnCommit::Forward as u8, Ordering::SeqCst) {
-                1 => swallow.store(1, Ordering::SeqCst),
-                2 => {
-                    let _ = client.shutdown(Shutdown::Both);
-                    let _ = server_write.shutdown(Shutdown::Both);
-                    break;
-                }
-                _ => {}
+        // COM_STMT_EXECUTE is 0x17.
+        let is_execute = payload.first() == Some(&0x17);
+        let armed = mode.load(Ordering::SeqCst);
+        if is_commit && (armed == 1 || armed == 2) {
+            mode.store(OnCommit::Forward as u8, Ordering::SeqCst);
+            if armed == 1 {
+                swallow.store(1, Ordering::SeqCst);
+            } else {
+                let _ = client.shutdown(Shutdown::Both);
+                let _ = server_write.shutdown(Shutdown::Both);
+                break;
             }
+        }
+        if is_execute && armed == 3 {
+            mode.store(OnCommit::Forward as u8, Ordering::SeqCst);
+            swallow.store(1, Ordering::SeqCst);
         }
         if server_write.write_all(&header).is_err() || server_write.write_all(&payload).is_err() {
             break;
