@@ -267,7 +267,7 @@ fn worker(store: &Store, owner: String, start: &Barrier) -> WorkerResult {
                     claimed.operation.id,
                     claimed.kind
                 );
-                out.ids.push(claimed.operation.id);
+                out.ids.push(claimed.operation.id.get());
                 let leased = store.leased(&claimed.lease);
                 while let Err(err) = leased.mark_completed() {
                     out.complete_errors.push(format!("{err} [{err:?}]"));

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Instant;
 
-use applyops::models::NewApplyOperation;
+use applyops::models::{ApplyId, ApplyOperationId, NewApplyOperation};
 use applyops::{PoolConfig, Store};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, MysqlConnection};
@@ -20,7 +20,7 @@ const ITERATIONS_PER_ROUND: usize = 400;
 struct Variant {
     name: &'static str,
     store: Store,
-    op_id: i64,
+    op_id: ApplyOperationId,
 }
 
 fn open(url: &str, test_on_check_out: bool, name: &'static str) -> Variant {
@@ -33,13 +33,13 @@ fn open(url: &str, test_on_check_out: bool, name: &'static str) -> Variant {
     store.run_migrations().expect("migrate");
     let op_id = match store
         .apply_operations()
-        .get_by_apply_and_deployment(1, "bench")
+        .get_by_apply_and_deployment(ApplyId(1), "bench")
         .unwrap()
     {
         Some(op) => op.id,
         None => store
             .apply_operations()
-            .insert(&NewApplyOperation::new(1, "bench"))
+            .insert(&NewApplyOperation::new(ApplyId(1), "bench"))
             .unwrap(),
     };
     Variant { name, store, op_id }

@@ -26,9 +26,11 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use applyops::db::redact_url;
-use applyops::models::{ApplyOperation, ControlRequest, NewApply, NewApplyOperation};
+use applyops::models::{
+    ApplyId, ApplyOperation, ApplyOperationId, ControlRequest, NewApply, NewApplyOperation,
+};
 use applyops::schema::apply_operations as ops;
-use applyops::state::{ControlRequestKind, CutoverPolicy, HasApplyState};
+use applyops::state::{ControlRequestKind, CutoverPolicy};
 use applyops::store::claims::{ClaimKind, ClaimOptions, ClaimedOperation};
 use applyops::store::leases::OperationLease;
 use applyops::{ApplyState, PoolConfig, Store, StoreError, StoreResult};
@@ -72,9 +74,9 @@ struct Shared {
     /// (threads holding an operation, last claim or release): when `--exit-when-idle` starts looking.
     activity: Mutex<(usize, Instant)>,
     /// Every apply we seeded or claimed from: where a lease of ours could be.
-    touched: Mutex<BTreeSet<i64>>,
+    touched: Mutex<BTreeSet<ApplyId>>,
     /// The lease `--exit-when-idle` last reported waiting for (operation, owner), so each is logged once.
-    awaited: Mutex<Option<(i64, String)>>,
+    awaited: Mutex<Option<(ApplyOperationId, String)>>,
     stats: BTreeMap<&'static str, AtomicU64>,
 }
 
@@ -111,8 +113,8 @@ impl Shared {
         let mut awaited = self.awaited.lock().unwrap();
         if awaited.as_ref() != Some(&key) {
             info!(
-                op = op.id,
-                apply = op.apply_id,
+                op = %op.id,
+                apply = %op.apply_id,
                 state = %op.state,
                 owner = %op.lease_owner,
                 expires_at = %op.lease_expires_at.unwrap_or_default(),
@@ -364,8 +366,8 @@ fn drive(sh: &Shared, who: &str, claimed: ClaimedOperation) {
     });
     info!(
         worker = %who,
-        op = op.id,
-        apply = op.apply_id,
+        op = %op.id,
+        apply = %op.apply_id,
         deployment = %op.deployment,
         kind = %format!("{kind:?}").to_lowercase(),
         policy = %op.cutover_policy,
@@ -387,23 +389,23 @@ fn drive(sh: &Shared, who: &str, claimed: ClaimedOperation) {
         Ok(Outcome::Unexpected) => sh.count("errors"),
         Ok(Outcome::Released) => {
             sh.count("released_on_shutdown");
-            info!(worker = %who, op = id, state = %job.op.state, "released on shutdown");
+            info!(worker = %who, op = %id, state = %job.op.state, "released on shutdown");
         }
         Err(StoreError::LeaseLost { .. }) => {
             // Our lease expired and another worker claimed the row: it owns the operation now, and
             // every write through our lease would be refused anyway. Nothing to undo.
             sh.count("lease_lost");
-            warn!(worker = %who, op = id, "lost the lease; dropping the operation");
+            warn!(worker = %who, op = %id, "lost the lease; dropping the operation");
         }
         Err(err) => {
             // Anything else (e.g. the database went away): give the operation back so another
             // worker can recover it now rather than after the TTL. If even that fails, it expires.
             sh.count("errors");
-            error!(worker = %who, op = id, error = %err, "driving failed; releasing the operation");
+            error!(worker = %who, op = %id, error = %err, "driving failed; releasing the operation");
             if let Err(err) = sh.store.release(&job.lease) {
                 error!(
                     worker = %who,
-                    op = id,
+                    op = %id,
                     error = %err,
                     "release failed too; the lease expires on its own"
                 );
@@ -420,7 +422,7 @@ impl Job<'_> {
             // operation again the next time it is stopped.
             let pending = store.control_requests().list_pending(self.op.apply_id)?;
             self.complete_requests(&pending, ControlRequestKind::Start, |o| {
-                o.state == "stopped"
+                o.state == ApplyState::Stopped
             })?;
         }
         // Rolling operations (and lone ones) cut over inside this lease; barrier and parallel ones in
@@ -438,13 +440,13 @@ impl Job<'_> {
                 store.release(&self.lease)?;
                 return Ok(Outcome::Released);
             }
-            let state = self.op.apply_state()?;
+            let state = self.op.state;
             let next = match state {
                 ApplyState::Running => ApplyState::WaitingForCutover,
                 ApplyState::WaitingForCutover if owns_cutover => ApplyState::CuttingOver,
                 ApplyState::WaitingForCutover => {
                     store.release(&self.lease)?;
-                    info!(worker = %self.who, op = self.op.id, "parked for the cutover claim");
+                    info!(worker = %self.who, op = %self.op.id, "parked for the cutover claim");
                     return Ok(Outcome::Parked);
                 }
                 ApplyState::CuttingOver | ApplyState::RevertWindow | ApplyState::SkippingRevert => {
@@ -456,7 +458,7 @@ impl Job<'_> {
                 s => {
                     // A claim never hands out these; give it back rather than guess.
                     store.release(&self.lease)?;
-                    warn!(worker = %self.who, op = self.op.id, state = %s, "unexpected state; released");
+                    warn!(worker = %self.who, op = %self.op.id, state = %s, "unexpected state; released");
                     return Ok(Outcome::Unexpected);
                 }
             };
@@ -472,8 +474,8 @@ impl Job<'_> {
                 ApplyState::Running => leased.mark_started()?,
                 _ => leased.update_state(next)?,
             }
-            info!(worker = %self.who, op = self.op.id, from = %state, to = %next, "moved");
-            self.op.state = next.as_str().to_owned();
+            info!(worker = %self.who, op = %self.op.id, from = %state, to = %next, "moved");
+            self.op.state = next;
             if next.is_terminal() {
                 // A completed row keeps its lease (so a repeated write succeeds); we clear it so
                 // the table shows no lease held by a worker that has moved on.
@@ -509,7 +511,7 @@ impl Job<'_> {
         let pending = store.control_requests().list_pending(self.op.apply_id)?;
         let stops: Vec<_> = pending
             .into_iter()
-            .filter(|r| r.kind == ControlRequestKind::Stop.as_str())
+            .filter(|r| r.kind == ControlRequestKind::Stop)
             .filter(|r| r.apply_operation_id.is_none_or(|id| id == self.op.id))
             .collect();
         if stops.is_empty() {
@@ -518,14 +520,14 @@ impl Job<'_> {
         let leased = store.leased(&self.lease);
         leased.update_state(ApplyState::Stopped)?;
         store.release(&self.lease)?;
-        info!(worker = %self.who, op = self.op.id, "stopped on request");
+        info!(worker = %self.who, op = %self.op.id, "stopped on request");
         // A whole-apply stop is done once no other operation is still moving. Parked barrier and
         // parallel operations are not: nobody holds them and the stop keeps their cutover blocked.
         self.complete_requests(&stops, ControlRequestKind::Stop, |o| {
-            let parked = o.state == "waiting_for_cutover"
+            let parked = o.state == ApplyState::WaitingForCutover
                 && o.lease_owner.is_empty()
                 && is_cutover_claimed(o);
-            o.apply_state().is_ok_and(|s| s.is_active()) && !parked
+            o.state.is_active() && !parked
         })?;
         Ok(true)
     }
@@ -540,7 +542,7 @@ impl Job<'_> {
         needs_it: impl Fn(&ApplyOperation) -> bool,
     ) -> StoreResult<()> {
         let requests = self.sh.store.control_requests();
-        for request in pending.iter().filter(|r| r.kind == kind.as_str()) {
+        for request in pending.iter().filter(|r| r.kind == kind) {
             let done = match request.apply_operation_id {
                 Some(id) => id == self.op.id,
                 None => !self
@@ -562,11 +564,14 @@ impl Job<'_> {
 }
 
 fn is_cutover_claimed(op: &ApplyOperation) -> bool {
-    matches!(op.cutover_policy.as_str(), "barrier" | "parallel")
+    matches!(
+        op.cutover_policy,
+        CutoverPolicy::Barrier | CutoverPolicy::Parallel
+    )
 }
 
 /// Inserts `applies` demo applies of three deployments each, cycling through the cutover policies.
-fn seed(store: &Store, applies: usize, owner_prefix: &str) -> StoreResult<Vec<i64>> {
+fn seed(store: &Store, applies: usize, owner_prefix: &str) -> StoreResult<Vec<ApplyId>> {
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -595,7 +600,7 @@ fn seed(store: &Store, applies: usize, owner_prefix: &str) -> StoreResult<Vec<i6
 
 /// Prints what the threads did to stdout, then checks the database: no operation may still carry a
 /// lease of ours. Fails (non-zero exit) if one does. A closed stdout loses the summary, not the check.
-fn summarize(sh: &Shared, seeded: &[i64]) -> Result<(), Box<dyn Error>> {
+fn summarize(sh: &Shared, seeded: &[ApplyId]) -> Result<(), Box<dyn Error>> {
     let stat = |s: &str| sh.stats[s].load(SeqCst);
     let line = |stats: &[&str]| {
         stats
@@ -617,10 +622,10 @@ fn summarize(sh: &Shared, seeded: &[i64]) -> Result<(), Box<dyn Error>> {
         for op in sh.store.apply_operations().list_by_apply(apply_id)? {
             if op.lease_owner.starts_with(&ours) {
                 stranded += 1;
-                error!(op = op.id, state = %op.state, owner = %op.lease_owner, "still leased to us");
+                error!(op = %op.id, state = %op.state, owner = %op.lease_owner, "still leased to us");
             }
             if seeded.contains(&apply_id) {
-                *seeded_states.entry(op.state).or_default() += 1;
+                *seeded_states.entry(op.state.to_string()).or_default() += 1;
             }
         }
     }

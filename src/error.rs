@@ -2,6 +2,10 @@
 
 use std::error::Error as StdError;
 
+use crate::models::raw::UnknownValue;
+use crate::models::{ApplyId, ApplyOperationId, ControlRequestId, UnknownClaim};
+use crate::state::ControlRequestStatus;
+
 /// Everything that can go wrong in applyops, phrased so that its `Display` reads well in a worker's log.
 ///
 /// Variants that wrap a lower-level error keep it as their [`source`](std::error::Error::source), so
@@ -13,14 +17,14 @@ pub enum StoreError {
     #[error("apply operation {id} does not exist")]
     ApplyOperationNotFound {
         /// The id that was looked up.
-        id: i64,
+        id: ApplyOperationId,
     },
 
     /// An operation for this (apply, deployment) pair already exists.
     #[error("apply {apply_id} already has an operation for deployment {deployment:?}")]
     ApplyOperationExists {
         /// The apply the insert was for.
-        apply_id: i64,
+        apply_id: ApplyId,
         /// The deployment that is already taken.
         deployment: String,
     },
@@ -29,7 +33,7 @@ pub enum StoreError {
     #[error("apply {id} does not exist")]
     ApplyNotFound {
         /// The id that was looked up.
-        id: i64,
+        id: ApplyId,
     },
 
     /// The operation's row no longer carries this lease's token: another worker claimed it after the
@@ -37,11 +41,11 @@ pub enum StoreError {
     #[error("lease on apply operation {operation_id} was lost to another claim or released")]
     LeaseLost {
         /// The operation the lease was for.
-        operation_id: i64,
+        operation_id: ApplyOperationId,
     },
 
     /// A claim's COMMIT was sent but never acknowledged (the connection died in between), so it may or
-    /// may not have taken the operation. Pass the [`UnknownClaim`](crate::store::claims::UnknownClaim)
+    /// may not have taken the operation. Pass the [`UnknownClaim`]
     /// to [`resolve_unknown`](crate::store::claims::resolve_unknown) on a new connection to find out;
     /// [`Store`](crate::Store)'s claims do that themselves.
     #[error(
@@ -50,13 +54,13 @@ pub enum StoreError {
         .0.operation_id(),
         .0.source()
     )]
-    ClaimOutcomeUnknown(Box<crate::store::claims::UnknownClaim>),
+    ClaimOutcomeUnknown(Box<UnknownClaim>),
 
     /// No `apply_control_requests` row has this id.
     #[error("control request {id} does not exist")]
     ControlRequestNotFound {
         /// The id that was looked up.
-        id: i64,
+        id: ControlRequestId,
     },
 
     /// The control request was already resolved the other way (completing a failed request, or
@@ -64,9 +68,9 @@ pub enum StoreError {
     #[error("control request {id} is already {status}")]
     ControlRequestResolved {
         /// The request.
-        id: i64,
+        id: ControlRequestId,
         /// Its stored status.
-        status: String,
+        status: ControlRequestStatus,
     },
 
     /// An apply with this user-facing identifier already exists.
@@ -151,7 +155,7 @@ pub enum StoreError {
 
     /// The database reported an error (including a lost or killed connection).
     #[error("database error: {0}")]
-    Database(#[from] diesel::result::Error),
+    Database(#[source] diesel::result::Error),
 
     /// The database lacks migrations this version of applyops needs: it was never migrated, or only
     /// partly. See [`crate::db::ensure_migrated`].
@@ -173,6 +177,41 @@ impl StoreError {
         StoreError::InvalidInput {
             field,
             reason: reason.into(),
+        }
+    }
+}
+
+impl From<diesel::result::Error> for StoreError {
+    /// A database error, except that a row whose vocabulary column holds a value this version does not
+    /// know (a typed model's load failed with [`UnknownValue`]) is [`StoreError::UnknownState`] or
+    /// [`StoreError::UnknownValue`], naming the row.
+    fn from(err: diesel::result::Error) -> Self {
+        if let diesel::result::Error::DeserializationError(source) = &err {
+            if let Some(unknown) = source.downcast_ref::<UnknownValue>() {
+                return unknown.clone().into();
+            }
+        }
+        StoreError::Database(err)
+    }
+}
+
+impl From<UnknownValue> for StoreError {
+    fn from(unknown: UnknownValue) -> Self {
+        let UnknownValue {
+            table,
+            id,
+            column,
+            value,
+        } = unknown;
+        if column == "state" {
+            StoreError::UnknownState { table, id, value }
+        } else {
+            StoreError::UnknownValue {
+                table,
+                id,
+                column,
+                value,
+            }
         }
     }
 }

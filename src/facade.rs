@@ -5,17 +5,20 @@ use crate::error::{StoreError, StoreResult};
 use chrono::NaiveDateTime;
 
 use crate::models::{
-    Apply, ApplyOperation, ControlRequest, NewApply, NewApplyOperation, NewTask, Task,
+    Apply, ApplyId, ApplyOperation, ApplyOperationId, ClaimedOperation, ControlRequest,
+    ControlRequestId, NewApply, NewApplyOperation, NewTask, OperationLease, Task, TaskId,
+    UnknownClaim,
 };
 use crate::state::{ApplyState, ControlRequestKind};
-use crate::store::claims::{ClaimOptions, ClaimedOperation};
-use crate::store::leases::OperationLease;
+use crate::store::claims::ClaimOptions;
 use crate::store::{applies, apply_operations, claims, control_requests, leases, tasks};
 
 /// A connection pool plus the store's operations, for worker binaries that share one database.
 ///
-/// Each call checks a connection out for its duration. To run several calls in one transaction, use
-/// [`Store::write_transaction`] with the functions in [`crate::store`]. `Store` is cheap to clone and
+/// Each call checks a connection out for its duration. Every function of [`crate::store`] runs on a
+/// pooled connection through [`Store::run`] (and in one transaction through
+/// [`Store::write_transaction`]); the handles ([`Store::apply_operations`], [`Store::leased`], …)
+/// are shorthands for the common ones, generated from one list. `Store` is cheap to clone and
 /// safe to share between threads: clones share the pool.
 ///
 /// Every call that reaches the database runs in a [`tracing`] span at `debug` level, named after
@@ -26,7 +29,8 @@ use crate::store::{applies, apply_operations, claims, control_requests, leases, 
 /// "disabled" check.
 ///
 /// ```
-/// use applyops::{models::NewApplyOperation, PoolConfig, Store};
+/// use applyops::models::{ApplyId, NewApplyOperation};
+/// use applyops::{PoolConfig, Store};
 ///
 /// let dir = std::env::temp_dir().join(format!("applyops-doc-{}", std::process::id()));
 /// std::fs::create_dir_all(&dir).unwrap();
@@ -34,10 +38,13 @@ use crate::store::{applies, apply_operations, claims, control_requests, leases, 
 /// store.run_migrations()?;
 ///
 /// let ops = store.apply_operations();
-/// let id = ops.insert(&NewApplyOperation::new(7, "eu-west-1"))?;
+/// let id = ops.insert(&NewApplyOperation::new(ApplyId(7), "eu-west-1"))?;
 /// ops.mark_started(id)?;
 /// ops.mark_completed(id)?;
-/// assert_eq!(ops.list_by_apply(7)?.len(), 1);
+/// assert_eq!(ops.list_by_apply(ApplyId(7))?.len(), 1);
+/// // Any store function, on a pooled connection:
+/// let op = store.run(|conn| applyops::store::apply_operations::get(conn, id))?;
+/// assert!(op.is_some());
 /// # std::fs::remove_dir_all(&dir).ok();
 /// # Ok::<(), applyops::StoreError>(())
 /// ```
@@ -78,6 +85,13 @@ impl Store {
     #[tracing::instrument(name = "store.run_migrations", level = "debug", skip_all)]
     pub fn run_migrations(&self) -> StoreResult<Vec<String>> {
         db::run_migrations(&mut *self.connection()?)
+    }
+
+    /// Runs `f` on one pooled connection: any function of [`crate::store`], or several in a row, with
+    /// the connection checked out for `f`'s duration.
+    #[tracing::instrument(name = "store.run", level = "debug", skip_all)]
+    pub fn run<T>(&self, f: impl FnOnce(&mut DbConnection) -> StoreResult<T>) -> StoreResult<T> {
+        f(&mut *self.connection()?)
     }
 
     /// Runs `f` on one connection inside [`db::write_transaction`]: everything `f` does commits
@@ -146,7 +160,7 @@ impl Store {
     /// [`claims::resolve_unknown`].
     pub fn resolve_unknown_claim(
         &self,
-        unknown: &claims::UnknownClaim,
+        unknown: &UnknownClaim,
     ) -> StoreResult<Option<ClaimedOperation>> {
         claims::resolve_unknown(&mut *self.connection()?, unknown)
     }
@@ -186,7 +200,7 @@ impl Store {
         name = "store.heartbeat",
         level = "debug",
         skip_all,
-        fields(operation_id = lease.operation_id)
+        fields(operation_id = %lease.operation_id)
     )]
     pub fn heartbeat(&self, lease: &mut OperationLease) -> StoreResult<NaiveDateTime> {
         leases::heartbeat(&mut *self.connection()?, lease)
@@ -204,7 +218,7 @@ impl Store {
         name = "store.release",
         level = "debug",
         skip_all,
-        fields(operation_id = lease.operation_id)
+        fields(operation_id = %lease.operation_id)
     )]
     pub fn release(&self, lease: &OperationLease) -> StoreResult<()> {
         let mut conn = self.connection()?;
@@ -228,361 +242,131 @@ impl Store {
     }
 }
 
-/// [`crate::store::leases`] writes through one lease, on pooled connections.
-#[derive(Debug, Clone, Copy)]
-pub struct LeasedHandle<'a> {
-    store: &'a Store,
-    lease: &'a OperationLease,
+/// Generates a handle type from a list of store functions: each method checks a connection out of the
+/// pool, runs the function of the same name in `$module` on it inside a `debug` [`tracing`] span named
+/// `module.function` (its arguments recorded with `Debug`), and returns the connection. A function
+/// written in the store is exposed by adding its signature here, once.
+macro_rules! handle {
+    (
+        $(#[$meta:meta])*
+        $handle:ident => $module:ident {
+            $(fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty;)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $handle<'a> {
+            store: &'a Store,
+        }
+
+        impl $handle<'_> {
+            $(
+                #[doc = concat!("See [`", stringify!($module), "::", stringify!($name), "`].")]
+                pub fn $name(&self, $($arg: $ty),*) -> StoreResult<$ret> {
+                    let _span = tracing::debug_span!(
+                        concat!(stringify!($module), ".", stringify!($name)),
+                        $($arg = ?$arg),*
+                    )
+                    .entered();
+                    $module::$name(&mut *self.store.connection()?, $($arg),*)
+                }
+            )+
+        }
+    };
+    (
+        $(#[$meta:meta])*
+        $handle:ident => $module:ident through lease {
+            $(fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty;)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $handle<'a> {
+            store: &'a Store,
+            lease: &'a OperationLease,
+        }
+
+        impl $handle<'_> {
+            $(
+                #[doc = concat!("See [`", stringify!($module), "::", stringify!($name), "`].")]
+                pub fn $name(&self, $($arg: $ty),*) -> StoreResult<$ret> {
+                    let _span = tracing::debug_span!(
+                        concat!("leased.", stringify!($name)),
+                        operation_id = %self.lease.operation_id,
+                        $($arg = ?$arg),*
+                    )
+                    .entered();
+                    $module::$name(&mut *self.store.connection()?, self.lease, $($arg),*)
+                }
+            )+
+        }
+    };
 }
 
-impl LeasedHandle<'_> {
-    /// See [`leases::update_state`].
-    #[tracing::instrument(
-        name = "leased.update_state",
-        level = "debug",
-        skip_all,
-        fields(operation_id = self.lease.operation_id, state = %state)
-    )]
-    pub fn update_state(&self, state: ApplyState) -> StoreResult<()> {
-        leases::update_state(&mut *self.store.connection()?, self.lease, state)
-    }
-
-    /// See [`leases::mark_started`].
-    #[tracing::instrument(
-        name = "leased.mark_started",
-        level = "debug",
-        skip_all,
-        fields(operation_id = self.lease.operation_id)
-    )]
-    pub fn mark_started(&self) -> StoreResult<()> {
-        leases::mark_started(&mut *self.store.connection()?, self.lease)
-    }
-
-    /// See [`leases::mark_completed`].
-    #[tracing::instrument(
-        name = "leased.mark_completed",
-        level = "debug",
-        skip_all,
-        fields(operation_id = self.lease.operation_id)
-    )]
-    pub fn mark_completed(&self) -> StoreResult<()> {
-        leases::mark_completed(&mut *self.store.connection()?, self.lease)
-    }
-
-    /// See [`leases::mark_failed`].
-    #[tracing::instrument(
-        name = "leased.mark_failed",
-        level = "debug",
-        skip_all,
-        fields(operation_id = self.lease.operation_id)
-    )]
-    pub fn mark_failed(&self, message: &str) -> StoreResult<()> {
-        leases::mark_failed(&mut *self.store.connection()?, self.lease, message)
-    }
-
-    /// See [`leases::mark_terminal`].
-    #[tracing::instrument(
-        name = "leased.mark_terminal",
-        level = "debug",
-        skip_all,
-        fields(operation_id = self.lease.operation_id, state = %state)
-    )]
-    pub fn mark_terminal(&self, state: ApplyState) -> StoreResult<()> {
-        leases::mark_terminal(&mut *self.store.connection()?, self.lease, state)
-    }
-}
-
-/// [`crate::store::control_requests`] on pooled connections.
-#[derive(Debug, Clone, Copy)]
-pub struct ControlRequestsHandle<'a> {
-    store: &'a Store,
-}
-
-impl ControlRequestsHandle<'_> {
-    /// See [`control_requests::request`].
-    #[tracing::instrument(
-        name = "control_requests.request",
-        level = "debug",
-        skip_all,
-        fields(apply_id = apply_id, operation_id = ?operation_id, kind = %kind)
-    )]
-    pub fn request(
-        &self,
-        apply_id: i64,
-        operation_id: Option<i64>,
-        kind: ControlRequestKind,
-        reason: Option<&str>,
-    ) -> StoreResult<ControlRequest> {
-        control_requests::request(
-            &mut *self.store.connection()?,
-            apply_id,
-            operation_id,
-            kind,
-            reason,
-        )
-    }
-
-    /// See [`control_requests::get`].
-    #[tracing::instrument(
-        name = "control_requests.get",
-        level = "debug",
-        skip_all,
-        fields(id = id)
-    )]
-    pub fn get(&self, id: i64) -> StoreResult<Option<ControlRequest>> {
-        control_requests::get(&mut *self.store.connection()?, id)
-    }
-
-    /// See [`control_requests::complete`].
-    #[tracing::instrument(
-        name = "control_requests.complete",
-        level = "debug",
-        skip_all,
-        fields(id = id)
-    )]
-    pub fn complete(&self, id: i64) -> StoreResult<()> {
-        control_requests::complete(&mut *self.store.connection()?, id)
-    }
-
-    /// See [`control_requests::fail`].
-    #[tracing::instrument(
-        name = "control_requests.fail",
-        level = "debug",
-        skip_all,
-        fields(id = id)
-    )]
-    pub fn fail(&self, id: i64, reason: &str) -> StoreResult<()> {
-        control_requests::fail(&mut *self.store.connection()?, id, reason)
-    }
-
-    /// See [`control_requests::list_pending`].
-    #[tracing::instrument(
-        name = "control_requests.list_pending",
-        level = "debug",
-        skip_all,
-        fields(apply_id = apply_id)
-    )]
-    pub fn list_pending(&self, apply_id: i64) -> StoreResult<Vec<ControlRequest>> {
-        control_requests::list_pending(&mut *self.store.connection()?, apply_id)
+handle! {
+    /// [`crate::store::leases`] writes through one lease, on pooled connections. The lease's token is
+    /// never recorded in a span.
+    LeasedHandle => leases through lease {
+        fn update_state(state: ApplyState) -> ();
+        fn mark_started() -> ();
+        fn mark_completed() -> ();
+        fn mark_failed(message: &str) -> ();
+        fn mark_terminal(state: ApplyState) -> ();
     }
 }
 
-/// [`crate::store::apply_operations`] on pooled connections; see there for each operation's contract.
-#[derive(Debug, Clone, Copy)]
-pub struct ApplyOperationsHandle<'a> {
-    store: &'a Store,
-}
-
-impl ApplyOperationsHandle<'_> {
-    /// See [`apply_operations::insert`].
-    #[tracing::instrument(
-        name = "apply_operations.insert",
-        level = "debug",
-        skip_all,
-        fields(apply_id = new.apply_id, deployment = %new.deployment)
-    )]
-    pub fn insert(&self, new: &NewApplyOperation) -> StoreResult<i64> {
-        apply_operations::insert(&mut *self.store.connection()?, new)
-    }
-
-    /// See [`apply_operations::get`].
-    #[tracing::instrument(
-        name = "apply_operations.get",
-        level = "debug",
-        skip_all,
-        fields(id = id)
-    )]
-    pub fn get(&self, id: i64) -> StoreResult<Option<ApplyOperation>> {
-        apply_operations::get(&mut *self.store.connection()?, id)
-    }
-
-    /// See [`apply_operations::get_by_apply_and_deployment`].
-    #[tracing::instrument(
-        name = "apply_operations.get_by_apply_and_deployment",
-        level = "debug",
-        skip_all,
-        fields(apply_id = apply_id, deployment = %deployment)
-    )]
-    pub fn get_by_apply_and_deployment(
-        &self,
-        apply_id: i64,
-        deployment: &str,
-    ) -> StoreResult<Option<ApplyOperation>> {
-        apply_operations::get_by_apply_and_deployment(
-            &mut *self.store.connection()?,
-            apply_id,
-            deployment,
-        )
-    }
-
-    /// See [`apply_operations::list_by_apply`].
-    #[tracing::instrument(
-        name = "apply_operations.list_by_apply",
-        level = "debug",
-        skip_all,
-        fields(apply_id = apply_id)
-    )]
-    pub fn list_by_apply(&self, apply_id: i64) -> StoreResult<Vec<ApplyOperation>> {
-        apply_operations::list_by_apply(&mut *self.store.connection()?, apply_id)
-    }
-
-    /// See [`apply_operations::update_state`].
-    #[tracing::instrument(
-        name = "apply_operations.update_state",
-        level = "debug",
-        skip_all,
-        fields(id = id, state = %state)
-    )]
-    pub fn update_state(&self, id: i64, state: ApplyState) -> StoreResult<()> {
-        apply_operations::update_state(&mut *self.store.connection()?, id, state)
-    }
-
-    /// See [`apply_operations::mark_started`].
-    #[tracing::instrument(
-        name = "apply_operations.mark_started",
-        level = "debug",
-        skip_all,
-        fields(id = id)
-    )]
-    pub fn mark_started(&self, id: i64) -> StoreResult<()> {
-        apply_operations::mark_started(&mut *self.store.connection()?, id)
-    }
-
-    /// See [`apply_operations::mark_completed`].
-    #[tracing::instrument(
-        name = "apply_operations.mark_completed",
-        level = "debug",
-        skip_all,
-        fields(id = id)
-    )]
-    pub fn mark_completed(&self, id: i64) -> StoreResult<()> {
-        apply_operations::mark_completed(&mut *self.store.connection()?, id)
-    }
-
-    /// See [`apply_operations::mark_failed`].
-    #[tracing::instrument(
-        name = "apply_operations.mark_failed",
-        level = "debug",
-        skip_all,
-        fields(id = id)
-    )]
-    pub fn mark_failed(&self, id: i64, message: &str) -> StoreResult<()> {
-        apply_operations::mark_failed(&mut *self.store.connection()?, id, message)
-    }
-
-    /// See [`apply_operations::mark_terminal`].
-    #[tracing::instrument(
-        name = "apply_operations.mark_terminal",
-        level = "debug",
-        skip_all,
-        fields(id = id, state = %state)
-    )]
-    pub fn mark_terminal(&self, id: i64, state: ApplyState) -> StoreResult<()> {
-        apply_operations::mark_terminal(&mut *self.store.connection()?, id, state)
-    }
-
-    /// See [`apply_operations::delete_by_apply`].
-    #[tracing::instrument(
-        name = "apply_operations.delete_by_apply",
-        level = "debug",
-        skip_all,
-        fields(apply_id = apply_id)
-    )]
-    pub fn delete_by_apply(&self, apply_id: i64) -> StoreResult<usize> {
-        apply_operations::delete_by_apply(&mut *self.store.connection()?, apply_id)
+handle! {
+    /// [`crate::store::control_requests`] on pooled connections.
+    ControlRequestsHandle => control_requests {
+        fn request(
+            apply_id: ApplyId,
+            operation_id: Option<ApplyOperationId>,
+            kind: ControlRequestKind,
+            reason: Option<&str>,
+        ) -> ControlRequest;
+        fn get(id: ControlRequestId) -> Option<ControlRequest>;
+        fn complete(id: ControlRequestId) -> ();
+        fn fail(id: ControlRequestId, reason: &str) -> ();
+        fn list_pending(apply_id: ApplyId) -> Vec<ControlRequest>;
     }
 }
 
-/// [`crate::store::applies`] on pooled connections.
-#[derive(Debug, Clone, Copy)]
-pub struct AppliesHandle<'a> {
-    store: &'a Store,
-}
-
-impl AppliesHandle<'_> {
-    /// See [`applies::insert`].
-    #[tracing::instrument(
-        name = "applies.insert",
-        level = "debug",
-        skip_all,
-        fields(apply_identifier = %new.apply_identifier)
-    )]
-    pub fn insert(&self, new: &NewApply) -> StoreResult<i64> {
-        applies::insert(&mut *self.store.connection()?, new)
-    }
-
-    /// See [`applies::get`].
-    #[tracing::instrument(name = "applies.get", level = "debug", skip_all, fields(id = id))]
-    pub fn get(&self, id: i64) -> StoreResult<Option<Apply>> {
-        applies::get(&mut *self.store.connection()?, id)
-    }
-
-    /// See [`applies::get_by_identifier`].
-    #[tracing::instrument(
-        name = "applies.get_by_identifier",
-        level = "debug",
-        skip_all,
-        fields(apply_identifier = %apply_identifier)
-    )]
-    pub fn get_by_identifier(&self, apply_identifier: &str) -> StoreResult<Option<Apply>> {
-        applies::get_by_identifier(&mut *self.store.connection()?, apply_identifier)
-    }
-
-    /// See [`applies::set_defer_cutover`].
-    #[tracing::instrument(
-        name = "applies.set_defer_cutover",
-        level = "debug",
-        skip_all,
-        fields(id = id, defer_cutover = defer_cutover)
-    )]
-    pub fn set_defer_cutover(&self, id: i64, defer_cutover: bool) -> StoreResult<()> {
-        applies::set_defer_cutover(&mut *self.store.connection()?, id, defer_cutover)
+handle! {
+    /// [`crate::store::apply_operations`] on pooled connections; see there for each operation's
+    /// contract.
+    ApplyOperationsHandle => apply_operations {
+        fn insert(new: &NewApplyOperation) -> ApplyOperationId;
+        fn get(id: ApplyOperationId) -> Option<ApplyOperation>;
+        fn get_by_apply_and_deployment(
+            apply_id: ApplyId,
+            deployment: &str,
+        ) -> Option<ApplyOperation>;
+        fn list_by_apply(apply_id: ApplyId) -> Vec<ApplyOperation>;
+        fn update_state(id: ApplyOperationId, state: ApplyState) -> ();
+        fn mark_started(id: ApplyOperationId) -> ();
+        fn mark_completed(id: ApplyOperationId) -> ();
+        fn mark_failed(id: ApplyOperationId, message: &str) -> ();
+        fn mark_terminal(id: ApplyOperationId, state: ApplyState) -> ();
+        fn delete_by_apply(apply_id: ApplyId) -> usize;
     }
 }
 
-/// [`crate::store::tasks`] on pooled connections.
-#[derive(Debug, Clone, Copy)]
-pub struct TasksHandle<'a> {
-    store: &'a Store,
+handle! {
+    /// [`crate::store::applies`] on pooled connections.
+    AppliesHandle => applies {
+        fn insert(new: &NewApply) -> ApplyId;
+        fn get(id: ApplyId) -> Option<Apply>;
+        fn get_by_identifier(apply_identifier: &str) -> Option<Apply>;
+        fn set_defer_cutover(id: ApplyId, defer_cutover: bool) -> ();
+    }
 }
 
-impl TasksHandle<'_> {
-    /// See [`tasks::insert`].
-    #[tracing::instrument(
-        name = "tasks.insert",
-        level = "debug",
-        skip_all,
-        fields(apply_id = new.apply_id)
-    )]
-    pub fn insert(&self, new: &NewTask) -> StoreResult<i64> {
-        tasks::insert(&mut *self.store.connection()?, new)
-    }
-
-    /// See [`tasks::get`].
-    #[tracing::instrument(name = "tasks.get", level = "debug", skip_all, fields(id = id))]
-    pub fn get(&self, id: i64) -> StoreResult<Option<Task>> {
-        tasks::get(&mut *self.store.connection()?, id)
-    }
-
-    /// See [`tasks::list_by_apply`].
-    #[tracing::instrument(
-        name = "tasks.list_by_apply",
-        level = "debug",
-        skip_all,
-        fields(apply_id = apply_id)
-    )]
-    pub fn list_by_apply(&self, apply_id: i64) -> StoreResult<Vec<Task>> {
-        tasks::list_by_apply(&mut *self.store.connection()?, apply_id)
-    }
-
-    /// See [`tasks::list_by_operation`].
-    #[tracing::instrument(
-        name = "tasks.list_by_operation",
-        level = "debug",
-        skip_all,
-        fields(apply_operation_id = apply_operation_id)
-    )]
-    pub fn list_by_operation(&self, apply_operation_id: i64) -> StoreResult<Vec<Task>> {
-        tasks::list_by_operation(&mut *self.store.connection()?, apply_operation_id)
+handle! {
+    /// [`crate::store::tasks`] on pooled connections.
+    TasksHandle => tasks {
+        fn insert(new: &NewTask) -> TaskId;
+        fn get(id: TaskId) -> Option<Task>;
+        fn list_by_apply(apply_id: ApplyId) -> Vec<Task>;
+        fn list_by_operation(apply_operation_id: ApplyOperationId) -> Vec<Task>;
     }
 }

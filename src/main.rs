@@ -44,7 +44,7 @@ enum Command {
     /// in RFC 3339 with a `Z`.
     List {
         /// The apply's id.
-        apply_id: i64,
+        apply_id: applyops::models::ApplyId,
     },
 }
 

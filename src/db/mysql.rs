@@ -172,7 +172,7 @@ pub(super) fn run_migrations(
     lock_wait: Duration,
 ) -> StoreResult<Vec<String>> {
     with_migration_lock(conn, lock_wait, |conn| {
-        super::apply_pending(conn, MIGRATIONS)
+        super::migrations::apply_pending(conn, MIGRATIONS)
     })
 }
 
@@ -181,7 +181,7 @@ pub(super) fn revert_last_migration(
     lock_wait: Duration,
 ) -> StoreResult<Option<String>> {
     with_migration_lock(conn, lock_wait, |conn| {
-        super::revert_newest(conn, MIGRATIONS)
+        super::migrations::revert_newest(conn, MIGRATIONS)
     })
 }
 
@@ -212,7 +212,7 @@ pub(super) fn revert_last_migration_checked<E>(
     check: impl FnOnce(&mut MysqlConnection) -> Result<(), E>,
 ) -> StoreResult<Result<Option<String>, E>> {
     with_migration_lock(conn, lock_wait, |conn| match check(conn) {
-        Ok(()) => super::revert_newest(conn, MIGRATIONS).map(Ok),
+        Ok(()) => super::migrations::revert_newest(conn, MIGRATIONS).map(Ok),
         Err(refused) => Ok(Err(refused)),
     })
 }

@@ -70,11 +70,11 @@ pub(super) fn violated_key(message: &str) -> Option<ViolatedKey> {
 /// One immediate transaction around the whole run serialises concurrent runners: the second waits
 /// (busy timeout), then finds nothing pending. Diesel runs each migration in a savepoint of it.
 pub(super) fn run_migrations(conn: &mut SqliteConnection) -> StoreResult<Vec<String>> {
-    conn.immediate_transaction(|conn| super::apply_pending(conn, MIGRATIONS))
+    conn.immediate_transaction(|conn| super::migrations::apply_pending(conn, MIGRATIONS))
 }
 
 pub(super) fn revert_last_migration(conn: &mut SqliteConnection) -> StoreResult<Option<String>> {
-    conn.immediate_transaction(|conn| super::revert_newest(conn, MIGRATIONS))
+    conn.immediate_transaction(|conn| super::migrations::revert_newest(conn, MIGRATIONS))
 }
 
 /// `EXPLAIN QUERY PLAN` of `query`, one line per plan step (its `detail` column).
@@ -117,7 +117,7 @@ pub(super) fn revert_last_migration_checked<E>(
     check: impl FnOnce(&mut SqliteConnection) -> Result<(), E>,
 ) -> StoreResult<Result<Option<String>, E>> {
     conn.immediate_transaction(|conn| match check(conn) {
-        Ok(()) => super::revert_newest(conn, MIGRATIONS).map(Ok),
+        Ok(()) => super::migrations::revert_newest(conn, MIGRATIONS).map(Ok),
         Err(refused) => Ok(Err(refused)),
     })
 }

@@ -2,17 +2,19 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::raw::{self, ApplyRow};
+use super::ApplyId;
 use crate::schema::applies;
+use crate::state::ApplyState;
 
 /// A schema-change request: the parent of one [`ApplyOperation`](super::ApplyOperation) per deployment.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Queryable, Selectable, Identifiable, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Identifiable, Serialize, Deserialize)]
+///
+/// Loaded through [`ApplyRow`]; a stored state this version does not know fails the read.
 #[diesel(table_name = applies)]
-#[diesel(check_for_backend(diesel::mysql::Mysql, diesel::sqlite::Sqlite))]
 pub struct Apply {
     /// Primary key.
-    pub id: i64,
+    pub id: ApplyId,
     /// The unique, user-facing handle of the apply.
     pub apply_identifier: String,
     /// The logical database the change is for.
@@ -21,8 +23,8 @@ pub struct Apply {
     pub environment: String,
     /// The deployment the apply was requested for.
     pub deployment: String,
-    /// The stored state name; see [`crate::state::HasApplyState`].
-    pub state: String,
+    /// The apply's state.
+    pub state: ApplyState,
     /// The last error, if the apply failed.
     pub error_message: Option<String>,
     /// When the row was inserted (UTC).
@@ -40,6 +42,33 @@ pub struct Apply {
     /// When true, automatic cutover is off: each cutover of a barrier or parallel operation waits for
     /// an operator's `cutover` request.
     pub defer_cutover: bool,
+}
+
+impl TryFrom<ApplyRow> for Apply {
+    type Error = raw::UnknownValue;
+
+    fn try_from(row: ApplyRow) -> Result<Self, Self::Error> {
+        Ok(Apply {
+            state: raw::parse(
+                "applies",
+                row.id.0,
+                "state",
+                row.state,
+                ApplyState::from_stored,
+            )?,
+            id: row.id,
+            apply_identifier: row.apply_identifier,
+            database_name: row.database_name,
+            environment: row.environment,
+            deployment: row.deployment,
+            error_message: row.error_message,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            started_at: row.started_at,
+            completed_at: row.completed_at,
+            defer_cutover: row.defer_cutover,
+        })
+    }
 }
 
 /// The caller-supplied part of a new [`Apply`]; the store sets state and timestamps.

@@ -2,26 +2,28 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::raw::{self, ApplyOperationRow};
+use super::{ApplyId, ApplyOperationId};
 use crate::schema::apply_operations;
-use crate::state::{CutoverPolicy, FailurePolicy};
+use crate::state::{ApplyState, CutoverPolicy, FailurePolicy};
 
 /// One deployment's rollout of an apply: the unit of work that workers claim, drive and report on.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Queryable, Selectable, Identifiable, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Identifiable, Serialize, Deserialize)]
+///
+/// Loaded through [`ApplyOperationRow`]; a stored state or policy this version does not know fails the
+/// read.
 #[diesel(table_name = apply_operations)]
-#[diesel(check_for_backend(diesel::mysql::Mysql, diesel::sqlite::Sqlite))]
 pub struct ApplyOperation {
     /// Primary key.
-    pub id: i64,
+    pub id: ApplyOperationId,
     /// The apply this operation belongs to (`applies.id`).
-    pub apply_id: i64,
+    pub apply_id: ApplyId,
     /// The deployment (database target) this operation rolls out to; unique within its apply.
     pub deployment: String,
     /// Free-form target detail within the deployment (e.g. a keyspace); empty when unused.
     pub target: String,
-    /// The stored state name; see [`crate::state::HasApplyState`].
-    pub state: String,
+    /// Where the operation is.
+    pub state: ApplyState,
     /// The error recorded by [`mark_failed`](crate::store::apply_operations::mark_failed).
     pub error_message: Option<String>,
     /// When the operation first started running (UTC); stamped once.
@@ -36,14 +38,14 @@ pub struct ApplyOperation {
     /// When the row was last written (UTC).
     #[serde(with = "super::rfc3339")]
     pub updated_at: NaiveDateTime,
-    /// How the start waits for earlier siblings: a [`CutoverPolicy`] name, kept as stored.
-    pub cutover_policy: String,
-    /// What a failed earlier sibling means: a [`FailurePolicy`] name, kept as stored.
-    pub on_failure: String,
+    /// How the start waits for earlier siblings.
+    pub cutover_policy: CutoverPolicy,
+    /// What a failed earlier sibling means.
+    pub on_failure: FailurePolicy,
     /// How many times the retry claim has restarted the operation from `failed_retryable`.
     pub attempt: i32,
     /// Who holds (or last held) the lease; empty when none does. The lease token is deliberately not
-    /// part of the row model: only the [`OperationLease`](crate::store::leases::OperationLease) a claim
+    /// part of the row model: only the [`OperationLease`](super::OperationLease) a claim
     /// returns carries it, so a listing cannot be turned into a lease.
     pub lease_owner: String,
     /// When the current lease was taken (UTC); NULL when there is none.
@@ -54,12 +56,51 @@ pub struct ApplyOperation {
     pub lease_expires_at: Option<NaiveDateTime>,
 }
 
+impl TryFrom<ApplyOperationRow> for ApplyOperation {
+    type Error = raw::UnknownValue;
+
+    fn try_from(row: ApplyOperationRow) -> Result<Self, Self::Error> {
+        const TABLE: &str = "apply_operations";
+        let id = row.id.0;
+        Ok(ApplyOperation {
+            state: raw::parse(TABLE, id, "state", row.state, ApplyState::from_stored)?,
+            cutover_policy: raw::parse(
+                TABLE,
+                id,
+                "cutover_policy",
+                row.cutover_policy,
+                CutoverPolicy::from_stored,
+            )?,
+            on_failure: raw::parse(
+                TABLE,
+                id,
+                "on_failure",
+                row.on_failure,
+                FailurePolicy::from_stored,
+            )?,
+            id: row.id,
+            apply_id: row.apply_id,
+            deployment: row.deployment,
+            target: row.target,
+            error_message: row.error_message,
+            started_at: row.started_at,
+            completed_at: row.completed_at,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            attempt: row.attempt,
+            lease_owner: row.lease_owner,
+            lease_acquired_at: row.lease_acquired_at,
+            lease_expires_at: row.lease_expires_at,
+        })
+    }
+}
+
 /// The caller-supplied part of a new [`ApplyOperation`]. It starts `pending` with no lease and
 /// attempt 0; the store sets timestamps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewApplyOperation {
     /// The apply this operation belongs to.
-    pub apply_id: i64,
+    pub apply_id: ApplyId,
     /// The deployment: 1 to 255 characters, unique within the apply, no trailing space.
     pub deployment: String,
     /// Target detail: at most 255 characters, empty when unused.
@@ -73,7 +114,7 @@ pub struct NewApplyOperation {
 impl NewApplyOperation {
     /// A new operation for `deployment` of apply `apply_id`, with an empty target and the default
     /// (strictest) policies.
-    pub fn new(apply_id: i64, deployment: impl Into<String>) -> Self {
+    pub fn new(apply_id: ApplyId, deployment: impl Into<String>) -> Self {
         NewApplyOperation {
             apply_id,
             deployment: deployment.into(),

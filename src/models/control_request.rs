@@ -2,27 +2,28 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{StoreError, StoreResult};
+use super::raw::{self, ControlRequestRow};
+use super::{ApplyId, ApplyOperationId, ControlRequestId};
 use crate::schema::apply_control_requests;
 use crate::state::{ControlRequestKind, ControlRequestStatus};
 
 /// An operator's request to start, stop, release or cut over an apply or one of its operations.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Queryable, Selectable, Identifiable, Serialize, Deserialize,
-)]
+///
+/// Loaded through [`ControlRequestRow`]; a stored kind or status this version does not know fails
+/// the read.
+#[derive(Debug, Clone, PartialEq, Eq, Identifiable, Serialize, Deserialize)]
 #[diesel(table_name = apply_control_requests)]
-#[diesel(check_for_backend(diesel::mysql::Mysql, diesel::sqlite::Sqlite))]
 pub struct ControlRequest {
     /// Primary key.
-    pub id: i64,
+    pub id: ControlRequestId,
     /// The apply the request is for.
-    pub apply_id: i64,
+    pub apply_id: ApplyId,
     /// The operation the request is for; `None` for the whole apply.
-    pub apply_operation_id: Option<i64>,
-    /// A [`ControlRequestKind`] name, kept as stored; see [`ControlRequest::request_kind`].
-    pub kind: String,
-    /// A [`ControlRequestStatus`] name, kept as stored; see [`ControlRequest::request_status`].
-    pub status: String,
+    pub apply_operation_id: Option<ApplyOperationId>,
+    /// What is asked for.
+    pub kind: ControlRequestKind,
+    /// Where the request is in its life.
+    pub status: ControlRequestStatus,
     /// Why it was asked for, or (once failed) why it could not be acted on.
     pub reason: Option<String>,
     /// When the request was made (UTC).
@@ -36,24 +37,28 @@ pub struct ControlRequest {
     pub completed_at: Option<NaiveDateTime>,
 }
 
-impl ControlRequest {
-    /// The typed kind, or [`StoreError::UnknownValue`] naming the row and the stored value.
-    pub fn request_kind(&self) -> StoreResult<ControlRequestKind> {
-        ControlRequestKind::from_stored(&self.kind).ok_or_else(|| self.unknown("kind", &self.kind))
-    }
+impl TryFrom<ControlRequestRow> for ControlRequest {
+    type Error = raw::UnknownValue;
 
-    /// The typed status, or [`StoreError::UnknownValue`] naming the row and the stored value.
-    pub fn request_status(&self) -> StoreResult<ControlRequestStatus> {
-        ControlRequestStatus::from_stored(&self.status)
-            .ok_or_else(|| self.unknown("status", &self.status))
-    }
-
-    fn unknown(&self, column: &'static str, value: &str) -> StoreError {
-        StoreError::UnknownValue {
-            table: "apply_control_requests",
-            id: self.id,
-            column,
-            value: value.to_owned(),
-        }
+    fn try_from(row: ControlRequestRow) -> Result<Self, Self::Error> {
+        const TABLE: &str = "apply_control_requests";
+        let id = row.id.0;
+        Ok(ControlRequest {
+            kind: raw::parse(TABLE, id, "kind", row.kind, ControlRequestKind::from_stored)?,
+            status: raw::parse(
+                TABLE,
+                id,
+                "status",
+                row.status,
+                ControlRequestStatus::from_stored,
+            )?,
+            id: row.id,
+            apply_id: row.apply_id,
+            apply_operation_id: row.apply_operation_id,
+            reason: row.reason,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            completed_at: row.completed_at,
+        })
     }
 }

@@ -1,18 +1,27 @@
-//! Rows as they are stored (`Queryable`) and rows to insert (`Insertable`), one file per table.
+//! Rows as the store returns them, rows to insert, and the typed values they are made of: one file
+//! per table, plus ids, leases and claims.
 //!
-//! Models are plain data: the `state` column is kept as the stored string, so a row with a value this
-//! version does not know can still be loaded and remediated. [`crate::state::HasApplyState`] turns it
-//! into an [`ApplyState`](crate::state::ApplyState), and the store checks every row it returns.
+//! Columns are typed: states, policies, request kinds and statuses are the [`crate::state`] enums,
+//! ids are newtypes ([`ApplyId`], [`ApplyOperationId`], [`TaskId`], [`ControlRequestId`]). A typed row
+//! is loaded through its [`raw`] row, so a stored value this version does not know fails the read with
+//! the table, column, value and row named (and the raw row still loads it, for repair).
 //! Timestamps are UTC; serialised (serde), they are RFC 3339 with a `Z`, such as
 //! `2026-11-25T13:04:05.123456Z`, and deserialising accepts any RFC 3339 offset.
 
 mod apply;
 mod apply_operation;
+mod claim;
 mod control_request;
+mod ids;
+mod lease;
+pub mod raw;
 mod rfc3339;
 mod task;
 
 pub use apply::{Apply, NewApply};
 pub use apply_operation::{ApplyOperation, NewApplyOperation};
+pub use claim::{ClaimKind, ClaimedOperation, UnknownClaim};
 pub use control_request::ControlRequest;
+pub use ids::{ApplyId, ApplyOperationId, ControlRequestId, TaskId};
+pub use lease::{LeaseToken, OperationLease};
 pub use task::{NewTask, Task};

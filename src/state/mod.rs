@@ -14,17 +14,30 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::{StoreError, StoreResult};
-use crate::models::{Apply, ApplyOperation, Task};
-
+mod sql;
 mod vocabulary;
 
+pub use sql::UnknownStoredValue;
 pub use vocabulary::{
     ControlRequestKind, ControlRequestStatus, CutoverPolicy, FailurePolicy, ParseVocabularyError,
 };
 
 /// Every state an apply, or one deployment's operation of it, can be in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Stored in `Text` columns as its [`as_str`](ApplyState::as_str) name; Diesel reads and writes it
+/// directly (`ops::state.eq(ApplyState::Running)`), and reading a name it does not know is an
+/// [`UnknownStoredValue`] error, never a default.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    diesel::expression::AsExpression,
+    diesel::deserialize::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
 pub enum ApplyState {
     /// Created, not yet started.
     Pending,
@@ -233,45 +246,6 @@ impl ApplyState {
     }
 }
 
-/// Parses a state read from `table` row `id` with [`ApplyState::from_stored`], naming the table, row
-/// and value in the error when it is not exactly a known name.
-pub(crate) fn parse_stored(table: &'static str, id: i64, value: &str) -> StoreResult<ApplyState> {
-    ApplyState::from_stored(value).ok_or_else(|| StoreError::UnknownState {
-        table,
-        id,
-        value: value.to_owned(),
-    })
-}
-
-/// Typed access to a row's stored state.
-///
-/// Rows keep the state column as the string the database holds, so a value written by a newer or
-/// foreign tool can still be loaded, inspected and remediated; this is where it becomes an
-/// [`ApplyState`]. The store checks every row it returns, so for rows from the store this only fails
-/// if the row was edited since.
-pub trait HasApplyState {
-    /// The row's state, or [`StoreError::UnknownState`] naming the table, row id and stored value.
-    fn apply_state(&self) -> StoreResult<ApplyState>;
-}
-
-impl HasApplyState for ApplyOperation {
-    fn apply_state(&self) -> StoreResult<ApplyState> {
-        parse_stored("apply_operations", self.id, &self.state)
-    }
-}
-
-impl HasApplyState for Apply {
-    fn apply_state(&self) -> StoreResult<ApplyState> {
-        parse_stored("applies", self.id, &self.state)
-    }
-}
-
-impl HasApplyState for Task {
-    fn apply_state(&self) -> StoreResult<ApplyState> {
-        parse_stored("tasks", self.id, &self.state)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,10 +263,6 @@ mod tests {
                 None
             );
         }
-        assert!(matches!(
-            parse_stored("apply_operations", 7, "COMPLETED"),
-            Err(StoreError::UnknownState { id: 7, .. })
-        ));
         assert_eq!(ApplyState::from_stored("state_running"), None);
     }
 
@@ -386,18 +356,5 @@ mod tests {
         let read: ApplyState = serde_json::from_str("\"STATE_REVERT_WINDOW\"").unwrap();
         assert_eq!(read, ApplyState::RevertWindow);
         assert!(serde_json::from_str::<ApplyState>("\"nope\"").is_err());
-    }
-
-    #[test]
-    fn unknown_stored_state_names_table_row_and_value() {
-        let err = parse_stored("apply_operations", 42, "exploded").unwrap_err();
-        assert!(matches!(
-            &err,
-            StoreError::UnknownState { table: "apply_operations", id: 42, value } if value == "exploded"
-        ));
-        assert_eq!(
-            err.to_string(),
-            "apply_operations row 42 has unknown state \"exploded\""
-        );
     }
 }

@@ -1,10 +1,11 @@
 //! The small vocabularies of the worker contract: rollout policies and control requests.
 //!
-//! Like [`ApplyState`](super::ApplyState), each is stored as its lowercase name; input is parsed
-//! leniently about letter case ([`FromStr`]), stored values exactly (`from_stored`). Rows keep these columns as strings, so a value written by a newer tool still
-//! loads; the claim queries compare against the known names only, so an unknown policy behaves as the
-//! strictest one (see [`CutoverPolicy`] and [`FailurePolicy`]) and an unknown request kind or status
-//! matches nothing.
+//! Like [`ApplyState`](super::ApplyState), each is stored as its lowercase name in a `Text` column and
+//! read and written by Diesel as the enum; input is parsed leniently about letter case ([`FromStr`]),
+//! stored values exactly (`from_stored`). A row holding a value this version does not know is an error
+//! to read (the raw rows in [`crate::models::raw`] still load it, for repair); the claim queries
+//! compare against the known values only, so an unknown policy behaves as the strictest one (see
+//! [`CutoverPolicy`] and [`FailurePolicy`]) and an unknown request kind holds starts back.
 
 use std::fmt;
 use std::str::FromStr;
@@ -30,7 +31,10 @@ macro_rules! vocabulary {
         }
     ) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, diesel::expression::AsExpression, diesel::deserialize::FromSqlRow,
+        )]
+        #[diesel(sql_type = diesel::sql_types::Text)]
         pub enum $name {
             $($(#[$variant_meta])* $variant,)+
         }

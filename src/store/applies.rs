@@ -2,10 +2,10 @@
 
 use diesel::prelude::*;
 
-use super::{validate, with_known_state};
+use super::validate;
 use crate::db::{self, DbConnection, UniqueKey};
 use crate::error::{StoreError, StoreResult};
-use crate::models::{Apply, NewApply};
+use crate::models::{Apply, ApplyId, NewApply};
 use crate::schema::applies;
 use crate::state::ApplyState;
 
@@ -19,7 +19,7 @@ const IDENTIFIER_KEY: UniqueKey = UniqueKey {
 ///
 /// Errors: [`StoreError::InvalidInput`] for an empty or over-long (255 characters) field or an
 /// identifier ending in a space; [`StoreError::ApplyExists`] when the identifier is taken.
-pub fn insert(conn: &mut DbConnection, new: &NewApply) -> StoreResult<i64> {
+pub fn insert(conn: &mut DbConnection, new: &NewApply) -> StoreResult<ApplyId> {
     validate::key_varchar("apply_identifier", &new.apply_identifier)?;
     validate::required_varchar("database_name", &new.database_name)?;
     validate::required_varchar("environment", &new.environment)?;
@@ -29,13 +29,13 @@ pub fn insert(conn: &mut DbConnection, new: &NewApply) -> StoreResult<i64> {
         let inserted = diesel::insert_into(applies::table)
             .values((
                 new,
-                applies::state.eq(ApplyState::Pending.as_str()),
+                applies::state.eq(ApplyState::Pending),
                 applies::created_at.eq(now),
                 applies::updated_at.eq(now),
             ))
             .execute(conn);
         match inserted {
-            Ok(_) => Ok(db::last_insert_id(conn)?),
+            Ok(_) => Ok(ApplyId(db::last_insert_id(conn)?)),
             Err(err) if db::is_unique_violation_of(conn, &err, &IDENTIFIER_KEY) => {
                 Err(StoreError::ApplyExists {
                     apply_identifier: new.apply_identifier.clone(),
@@ -47,13 +47,12 @@ pub fn insert(conn: &mut DbConnection, new: &NewApply) -> StoreResult<i64> {
 }
 
 /// The apply with this id, or `None`.
-pub fn get(conn: &mut DbConnection, id: i64) -> StoreResult<Option<Apply>> {
-    let row = applies::table
+pub fn get(conn: &mut DbConnection, id: ApplyId) -> StoreResult<Option<Apply>> {
+    Ok(applies::table
         .find(id)
         .select(Apply::as_select())
         .first(conn)
-        .optional()?;
-    with_known_state(row)
+        .optional()?)
 }
 
 /// The apply with this user-facing identifier, or `None`.
@@ -67,17 +66,20 @@ pub fn get_by_identifier(
     if !validate::is_storable_key(apply_identifier) {
         return Ok(None);
     }
-    let row = applies::table
+    Ok(applies::table
         .filter(applies::apply_identifier.eq(apply_identifier))
         .select(Apply::as_select())
         .first(conn)
-        .optional()?;
-    with_known_state(row)
+        .optional()?)
 }
 
 /// Turns automatic cutover off (`true`) or on (`false`) for apply `id`. Idempotent.
 /// [`StoreError::ApplyNotFound`] when there is no such apply.
-pub fn set_defer_cutover(conn: &mut DbConnection, id: i64, defer_cutover: bool) -> StoreResult<()> {
+pub fn set_defer_cutover(
+    conn: &mut DbConnection,
+    id: ApplyId,
+    defer_cutover: bool,
+) -> StoreResult<()> {
     let matched = diesel::update(applies::table.find(id))
         .set((
             applies::defer_cutover.eq(defer_cutover),

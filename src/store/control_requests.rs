@@ -11,9 +11,9 @@ use diesel::prelude::*;
 use super::{check_operation_owner, validate};
 use crate::db::{self, DbConnection, UniqueKey};
 use crate::error::{StoreError, StoreResult};
-use crate::models::ControlRequest;
+use crate::models::{ApplyId, ApplyOperationId, ControlRequest, ControlRequestId};
 use crate::schema::{applies, apply_control_requests as reqs, apply_operations};
-use crate::state::{ControlRequestKind, ControlRequestStatus};
+use crate::state::{ApplyState, ControlRequestKind, ControlRequestStatus};
 
 /// At most one pending request per (apply, operation or whole apply, kind). The name is the same on
 /// both backends; SQLite names the columns.
@@ -36,8 +36,8 @@ const REQUEST_ATTEMPTS: usize = 5;
 /// 65,535 bytes. Nothing is written on error.
 pub fn request(
     conn: &mut DbConnection,
-    apply_id: i64,
-    operation_id: Option<i64>,
+    apply_id: ApplyId,
+    operation_id: Option<ApplyOperationId>,
     kind: ControlRequestKind,
     reason: Option<&str>,
 ) -> StoreResult<ControlRequest> {
@@ -47,7 +47,7 @@ pub fn request(
     let apply_exists = applies::table
         .find(apply_id)
         .select(applies::id)
-        .first::<i64>(conn)
+        .first::<ApplyId>(conn)
         .optional()?
         .is_some();
     if !apply_exists {
@@ -57,7 +57,7 @@ pub fn request(
         let owner = apply_operations::table
             .find(operation_id)
             .select(apply_operations::apply_id)
-            .first::<i64>(conn)
+            .first::<ApplyId>(conn)
             .optional()?;
         check_operation_owner(owner, operation_id, apply_id, "operation_id")?;
     }
@@ -67,15 +67,15 @@ pub fn request(
             .values((
                 reqs::apply_id.eq(apply_id),
                 reqs::apply_operation_id.eq(operation_id),
-                reqs::kind.eq(kind.as_str()),
-                reqs::status.eq(ControlRequestStatus::Pending.as_str()),
+                reqs::kind.eq(kind),
+                reqs::status.eq(ControlRequestStatus::Pending),
                 reqs::reason.eq(reason),
                 reqs::created_at.eq(now),
                 reqs::updated_at.eq(now),
             ))
             .execute(conn);
         let id = match inserted {
-            Ok(_) => db::last_insert_id(conn)?,
+            Ok(_) => ControlRequestId(db::last_insert_id(conn)?),
             Err(err) if db::is_unique_violation_of(conn, &err, &PENDING_KEY) => {
                 match pending(conn, apply_id, operation_id, kind)? {
                     Some(existing) => return Ok(existing),
@@ -99,56 +99,53 @@ pub fn request(
 /// through the pending key itself (`pending_scope` is the operation id, 0 for the whole apply).
 fn pending(
     conn: &mut DbConnection,
-    apply_id: i64,
-    operation_id: Option<i64>,
+    apply_id: ApplyId,
+    operation_id: Option<ApplyOperationId>,
     kind: ControlRequestKind,
 ) -> StoreResult<Option<ControlRequest>> {
-    let row = db::first_current!(
+    Ok(db::first_current!(
         conn,
         reqs::table
             .filter(reqs::apply_id.eq(apply_id))
-            .filter(reqs::kind.eq(kind.as_str()))
-            .filter(reqs::pending_scope.eq(operation_id.unwrap_or(0)))
+            .filter(reqs::kind.eq(kind))
+            .filter(reqs::pending_scope.eq(operation_id.map_or(0, ApplyOperationId::get)))
             .select(ControlRequest::as_select())
     )
-    .optional()?;
-    known(row)
+    .optional()?)
 }
 
 /// The request with this id, or `None`.
-pub fn get(conn: &mut DbConnection, id: i64) -> StoreResult<Option<ControlRequest>> {
-    let row = reqs::table
+pub fn get(conn: &mut DbConnection, id: ControlRequestId) -> StoreResult<Option<ControlRequest>> {
+    Ok(reqs::table
         .find(id)
         .select(ControlRequest::as_select())
         .first(conn)
-        .optional()?;
-    known(row)
+        .optional()?)
 }
 
 /// The pending requests of `apply_id` (whole-apply and per-operation), oldest first by
 /// (`created_at`, `id`).
-pub fn list_pending(conn: &mut DbConnection, apply_id: i64) -> StoreResult<Vec<ControlRequest>> {
-    let rows = reqs::table
+pub fn list_pending(
+    conn: &mut DbConnection,
+    apply_id: ApplyId,
+) -> StoreResult<Vec<ControlRequest>> {
+    Ok(reqs::table
         .filter(reqs::apply_id.eq(apply_id))
-        .filter(reqs::status.eq(ControlRequestStatus::Pending.as_str()))
+        .filter(reqs::status.eq(ControlRequestStatus::Pending))
         .order((reqs::created_at.asc(), reqs::id.asc()))
         .select(ControlRequest::as_select())
-        .load(conn)?;
-    for row in &rows {
-        check_known(row)?;
-    }
-    Ok(rows)
+        .load(conn)?)
 }
 
 /// Marks request `id` completed, stamping `completed_at` once. Completing a completed request
 /// succeeds; completing a failed one is [`StoreError::ControlRequestResolved`].
-pub fn complete(conn: &mut DbConnection, id: i64) -> StoreResult<()> {
+pub fn complete(conn: &mut DbConnection, id: ControlRequestId) -> StoreResult<()> {
     resolve(conn, id, ControlRequestStatus::Completed, None)
 }
 
 /// Marks request `id` failed with `reason` (1 to 65,535 bytes; a repeat replaces it), stamping
 /// `completed_at` once. Failing a completed request is [`StoreError::ControlRequestResolved`].
-pub fn fail(conn: &mut DbConnection, id: i64, reason: &str) -> StoreResult<()> {
+pub fn fail(conn: &mut DbConnection, id: ControlRequestId, reason: &str) -> StoreResult<()> {
     validate::text("reason", reason, true)?;
     resolve(conn, id, ControlRequestStatus::Failed, Some(reason))
 }
@@ -157,15 +154,15 @@ pub fn fail(conn: &mut DbConnection, id: i64, reason: &str) -> StoreResult<()> {
 /// given, replacing the reason. One UPDATE; a second statement only when it matched nothing.
 fn resolve(
     conn: &mut DbConnection,
-    id: i64,
+    id: ControlRequestId,
     status: ControlRequestStatus,
     reason: Option<&str>,
 ) -> StoreResult<()> {
     let now = db::now();
     let target = diesel::update(reqs::table.find(id))
-        .filter(reqs::status.eq_any([ControlRequestStatus::Pending.as_str(), status.as_str()]));
+        .filter(reqs::status.eq_any([ControlRequestStatus::Pending, status]));
     let resolution = (
-        reqs::status.eq(status.as_str()),
+        reqs::status.eq(status),
         reqs::completed_at.eq(super::coalesce_timestamp(
             reqs::completed_at,
             now.nullable(),
@@ -181,14 +178,13 @@ fn resolve(
     if matched > 0 {
         return Ok(());
     }
-    let status = reqs::table
-        .find(id)
-        .select(reqs::status)
-        .first::<String>(conn)
-        .optional()?;
-    Err(match status {
+    // The whole row, so a status this version does not know is reported with the row named.
+    Err(match get(conn, id)? {
         None => StoreError::ControlRequestNotFound { id },
-        Some(status) => StoreError::ControlRequestResolved { id, status },
+        Some(request) => StoreError::ControlRequestResolved {
+            id,
+            status: request.status,
+        },
     })
 }
 
@@ -197,19 +193,19 @@ fn resolve(
 /// the cutover claim in its transaction.
 pub(super) fn complete_cutover(
     conn: &mut DbConnection,
-    apply_id: i64,
-    operation_id: i64,
+    apply_id: ApplyId,
+    operation_id: ApplyOperationId,
 ) -> StoreResult<()> {
     let now = db::now();
     let completion = (
-        reqs::status.eq(ControlRequestStatus::Completed.as_str()),
+        reqs::status.eq(ControlRequestStatus::Completed),
         reqs::completed_at.eq(now.nullable()),
         reqs::updated_at.eq(now),
     );
     let pending_cutover = reqs::table
         .filter(reqs::apply_id.eq(apply_id))
-        .filter(reqs::kind.eq(ControlRequestKind::Cutover.as_str()))
-        .filter(reqs::status.eq(ControlRequestStatus::Pending.as_str()));
+        .filter(reqs::kind.eq(ControlRequestKind::Cutover))
+        .filter(reqs::status.eq(ControlRequestStatus::Pending));
     let named = diesel::update(pending_cutover.filter(reqs::apply_operation_id.eq(operation_id)))
         .set(completion)
         .execute(conn)?;
@@ -219,9 +215,9 @@ pub(super) fn complete_cutover(
     let others_waiting = apply_operations::table
         .filter(apply_operations::apply_id.eq(apply_id))
         .filter(apply_operations::id.ne(operation_id))
-        .filter(apply_operations::state.eq(crate::state::ApplyState::WaitingForCutover.as_str()))
+        .filter(apply_operations::state.eq(ApplyState::WaitingForCutover))
         .select(apply_operations::id)
-        .first::<i64>(conn)
+        .first::<ApplyOperationId>(conn)
         .optional()?
         .is_some();
     if !others_waiting {
@@ -229,20 +225,5 @@ pub(super) fn complete_cutover(
             .set(completion)
             .execute(conn)?;
     }
-    Ok(())
-}
-
-/// Returns `row` once its kind and status are known.
-fn known(row: Option<ControlRequest>) -> StoreResult<Option<ControlRequest>> {
-    if let Some(row) = &row {
-        check_known(row)?;
-    }
-    Ok(row)
-}
-
-/// Fails with [`StoreError::UnknownValue`] when the row's kind or status is not one this version knows.
-fn check_known(row: &ControlRequest) -> StoreResult<()> {
-    row.request_kind()?;
-    row.request_status()?;
     Ok(())
 }

@@ -6,7 +6,9 @@
 //! - Input is validated before any SQL runs; a rejected value is [`StoreError::InvalidInput`] and
 //!   nothing is written. Accepted text is stored verbatim (quotes, unicode, SQL metacharacters).
 //! - Timestamps come from the database's clock ([`crate::db::now`]).
-//! - Every row returned has a known state; an unknown one is [`StoreError::UnknownState`].
+//! - Rows are typed ([`crate::models`]); a row whose state (or another vocabulary column) this version
+//!   does not know fails the read with [`StoreError::UnknownState`] (or `UnknownValue`), naming the
+//!   row; [`crate::models::raw`] reads it as stored.
 //!
 //! [`StoreError::InvalidInput`]: crate::StoreError::InvalidInput
 //! [`StoreError::UnknownState`]: crate::StoreError::UnknownState
@@ -14,7 +16,7 @@
 use diesel::sql_types::{Nullable, Timestamp};
 
 use crate::error::StoreResult;
-use crate::state::HasApplyState;
+use crate::models::{ApplyId, ApplyOperationId};
 
 pub mod applies;
 pub mod apply_operations;
@@ -23,6 +25,7 @@ pub mod control_requests;
 pub mod leases;
 pub mod tasks;
 mod validate;
+mod writer;
 
 // `col = COALESCE(col, now)` is how a timestamp is stamped once. MySQL evaluates a single-table UPDATE's
 // assignments left to right, each seeing the ones before it, while SQLite reads the old row: every
@@ -36,9 +39,9 @@ diesel::define_sql_function! {
 /// Checks that operation `operation_id`, whose stored apply is `owner` (`None`: no such operation),
 /// belongs to `apply_id`; `field` names the argument in the error.
 fn check_operation_owner(
-    owner: Option<i64>,
-    operation_id: i64,
-    apply_id: i64,
+    owner: Option<ApplyId>,
+    operation_id: ApplyOperationId,
+    apply_id: ApplyId,
     field: &'static str,
 ) -> StoreResult<()> {
     match owner {
@@ -49,20 +52,4 @@ fn check_operation_owner(
         )),
         Some(_) => Ok(()),
     }
-}
-
-/// Returns `row` once its state is known; see [`crate::state::HasApplyState`].
-fn with_known_state<T: HasApplyState>(row: Option<T>) -> StoreResult<Option<T>> {
-    if let Some(row) = &row {
-        row.apply_state()?;
-    }
-    Ok(row)
-}
-
-/// Returns `rows` once every state is known; the first unknown one is the error.
-fn with_known_states<T: HasApplyState>(rows: Vec<T>) -> StoreResult<Vec<T>> {
-    for row in &rows {
-        row.apply_state()?;
-    }
-    Ok(rows)
 }

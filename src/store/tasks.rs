@@ -8,11 +8,11 @@
 
 use diesel::prelude::*;
 
-use super::{check_operation_owner, validate, with_known_state, with_known_states};
+use super::{check_operation_owner, validate};
 use crate::db::{self, DbConnection};
 use crate::error::StoreResult;
-use crate::models::{NewTask, Task};
-use crate::schema::tasks;
+use crate::models::{ApplyId, ApplyOperationId, NewTask, Task, TaskId};
+use crate::schema::{apply_operations, tasks};
 use crate::state::ApplyState;
 
 /// Inserts a `pending` task and returns its id.
@@ -20,62 +20,75 @@ use crate::state::ApplyState;
 /// Errors: [`StoreError::InvalidInput`](crate::StoreError::InvalidInput) for an empty or over-long (255 characters) table name, an
 /// empty or over-long (65,535 bytes) DDL, or an `apply_operation_id` of another apply;
 /// [`StoreError::ApplyOperationNotFound`](crate::StoreError::ApplyOperationNotFound) when `apply_operation_id` names no operation.
-pub fn insert(conn: &mut DbConnection, new: &NewTask) -> StoreResult<i64> {
+pub fn insert(conn: &mut DbConnection, new: &NewTask) -> StoreResult<TaskId> {
     validate::required_varchar("table_name", &new.table_name)?;
     validate::text("ddl", &new.ddl, true)?;
     let Some(operation_id) = new.apply_operation_id else {
         return db::serialized_write(conn, |conn| insert_row(conn, new));
     };
     db::write_transaction(conn, |conn| {
-        let owner = db::apply_id_of_operation_locked(conn, operation_id)?;
+        let owner = apply_of_operation_locked(conn, operation_id)?;
         check_operation_owner(owner, operation_id, new.apply_id, "apply_operation_id")?;
         insert_row(conn, new)
     })
 }
 
+/// The apply of operation `id`, the row locked against concurrent deletes until the surrounding
+/// [`db::write_transaction`] ends (a current read: MySQL `FOR UPDATE`; SQLite's immediate
+/// transaction already excludes every other writer).
+fn apply_of_operation_locked(
+    conn: &mut DbConnection,
+    id: ApplyOperationId,
+) -> StoreResult<Option<ApplyId>> {
+    Ok(db::first_current!(
+        conn,
+        apply_operations::table
+            .find(id)
+            .select(apply_operations::apply_id)
+    )
+    .optional()?)
+}
+
 /// Inserts the row; the caller serialises the write, so `created_at` is read under the write lock.
-fn insert_row(conn: &mut DbConnection, new: &NewTask) -> StoreResult<i64> {
+fn insert_row(conn: &mut DbConnection, new: &NewTask) -> StoreResult<TaskId> {
     let now = db::now();
     diesel::insert_into(tasks::table)
         .values((
             new,
-            tasks::state.eq(ApplyState::Pending.as_str()),
+            tasks::state.eq(ApplyState::Pending),
             tasks::created_at.eq(now),
             tasks::updated_at.eq(now),
         ))
         .execute(conn)?;
-    Ok(db::last_insert_id(conn)?)
+    Ok(TaskId(db::last_insert_id(conn)?))
 }
 
 /// The task with this id, or `None`.
-pub fn get(conn: &mut DbConnection, id: i64) -> StoreResult<Option<Task>> {
-    let row = tasks::table
+pub fn get(conn: &mut DbConnection, id: TaskId) -> StoreResult<Option<Task>> {
+    Ok(tasks::table
         .find(id)
         .select(Task::as_select())
         .first(conn)
-        .optional()?;
-    with_known_state(row)
+        .optional()?)
 }
 
 /// The tasks of `apply_id`, oldest first by (`created_at`, `id`); empty for an unknown apply.
-pub fn list_by_apply(conn: &mut DbConnection, apply_id: i64) -> StoreResult<Vec<Task>> {
-    let rows = tasks::table
+pub fn list_by_apply(conn: &mut DbConnection, apply_id: ApplyId) -> StoreResult<Vec<Task>> {
+    Ok(tasks::table
         .filter(tasks::apply_id.eq(apply_id))
         .order((tasks::created_at.asc(), tasks::id.asc()))
         .select(Task::as_select())
-        .load(conn)?;
-    with_known_states(rows)
+        .load(conn)?)
 }
 
 /// The tasks owned by operation `apply_operation_id`, oldest first by (`created_at`, `id`).
 pub fn list_by_operation(
     conn: &mut DbConnection,
-    apply_operation_id: i64,
+    apply_operation_id: ApplyOperationId,
 ) -> StoreResult<Vec<Task>> {
-    let rows = tasks::table
+    Ok(tasks::table
         .filter(tasks::apply_operation_id.eq(apply_operation_id))
         .order((tasks::created_at.asc(), tasks::id.asc()))
         .select(Task::as_select())
-        .load(conn)?;
-    with_known_states(rows)
+        .load(conn)?)
 }

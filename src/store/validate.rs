@@ -1,6 +1,16 @@
 //! Input checks shared by the store modules, run before any SQL.
 
+use std::time::Duration;
+
 use crate::error::{StoreError, StoreResult};
+use crate::models::OperationLease;
+
+/// The longest lease a claim or heartbeat may take: a worker that holds an operation for longer must
+/// heartbeat.
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How many hex digits a minted token has: 128 bits.
+pub(crate) const TOKEN_HEX_DIGITS: usize = 32;
 
 /// `VARCHAR(255)` holds 255 characters (not bytes) under utf8mb4.
 pub(crate) const MAX_VARCHAR_CHARS: usize = 255;
@@ -77,9 +87,118 @@ pub(crate) fn text(field: &'static str, value: &str, required: bool) -> StoreRes
     Ok(())
 }
 
+/// Fails closed before any SQL: only a lease whose token has the exact shape claims mint (32 lowercase
+/// hex digits) and whose owner is a valid owner name can write. A blank token or owner could otherwise
+/// match a row that nobody holds (whose token and owner are empty).
+pub(crate) fn lease(lease: &OperationLease) -> StoreResult<()> {
+    if !is_minted_token(lease.token.expose()) {
+        return Err(StoreError::invalid(
+            "lease.token",
+            format!(
+                "is not a token a claim mints ({TOKEN_HEX_DIGITS} lowercase hex digits); only a \
+                 lease returned by a claim can write"
+            ),
+        ));
+    }
+    required_name("lease.owner", &lease.owner)?;
+    lease_ttl(lease.ttl)
+}
+
+/// Rejects a TTL that is zero, longer than [`MAX_LEASE_TTL`], or finer than the microseconds stored.
+pub(crate) fn lease_ttl(ttl: Duration) -> StoreResult<()> {
+    if ttl < Duration::from_micros(1) {
+        return Err(StoreError::invalid(
+            "lease_ttl",
+            "must be at least one microsecond",
+        ));
+    }
+    if ttl > MAX_LEASE_TTL {
+        return Err(StoreError::invalid(
+            "lease_ttl",
+            format!("must be at most {} s", MAX_LEASE_TTL.as_secs()),
+        ));
+    }
+    Ok(())
+}
+
+/// True for exactly the shape a claim mints: 32 lowercase hex digits.
+pub(crate) fn is_minted_token(token: &str) -> bool {
+    token.len() == TOKEN_HEX_DIGITS
+        && token
+            .bytes()
+            .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::{ApplyId, ApplyOperationId, LeaseToken};
+
+    fn lease_with(token: &str, owner: &str) -> OperationLease {
+        let at = chrono::DateTime::from_timestamp(0, 0).unwrap().naive_utc();
+        OperationLease {
+            operation_id: ApplyOperationId(1),
+            apply_id: ApplyId(1),
+            owner: owner.into(),
+            token: LeaseToken::from(token.to_owned()),
+            acquired_at: at,
+            expires_at: at,
+            ttl: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn a_token_not_shaped_as_minted_fails_closed() {
+        for token in [
+            "",
+            " ",
+            "                                ",
+            "0123456789abcdef0123456789abcde",
+            "0123456789abcdef0123456789abcdef ",
+            "0123456789ABCDEF0123456789ABCDEF",
+            "0123456789abcdef0123456789abcdeg",
+        ] {
+            assert!(
+                matches!(
+                    lease(&lease_with(token, "w")),
+                    Err(StoreError::InvalidInput {
+                        field: "lease.token",
+                        ..
+                    })
+                ),
+                "{token:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_token_or_owner_fails_closed() {
+        let token = "0123456789abcdef0123456789abcdef";
+        assert!(matches!(
+            lease(&lease_with("", "w")),
+            Err(StoreError::InvalidInput {
+                field: "lease.token",
+                ..
+            })
+        ));
+        assert!(matches!(
+            lease(&lease_with(token, "")),
+            Err(StoreError::InvalidInput {
+                field: "lease.owner",
+                ..
+            })
+        ));
+        assert!(lease(&lease_with(token, "w")).is_ok());
+    }
+
+    #[test]
+    fn ttl_must_be_positive_and_at_most_a_day() {
+        assert!(lease_ttl(Duration::ZERO).is_err());
+        assert!(lease_ttl(Duration::from_nanos(999)).is_err());
+        assert!(lease_ttl(Duration::from_micros(1)).is_ok());
+        assert!(lease_ttl(MAX_LEASE_TTL).is_ok());
+        assert!(lease_ttl(MAX_LEASE_TTL + Duration::from_micros(1)).is_err());
+    }
 
     #[test]
     fn varchar_limits_count_characters_not_bytes() {

@@ -1,0 +1,182 @@
+//! Transactions as the store needs them: write transactions that hold the write lock from their first
+//! statement, the claim's transaction, and the locking reads that go with them.
+
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
+use diesel::prelude::*;
+use diesel::result::Error as DieselError;
+
+use super::{mysql, DbConnection};
+use crate::error::StoreResult;
+
+/// Runs `f` in a transaction that holds the write lock from its first statement.
+///
+/// On SQLite this is `BEGIN IMMEDIATE`: a deferred transaction that reads and then writes can fail
+/// with "database is locked" without waiting, because SQLite cannot upgrade its read lock while another
+/// connection writes. On MySQL it is an ordinary transaction (row locks are taken per statement). When
+/// the connection is already inside a transaction, `f` runs in a savepoint of it instead, so callers can
+/// compose store functions in transactions of their own. `f`'s error rolls everything back.
+pub fn write_transaction<T, E, F>(conn: &mut DbConnection, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    E: From<DieselError>,
+{
+    let began_immediate = match conn {
+        DbConnection::Sqlite(inner) => {
+            match AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE") {
+                Ok(()) => true,
+                Err(DieselError::AlreadyInTransaction) => false,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        DbConnection::Mysql(_) => false,
+    };
+    if !began_immediate {
+        return conn.transaction(f);
+    }
+    type Manager = <DbConnection as Connection>::TransactionManager;
+    match f(conn) {
+        Ok(value) => {
+            Manager::commit_transaction(conn)?;
+            Ok(value)
+        }
+        Err(err) => match Manager::rollback_transaction(conn) {
+            Ok(()) | Err(DieselError::BrokenTransactionManager) => Err(err),
+            Err(rollback_err) => Err(rollback_err.into()),
+        },
+    }
+}
+
+/// Runs `f` so that the "now" it reads is taken while its writes are serialised with every other
+/// writer's: on SQLite inside [`write_transaction`] (`BEGIN IMMEDIATE`: build the [`now`] expressions
+/// inside `f`, and they are read once the database's write lock is held); on MySQL `f` runs as it is,
+/// each statement taking its own row locks, and the stamps that must follow those locks use
+/// [`now_when_read`] or [`now_when_read_plus`].
+///
+/// For stamps that order rows or decide a lease: an insert whose `created_at` was read before it
+/// waited for the lock could otherwise come out earlier than a sibling committed (and claimed)
+/// meanwhile.
+pub(crate) fn serialized_write<T, F>(conn: &mut DbConnection, f: F) -> StoreResult<T>
+where
+    F: FnOnce(&mut DbConnection) -> StoreResult<T>,
+{
+    if write_lock_is_database_wide(conn) {
+        write_transaction(conn, f)
+    } else {
+        f(conn)
+    }
+}
+
+/// How a transaction whose body succeeded ended.
+#[derive(Debug)]
+pub(crate) enum TransactionOutcome<T> {
+    /// COMMIT was acknowledged (or the body ran in a savepoint of the caller's transaction, which
+    /// the caller commits).
+    Committed(T),
+    /// COMMIT was sent but not acknowledged: the connection failed in between, so the transaction
+    /// may or may not have committed. `value` is what the body returned.
+    Unknown {
+        /// What the body returned.
+        value: T,
+        /// What the connection reported instead of the acknowledgement.
+        error: DieselError,
+    },
+}
+
+/// Runs `f` in the transaction a claim needs: with the claim's one-row `FOR UPDATE SKIP LOCKED`
+/// reads, concurrent claimers never wait on each other's rows and never take the same one.
+///
+/// On MySQL the transaction is READ COMMITTED: a locking read then keeps only the rows it returns
+/// (a row it reads and rejects is unlocked at once, and no gap locks are taken), and its subqueries
+/// read the latest committed siblings and requests. On SQLite it is `BEGIN IMMEDIATE`, which excludes
+/// every other writer for its duration. Inside a caller's transaction, `f` runs in a savepoint of it,
+/// at the caller's isolation level.
+///
+/// A COMMIT that fails is reported as [`TransactionOutcome::Unknown`], never as a plain error: the
+/// server may have committed before the connection failed (Diesel sends COMMIT and then a
+/// `COM_SET_OPTION`, and either can be the one that finds the connection dead).
+pub(crate) fn claim_transaction<T, F>(
+    conn: &mut DbConnection,
+    f: F,
+) -> StoreResult<TransactionOutcome<T>>
+where
+    F: FnOnce(&mut DbConnection) -> StoreResult<T>,
+{
+    type Manager = <DbConnection as Connection>::TransactionManager;
+    let top_level = Manager::transaction_manager_status_mut(conn)
+        .transaction_depth()?
+        .is_none();
+    if !top_level {
+        return write_transaction(conn, f).map(TransactionOutcome::Committed);
+    }
+    match conn {
+        DbConnection::Mysql(inner) => {
+            mysql::read_committed_next_transaction(inner)?;
+            Manager::begin_transaction(conn)?;
+        }
+        DbConnection::Sqlite(inner) => {
+            AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE")?
+        }
+    }
+    match f(conn) {
+        Ok(value) => match Manager::commit_transaction(conn) {
+            Ok(()) => Ok(TransactionOutcome::Committed(value)),
+            Err(error) => Ok(TransactionOutcome::Unknown { value, error }),
+        },
+        Err(err) => match Manager::rollback_transaction(conn) {
+            Ok(()) | Err(DieselError::BrokenTransactionManager) => Err(err),
+            Err(rollback_err) => Err(rollback_err.into()),
+        },
+    }
+}
+
+/// Marks `conn` broken, so a pool drops it when it is returned instead of handing it out again. For a
+/// connection whose last statement failed in a way that may have killed it: Diesel cannot tell a dead
+/// MySQL connection from a live one outside a transaction.
+pub fn discard_on_return(conn: &mut DbConnection) {
+    type Manager = <DbConnection as Connection>::TransactionManager;
+    Manager::transaction_manager_status_mut(conn).set_in_error();
+}
+
+/// True when a write transaction locks the whole database (SQLite) rather than rows (MySQL). There,
+/// a claim first looks for a candidate without a transaction, so idle workers polling for work read
+/// (which WAL never blocks) instead of queueing for the one write lock and starving real writers.
+pub(crate) fn write_lock_is_database_wide(conn: &DbConnection) -> bool {
+    match conn {
+        DbConnection::Mysql(_) => false,
+        DbConnection::Sqlite(_) => true,
+    }
+}
+
+/// Loads the first row of `$query` with the row lock a claim takes: MySQL `FOR UPDATE SKIP LOCKED`
+/// (a row another claimer holds is passed over, never waited for); on SQLite the plain query, as the
+/// surrounding [`claim_transaction`] already excludes every other writer. A macro because the locked and
+/// unlocked queries are different types.
+macro_rules! first_for_claim {
+    ($conn:expr, $query:expr) => {
+        match $conn {
+            $crate::db::DbConnection::Mysql(inner) => {
+                ::diesel::RunQueryDsl::first($query.for_update().skip_locked(), inner)
+            }
+            $crate::db::DbConnection::Sqlite(inner) => ::diesel::RunQueryDsl::first($query, inner),
+        }
+    };
+}
+pub(crate) use first_for_claim;
+
+/// Loads the first row of `$query` as it is committed now, whatever snapshot the surrounding
+/// transaction reads from: MySQL `FOR UPDATE`, a locking read, which reads the latest committed row
+/// (a plain read in a REPEATABLE READ transaction sees the transaction's snapshot, which can miss a
+/// row another session committed since) and holds it until the transaction ends; SQLite the plain
+/// query, as a SQLite transaction that writes sees every commit. A macro because the locked and
+/// unlocked queries are different types.
+macro_rules! first_current {
+    ($conn:expr, $query:expr) => {
+        match $conn {
+            $crate::db::DbConnection::Mysql(inner) => {
+                ::diesel::RunQueryDsl::first($query.for_update(), inner)
+            }
+            $crate::db::DbConnection::Sqlite(inner) => ::diesel::RunQueryDsl::first($query, inner),
+        }
+    };
+}
+pub(crate) use first_current;

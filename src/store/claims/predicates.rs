@@ -1,0 +1,376 @@
+//! The claim rules of the worker contract, one named predicate each, over the `apply_operations` row
+//! being claimed (`ops`). The copy claim and the cutover claim are built from these (see
+//! [`copy_claimable`] and [`cutover_claimable`]); a reader looking for "the rolling gate" finds
+//! [`rolling_gate`].
+//!
+//! Each is a Diesel expression written with [`diesel::dsl::auto_type`], so it has a concrete type
+//! (the statement cache sees one query shape per claim) and is spelled once. Unknown policy values fail
+//! closed: the gates name the permissive values (`barrier`, `parallel`, `continue`, `pause`), so any
+//! other value gets the strictest behaviour (`rolling`, `halt`). Sibling, request and apply conditions
+//! are correlated subqueries on their own indexes.
+
+use diesel::dsl::{exists, not};
+use diesel::prelude::*;
+
+use crate::db::DbNow;
+use crate::schema::{applies, apply_control_requests as reqs, apply_operations as ops};
+use crate::state::{
+    ApplyState, ControlRequestKind, ControlRequestStatus, CutoverPolicy, FailurePolicy,
+};
+
+mod sibling_alias {
+    // The alias macro declares public items that carry no docs of their own.
+    #![allow(missing_docs)]
+    diesel::alias!(crate::schema::apply_operations as siblings: Siblings);
+}
+use sibling_alias::siblings;
+
+/// The states an earlier sibling may be in for a `barrier` operation to start.
+const AT_OR_PAST_BARRIER: [ApplyState; 4] = [
+    ApplyState::WaitingForCutover,
+    ApplyState::CuttingOver,
+    ApplyState::RevertWindow,
+    ApplyState::Completed,
+];
+
+/// The states an earlier sibling may be in for a cutover under the automatic order: done, or failed
+/// (which the failure gate judges).
+const PAST_CUTOVER: [ApplyState; 2] = [ApplyState::Completed, ApplyState::Failed];
+
+/// The cutover policies whose cutover goes through the cutover claim.
+pub(super) const CUTOVER_CLAIMED_POLICIES: [CutoverPolicy; 2] =
+    [CutoverPolicy::Barrier, CutoverPolicy::Parallel];
+
+/// The states the cutover claim's recovery takes over.
+const CUTOVER_RECOVERABLE: [ApplyState; 2] = [ApplyState::CuttingOver, ApplyState::RevertWindow];
+
+/// The request kinds that never hold a start back. Every other pending kind does: `stop`, and any
+/// kind this version does not know (a hand-written `'STOP'`, a newer tool's kind), so the stop gate
+/// fails closed.
+const KINDS_THAT_LET_STARTS_PASS: [ControlRequestKind; 3] = [
+    ControlRequestKind::Start,
+    ControlRequestKind::Release,
+    ControlRequestKind::Cutover,
+];
+
+/// The request statuses a `release` counts in: asked for or done (a failed release does not count).
+const RELEASE_COUNTS: [ControlRequestStatus; 2] = [
+    ControlRequestStatus::Pending,
+    ControlRequestStatus::Completed,
+];
+
+/// The active states the copy claim's recovery takes over unconditionally: all of
+/// [`ApplyState::is_active`] but `waiting_for_cutover`, which it takes only where the copy claim owns
+/// the cutover.
+fn recoverable_states() -> Vec<ApplyState> {
+    ApplyState::ALL
+        .into_iter()
+        .filter(|state| state.is_active() && *state != ApplyState::WaitingForCutover)
+        .collect()
+}
+
+/// **Free lease**: no lease, or one that has expired by `now`.
+#[diesel::dsl::auto_type]
+pub(super) fn lease_free(now: DbNow) -> _ {
+    let none: &'static str = "";
+    ops::lease_token
+        .eq(none)
+        .or(ops::lease_expires_at.is_null())
+        .or(ops::lease_expires_at.le(now.nullable()))
+}
+
+/// An operation of the same apply that comes earlier by (`created_at`, `id`). Deployments are unique
+/// per apply, so every other operation of the apply is another deployment's.
+#[diesel::dsl::auto_type]
+fn earlier_siblings() -> _ {
+    let sibling_created_at: diesel::dsl::Field<siblings, ops::created_at> =
+        siblings.field(ops::created_at);
+    siblings
+        .filter(siblings.field(ops::apply_id).eq(ops::apply_id))
+        .filter(
+            sibling_created_at.lt(ops::created_at).or(sibling_created_at
+                .eq(ops::created_at)
+                .and(siblings.field(ops::id).lt(ops::id))),
+        )
+        .select(siblings.field(ops::id))
+}
+
+/// The state column of the sibling in [`earlier_siblings`].
+#[diesel::dsl::auto_type]
+fn sibling_state() -> _ {
+    siblings.field(ops::state)
+}
+
+/// The apply has an operation other than this one.
+#[diesel::dsl::auto_type]
+pub(super) fn has_sibling() -> _ {
+    exists(
+        siblings
+            .filter(siblings.field(ops::apply_id).eq(ops::apply_id))
+            .filter(siblings.field(ops::id).ne(ops::id))
+            .select(siblings.field(ops::id)),
+    )
+}
+
+/// The requests for the row's apply that name the whole apply or the row itself.
+#[diesel::dsl::auto_type]
+fn requests_for_row() -> _ {
+    reqs::table.filter(reqs::apply_id.eq(ops::apply_id)).filter(
+        reqs::apply_operation_id
+            .is_null()
+            .or(reqs::apply_operation_id.eq(ops::id.nullable())),
+    )
+}
+
+/// **The stop gate**: no pending `stop` (nor a pending request of a kind this version does not know)
+/// for the row's apply or for the row.
+#[diesel::dsl::auto_type]
+pub(super) fn stop_gate() -> _ {
+    let pass: [ControlRequestKind; 3] = KINDS_THAT_LET_STARTS_PASS;
+    let pending: ControlRequestStatus = ControlRequestStatus::Pending;
+    not(exists(
+        requests_for_row()
+            .filter(reqs::kind.ne_all(pass))
+            .filter(reqs::status.eq(pending))
+            .select(reqs::id),
+    ))
+}
+
+/// A pending or completed `release` for the row's apply or for the row.
+#[diesel::dsl::auto_type]
+fn release_requested() -> _ {
+    let release: ControlRequestKind = ControlRequestKind::Release;
+    let counted: [ControlRequestStatus; 2] = RELEASE_COUNTS;
+    exists(
+        requests_for_row()
+            .filter(reqs::kind.eq(release))
+            .filter(reqs::status.eq_any(counted))
+            .select(reqs::id),
+    )
+}
+
+/// A pending `start` for the row's apply or for the row.
+#[diesel::dsl::auto_type]
+fn start_requested() -> _ {
+    let start: ControlRequestKind = ControlRequestKind::Start;
+    let pending: ControlRequestStatus = ControlRequestStatus::Pending;
+    exists(
+        requests_for_row()
+            .filter(reqs::kind.eq(start))
+            .filter(reqs::status.eq(pending))
+            .select(reqs::id),
+    )
+}
+
+/// **The failure gate**: a `failed` earlier sibling lets the row pass only under its failure policy:
+/// there is none, or the policy is `continue`, or it is `pause` and the apply has a pending or
+/// completed `release`.
+#[diesel::dsl::auto_type]
+pub(super) fn failure_gate() -> _ {
+    let failed: ApplyState = ApplyState::Failed;
+    let continue_: FailurePolicy = FailurePolicy::Continue;
+    let pause: FailurePolicy = FailurePolicy::Pause;
+    not(exists(
+        earlier_siblings().filter(sibling_state().eq(failed)),
+    ))
+    .or(ops::on_failure.eq(continue_))
+    .or(ops::on_failure.eq(pause).and(release_requested()))
+}
+
+/// **The rolling gate**: every earlier sibling is `completed` (a failed one is the failure gate's
+/// business). Applies to `rolling` and to any policy this version does not know.
+#[diesel::dsl::auto_type]
+pub(super) fn rolling_gate() -> _ {
+    let done: [ApplyState; 2] = PAST_CUTOVER;
+    not(exists(
+        earlier_siblings().filter(sibling_state().ne_all(done)),
+    ))
+}
+
+/// **The barrier gate**: every earlier sibling has reached the barrier (`waiting_for_cutover`,
+/// `cutting_over`, `revert_window` or `completed`; a failed one is the failure gate's business).
+#[diesel::dsl::auto_type]
+pub(super) fn barrier_gate() -> _ {
+    let failed: ApplyState = ApplyState::Failed;
+    let at_barrier: [ApplyState; 4] = AT_OR_PAST_BARRIER;
+    not(exists(
+        earlier_siblings()
+            .filter(sibling_state().ne(failed))
+            .filter(sibling_state().ne_all(at_barrier)),
+    ))
+}
+
+/// **The start order**: the row's cutover policy picks its gate: `barrier` the barrier gate,
+/// `parallel` none, anything else the rolling gate.
+#[diesel::dsl::auto_type]
+pub(super) fn start_order_gate() -> _ {
+    let barrier: CutoverPolicy = CutoverPolicy::Barrier;
+    let parallel: CutoverPolicy = CutoverPolicy::Parallel;
+    let claimed: [CutoverPolicy; 2] = CUTOVER_CLAIMED_POLICIES;
+    ops::cutover_policy
+        .eq(barrier)
+        .and(barrier_gate())
+        .or(ops::cutover_policy.eq(parallel))
+        .or(ops::cutover_policy.ne_all(claimed).and(rolling_gate()))
+}
+
+/// **Start**: `pending`, past the stop gate, the start order and the failure gate.
+#[diesel::dsl::auto_type]
+pub(super) fn start_rule() -> _ {
+    let pending: ApplyState = ApplyState::Pending;
+    ops::state
+        .eq(pending)
+        .and(stop_gate())
+        .and(start_order_gate())
+        .and(failure_gate())
+}
+
+/// **Recovery** (copy claim): an active state other than `waiting_for_cutover`, or
+/// `waiting_for_cutover` where the copy claim owns the cutover (`rolling` or an unknown policy, or a
+/// single-operation apply). No order or stop gate, so the new holder can see a stop and act on it.
+#[diesel::dsl::auto_type]
+pub(super) fn recovery_rule() -> _ {
+    let recoverable: Vec<ApplyState> = recoverable_states();
+    let waiting: ApplyState = ApplyState::WaitingForCutover;
+    let claimed: [CutoverPolicy; 2] = CUTOVER_CLAIMED_POLICIES;
+    ops::state.eq_any(recoverable).or(ops::state
+        .eq(waiting)
+        .and(ops::cutover_policy.ne_all(claimed).or(not(has_sibling()))))
+}
+
+/// **Resume**: `stopped` with a pending `start` for its apply or for it.
+#[diesel::dsl::auto_type]
+pub(super) fn resume_rule() -> _ {
+    let stopped: ApplyState = ApplyState::Stopped;
+    ops::state.eq(stopped).and(start_requested())
+}
+
+/// **Retry**: `failed_retryable` with `attempt` below `max_attempts`, past the stop gate.
+#[diesel::dsl::auto_type]
+pub(super) fn retry_rule(max_attempts: i32) -> _ {
+    let retryable: ApplyState = ApplyState::FailedRetryable;
+    ops::state
+        .eq(retryable)
+        .and(ops::attempt.lt(max_attempts))
+        .and(stop_gate())
+}
+
+/// What the copy claim takes: a free lease and one of start, recovery, resume or retry.
+#[diesel::dsl::auto_type]
+pub(super) fn copy_claimable(now: DbNow, max_attempts: i32) -> _ {
+    let free: lease_free = lease_free(now);
+    let retry: retry_rule = retry_rule(max_attempts);
+    free.and(start_rule().or(recovery_rule()).or(resume_rule()).or(retry))
+}
+
+/// The row's apply has `defer_cutover` = `deferred`. A row whose apply is missing matches neither.
+/// A scalar subquery on the primary key rather than `EXISTS`: MariaDB turns an `EXISTS` here into a
+/// materialised scan of all applies (see `tests/it/explain.rs`).
+#[diesel::dsl::auto_type]
+fn apply_defers_cutover(deferred: bool) -> _ {
+    applies::table
+        .filter(applies::id.eq(ops::apply_id))
+        .select(applies::defer_cutover)
+        .single_value()
+        .eq(deferred)
+}
+
+/// **The cutover order**: the rolling gate (every earlier sibling `completed`, a failed one being the
+/// failure gate's business), so one in `revert_window` still blocks.
+#[diesel::dsl::auto_type]
+pub(super) fn cutover_order_gate() -> _ {
+    rolling_gate()
+}
+
+/// A pending `cutover` request of the row's apply: scalar subqueries, like [`apply_defers_cutover`],
+/// so the request lookups stay index lookups per row.
+#[diesel::dsl::auto_type]
+fn pending_cutover_requests() -> _ {
+    let cutover: ControlRequestKind = ControlRequestKind::Cutover;
+    let pending: ControlRequestStatus = ControlRequestStatus::Pending;
+    reqs::table
+        .filter(reqs::apply_id.eq(ops::apply_id))
+        .filter(reqs::kind.eq(cutover))
+        .filter(reqs::status.eq(pending))
+}
+
+/// A pending `cutover` request naming the row itself.
+#[diesel::dsl::auto_type]
+fn cutover_requested_for_row() -> _ {
+    pending_cutover_requests()
+        .filter(reqs::apply_operation_id.eq(ops::id.nullable()))
+        .select(reqs::id)
+        .limit(1_i64)
+        .single_value()
+        .is_not_null()
+}
+
+/// A pending whole-apply `cutover` request for the row's apply.
+#[diesel::dsl::auto_type]
+fn cutover_requested_for_apply() -> _ {
+    pending_cutover_requests()
+        .filter(reqs::apply_operation_id.is_null())
+        .select(reqs::id)
+        .limit(1_i64)
+        .single_value()
+        .is_not_null()
+}
+
+/// **Automatic cutover** (`defer_cutover` off): the cutover order and the failure gate.
+#[diesel::dsl::auto_type]
+pub(super) fn automatic_cutover_rule() -> _ {
+    let automatic: apply_defers_cutover = apply_defers_cutover(false);
+    automatic.and(cutover_order_gate()).and(failure_gate())
+}
+
+/// **Operator-directed cutover** (`defer_cutover` on): a request naming the row (which bypasses the
+/// order, so an operator can cut over any deployment while the others wait), or a whole-apply request
+/// with the automatic order and failure gate.
+#[diesel::dsl::auto_type]
+pub(super) fn directed_cutover_rule() -> _ {
+    let deferred: apply_defers_cutover = apply_defers_cutover(true);
+    deferred.and(
+        cutover_requested_for_row().or(cutover_requested_for_apply()
+            .and(cutover_order_gate())
+            .and(failure_gate())),
+    )
+}
+
+/// What the cutover claim takes: a free lease on a `barrier` or `parallel` operation of an apply with
+/// more than one operation, either `waiting_for_cutover` past the stop gate and due (automatically or
+/// by request), or in `cutting_over` / `revert_window` (recovery).
+#[diesel::dsl::auto_type]
+pub(super) fn cutover_claimable(now: DbNow) -> _ {
+    let claimed: [CutoverPolicy; 2] = CUTOVER_CLAIMED_POLICIES;
+    let waiting: ApplyState = ApplyState::WaitingForCutover;
+    let recoverable: [ApplyState; 2] = CUTOVER_RECOVERABLE;
+    let free: lease_free = lease_free(now);
+    free.and(ops::cutover_policy.eq_any(claimed))
+        .and(has_sibling())
+        .and(
+            ops::state
+                .eq(waiting)
+                .and(stop_gate())
+                .and(automatic_cutover_rule().or(directed_cutover_rule()))
+                .or(ops::state.eq_any(recoverable)),
+        )
+}
+
+/// The rows the candidate read walks: those in a claimable state, through
+/// `apply_operations_claim_idx` (`claimable`, `created_at`, `id`).
+#[diesel::dsl::auto_type]
+pub(super) fn walk_claim_index() -> _ {
+    ops::table.filter(ops::claimable.eq(true))
+}
+
+/// The one row `id`, written as the range `id >= ? AND id <= ?` rather than `id = ?`: the database
+/// then reads it as a range on the primary key, and a locking read that rejects the row (it changed
+/// since the candidate read) releases it at once under READ COMMITTED. An equality on the primary key
+/// is read as a constant before the conditions are evaluated, and its lock is kept until COMMIT
+/// (measured on MariaDB 10.11; `tests/it/claim_locks.rs` pins the behaviour). The locking read does
+/// not repeat `claimable = 1` either (the state conditions imply it): with it, the optimizer may walk
+/// the claim index instead, locking every claimable row it passes.
+#[diesel::dsl::auto_type]
+pub(super) fn only_row(id: crate::models::ApplyOperationId) -> _ {
+    ops::id.ge(id).and(ops::id.le(id))
+}

@@ -1,0 +1,135 @@
+//! Taking a locked candidate: the claim transition, described once.
+//!
+//! [`transition`] computes the row as the claim leaves it from the locked row (the row is locked on
+//! MySQL and the whole database is on SQLite, so it cannot change in between); the UPDATE writes
+//! exactly those values ([`ClaimChanges`]), guarded by the conditions the row was selected on; and the
+//! row returned is the row computed. No assignment is written twice.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::predicates::{lease_free, stop_gate};
+use super::{ClaimKind, ClaimOptions, ClaimedOperation};
+use crate::db::{self, DbConnection};
+use crate::error::StoreResult;
+use crate::models::{ApplyOperation, LeaseToken, OperationLease};
+use crate::schema::apply_operations as ops;
+use crate::state::ApplyState;
+use crate::store::leases;
+
+/// The row as claim `kind` leaves it, taken at `now` by `owner` until `expires_at`:
+/// - **start**: `running`, `started_at` stamped once;
+/// - **retry**: `running`, `attempt` + 1, error message cleared;
+/// - **resume**: `resuming`;
+/// - **cutover**: `cutting_over`;
+/// - **recovery**: the state is kept;
+///
+/// and in every case the new lease (`lease_owner`, `lease_acquired_at`, `lease_expires_at`) and
+/// `updated_at` = `now`.
+pub(super) fn transition(
+    mut row: ApplyOperation,
+    kind: ClaimKind,
+    owner: &str,
+    now: NaiveDateTime,
+    expires_at: NaiveDateTime,
+) -> ApplyOperation {
+    match kind {
+        ClaimKind::Start => {
+            row.state = ApplyState::Running;
+            row.started_at = row.started_at.or(Some(now));
+        }
+        ClaimKind::Retry => {
+            row.state = ApplyState::Running;
+            row.attempt += 1;
+            row.error_message = None;
+        }
+        ClaimKind::Resume => row.state = ApplyState::Resuming,
+        ClaimKind::Cutover => row.state = ApplyState::CuttingOver,
+        ClaimKind::Recovery => {}
+    }
+    owner.clone_into(&mut row.lease_owner);
+    row.lease_acquired_at = Some(now);
+    row.lease_expires_at = Some(expires_at);
+    row.updated_at = now;
+    row
+}
+
+/// The columns a claim writes, with the values [`transition`] computed (and the token, which the row
+/// model does not carry).
+#[derive(AsChangeset)]
+#[diesel(table_name = ops, treat_none_as_null = true)]
+struct ClaimChanges<'a> {
+    state: ApplyState,
+    attempt: i32,
+    error_message: Option<&'a str>,
+    started_at: Option<NaiveDateTime>,
+    lease_owner: &'a str,
+    lease_token: &'a LeaseToken,
+    lease_acquired_at: Option<NaiveDateTime>,
+    lease_expires_at: Option<NaiveDateTime>,
+    updated_at: NaiveDateTime,
+}
+
+impl<'a> ClaimChanges<'a> {
+    fn of(row: &'a ApplyOperation, token: &'a LeaseToken) -> Self {
+        ClaimChanges {
+            state: row.state,
+            attempt: row.attempt,
+            error_message: row.error_message.as_deref(),
+            started_at: row.started_at,
+            lease_owner: &row.lease_owner,
+            lease_token: token,
+            lease_acquired_at: row.lease_acquired_at,
+            lease_expires_at: row.lease_expires_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// The UPDATE that takes a locked row: guarded by the state it was selected in, its attempt, a free
+/// lease and (for a start, a retry or a cutover) the stop gate, it writes [`transition`]'s row.
+/// `Ok(None)` when the row no longer qualifies.
+pub(super) fn take(
+    conn: &mut DbConnection,
+    row: ApplyOperation,
+    kind: ClaimKind,
+    now: NaiveDateTime,
+    options: &ClaimOptions,
+    token: &LeaseToken,
+) -> StoreResult<Option<ClaimedOperation>> {
+    let previous_state = row.state;
+    let expires_at = leases::expiry(now, options.lease_ttl);
+    let target = diesel::update(ops::table)
+        .into_boxed()
+        .filter(ops::id.eq(row.id))
+        .filter(ops::state.eq(previous_state))
+        .filter(ops::attempt.eq(row.attempt))
+        .filter(lease_free(db::now()));
+    let target = match kind {
+        ClaimKind::Start | ClaimKind::Cutover => target.filter(stop_gate()),
+        ClaimKind::Retry => target
+            .filter(stop_gate())
+            .filter(ops::attempt.lt(options.max_attempts)),
+        ClaimKind::Recovery | ClaimKind::Resume => target,
+    };
+    let next = transition(row, kind, &options.owner, now, expires_at);
+    let matched = target.set(ClaimChanges::of(&next, token)).execute(conn)?;
+    if matched == 0 {
+        return Ok(None);
+    }
+    let lease = OperationLease {
+        operation_id: next.id,
+        apply_id: next.apply_id,
+        owner: options.owner.clone(),
+        token: token.clone(),
+        acquired_at: now,
+        expires_at,
+        ttl: options.lease_ttl,
+    };
+    Ok(Some(ClaimedOperation {
+        operation: next,
+        previous_state,
+        kind,
+        lease,
+    }))
+}

@@ -1,0 +1,192 @@
+//! The writes an operation row goes through, shared by operators ([`super::apply_operations`]) and by
+//! workers holding a lease ([`super::leases`]): each is one UPDATE whose target is chosen by the
+//! [`Writer`], so an operator write and a fenced worker write are the same statement but for the
+//! lease filter.
+
+use diesel::prelude::*;
+
+use super::{coalesce_timestamp, validate};
+use crate::db::{self, DbConnection};
+use crate::error::{StoreError, StoreResult};
+use crate::models::{ApplyOperationId, OperationLease};
+use crate::schema::apply_operations;
+use crate::state::ApplyState;
+
+/// Who is writing an operation row, and so which rows an UPDATE may touch.
+#[derive(Clone, Copy)]
+pub(crate) enum Writer<'a> {
+    /// An operator or migration: the row with this id, whoever holds it.
+    Operator(ApplyOperationId),
+    /// A worker: the row only while it still carries this lease's token and owner.
+    Lease(&'a OperationLease),
+}
+
+impl Writer<'_> {
+    /// The UPDATE's target: the row, filtered by the lease when there is one. Boxed because the two
+    /// filters are different types.
+    pub(super) fn update(self) -> BoxedOperationUpdate<'static> {
+        let target = diesel::update(apply_operations::table).into_boxed();
+        match self {
+            Writer::Operator(id) => target.filter(apply_operations::id.eq(id)),
+            Writer::Lease(lease) => target
+                .filter(apply_operations::id.eq(lease.operation_id))
+                .filter(apply_operations::lease_token.eq(lease.token.clone()))
+                .filter(apply_operations::lease_owner.eq(lease.owner.clone())),
+        }
+    }
+
+    /// Turns an UPDATE's matched-row count into `Ok` or why nothing matched: the row is gone
+    /// ([`StoreError::ApplyOperationNotFound`]) or, for a lease, the row carries another token
+    /// ([`StoreError::LeaseLost`]). Both backends report rows *matched* (MySQL through Diesel's
+    /// `CLIENT_FOUND_ROWS`), so an idempotent repeat counts 1.
+    pub(super) fn expect_row(self, conn: &mut DbConnection, matched: usize) -> StoreResult<()> {
+        if matched > 0 {
+            return Ok(());
+        }
+        match self {
+            Writer::Operator(id) => Err(StoreError::ApplyOperationNotFound { id }),
+            Writer::Lease(lease) => Err(lease_miss(conn, lease.operation_id)?),
+        }
+    }
+
+    /// Rejects a lease that cannot be a real one before any SQL runs.
+    pub(super) fn check(self) -> StoreResult<()> {
+        match self {
+            Writer::Operator(_) => Ok(()),
+            Writer::Lease(lease) => validate::lease(lease),
+        }
+    }
+}
+
+type BoxedOperationUpdate<'a> =
+    diesel::query_builder::BoxedUpdateStatement<'a, db::MultiBackend, apply_operations::table>;
+
+/// Why a leased write matched no row: the row is gone, or its token is no longer the lease's.
+pub(super) fn lease_miss(
+    conn: &mut DbConnection,
+    operation_id: ApplyOperationId,
+) -> StoreResult<StoreError> {
+    let exists = apply_operations::table
+        .find(operation_id)
+        .select(apply_operations::id)
+        .first::<ApplyOperationId>(conn)
+        .optional()?
+        .is_some();
+    Ok(if exists {
+        StoreError::LeaseLost { operation_id }
+    } else {
+        StoreError::ApplyOperationNotFound { id: operation_id }
+    })
+}
+
+pub(super) fn write_state(
+    conn: &mut DbConnection,
+    writer: Writer<'_>,
+    state: ApplyState,
+) -> StoreResult<()> {
+    writer.check()?;
+    if completes(state) {
+        return Err(StoreError::invalid(
+            "state",
+            format!(
+                "{state} stamps completed_at; use mark_completed, mark_failed or mark_terminal instead"
+            ),
+        ));
+    }
+    let matched = writer
+        .update()
+        .set((
+            apply_operations::state.eq(state),
+            apply_operations::completed_at.eq(None::<chrono::NaiveDateTime>),
+            apply_operations::updated_at.eq(db::now()),
+        ))
+        .execute(conn)?;
+    writer.expect_row(conn, matched)
+}
+
+pub(super) fn write_started(conn: &mut DbConnection, writer: Writer<'_>) -> StoreResult<()> {
+    writer.check()?;
+    let now = db::now();
+    let matched = writer
+        .update()
+        .set((
+            apply_operations::state.eq(ApplyState::Running),
+            apply_operations::started_at.eq(coalesce_timestamp(
+                apply_operations::started_at,
+                now.nullable(),
+            )),
+            apply_operations::completed_at.eq(None::<chrono::NaiveDateTime>),
+            apply_operations::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    writer.expect_row(conn, matched)
+}
+
+pub(super) fn write_failed(
+    conn: &mut DbConnection,
+    writer: Writer<'_>,
+    message: &str,
+) -> StoreResult<()> {
+    writer.check()?;
+    validate::text("error_message", message, true)?;
+    write_completion(conn, writer, ApplyState::Failed, Some(message))
+}
+
+pub(super) fn write_terminal(
+    conn: &mut DbConnection,
+    writer: Writer<'_>,
+    state: ApplyState,
+) -> StoreResult<()> {
+    match state {
+        ApplyState::Cancelled | ApplyState::Reverted | ApplyState::Completed => {
+            write_completion(conn, writer, state, None)
+        }
+        ApplyState::Failed => Err(StoreError::invalid(
+            "state",
+            "failed needs an error message; use mark_failed",
+        )),
+        ApplyState::Stopped => Err(StoreError::invalid(
+            "state",
+            "stopped can resume, so it keeps completed_at NULL; use update_state",
+        )),
+        other => Err(StoreError::invalid(
+            "state",
+            format!("{other} is not terminal; use update_state"),
+        )),
+    }
+}
+
+/// The states that stamp `completed_at`: the terminal ones except `stopped`, which can resume.
+fn completes(state: ApplyState) -> bool {
+    state.is_terminal() && state != ApplyState::Stopped
+}
+
+pub(super) fn write_completion(
+    conn: &mut DbConnection,
+    writer: Writer<'_>,
+    state: ApplyState,
+    error_message: Option<&str>,
+) -> StoreResult<()> {
+    writer.check()?;
+    debug_assert!(completes(state));
+    let now = db::now();
+    let stamp_completion = (
+        apply_operations::state.eq(state),
+        apply_operations::completed_at.eq(coalesce_timestamp(
+            apply_operations::completed_at,
+            now.nullable(),
+        )),
+        apply_operations::updated_at.eq(now),
+    );
+    let matched = match error_message {
+        Some(message) => writer
+            .update()
+            .set((
+                stamp_completion,
+                apply_operations::error_message.eq(message.to_owned()),
+            ))
+            .execute(conn)?,
+        None => writer.update().set(stamp_completion).execute(conn)?,
+    };
+    writer.expect_row(conn, matched)
+}
