@@ -119,8 +119,10 @@ fn drain(server: &str, think: Duration) -> (usize, i64, i64) {
                     idle = 0;
                     std::thread::sleep(think);
                     let leased = store.leased(&claimed.lease);
-                    let cut_over_by_claim = claimed.operation.cutover_policy != "rolling";
-                    if cut_over_by_claim && claimed.operation.state == "running" {
+                    let cut_over_by_claim =
+                        claimed.operation.cutover_policy != applyops::state::CutoverPolicy::Rolling;
+                    if cut_over_by_claim && claimed.operation.state == applyops::ApplyState::Running
+                    {
                         leased
                             .update_state(applyops::ApplyState::WaitingForCutover)
                             .unwrap();

@@ -10,12 +10,12 @@
 //!   does not know fails the read with [`StoreError::UnknownState`] (or `UnknownValue`), naming the
 //!   row; [`crate::models::raw`] reads it as stored.
 //!
-//! [`StoreError::InvalidInput`]: crate::StoreError::InvalidInput
-//! [`StoreError::UnknownState`]: crate::StoreError::UnknownState
+//! [`StoreError::InvalidInput`]: StoreError::InvalidInput
+//! [`StoreError::UnknownState`]: StoreError::UnknownState
 
 use diesel::sql_types::{Nullable, Timestamp};
 
-use crate::error::StoreResult;
+use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyId, ApplyOperationId};
 
 pub mod applies;
@@ -45,8 +45,8 @@ fn check_operation_owner(
     field: &'static str,
 ) -> StoreResult<()> {
     match owner {
-        None => Err(crate::StoreError::ApplyOperationNotFound { id: operation_id }),
-        Some(owner) if owner != apply_id => Err(crate::StoreError::invalid(
+        None => Err(StoreError::ApplyOperationNotFound { id: operation_id }),
+        Some(owner) if owner != apply_id => Err(StoreError::invalid(
             field,
             format!("operation {operation_id} belongs to apply {owner}, not to apply {apply_id}"),
         )),

@@ -1,5 +1,6 @@
 //! The `applyops` command line, run as a process against SQLite and MySQL.
 
+use applyops::models::ApplyId;
 use std::process::Command;
 
 use applyops::db::{self, Dropped};
@@ -57,7 +58,7 @@ fn kind_of(db: &TestDb) -> Kind {
 }
 
 /// One row in each of the four tables; returns the apply's id.
-fn fill_every_table(conn: &mut applyops::DbConnection) -> i64 {
+fn fill_every_table(conn: &mut applyops::DbConnection) -> ApplyId {
     let apply_id = applies::insert(
         conn,
         &NewApply::new("cli-apply", "commerce", "production", "main"),
@@ -143,111 +144,150 @@ fn sqlite_cli_list_on_an_unmigrated_or_partly_migrated_database_says_migrations_
     list_says_migrations_are_missing(Kind::Sqlite);
 }
 
-backend_tests! {
-    fn cli_lists_an_applys_operations_as_json_lines(db) {
-        let conn = &mut db.conn();
-        let apply_id = applies::insert(conn, &NewApply::new("a-9", "commerce", "production", "main")).unwrap();
-        let east = apply_operations::insert(conn, &NewApplyOperation::new(apply_id, "east")).unwrap();
-        apply_operations::insert(conn, &NewApplyOperation::new(apply_id, "west")).unwrap();
-        apply_operations::mark_started(conn, east).unwrap();
-        let (ok, out, err) = applyops(db.url(), &["list", &apply_id.to_string()]);
-        assert!(ok, "{err}");
-        assert_eq!(err, "");
-        let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0]["deployment"], "east");
-        assert_eq!(rows[1]["deployment"], "west");
-        assert_eq!(rows[1]["state"], "pending");
-        assert_eq!(rows[1]["started_at"], serde_json::Value::Null);
-        // UTC timestamps say so: RFC 3339 with a Z, microseconds, and they read back as stored.
-        let stored = apply_operations::get(conn, east).unwrap().unwrap();
-        for field in ["created_at", "updated_at", "started_at"] {
-            let text = rows[0][field].as_str().unwrap_or_else(|| panic!("{field}: {}", rows[0]));
-            assert!(text.ends_with('Z'), "{field}: {text}");
-            assert_eq!(text.len(), "2026-11-25T13:04:05.123456Z".len(), "{field}: {text}");
-            chrono::DateTime::parse_from_rfc3339(text).unwrap();
-        }
-        let read_back: ApplyOperation = serde_json::from_str(out.lines().next().unwrap()).unwrap();
-        assert_eq!(read_back, stored);
+backend_tests!(
+    cli_lists_an_applys_operations_as_json_lines,
+    cli_list_of_a_missing_apply_fails_naming_it,
+    cli_list_shows_orphaned_operations_with_a_warning,
+    cli_revert_without_yes_refuses_and_changes_nothing,
+    cli_revert_of_a_migration_that_drops_rows_needs_force,
+);
+
+fn cli_lists_an_applys_operations_as_json_lines(db: &TestDb) {
+    let conn = &mut db.conn();
+    let apply_id = applies::insert(
+        conn,
+        &NewApply::new("a-9", "commerce", "production", "main"),
+    )
+    .unwrap();
+    let east = apply_operations::insert(conn, &NewApplyOperation::new(apply_id, "east")).unwrap();
+    apply_operations::insert(conn, &NewApplyOperation::new(apply_id, "west")).unwrap();
+    apply_operations::mark_started(conn, east).unwrap();
+    let (ok, out, err) = applyops(db.url(), &["list", &apply_id.to_string()]);
+    assert!(ok, "{err}");
+    assert_eq!(err, "");
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["deployment"], "east");
+    assert_eq!(rows[1]["deployment"], "west");
+    assert_eq!(rows[1]["state"], "pending");
+    assert_eq!(rows[1]["started_at"], serde_json::Value::Null);
+    // UTC timestamps say so: RFC 3339 with a Z, microseconds, and they read back as stored.
+    let stored = apply_operations::get(conn, east).unwrap().unwrap();
+    for field in ["created_at", "updated_at", "started_at"] {
+        let text = rows[0][field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{field}: {}", rows[0]));
+        assert!(text.ends_with('Z'), "{field}: {text}");
         assert_eq!(
-            rows[0]["created_at"],
-            stored.created_at.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            text.len(),
+            "2026-11-25T13:04:05.123456Z".len(),
+            "{field}: {text}"
         );
+        chrono::DateTime::parse_from_rfc3339(text).unwrap();
     }
+    let read_back: ApplyOperation = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(read_back, stored);
+    assert_eq!(
+        rows[0]["created_at"],
+        stored
+            .created_at
+            .and_utc()
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    );
+}
 
-    fn cli_list_of_a_missing_apply_fails_naming_it(db) {
-        let (ok, out, err) = applyops(db.url(), &["list", "424242"]);
-        assert!(!ok);
+fn cli_list_of_a_missing_apply_fails_naming_it(db: &TestDb) {
+    let (ok, out, err) = applyops(db.url(), &["list", "424242"]);
+    assert!(!ok);
+    assert_eq!(out, "");
+    assert_eq!(err, "applyops: apply 424242 does not exist\n");
+}
+
+fn cli_list_shows_orphaned_operations_with_a_warning(db: &TestDb) {
+    let conn = &mut db.conn();
+    apply_operations::insert(conn, &NewApplyOperation::new(ApplyId(77), "east")).unwrap();
+    let (ok, out, err) = applyops(db.url(), &["list", "77"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 1);
+    assert!(err.contains("apply 77 has no row in applies"), "{err}");
+}
+
+fn cli_revert_without_yes_refuses_and_changes_nothing(db: &TestDb) {
+    let conn = &mut db.conn();
+    fill_every_table(conn);
+    let before = schema_snapshot(conn);
+    for args in [&["revert"][..], &["revert", "--force"][..]] {
+        let (ok, out, err) = applyops(db.url(), args);
+        assert!(!ok, "{args:?}");
         assert_eq!(out, "");
-        assert_eq!(err, "applyops: apply 424242 does not exist\n");
+        assert!(
+            err.starts_with("applyops: refusing to revert without --yes"),
+            "{err}"
+        );
+        assert!(err.contains("nothing was changed"), "{err}");
     }
+    assert_eq!(schema_snapshot(conn), before);
+    assert_eq!(db::pending_migrations(conn).unwrap(), Vec::<String>::new());
+}
 
-    fn cli_list_shows_orphaned_operations_with_a_warning(db) {
-        let conn = &mut db.conn();
-        apply_operations::insert(conn, &NewApplyOperation::new(77, "east")).unwrap();
-        let (ok, out, err) = applyops(db.url(), &["list", "77"]);
-        assert!(ok, "{err}");
-        assert_eq!(out.lines().count(), 1);
-        assert!(err.contains("apply 77 has no row in applies"), "{err}");
-    }
-
-    fn cli_revert_without_yes_refuses_and_changes_nothing(db) {
-        let conn = &mut db.conn();
-        fill_every_table(conn);
+fn cli_revert_of_a_migration_that_drops_rows_needs_force(db: &TestDb) {
+    // Reverts every migration, newest first, with a row in every table: each revert that would
+    // drop a table (or columns of one) holding rows is refused with --yes alone, changing nothing,
+    // and goes through with --yes --force. Those that drop nothing with rows need only --yes.
+    let conn = &mut db.conn();
+    fill_every_table(conn);
+    let mut refusals = 0;
+    for version in versions(kind_of(&db)).iter().rev() {
+        let preview = db::preview_revert(conn)
+            .unwrap()
+            .expect("a migration is applied");
+        assert_eq!(&preview.version, version);
+        let losing: Vec<_> = preview.data_loss().cloned().collect();
         let before = schema_snapshot(conn);
-        for args in [&["revert"][..], &["revert", "--force"][..]] {
-            let (ok, out, err) = applyops(db.url(), args);
-            assert!(!ok, "{args:?}");
-            assert_eq!(out, "");
-            assert!(err.starts_with("applyops: refusing to revert without --yes"), "{err}");
-            assert!(err.contains("nothing was changed"), "{err}");
-        }
-        assert_eq!(schema_snapshot(conn), before);
-        assert_eq!(db::pending_migrations(conn).unwrap(), Vec::<String>::new());
-    }
-
-    fn cli_revert_of_a_migration_that_drops_rows_needs_force(db) {
-        // Reverts every migration, newest first, with a row in every table: each revert that would
-        // drop a table (or columns of one) holding rows is refused with --yes alone, changing nothing,
-        // and goes through with --yes --force. Those that drop nothing with rows need only --yes.
-        let conn = &mut db.conn();
-        fill_every_table(conn);
-        let mut refusals = 0;
-        for version in versions(kind_of(&db)).iter().rev() {
-            let preview = db::preview_revert(conn).unwrap().expect("a migration is applied");
-            assert_eq!(&preview.version, version);
-            let losing: Vec<_> = preview.data_loss().cloned().collect();
-            let before = schema_snapshot(conn);
-            let (ok, out, err) = applyops(db.url(), &["revert", "--yes"]);
-            if losing.is_empty() {
-                assert!(ok, "{version}: {err}");
-                assert_eq!(out, format!("reverted {version}\n"));
-                continue;
-            }
-            refusals += 1;
-            assert!(!ok, "{version} drops {losing:?}");
-            assert_eq!(out, "");
-            assert!(err.starts_with(&format!("applyops: refusing to revert {version} without --force")), "{err}");
-            for drop in &losing {
-                assert!(err.contains(&drop.to_string()), "{err} names {drop}");
-            }
-            assert!(err.contains("nothing was changed"), "{err}");
-            assert_eq!(schema_snapshot(conn), before, "{version}: nothing changed");
-            assert_eq!(&db::preview_revert(conn).unwrap().unwrap().version, version);
-            let (ok, out, err) = applyops(db.url(), &["revert", "--yes", "--force"]);
+        let (ok, out, err) = applyops(db.url(), &["revert", "--yes"]);
+        if losing.is_empty() {
             assert!(ok, "{version}: {err}");
             assert_eq!(out, format!("reverted {version}\n"));
-            for drop in &losing {
-                if drop.dropped == Dropped::Table {
-                    assert!(!table_exists(conn, &drop.table), "{version} dropped {}", drop.table);
-                }
+            continue;
+        }
+        refusals += 1;
+        assert!(!ok, "{version} drops {losing:?}");
+        assert_eq!(out, "");
+        assert!(
+            err.starts_with(&format!(
+                "applyops: refusing to revert {version} without --force"
+            )),
+            "{err}"
+        );
+        for drop in &losing {
+            assert!(err.contains(&drop.to_string()), "{err} names {drop}");
+        }
+        assert!(err.contains("nothing was changed"), "{err}");
+        assert_eq!(schema_snapshot(conn), before, "{version}: nothing changed");
+        assert_eq!(&db::preview_revert(conn).unwrap().unwrap().version, version);
+        let (ok, out, err) = applyops(db.url(), &["revert", "--yes", "--force"]);
+        assert!(ok, "{version}: {err}");
+        assert_eq!(out, format!("reverted {version}\n"));
+        for drop in &losing {
+            if drop.dropped == Dropped::Table {
+                assert!(
+                    !table_exists(conn, &drop.table),
+                    "{version} dropped {}",
+                    drop.table
+                );
             }
         }
-        assert!(refusals >= 1, "at least one migration drops a table that holds rows");
-        let (ok, out, err) = applyops(db.url(), &["revert", "--yes"]);
-        assert!(ok, "{err}");
-        assert_eq!(out, "no migration to revert\n");
     }
+    assert!(
+        refusals >= 1,
+        "at least one migration drops a table that holds rows"
+    );
+    let (ok, out, err) = applyops(db.url(), &["revert", "--yes"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "no migration to revert\n");
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 use applyops::db::DbConnection;
 use applyops::models::NewApplyOperation;
+use applyops::models::{ApplyId, ApplyOperationId};
 use applyops::store::apply_operations as store;
 use applyops::StoreError;
 use diesel::connection::SimpleConnection;
@@ -27,7 +28,7 @@ fn connection_id(conn: &mut DbConnection) -> i64 {
 fn mysql_a_killed_connection_is_a_database_error_not_a_panic() {
     let db = TestDb::new(Kind::Mysql);
     let mut conn = db.conn();
-    let id = store::insert(&mut conn, &NewApplyOperation::new(1, "a")).unwrap();
+    let id = store::insert(&mut conn, &NewApplyOperation::new(ApplyId(1), "a")).unwrap();
     let thread_id = connection_id(&mut conn);
     admin_connection()
         .batch_execute(&format!("KILL CONNECTION {thread_id}"))
@@ -45,22 +46,24 @@ fn sqlite_a_refused_write_is_a_database_error_and_writes_nothing() {
     let db = TestDb::new(Kind::Sqlite);
     let mut conn = db.conn();
     conn.batch_execute("PRAGMA query_only = ON").unwrap();
-    let result = store::insert(&mut conn, &NewApplyOperation::new(1, "a"));
+    let result = store::insert(&mut conn, &NewApplyOperation::new(ApplyId(1), "a"));
     assert!(matches!(result, Err(StoreError::Database(_))), "{result:?}");
-    assert!(store::list_by_apply(&mut db.conn(), 1).unwrap().is_empty());
+    assert!(store::list_by_apply(&mut db.conn(), ApplyId(1))
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
 fn sqlite_a_missing_table_is_a_database_error() {
     let db = TestDb::unmigrated(Kind::Sqlite);
-    let result = store::get(&mut db.conn(), 1);
+    let result = store::get(&mut db.conn(), ApplyOperationId(1));
     assert!(matches!(result, Err(StoreError::Database(_))), "{result:?}");
 }
 
 #[test]
 fn mysql_a_missing_table_is_a_database_error() {
     let db = TestDb::unmigrated(Kind::Mysql);
-    let result = store::list_by_apply(&mut db.conn(), 1);
+    let result = store::list_by_apply(&mut db.conn(), ApplyId(1));
     assert!(matches!(result, Err(StoreError::Database(_))), "{result:?}");
 }
 

@@ -15,6 +15,7 @@ use diesel::prelude::*;
 
 use crate::backend_tests;
 use crate::fixtures::rollout;
+use crate::harness::TestDb;
 
 /// The example binary, built once per test run with the Cargo that runs the tests (`cargo test` builds
 /// examples under hashed names only, so the plain `target/debug/examples/worker` may be missing or
@@ -118,42 +119,71 @@ fn assert_all_completed_and_unleased(db: &crate::harness::TestDb) -> usize {
     rows.len()
 }
 
-backend_tests! {
-    fn the_example_worker_drains_its_seeded_applies(db) {
-        run_worker_ok(db.url(), &DRAIN_SEEDED);
-        assert_eq!(assert_all_completed_and_unleased(&db), 12, "4 applies x 3 deployments");
-    }
+backend_tests!(
+    the_example_worker_drains_its_seeded_applies,
+    the_example_worker_keeps_working_when_stderr_and_stdout_are_closed,
+    exit_when_idle_waits_out_a_dead_workers_lease_and_finishes_its_work,
+);
 
-    fn the_example_worker_keeps_working_when_stderr_and_stdout_are_closed(db) {
-        // `worker … 2>&1 | head`, or a log shipper that went away: every write to either pipe fails
-        // with EPIPE. A panic there would kill the threads and strand their leases.
-        let mut child = spawn_worker(db.url(), &DRAIN_SEEDED);
-        drop(child.stdout.take());
-        drop(child.stderr.take());
-        let status = wait_at_most(&mut child, Duration::from_secs(120));
-        assert!(status.success(), "exit status {status} (101 is a panic)");
-        assert_eq!(assert_all_completed_and_unleased(&db), 12, "4 applies x 3 deployments");
-    }
+fn the_example_worker_drains_its_seeded_applies(db: &TestDb) {
+    run_worker_ok(db.url(), &DRAIN_SEEDED);
+    assert_eq!(
+        assert_all_completed_and_unleased(&db),
+        12,
+        "4 applies x 3 deployments"
+    );
+}
 
-    fn exit_when_idle_waits_out_a_dead_workers_lease_and_finishes_its_work(db) {
-        // A worker that claimed the first operation of a rolling apply and died: its lease runs for
-        // 3 s, and the later operations cannot start before the first completes, so nothing is
-        // claimable until the lease expires. (Built first, so the lease does not run out while
-        // Cargo builds the example: the worker must start well within the 3 s.)
-        worker_binary();
-        let conn = &mut db.conn();
-        let (_, ids) = rollout(conn, 3, CutoverPolicy::Rolling, FailurePolicy::Halt);
-        let dead = ClaimOptions::new("dead-worker", Duration::from_secs(3));
-        let held = claims::claim_next(conn, &dead).unwrap().expect("the dead worker's claim");
-        assert_eq!(held.operation.id, ids[0]);
+fn the_example_worker_keeps_working_when_stderr_and_stdout_are_closed(db: &TestDb) {
+    // `worker … 2>&1 | head`, or a log shipper that went away: every write to either pipe fails
+    // with EPIPE. A panic there would kill the threads and strand their leases.
+    let mut child = spawn_worker(db.url(), &DRAIN_SEEDED);
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let status = wait_at_most(&mut child, Duration::from_secs(120));
+    assert!(status.success(), "exit status {status} (101 is a panic)");
+    assert_eq!(
+        assert_all_completed_and_unleased(&db),
+        12,
+        "4 applies x 3 deployments"
+    );
+}
 
-        let stdout = run_worker_ok(
-            db.url(),
-            &["--seed", "0", "--workers", "2", "--step-ms", "1", "--exit-when-idle"],
-        );
-        assert_eq!(assert_all_completed_and_unleased(&db), 3, "the dead worker's apply is done");
-        assert!(stdout.contains("recovery=1"), "the held operation was recovered:\n{stdout}");
-    }
+fn exit_when_idle_waits_out_a_dead_workers_lease_and_finishes_its_work(db: &TestDb) {
+    // A worker that claimed the first operation of a rolling apply and died: its lease runs for
+    // 3 s, and the later operations cannot start before the first completes, so nothing is
+    // claimable until the lease expires. (Built first, so the lease does not run out while
+    // Cargo builds the example: the worker must start well within the 3 s.)
+    worker_binary();
+    let conn = &mut db.conn();
+    let (_, ids) = rollout(conn, 3, CutoverPolicy::Rolling, FailurePolicy::Halt);
+    let dead = ClaimOptions::new("dead-worker", Duration::from_secs(3));
+    let held = claims::claim_next(conn, &dead)
+        .unwrap()
+        .expect("the dead worker's claim");
+    assert_eq!(held.operation.id, ids[0]);
+
+    let stdout = run_worker_ok(
+        db.url(),
+        &[
+            "--seed",
+            "0",
+            "--workers",
+            "2",
+            "--step-ms",
+            "1",
+            "--exit-when-idle",
+        ],
+    );
+    assert_eq!(
+        assert_all_completed_and_unleased(&db),
+        3,
+        "the dead worker's apply is done"
+    );
+    assert!(
+        stdout.contains("recovery=1"),
+        "the held operation was recovered:\n{stdout}"
+    );
 }
 
 /// The startup line and the error it exits with show no password, and the error reads as a sentence

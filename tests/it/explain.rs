@@ -2,6 +2,7 @@
 //! `apply_operations_claim_idx` in (created_at, id) order, with no full scan and no filesort anywhere.
 
 use applyops::db::DbConnection;
+use applyops::models::ApplyOperationId;
 use applyops::schema::{applies, apply_control_requests as reqs, apply_operations as ops};
 use applyops::store::claims;
 use diesel::prelude::*;
@@ -142,7 +143,7 @@ fn mysql_the_claim_queries_walk_the_claim_index_without_scan_or_filesort() {
         .select(ops::id)
         .first(conn)
         .unwrap();
-    assert_eq!(claimed.operation.id, oldest_running);
+    assert_eq!(claimed.operation.id, ApplyOperationId(oldest_running));
 }
 
 #[test]

@@ -4,9 +4,12 @@
 use std::time::Duration;
 
 use applyops::db::DbConnection;
-use applyops::models::{ApplyOperation, NewApply, NewApplyOperation};
+use applyops::models::{
+    ApplyId, ApplyOperation, ApplyOperationId, ControlRequestId, LeaseToken, NewApply,
+    NewApplyOperation,
+};
 use applyops::schema::apply_operations as ops;
-use applyops::state::{ControlRequestKind, CutoverPolicy, FailurePolicy};
+use applyops::state::{ApplyState, ControlRequestKind, CutoverPolicy, FailurePolicy};
 use applyops::store::claims::{ClaimOptions, ClaimedOperation};
 use applyops::store::{applies, apply_operations, claims, control_requests};
 use diesel::prelude::*;
@@ -20,7 +23,7 @@ pub fn opts(owner: &str) -> ClaimOptions {
 }
 
 /// Inserts an apply (unique identifier per call) and returns its id.
-pub fn apply(conn: &mut DbConnection, defer_cutover: bool) -> i64 {
+pub fn apply(conn: &mut DbConnection, defer_cutover: bool) -> ApplyId {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -36,7 +39,7 @@ pub fn rollout(
     deployments: usize,
     policy: CutoverPolicy,
     on_failure: FailurePolicy,
-) -> (i64, Vec<i64>) {
+) -> (ApplyId, Vec<ApplyOperationId>) {
     let apply_id = apply(conn, false);
     let ids = (0..deployments)
         .map(|i| {
@@ -50,15 +53,28 @@ pub fn rollout(
 }
 
 /// Sets a row's state directly, as an operator's SQL or an older tool might (no stamps, no checks).
-pub fn force_state(conn: &mut DbConnection, id: i64, state: &str) {
+pub fn force_state(conn: &mut DbConnection, id: ApplyOperationId, state: ApplyState) {
     diesel::update(ops::table.find(id))
         .set(ops::state.eq(state))
         .execute(conn)
         .expect("force state");
 }
 
+/// Stores `state` verbatim in a row's state column, even a value no version knows.
+pub fn force_raw_state(conn: &mut DbConnection, id: ApplyOperationId, state: &str) {
+    diesel::update(ops::table.find(id))
+        .set(ops::state.eq(state))
+        .execute(conn)
+        .expect("force raw state");
+}
+
 /// Sets a raw column value the store would refuse to write (e.g. an unknown policy).
-pub fn force_policy(conn: &mut DbConnection, id: i64, cutover_policy: &str, on_failure: &str) {
+pub fn force_policy(
+    conn: &mut DbConnection,
+    id: ApplyOperationId,
+    cutover_policy: &str,
+    on_failure: &str,
+) {
     diesel::update(ops::table.find(id))
         .set((
             ops::cutover_policy.eq(cutover_policy),
@@ -69,7 +85,7 @@ pub fn force_policy(conn: &mut DbConnection, id: i64, cutover_policy: &str, on_f
 }
 
 /// Moves a row's lease expiry far into the past, as if its holder had died long ago.
-pub fn expire_lease(conn: &mut DbConnection, id: i64) {
+pub fn expire_lease(conn: &mut DbConnection, id: ApplyOperationId) {
     let long_ago = chrono::NaiveDate::from_ymd_opt(2001, 1, 1)
         .unwrap()
         .and_hms_opt(0, 0, 0)
@@ -81,7 +97,7 @@ pub fn expire_lease(conn: &mut DbConnection, id: i64) {
 }
 
 /// Gives a row a lease that is already expired, held by a worker that is gone.
-pub fn dead_lease(conn: &mut DbConnection, id: i64) {
+pub fn dead_lease(conn: &mut DbConnection, id: ApplyOperationId) {
     diesel::update(ops::table.find(id))
         .set((
             ops::lease_owner.eq("dead-worker"),
@@ -93,7 +109,7 @@ pub fn dead_lease(conn: &mut DbConnection, id: i64) {
 }
 
 /// The row as stored, with its lease token (which the model leaves out).
-pub fn row(conn: &mut DbConnection, id: i64) -> (ApplyOperation, String) {
+pub fn row(conn: &mut DbConnection, id: ApplyOperationId) -> (ApplyOperation, LeaseToken) {
     let op = apply_operations::get(conn, id)
         .expect("get")
         .expect("row exists");
@@ -102,16 +118,16 @@ pub fn row(conn: &mut DbConnection, id: i64) -> (ApplyOperation, String) {
         .select(ops::lease_token)
         .first::<String>(conn)
         .expect("read token");
-    (op, token)
+    (op, LeaseToken::from(token))
 }
 
 /// Files a control request.
 pub fn request(
     conn: &mut DbConnection,
-    apply_id: i64,
-    operation_id: Option<i64>,
+    apply_id: ApplyId,
+    operation_id: Option<ApplyOperationId>,
     kind: ControlRequestKind,
-) -> i64 {
+) -> ControlRequestId {
     control_requests::request(conn, apply_id, operation_id, kind, None)
         .expect("request")
         .id
@@ -128,11 +144,11 @@ pub fn claim_cutover(conn: &mut DbConnection, owner: &str) -> Option<ClaimedOper
 }
 
 /// The id of the operation the copy claim takes, if any.
-pub fn claimed_id(conn: &mut DbConnection) -> Option<i64> {
+pub fn claimed_id(conn: &mut DbConnection) -> Option<ApplyOperationId> {
     claim(conn, "probe").map(|c| c.operation.id)
 }
 
 /// The id of the operation the cutover claim takes, if any.
-pub fn cutover_id(conn: &mut DbConnection) -> Option<i64> {
+pub fn cutover_id(conn: &mut DbConnection) -> Option<ApplyOperationId> {
     claim_cutover(conn, "probe").map(|c| c.operation.id)
 }

@@ -2,6 +2,7 @@
 //! fence, expiries and stamps read under the lock, idempotent requests inside a caller's transaction,
 //! the server's message language, and caller input that used to panic.
 
+use applyops::models::{ApplyId, ApplyOperationId};
 use std::time::Duration;
 
 use applyops::db::{self, ConnectOptions, DbConnection, PoolConfig};
@@ -19,20 +20,20 @@ use crate::fixtures::{claim, rollout};
 use crate::harness::{Kind, TestDb};
 
 /// A lease for operation `id` that no claim minted.
-fn forged_lease(id: i64, owner: &str, token: &str) -> OperationLease {
+fn forged_lease(id: ApplyOperationId, owner: &str, token: &str) -> OperationLease {
     let at = chrono::DateTime::from_timestamp(0, 0).unwrap().naive_utc();
     OperationLease {
         operation_id: id,
-        apply_id: 1,
+        apply_id: ApplyId(1),
         owner: owner.into(),
-        token: token.into(),
+        token: token.to_owned().into(),
         acquired_at: at,
         expires_at: at,
         ttl: Duration::from_secs(60),
     }
 }
 
-fn raw_state_and_token(conn: &mut DbConnection, id: i64) -> (String, String, String) {
+fn raw_state_and_token(conn: &mut DbConnection, id: ApplyOperationId) -> (String, String, String) {
     ops::table
         .find(id)
         .select((ops::state, ops::lease_owner, ops::lease_token))
@@ -40,119 +41,202 @@ fn raw_state_and_token(conn: &mut DbConnection, id: i64) -> (String, String, Str
         .unwrap()
 }
 
-backend_tests! {
-    fn a_trailing_space_lookup_finds_nothing(db) {
-        let conn = &mut db.conn();
-        let apply_id = applies::insert(conn, &NewApply::new("rollout-1", "db", "prod", "main")).unwrap();
-        apply_operations::insert(conn, &NewApplyOperation::new(apply_id, "east")).unwrap();
-        assert!(apply_operations::get_by_apply_and_deployment(conn, apply_id, "east").unwrap().is_some());
-        assert!(applies::get_by_identifier(conn, "rollout-1").unwrap().is_some());
-        for lookalike in ["east ", "east  ", "East", ""] {
-            assert_eq!(
-                apply_operations::get_by_apply_and_deployment(conn, apply_id, lookalike).unwrap(),
-                None,
-                "{lookalike:?}"
-            );
-        }
-        assert_eq!(applies::get_by_identifier(conn, "rollout-1 ").unwrap(), None);
-        // The root, below the store's checks: the database itself compares stored text exactly.
-        let padded: i64 = ops::table.filter(ops::deployment.eq("east ")).count().get_result(conn).unwrap();
-        assert_eq!(padded, 0);
-        let padded: i64 = applies_table::table
-            .filter(applies_table::apply_identifier.eq("rollout-1 "))
-            .count()
-            .get_result(conn)
-            .unwrap();
-        assert_eq!(padded, 0);
-    }
+backend_tests!(
+    a_trailing_space_lookup_finds_nothing,
+    keys_that_differ_by_a_trailing_space_are_distinct_keys_in_the_database,
+    inserts_and_lookups_agree_on_a_trailing_space,
+    a_blank_or_whitespace_lease_writes_nothing,
+    a_blank_claim_owner_is_rejected,
+    a_heartbeat_that_waited_for_the_lock_still_renews_into_the_future,
+);
 
-    fn keys_that_differ_by_a_trailing_space_are_distinct_keys_in_the_database(db) {
-        let conn = &mut db.conn();
-        // Written below the store (which rejects the trailing space), as a foreign tool could.
-        let now = chrono::Utc::now().naive_utc();
-        for deployment in ["east", "east "] {
-            diesel::insert_into(ops::table)
-                .values((ops::apply_id.eq(9), ops::deployment.eq(deployment), ops::created_at.eq(now), ops::updated_at.eq(now)))
-                .execute(conn)
-                .expect("the unique key treats them as two keys on every backend");
-        }
-        let found = apply_operations::get_by_apply_and_deployment(conn, 9, "east").unwrap().unwrap();
-        assert_eq!(found.deployment, "east");
+fn a_trailing_space_lookup_finds_nothing(db: &TestDb) {
+    let conn = &mut db.conn();
+    let apply_id =
+        applies::insert(conn, &NewApply::new("rollout-1", "db", "prod", "main")).unwrap();
+    apply_operations::insert(conn, &NewApplyOperation::new(apply_id, "east")).unwrap();
+    assert!(
+        apply_operations::get_by_apply_and_deployment(conn, apply_id, "east")
+            .unwrap()
+            .is_some()
+    );
+    assert!(applies::get_by_identifier(conn, "rollout-1")
+        .unwrap()
+        .is_some());
+    for lookalike in ["east ", "east  ", "East", ""] {
+        assert_eq!(
+            apply_operations::get_by_apply_and_deployment(conn, apply_id, lookalike).unwrap(),
+            None,
+            "{lookalike:?}"
+        );
     }
+    assert_eq!(
+        applies::get_by_identifier(conn, "rollout-1 ").unwrap(),
+        None
+    );
+    // The root, below the store's checks: the database itself compares stored text exactly.
+    let padded: i64 = ops::table
+        .filter(ops::deployment.eq("east "))
+        .count()
+        .get_result(conn)
+        .unwrap();
+    assert_eq!(padded, 0);
+    let padded: i64 = applies_table::table
+        .filter(applies_table::apply_identifier.eq("rollout-1 "))
+        .count()
+        .get_result(conn)
+        .unwrap();
+    assert_eq!(padded, 0);
+}
 
-    fn inserts_and_lookups_agree_on_a_trailing_space(db) {
-        let conn = &mut db.conn();
-        let err = apply_operations::insert(conn, &NewApplyOperation::new(1, "east ")).unwrap_err();
-        assert!(matches!(err, StoreError::InvalidInput { field: "deployment", .. }), "{err}");
-        assert_eq!(apply_operations::get_by_apply_and_deployment(conn, 1, "east ").unwrap(), None);
+fn keys_that_differ_by_a_trailing_space_are_distinct_keys_in_the_database(db: &TestDb) {
+    let conn = &mut db.conn();
+    // Written below the store (which rejects the trailing space), as a foreign tool could.
+    let now = chrono::Utc::now().naive_utc();
+    for deployment in ["east", "east "] {
+        diesel::insert_into(ops::table)
+            .values((
+                ops::apply_id.eq(9),
+                ops::deployment.eq(deployment),
+                ops::created_at.eq(now),
+                ops::updated_at.eq(now),
+            ))
+            .execute(conn)
+            .expect("the unique key treats them as two keys on every backend");
     }
+    let found = apply_operations::get_by_apply_and_deployment(conn, ApplyId(9), "east")
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.deployment, "east");
+}
 
-    fn a_blank_or_whitespace_lease_writes_nothing(db) {
-        let conn = &mut db.conn();
-        let (_, ids) = rollout(conn, 1, CutoverPolicy::Rolling, FailurePolicy::Halt);
-        let id = ids[0];
-        let before = raw_state_and_token(conn, id);
-        assert_eq!(before, ("pending".into(), String::new(), String::new()), "nobody holds it");
-        for (owner, token) in [(" ", " "), ("", ""), ("w", " "), (" ", "0123456789abcdef0123456789abcdef"), ("w", "0123456789abcdef0123456789abcde ")] {
-            let lease = forged_lease(id, owner, token);
-            let err = leases::mark_started(conn, &lease).unwrap_err();
-            assert!(matches!(err, StoreError::InvalidInput { .. }), "{owner:?}/{token:?}: {err}");
-            let mut renewed = lease.clone();
-            assert!(leases::heartbeat(conn, &mut renewed).is_err());
-            assert!(leases::release(conn, &lease).is_err());
-            assert_eq!(raw_state_and_token(conn, id), before, "{owner:?}/{token:?} wrote nothing");
-        }
-        // A well-formed token that is not on the row is a lost lease, and writes nothing either.
-        let lease = forged_lease(id, "w", "0123456789abcdef0123456789abcdef");
-        assert!(matches!(leases::mark_started(conn, &lease), Err(StoreError::LeaseLost { .. })));
-        assert_eq!(raw_state_and_token(conn, id), before);
-        // And below the store's checks the database does not match a blank token to the empty one.
-        let blank: i64 = ops::table.filter(ops::lease_token.eq(" ")).count().get_result(conn).unwrap();
-        assert_eq!(blank, 0);
-    }
-
-    fn a_blank_claim_owner_is_rejected(db) {
-        let conn = &mut db.conn();
-        rollout(conn, 1, CutoverPolicy::Rolling, FailurePolicy::Halt);
-        let options = applyops::store::claims::ClaimOptions::new("  ", Duration::from_secs(5));
-        assert!(matches!(
-            applyops::store::claims::claim_next(conn, &options),
-            Err(StoreError::InvalidInput { field: "owner", .. })
-        ));
-    }
-
-    fn a_heartbeat_that_waited_for_the_lock_still_renews_into_the_future(db) {
-        let conn = &mut db.conn();
-        rollout(conn, 1, CutoverPolicy::Rolling, FailurePolicy::Halt);
-        let options = applyops::store::claims::ClaimOptions::new("w", Duration::from_millis(800));
-        let mut claimed = applyops::store::claims::claim_next(conn, &options).unwrap().unwrap();
-        let id = claimed.operation.id;
-        // Another session holds the row (MySQL) or the database (SQLite) for longer than the TTL.
-        let mut holder = db.conn();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let hold = std::thread::spawn(move || {
-            match &mut holder {
-                DbConnection::Mysql(inner) => {
-                    inner.batch_execute("BEGIN").unwrap();
-                    ops::table.find(id).select(ops::id).for_update().first::<i64>(inner).unwrap();
-                }
-                DbConnection::Sqlite(inner) => inner.batch_execute("BEGIN IMMEDIATE").unwrap(),
+fn inserts_and_lookups_agree_on_a_trailing_space(db: &TestDb) {
+    let conn = &mut db.conn();
+    let err =
+        apply_operations::insert(conn, &NewApplyOperation::new(ApplyId(1), "east ")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::InvalidInput {
+                field: "deployment",
+                ..
             }
-            tx.send(()).unwrap();
-            std::thread::sleep(Duration::from_millis(1500));
-            holder.batch_execute("COMMIT").unwrap();
-        });
-        rx.recv().unwrap();
-        let expires_at = leases::heartbeat(conn, &mut claimed.lease).unwrap();
-        hold.join().unwrap();
-        let (stored, acquired): (Option<chrono::NaiveDateTime>, Option<chrono::NaiveDateTime>) =
-            ops::table.find(id).select((ops::lease_expires_at, ops::lease_acquired_at)).first(conn).unwrap();
-        assert_eq!(stored, Some(expires_at), "the returned expiry is the stored one");
-        // The expiry counts from after the wait: at least the 1.5 s wait plus most of the TTL past the
-        // claim (the old code computed it before waiting and got about 0.8 s).
-        let past_claim = expires_at - acquired.unwrap();
-        assert!(past_claim >= chrono::Duration::milliseconds(2_000), "expiry only {past_claim} after the claim");
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        apply_operations::get_by_apply_and_deployment(conn, ApplyId(1), "east ").unwrap(),
+        None
+    );
+}
+
+fn a_blank_or_whitespace_lease_writes_nothing(db: &TestDb) {
+    let conn = &mut db.conn();
+    let (_, ids) = rollout(conn, 1, CutoverPolicy::Rolling, FailurePolicy::Halt);
+    let id = ids[0];
+    let before = raw_state_and_token(conn, id);
+    assert_eq!(
+        before,
+        ("pending".into(), String::new(), String::new()),
+        "nobody holds it"
+    );
+    for (owner, token) in [
+        (" ", " "),
+        ("", ""),
+        ("w", " "),
+        (" ", "0123456789abcdef0123456789abcdef"),
+        ("w", "0123456789abcdef0123456789abcde "),
+    ] {
+        let lease = forged_lease(id, owner, token);
+        let err = leases::mark_started(conn, &lease).unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidInput { .. }),
+            "{owner:?}/{token:?}: {err}"
+        );
+        let mut renewed = lease.clone();
+        assert!(leases::heartbeat(conn, &mut renewed).is_err());
+        assert!(leases::release(conn, &lease).is_err());
+        assert_eq!(
+            raw_state_and_token(conn, id),
+            before,
+            "{owner:?}/{token:?} wrote nothing"
+        );
     }
+    // A well-formed token that is not on the row is a lost lease, and writes nothing either.
+    let lease = forged_lease(id, "w", "0123456789abcdef0123456789abcdef");
+    assert!(matches!(
+        leases::mark_started(conn, &lease),
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert_eq!(raw_state_and_token(conn, id), before);
+    // And below the store's checks the database does not match a blank token to the empty one.
+    let blank: i64 = ops::table
+        .filter(ops::lease_token.eq(" "))
+        .count()
+        .get_result(conn)
+        .unwrap();
+    assert_eq!(blank, 0);
+}
+
+fn a_blank_claim_owner_is_rejected(db: &TestDb) {
+    let conn = &mut db.conn();
+    rollout(conn, 1, CutoverPolicy::Rolling, FailurePolicy::Halt);
+    let options = applyops::store::claims::ClaimOptions::new("  ", Duration::from_secs(5));
+    assert!(matches!(
+        applyops::store::claims::claim_next(conn, &options),
+        Err(StoreError::InvalidInput { field: "owner", .. })
+    ));
+}
+
+fn a_heartbeat_that_waited_for_the_lock_still_renews_into_the_future(db: &TestDb) {
+    let conn = &mut db.conn();
+    rollout(conn, 1, CutoverPolicy::Rolling, FailurePolicy::Halt);
+    let options = applyops::store::claims::ClaimOptions::new("w", Duration::from_millis(800));
+    let mut claimed = applyops::store::claims::claim_next(conn, &options)
+        .unwrap()
+        .unwrap();
+    let id = claimed.operation.id;
+    // Another session holds the row (MySQL) or the database (SQLite) for longer than the TTL.
+    let mut holder = db.conn();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let hold = std::thread::spawn(move || {
+        match &mut holder {
+            DbConnection::Mysql(inner) => {
+                inner.batch_execute("BEGIN").unwrap();
+                ops::table
+                    .find(id)
+                    .select(ops::id)
+                    .for_update()
+                    .first::<i64>(inner)
+                    .unwrap();
+            }
+            DbConnection::Sqlite(inner) => inner.batch_execute("BEGIN IMMEDIATE").unwrap(),
+        }
+        tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        holder.batch_execute("COMMIT").unwrap();
+    });
+    rx.recv().unwrap();
+    let expires_at = leases::heartbeat(conn, &mut claimed.lease).unwrap();
+    hold.join().unwrap();
+    let (stored, acquired): (Option<chrono::NaiveDateTime>, Option<chrono::NaiveDateTime>) =
+        ops::table
+            .find(id)
+            .select((ops::lease_expires_at, ops::lease_acquired_at))
+            .first(conn)
+            .unwrap();
+    assert_eq!(
+        stored,
+        Some(expires_at),
+        "the returned expiry is the stored one"
+    );
+    // The expiry counts from after the wait: at least the 1.5 s wait plus most of the TTL past the
+    // claim (the old code computed it before waiting and got about 0.8 s).
+    let past_claim = expires_at - acquired.unwrap();
+    assert!(
+        past_claim >= chrono::Duration::milliseconds(2_000),
+        "expiry only {past_claim} after the claim"
+    );
 }
 
 /// Inside a caller's REPEATABLE READ transaction, a request whose insert collides with a pending one
@@ -228,7 +312,7 @@ fn sqlite_an_insert_that_waited_for_the_write_lock_is_stamped_after_the_writer_i
     // So the claim order is the commit order: the first is claimed, the second waits for it.
     let claimed = claim(conn, "w").unwrap();
     assert_eq!(claimed.operation.id, first.id);
-    assert_eq!(claimed.operation.state, ApplyState::Running.as_str());
+    assert_eq!(claimed.operation.state, ApplyState::Running);
     assert!(claim(conn, "w").is_none(), "the rolling successor waits");
 }
 
@@ -258,8 +342,9 @@ fn mysql_a_duplicate_is_recognised_whatever_the_servers_message_language() {
         .batch_execute("SET GLOBAL lc_messages = 'de_DE'")
         .unwrap();
     let conn = &mut db.conn();
-    apply_operations::insert(conn, &NewApplyOperation::new(1, "east")).unwrap();
-    let err = apply_operations::insert(conn, &NewApplyOperation::new(1, "east")).unwrap_err();
+    apply_operations::insert(conn, &NewApplyOperation::new(ApplyId(1), "east")).unwrap();
+    let err =
+        apply_operations::insert(conn, &NewApplyOperation::new(ApplyId(1), "east")).unwrap_err();
     assert!(
         matches!(err, StoreError::ApplyOperationExists { .. }),
         "{err}"

@@ -440,30 +440,25 @@ pub fn schema_snapshot(conn: &mut DbConnection) -> Vec<String> {
     }
 }
 
-/// Generates each test once per backend, as `<module>::mysql::<name>` and `<module>::sqlite::<name>`.
-/// The body sees the fresh, migrated [`TestDb`] under the given name.
+/// Instantiates each named test function once per backend, as `<module>::mysql::<name>` and
+/// `<module>::sqlite::<name>`. Each function is an ordinary `fn name(db: &TestDb)` in the module (so
+/// rustfmt formats it), called with a fresh, migrated [`TestDb`] of the backend.
 #[macro_export]
 macro_rules! backend_tests {
-    ($(fn $name:ident($db:ident) $body:block)*) => {
+    ($($name:ident),* $(,)?) => {
         mod mysql {
-            #[allow(unused_imports)]
-            use super::*;
             $(
                 #[test]
                 fn $name() {
-                    let $db = $crate::harness::TestDb::new($crate::harness::Kind::Mysql);
-                    $body
+                    super::$name(&$crate::harness::TestDb::new($crate::harness::Kind::Mysql));
                 }
             )*
         }
         mod sqlite {
-            #[allow(unused_imports)]
-            use super::*;
             $(
                 #[test]
                 fn $name() {
-                    let $db = $crate::harness::TestDb::new($crate::harness::Kind::Sqlite);
-                    $body
+                    super::$name(&$crate::harness::TestDb::new($crate::harness::Kind::Sqlite));
                 }
             )*
         }

@@ -9,134 +9,206 @@ use applyops::StoreError;
 
 use crate::backend_tests;
 use crate::fixtures::*;
+use crate::harness::TestDb;
 
-backend_tests! {
-    fn leased_writes_drive_the_operation_and_repeat_idempotently(db) {
-        let conn = &mut db.conn();
-        let (_, ids) = rollout(conn, 1, Rolling, Halt);
-        let held = claim(conn, "w").unwrap();
-        leases::mark_started(conn, &held.lease).unwrap();
-        leases::mark_started(conn, &held.lease).unwrap();
-        leases::update_state(conn, &held.lease, ApplyState::WaitingForCutover).unwrap();
-        leases::update_state(conn, &held.lease, ApplyState::WaitingForCutover).unwrap();
-        leases::mark_completed(conn, &held.lease).unwrap();
-        let completed_at = row(conn, ids[0]).0.completed_at;
-        leases::mark_completed(conn, &held.lease).unwrap();
-        let (op, token) = row(conn, ids[0]);
-        assert_eq!(op.state, "completed");
-        assert_eq!(op.completed_at, completed_at, "a repeat keeps the stamp");
-        assert_eq!(token, held.lease.token, "completion keeps the lease, so repeats succeed");
-    }
+backend_tests!(
+    leased_writes_drive_the_operation_and_repeat_idempotently,
+    leased_failures_and_terminal_states_follow_the_unguarded_rules,
+    an_expired_lease_nobody_stole_still_writes,
+    heartbeat_pushes_the_expiry_from_the_database_clock,
+    a_lease_that_is_not_renewed_expires_and_is_stolen,
+    release_clears_the_lease_and_keeps_the_state,
+    a_lease_with_an_empty_token_or_owner_fails_closed_writing_nothing,
+    a_write_for_a_deleted_operation_is_not_found,
+    a_lease_only_writes_its_own_operation,
+);
 
-    fn leased_failures_and_terminal_states_follow_the_unguarded_rules(db) {
-        let conn = &mut db.conn();
-        let (_, ids) = rollout(conn, 2, applyops::state::CutoverPolicy::Parallel, Halt);
-        let a = claim(conn, "w").unwrap();
-        let b = claim(conn, "w").unwrap();
-        assert!(matches!(leases::mark_failed(conn, &a.lease, ""), Err(StoreError::InvalidInput { field: "error_message", .. })));
-        leases::mark_failed(conn, &a.lease, "boom").unwrap();
-        assert_eq!(row(conn, ids[0]).0.error_message.as_deref(), Some("boom"));
-        assert!(matches!(leases::mark_terminal(conn, &b.lease, ApplyState::Running), Err(StoreError::InvalidInput { field: "state", .. })));
-        assert!(matches!(leases::update_state(conn, &b.lease, ApplyState::Completed), Err(StoreError::InvalidInput { field: "state", .. })));
-        leases::mark_terminal(conn, &b.lease, ApplyState::Cancelled).unwrap();
-        assert_eq!(row(conn, ids[1]).0.state, "cancelled");
-    }
+fn leased_writes_drive_the_operation_and_repeat_idempotently(db: &TestDb) {
+    let conn = &mut db.conn();
+    let (_, ids) = rollout(conn, 1, Rolling, Halt);
+    let held = claim(conn, "w").unwrap();
+    leases::mark_started(conn, &held.lease).unwrap();
+    leases::mark_started(conn, &held.lease).unwrap();
+    leases::update_state(conn, &held.lease, ApplyState::WaitingForCutover).unwrap();
+    leases::update_state(conn, &held.lease, ApplyState::WaitingForCutover).unwrap();
+    leases::mark_completed(conn, &held.lease).unwrap();
+    let completed_at = row(conn, ids[0]).0.completed_at;
+    leases::mark_completed(conn, &held.lease).unwrap();
+    let (op, token) = row(conn, ids[0]);
+    assert_eq!(op.state, ApplyState::Completed);
+    assert_eq!(op.completed_at, completed_at, "a repeat keeps the stamp");
+    assert_eq!(
+        token, held.lease.token,
+        "completion keeps the lease, so repeats succeed"
+    );
+}
 
-    fn an_expired_lease_nobody_stole_still_writes(db) {
-        let conn = &mut db.conn();
-        let (_, ids) = rollout(conn, 1, Rolling, Halt);
-        let held = claim(conn, "w").unwrap();
-        expire_lease(conn, ids[0]);
-        leases::update_state(conn, &held.lease, ApplyState::WaitingForCutover).expect("the token is the fence");
-        assert_eq!(row(conn, ids[0]).0.state, "waiting_for_cutover");
-    }
+fn leased_failures_and_terminal_states_follow_the_unguarded_rules(db: &TestDb) {
+    let conn = &mut db.conn();
+    let (_, ids) = rollout(conn, 2, applyops::state::CutoverPolicy::Parallel, Halt);
+    let a = claim(conn, "w").unwrap();
+    let b = claim(conn, "w").unwrap();
+    assert!(matches!(
+        leases::mark_failed(conn, &a.lease, ""),
+        Err(StoreError::InvalidInput {
+            field: "error_message",
+            ..
+        })
+    ));
+    leases::mark_failed(conn, &a.lease, "boom").unwrap();
+    assert_eq!(row(conn, ids[0]).0.error_message.as_deref(), Some("boom"));
+    assert!(matches!(
+        leases::mark_terminal(conn, &b.lease, ApplyState::Running),
+        Err(StoreError::InvalidInput { field: "state", .. })
+    ));
+    assert!(matches!(
+        leases::update_state(conn, &b.lease, ApplyState::Completed),
+        Err(StoreError::InvalidInput { field: "state", .. })
+    ));
+    leases::mark_terminal(conn, &b.lease, ApplyState::Cancelled).unwrap();
+    assert_eq!(row(conn, ids[1]).0.state, ApplyState::Cancelled);
+}
 
-    fn heartbeat_pushes_the_expiry_from_the_database_clock(db) {
-        let conn = &mut db.conn();
-        let (_, ids) = rollout(conn, 1, Rolling, Halt);
-        let mut held = claim(conn, "w").unwrap();
-        // As if the holder had been slow: its lease ran out, but nobody stole it yet.
-        expire_lease(conn, ids[0]);
-        let expired = row(conn, ids[0]).0.lease_expires_at.unwrap();
-        let renewed = leases::heartbeat(conn, &mut held.lease).unwrap();
-        assert!(renewed - held.lease.acquired_at >= chrono::Duration::seconds(60), "now + TTL, from the claim's clock on");
-        assert!(renewed > expired);
-        assert_eq!(held.lease.expires_at, renewed);
-        assert_eq!(row(conn, ids[0]).0.lease_expires_at, Some(renewed));
-        assert_eq!(claimed_id(conn), None, "renewed, so not stealable");
-    }
+fn an_expired_lease_nobody_stole_still_writes(db: &TestDb) {
+    let conn = &mut db.conn();
+    let (_, ids) = rollout(conn, 1, Rolling, Halt);
+    let held = claim(conn, "w").unwrap();
+    expire_lease(conn, ids[0]);
+    leases::update_state(conn, &held.lease, ApplyState::WaitingForCutover)
+        .expect("the token is the fence");
+    assert_eq!(row(conn, ids[0]).0.state, ApplyState::WaitingForCutover);
+}
 
-    fn a_lease_that_is_not_renewed_expires_and_is_stolen(db) {
-        let conn = &mut db.conn();
-        let (_, ids) = rollout(conn, 1, Rolling, Halt);
-        let short = ClaimOptions::new("w", Duration::from_millis(300));
-        let held = claims::claim_next(conn, &short).unwrap().unwrap();
-        assert_eq!(claimed_id(conn), None, "live");
-        std::thread::sleep(Duration::from_millis(400));
-        let stolen = claim(conn, "thief").expect("expired by the database clock");
-        assert_eq!(stolen.operation.id, ids[0]);
-        assert!(matches!(leases::mark_started(conn, &held.lease), Err(StoreError::LeaseLost { .. })));
-    }
+fn heartbeat_pushes_the_expiry_from_the_database_clock(db: &TestDb) {
+    let conn = &mut db.conn();
+    let (_, ids) = rollout(conn, 1, Rolling, Halt);
+    let mut held = claim(conn, "w").unwrap();
+    // As if the holder had been slow: its lease ran out, but nobody stole it yet.
+    expire_lease(conn, ids[0]);
+    let expired = row(conn, ids[0]).0.lease_expires_at.unwrap();
+    let renewed = leases::heartbeat(conn, &mut held.lease).unwrap();
+    assert!(
+        renewed - held.lease.acquired_at >= chrono::Duration::seconds(60),
+        "now + TTL, from the claim's clock on"
+    );
+    assert!(renewed > expired);
+    assert_eq!(held.lease.expires_at, renewed);
+    assert_eq!(row(conn, ids[0]).0.lease_expires_at, Some(renewed));
+    assert_eq!(claimed_id(conn), None, "renewed, so not stealable");
+}
 
-    fn release_clears_the_lease_and_keeps_the_state(db) {
-        let conn = &mut db.conn();
-        let (_, ids) = rollout(conn, 1, Rolling, Halt);
-        let held = claim(conn, "w").unwrap();
-        leases::update_state(conn, &held.lease, ApplyState::WaitingForDeploy).unwrap();
-        leases::release(conn, &held.lease).unwrap();
-        let (op, token) = row(conn, ids[0]);
-        assert_eq!((op.state.as_str(), op.lease_owner.as_str(), token.as_str()), ("waiting_for_deploy", "", ""));
-        assert_eq!((op.lease_acquired_at, op.lease_expires_at), (None, None));
-        assert!(matches!(leases::release(conn, &held.lease), Err(StoreError::LeaseLost { .. })), "a released lease is spent");
-    }
+fn a_lease_that_is_not_renewed_expires_and_is_stolen(db: &TestDb) {
+    let conn = &mut db.conn();
+    let (_, ids) = rollout(conn, 1, Rolling, Halt);
+    let short = ClaimOptions::new("w", Duration::from_millis(300));
+    let held = claims::claim_next(conn, &short).unwrap().unwrap();
+    assert_eq!(claimed_id(conn), None, "live");
+    std::thread::sleep(Duration::from_millis(400));
+    let stolen = claim(conn, "thief").expect("expired by the database clock");
+    assert_eq!(stolen.operation.id, ids[0]);
+    assert!(matches!(
+        leases::mark_started(conn, &held.lease),
+        Err(StoreError::LeaseLost { .. })
+    ));
+}
 
-    fn a_lease_with_an_empty_token_or_owner_fails_closed_writing_nothing(db) {
-        let conn = &mut db.conn();
-        let (_, ids) = rollout(conn, 1, Rolling, Halt);
-        // The row has no lease: an empty token would match it if it reached SQL.
-        let before = row(conn, ids[0]);
-        let held = claim(conn, "w").unwrap();
-        leases::release(conn, &held.lease).unwrap();
-        let released = row(conn, ids[0]);
-        for lease in [
-            leases::OperationLease { token: String::new(), owner: String::new(), ..held.lease.clone() },
-            leases::OperationLease { token: String::new(), ..held.lease.clone() },
-            leases::OperationLease { owner: String::new(), ..held.lease.clone() },
+fn release_clears_the_lease_and_keeps_the_state(db: &TestDb) {
+    let conn = &mut db.conn();
+    let (_, ids) = rollout(conn, 1, Rolling, Halt);
+    let held = claim(conn, "w").unwrap();
+    leases::update_state(conn, &held.lease, ApplyState::WaitingForDeploy).unwrap();
+    leases::release(conn, &held.lease).unwrap();
+    let (op, token) = row(conn, ids[0]);
+    assert_eq!(
+        (op.state, op.lease_owner.as_str(), token.expose()),
+        (ApplyState::WaitingForDeploy, "", "")
+    );
+    assert_eq!((op.lease_acquired_at, op.lease_expires_at), (None, None));
+    assert!(
+        matches!(
+            leases::release(conn, &held.lease),
+            Err(StoreError::LeaseLost { .. })
+        ),
+        "a released lease is spent"
+    );
+}
+
+fn a_lease_with_an_empty_token_or_owner_fails_closed_writing_nothing(db: &TestDb) {
+    let conn = &mut db.conn();
+    let (_, ids) = rollout(conn, 1, Rolling, Halt);
+    // The row has no lease: an empty token would match it if it reached SQL.
+    let before = row(conn, ids[0]);
+    let held = claim(conn, "w").unwrap();
+    leases::release(conn, &held.lease).unwrap();
+    let released = row(conn, ids[0]);
+    for lease in [
+        leases::OperationLease {
+            token: String::new().into(),
+            owner: String::new(),
+            ..held.lease.clone()
+        },
+        leases::OperationLease {
+            token: String::new().into(),
+            ..held.lease.clone()
+        },
+        leases::OperationLease {
+            owner: String::new(),
+            ..held.lease.clone()
+        },
+    ] {
+        let mut lease = lease;
+        for result in [
+            leases::update_state(conn, &lease, ApplyState::Paused),
+            leases::mark_started(conn, &lease),
+            leases::mark_completed(conn, &lease),
+            leases::mark_failed(conn, &lease, "x"),
+            leases::mark_terminal(conn, &lease, ApplyState::Cancelled),
+            leases::release(conn, &lease),
+            leases::heartbeat(conn, &mut lease).map(|_| ()),
         ] {
-            let mut lease = lease;
-            for result in [
-                leases::update_state(conn, &lease, ApplyState::Paused),
-                leases::mark_started(conn, &lease),
-                leases::mark_completed(conn, &lease),
-                leases::mark_failed(conn, &lease, "x"),
-                leases::mark_terminal(conn, &lease, ApplyState::Cancelled),
-                leases::release(conn, &lease),
-                leases::heartbeat(conn, &mut lease).map(|_| ()),
-            ] {
-                assert!(matches!(result, Err(StoreError::InvalidInput { field: "lease.token" | "lease.owner", .. })), "{result:?}");
-            }
+            assert!(
+                matches!(
+                    result,
+                    Err(StoreError::InvalidInput {
+                        field: "lease.token" | "lease.owner",
+                        ..
+                    })
+                ),
+                "{result:?}"
+            );
         }
-        assert_eq!(row(conn, ids[0]), released, "nothing was written");
-        assert_eq!(before.0.state, "pending");
     }
+    assert_eq!(row(conn, ids[0]), released, "nothing was written");
+    assert_eq!(before.0.state, ApplyState::Pending);
+}
 
-    fn a_write_for_a_deleted_operation_is_not_found(db) {
-        let conn = &mut db.conn();
-        let (apply_id, ids) = rollout(conn, 1, Rolling, Halt);
-        let mut held = claim(conn, "w").unwrap();
-        apply_operations::delete_by_apply(conn, apply_id).unwrap();
-        assert!(matches!(leases::mark_completed(conn, &held.lease), Err(StoreError::ApplyOperationNotFound { id }) if id == ids[0]));
-        assert!(matches!(leases::heartbeat(conn, &mut held.lease), Err(StoreError::ApplyOperationNotFound { .. })));
-    }
+fn a_write_for_a_deleted_operation_is_not_found(db: &TestDb) {
+    let conn = &mut db.conn();
+    let (apply_id, ids) = rollout(conn, 1, Rolling, Halt);
+    let mut held = claim(conn, "w").unwrap();
+    apply_operations::delete_by_apply(conn, apply_id).unwrap();
+    assert!(
+        matches!(leases::mark_completed(conn, &held.lease), Err(StoreError::ApplyOperationNotFound { id }) if id == ids[0])
+    );
+    assert!(matches!(
+        leases::heartbeat(conn, &mut held.lease),
+        Err(StoreError::ApplyOperationNotFound { .. })
+    ));
+}
 
-    fn a_lease_only_writes_its_own_operation(db) {
-        let conn = &mut db.conn();
-        let (_, ids) = rollout(conn, 2, applyops::state::CutoverPolicy::Parallel, Halt);
-        let a = claim(conn, "w").unwrap();
-        let b = claim(conn, "w").unwrap();
-        let forged = leases::OperationLease { operation_id: ids[1], ..a.lease.clone() };
-        assert!(matches!(leases::mark_completed(conn, &forged), Err(StoreError::LeaseLost { .. })));
-        assert_eq!(row(conn, ids[1]).1, b.lease.token);
-        assert_eq!(row(conn, ids[1]).0.state, "running");
-    }
+fn a_lease_only_writes_its_own_operation(db: &TestDb) {
+    let conn = &mut db.conn();
+    let (_, ids) = rollout(conn, 2, applyops::state::CutoverPolicy::Parallel, Halt);
+    let a = claim(conn, "w").unwrap();
+    let b = claim(conn, "w").unwrap();
+    let forged = leases::OperationLease {
+        operation_id: ids[1],
+        ..a.lease.clone()
+    };
+    assert!(matches!(
+        leases::mark_completed(conn, &forged),
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert_eq!(row(conn, ids[1]).1, b.lease.token);
+    assert_eq!(row(conn, ids[1]).0.state, ApplyState::Running);
 }

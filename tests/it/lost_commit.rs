@@ -35,14 +35,14 @@ fn mysql_a_claim_whose_commit_acknowledgement_is_lost_is_resolved_by_its_token()
     };
     assert_eq!(unknown.operation_id(), ids[0]);
     assert!(
-        !format!("{unknown:?}").contains(&row(conn, ids[0]).1),
+        !format!("{unknown:?}").contains(row(conn, ids[0]).1.expose()),
         "Debug hides the token"
     );
     // The server did commit: the token is on the row, and resolving on a new connection says so.
     let claimed = claims::resolve_unknown(conn, &unknown)
         .unwrap()
         .expect("the claim committed");
-    assert_eq!(claimed.operation.state, ApplyState::Running.as_str());
+    assert_eq!(claimed.operation.state, ApplyState::Running);
     assert_eq!(row(conn, ids[0]).1, claimed.lease.token);
     // And the lease it returns drives the operation.
     leases::mark_completed(conn, &claimed.lease).unwrap();
@@ -115,7 +115,7 @@ fn mysql_a_store_claim_returns_the_claim_whose_acknowledgement_was_lost() {
         .expect("the lost acknowledgement is not an error")
         .expect("the claim committed, so it is returned");
     assert_eq!(resumed.kind, claims::ClaimKind::Resume);
-    assert_eq!(resumed.operation.state, ApplyState::Resuming.as_str());
+    assert_eq!(resumed.operation.state, ApplyState::Resuming);
     assert_eq!(row(conn, resumed.operation.id).1, resumed.lease.token);
     store.leased(&resumed.lease).mark_started().unwrap();
 }
@@ -142,7 +142,11 @@ fn mysql_a_store_release_whose_acknowledgement_was_lost_succeeds() {
     store
         .release(&claimed.lease)
         .expect("the release was applied, so it is not an error");
-    assert_eq!(row(conn, ids[0]).1, "", "the lease is gone from the row");
+    assert_eq!(
+        row(conn, ids[0]).1.expose(),
+        "",
+        "the lease is gone from the row"
+    );
     assert!(!leases::is_held(conn, &claimed.lease).unwrap());
 }
 

@@ -159,111 +159,155 @@ fn mysql_a_half_applied_migration_can_be_run_again() {
     }
 }
 
-backend_tests! {
-    fn every_migration_down_then_up_leaves_the_same_schema(db) {
-        let conn = &mut db.conn();
-        let baseline = schema_snapshot(conn);
-        for depth in 1..=VERSIONS.len() {
-            for step in 0..depth {
-                let index = VERSIONS.len() - 1 - step;
-                let expected = VERSIONS[index];
-                assert_eq!(db::revert_last_migration(conn).unwrap().as_deref(), Some(expected));
-                assert_ne!(
-                    added_by_migration_exists(conn, index), Some(true),
-                    "down.sql of {expected} removes {:?}", ADDED_BY_MIGRATION[index]
-                );
-            }
-            assert_eq!(db::run_migrations(conn).unwrap().len(), depth);
-            assert_eq!(schema_snapshot(conn), baseline, "after reverting {depth} migration(s) and re-running");
-        }
-    }
+backend_tests!(
+    every_migration_down_then_up_leaves_the_same_schema,
+    reverting_with_nothing_applied_is_none,
+    the_revert_preview_names_exactly_what_each_revert_drops,
+    a_refused_checked_revert_changes_nothing,
+    pending_migrations_lists_what_is_missing_oldest_first,
+);
 
-    fn reverting_with_nothing_applied_is_none(db) {
-        let conn = &mut db.conn();
-        for _ in VERSIONS {
-            assert!(db::revert_last_migration(conn).unwrap().is_some());
+fn every_migration_down_then_up_leaves_the_same_schema(db: &TestDb) {
+    let conn = &mut db.conn();
+    let baseline = schema_snapshot(conn);
+    for depth in 1..=VERSIONS.len() {
+        for step in 0..depth {
+            let index = VERSIONS.len() - 1 - step;
+            let expected = VERSIONS[index];
+            assert_eq!(
+                db::revert_last_migration(conn).unwrap().as_deref(),
+                Some(expected)
+            );
+            assert_ne!(
+                added_by_migration_exists(conn, index),
+                Some(true),
+                "down.sql of {expected} removes {:?}",
+                ADDED_BY_MIGRATION[index]
+            );
         }
-        assert_eq!(tables(conn), Vec::<String>::new());
-        assert_eq!(db::revert_last_migration(conn).unwrap(), None);
+        assert_eq!(db::run_migrations(conn).unwrap().len(), depth);
+        assert_eq!(
+            schema_snapshot(conn),
+            baseline,
+            "after reverting {depth} migration(s) and re-running"
+        );
     }
+}
 
-    fn the_revert_preview_names_exactly_what_each_revert_drops(db) {
-        // Every migration, newest first: the tables and columns that disappear are exactly those the
-        // preview (taken under the migration lock) lists, with the rows they held.
-        let conn = &mut db.conn();
-        fill_every_table(conn);
-        let mut reverts = 0;
-        loop {
-            let before = column_names(conn);
-            let mut seen = None;
-            let reverted = db::revert_last_migration_checked(conn, |preview| {
-                seen = Some(preview.clone());
-                Ok::<(), StoreError>(())
-            })
-            .unwrap();
-            let Some(version) = reverted else {
-                assert!(seen.is_none(), "no preview when nothing is applied");
-                break;
-            };
-            reverts += 1;
-            let preview = seen.expect("the check saw a preview");
-            assert_eq!(preview.version, version);
-            let after = column_names(conn);
-            let mut expected_tables = BTreeSet::new();
-            let mut expected_columns: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-            for drop in &preview.drops {
-                assert_eq!(drop.rows, 1, "{version}: every table holds one row ({})", drop.table);
-                match &drop.dropped {
-                    Dropped::Table => {
-                        expected_tables.insert(drop.table.clone());
-                    }
-                    Dropped::Columns(columns) => {
-                        expected_columns.insert(drop.table.clone(), columns.iter().cloned().collect());
-                    }
+fn reverting_with_nothing_applied_is_none(db: &TestDb) {
+    let conn = &mut db.conn();
+    for _ in VERSIONS {
+        assert!(db::revert_last_migration(conn).unwrap().is_some());
+    }
+    assert_eq!(tables(conn), Vec::<String>::new());
+    assert_eq!(db::revert_last_migration(conn).unwrap(), None);
+}
+
+fn the_revert_preview_names_exactly_what_each_revert_drops(db: &TestDb) {
+    // Every migration, newest first: the tables and columns that disappear are exactly those the
+    // preview (taken under the migration lock) lists, with the rows they held.
+    let conn = &mut db.conn();
+    fill_every_table(conn);
+    let mut reverts = 0;
+    loop {
+        let before = column_names(conn);
+        let mut seen = None;
+        let reverted = db::revert_last_migration_checked(conn, |preview| {
+            seen = Some(preview.clone());
+            Ok::<(), StoreError>(())
+        })
+        .unwrap();
+        let Some(version) = reverted else {
+            assert!(seen.is_none(), "no preview when nothing is applied");
+            break;
+        };
+        reverts += 1;
+        let preview = seen.expect("the check saw a preview");
+        assert_eq!(preview.version, version);
+        let after = column_names(conn);
+        let mut expected_tables = BTreeSet::new();
+        let mut expected_columns: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for drop in &preview.drops {
+            assert_eq!(
+                drop.rows, 1,
+                "{version}: every table holds one row ({})",
+                drop.table
+            );
+            match &drop.dropped {
+                Dropped::Table => {
+                    expected_tables.insert(drop.table.clone());
+                }
+                Dropped::Columns(columns) => {
+                    expected_columns.insert(drop.table.clone(), columns.iter().cloned().collect());
                 }
             }
-            let gone_tables: BTreeSet<String> =
-                before.keys().filter(|t| !after.contains_key(*t)).cloned().collect();
-            assert_eq!(gone_tables, expected_tables, "{version}: dropped tables");
-            for (table, columns) in &after {
-                let gone: BTreeSet<String> = before[table].difference(columns).cloned().collect();
-                let expected = expected_columns.remove(table).unwrap_or_default();
-                assert_eq!(gone, expected, "{version}: dropped columns of {table}");
-            }
-            assert!(expected_columns.is_empty(), "{version}: {expected_columns:?}");
         }
-        assert_eq!(db::pending_migrations(conn).unwrap().len(), reverts, "every migration reverted");
-    }
-
-    fn a_refused_checked_revert_changes_nothing(db) {
-        let conn = &mut db.conn();
-        fill_every_table(conn);
-        let before = schema_snapshot(conn);
-        let newest = db::preview_revert(conn).unwrap().expect("migrated");
-        let refused = db::revert_last_migration_checked(conn, |preview| {
-            assert_eq!(*preview, newest);
-            Err(StoreError::InvalidInput { field: "revert", reason: "refused by the test".into() })
-        });
-        assert!(matches!(refused, Err(StoreError::InvalidInput { field: "revert", .. })), "{refused:?}");
-        assert_eq!(schema_snapshot(conn), before);
-        assert!(db::pending_migrations(conn).unwrap().is_empty());
-    }
-
-    fn pending_migrations_lists_what_is_missing_oldest_first(db) {
-        let conn = &mut db.conn();
-        assert_eq!(db::pending_migrations(conn).unwrap(), Vec::<String>::new());
-        db::ensure_migrated(conn).unwrap();
-        let newest = db::revert_last_migration(conn).unwrap().unwrap();
-        let second = db::revert_last_migration(conn).unwrap().unwrap();
-        assert_eq!(db::pending_migrations(conn).unwrap(), [second.clone(), newest.clone()]);
-        match db::ensure_migrated(conn) {
-            Err(StoreError::MigrationsPending { pending }) => assert_eq!(pending, [second, newest]),
-            other => panic!("expected MigrationsPending, got {other:?}"),
+        let gone_tables: BTreeSet<String> = before
+            .keys()
+            .filter(|t| !after.contains_key(*t))
+            .cloned()
+            .collect();
+        assert_eq!(gone_tables, expected_tables, "{version}: dropped tables");
+        for (table, columns) in &after {
+            let gone: BTreeSet<String> = before[table].difference(columns).cloned().collect();
+            let expected = expected_columns.remove(table).unwrap_or_default();
+            assert_eq!(gone, expected, "{version}: dropped columns of {table}");
         }
-        while db::revert_last_migration(conn).unwrap().is_some() {}
-        let pending = db::pending_migrations(conn).unwrap();
-        assert_eq!(db::run_migrations(conn).unwrap(), pending);
+        assert!(
+            expected_columns.is_empty(),
+            "{version}: {expected_columns:?}"
+        );
     }
+    assert_eq!(
+        db::pending_migrations(conn).unwrap().len(),
+        reverts,
+        "every migration reverted"
+    );
+}
+
+fn a_refused_checked_revert_changes_nothing(db: &TestDb) {
+    let conn = &mut db.conn();
+    fill_every_table(conn);
+    let before = schema_snapshot(conn);
+    let newest = db::preview_revert(conn).unwrap().expect("migrated");
+    let refused = db::revert_last_migration_checked(conn, |preview| {
+        assert_eq!(*preview, newest);
+        Err(StoreError::InvalidInput {
+            field: "revert",
+            reason: "refused by the test".into(),
+        })
+    });
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::InvalidInput {
+                field: "revert",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(schema_snapshot(conn), before);
+    assert!(db::pending_migrations(conn).unwrap().is_empty());
+}
+
+fn pending_migrations_lists_what_is_missing_oldest_first(db: &TestDb) {
+    let conn = &mut db.conn();
+    assert_eq!(db::pending_migrations(conn).unwrap(), Vec::<String>::new());
+    db::ensure_migrated(conn).unwrap();
+    let newest = db::revert_last_migration(conn).unwrap().unwrap();
+    let second = db::revert_last_migration(conn).unwrap().unwrap();
+    assert_eq!(
+        db::pending_migrations(conn).unwrap(),
+        [second.clone(), newest.clone()]
+    );
+    match db::ensure_migrated(conn) {
+        Err(StoreError::MigrationsPending { pending }) => assert_eq!(pending, [second, newest]),
+        other => panic!("expected MigrationsPending, got {other:?}"),
+    }
+    while db::revert_last_migration(conn).unwrap().is_some() {}
+    let pending = db::pending_migrations(conn).unwrap();
+    assert_eq!(db::run_migrations(conn).unwrap(), pending);
 }
 
 /// A row in each of the four tables, so every table a revert drops holds data.

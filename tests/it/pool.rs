@@ -1,6 +1,7 @@
 //! The pool: configuration checks, session settings on pooled connections, and replacing a connection
 //! the server dropped.
 
+use applyops::models::{ApplyId, ApplyOperationId};
 use std::time::Duration;
 
 use applyops::db::{self, DbConnection, PoolConfig};
@@ -108,7 +109,7 @@ fn mysql_a_connection_the_server_killed_is_replaced_on_checkout() {
     // The checkout ping sees the dead connection and the pool opens a new one: the call succeeds.
     let id = store
         .apply_operations()
-        .insert(&NewApplyOperation::new(1, "a"))
+        .insert(&NewApplyOperation::new(ApplyId(1), "a"))
         .unwrap();
     assert!(store.apply_operations().get(id).unwrap().is_some());
     let replacement = int(
@@ -169,56 +170,122 @@ fn an_unreachable_server_fails_when_the_pool_is_built() {
     ));
 }
 
-backend_tests! {
-    fn the_store_facade_round_trips_on_pooled_connections(db) {
-        let store = Store::open(db.url(), small(4)).unwrap();
-        assert!(store.run_migrations().unwrap().is_empty(), "already migrated");
-        let ops = store.apply_operations();
-        let id = ops.insert(&NewApplyOperation::new(3, "east")).unwrap();
-        ops.mark_started(id).unwrap();
-        ops.update_state(id, applyops::ApplyState::WaitingForCutover).unwrap();
-        ops.mark_failed(id, "boom").unwrap();
-        ops.mark_terminal(id, applyops::ApplyState::Reverted).unwrap();
-        ops.mark_completed(id).unwrap();
-        assert_eq!(ops.get_by_apply_and_deployment(3, "east").unwrap().map(|o| o.id), Some(id));
-        assert_eq!(ops.list_by_apply(3).unwrap().len(), 1);
-        let task = store.tasks().insert(&applyops::models::NewTask {
-            apply_id: 3, apply_operation_id: Some(id), table_name: "t".into(), ddl: "ALTER TABLE t ADD c INT".into(),
-        }).unwrap();
-        assert_eq!(store.tasks().list_by_operation(id).unwrap()[0].id, task);
-        assert_eq!(store.tasks().list_by_apply(3).unwrap().len(), 1);
-        assert!(store.tasks().get(task).unwrap().is_some());
-        let apply = store.applies().insert(&applyops::models::NewApply::new("a-1", "d", "e", "east")).unwrap();
-        assert_eq!(store.applies().get(apply).unwrap().map(|a| a.apply_identifier), Some("a-1".into()));
-        assert!(store.applies().get_by_identifier("a-1").unwrap().is_some());
-        assert_eq!(ops.delete_by_apply(3).unwrap(), 1);
-    }
+backend_tests!(
+    the_store_facade_round_trips_on_pooled_connections,
+    a_write_transaction_rolls_back_everything_on_error,
+    write_transactions_nest_as_savepoints,
+);
 
-    fn a_write_transaction_rolls_back_everything_on_error(db) {
-        let store = Store::open(db.url(), small(2)).unwrap();
-        let result: Result<(), StoreError> = store.write_transaction(|conn| {
-            applyops::store::apply_operations::insert(conn, &NewApplyOperation::new(1, "a"))?;
-            applyops::store::apply_operations::insert(conn, &NewApplyOperation::new(1, "a"))?;
-            Ok(())
-        });
-        assert!(matches!(result, Err(StoreError::ApplyOperationExists { .. })), "{result:?}");
-        assert!(store.apply_operations().list_by_apply(1).unwrap().is_empty(), "the first insert rolled back");
-        store.write_transaction(|conn| {
-            applyops::store::apply_operations::insert(conn, &NewApplyOperation::new(1, "a"))?;
-            applyops::store::apply_operations::insert(conn, &NewApplyOperation::new(1, "b"))
-        }).unwrap();
-        assert_eq!(store.apply_operations().list_by_apply(1).unwrap().len(), 2);
-    }
+fn the_store_facade_round_trips_on_pooled_connections(db: &TestDb) {
+    let store = Store::open(db.url(), small(4)).unwrap();
+    assert!(
+        store.run_migrations().unwrap().is_empty(),
+        "already migrated"
+    );
+    let ops = store.apply_operations();
+    let id = ops
+        .insert(&NewApplyOperation::new(ApplyId(3), "east"))
+        .unwrap();
+    ops.mark_started(id).unwrap();
+    ops.update_state(id, applyops::ApplyState::WaitingForCutover)
+        .unwrap();
+    ops.mark_failed(id, "boom").unwrap();
+    ops.mark_terminal(id, applyops::ApplyState::Reverted)
+        .unwrap();
+    ops.mark_completed(id).unwrap();
+    assert_eq!(
+        ops.get_by_apply_and_deployment(ApplyId(3), "east")
+            .unwrap()
+            .map(|o| o.id),
+        Some(id)
+    );
+    assert_eq!(ops.list_by_apply(ApplyId(3)).unwrap().len(), 1);
+    let task = store
+        .tasks()
+        .insert(&applyops::models::NewTask {
+            apply_id: ApplyId(3),
+            apply_operation_id: Some(id),
+            table_name: "t".into(),
+            ddl: "ALTER TABLE t ADD c INT".into(),
+        })
+        .unwrap();
+    assert_eq!(store.tasks().list_by_operation(id).unwrap()[0].id, task);
+    assert_eq!(store.tasks().list_by_apply(ApplyId(3)).unwrap().len(), 1);
+    assert!(store.tasks().get(task).unwrap().is_some());
+    let apply = store
+        .applies()
+        .insert(&applyops::models::NewApply::new("a-1", "d", "e", "east"))
+        .unwrap();
+    assert_eq!(
+        store
+            .applies()
+            .get(apply)
+            .unwrap()
+            .map(|a| a.apply_identifier),
+        Some("a-1".into())
+    );
+    assert!(store.applies().get_by_identifier("a-1").unwrap().is_some());
+    assert_eq!(ops.delete_by_apply(ApplyId(3)).unwrap(), 1);
+}
 
-    fn write_transactions_nest_as_savepoints(db) {
-        let conn = &mut db.conn();
-        let result: Result<(), StoreError> = db::write_transaction(conn, |conn| {
-            applyops::store::apply_operations::insert(conn, &NewApplyOperation::new(1, "outer"))?;
-            // delete_by_apply opens its own write transaction: it must nest, not fail.
-            applyops::store::apply_operations::delete_by_apply(conn, 2)?;
-            Err(StoreError::ApplyOperationNotFound { id: 0 })
-        });
-        assert!(result.is_err());
-        assert!(applyops::store::apply_operations::list_by_apply(conn, 1).unwrap().is_empty());
-    }
+fn a_write_transaction_rolls_back_everything_on_error(db: &TestDb) {
+    let store = Store::open(db.url(), small(2)).unwrap();
+    let result: Result<(), StoreError> = store.write_transaction(|conn| {
+        applyops::store::apply_operations::insert(conn, &NewApplyOperation::new(ApplyId(1), "a"))?;
+        applyops::store::apply_operations::insert(conn, &NewApplyOperation::new(ApplyId(1), "a"))?;
+        Ok(())
+    });
+    assert!(
+        matches!(result, Err(StoreError::ApplyOperationExists { .. })),
+        "{result:?}"
+    );
+    assert!(
+        store
+            .apply_operations()
+            .list_by_apply(ApplyId(1))
+            .unwrap()
+            .is_empty(),
+        "the first insert rolled back"
+    );
+    store
+        .write_transaction(|conn| {
+            applyops::store::apply_operations::insert(
+                conn,
+                &NewApplyOperation::new(ApplyId(1), "a"),
+            )?;
+            applyops::store::apply_operations::insert(
+                conn,
+                &NewApplyOperation::new(ApplyId(1), "b"),
+            )
+        })
+        .unwrap();
+    assert_eq!(
+        store
+            .apply_operations()
+            .list_by_apply(ApplyId(1))
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+fn write_transactions_nest_as_savepoints(db: &TestDb) {
+    let conn = &mut db.conn();
+    let result: Result<(), StoreError> = db::write_transaction(conn, |conn| {
+        applyops::store::apply_operations::insert(
+            conn,
+            &NewApplyOperation::new(ApplyId(1), "outer"),
+        )?;
+        // delete_by_apply opens its own write transaction: it must nest, not fail.
+        applyops::store::apply_operations::delete_by_apply(conn, ApplyId(2))?;
+        Err(StoreError::ApplyOperationNotFound {
+            id: ApplyOperationId(0),
+        })
+    });
+    assert!(result.is_err());
+    assert!(
+        applyops::store::apply_operations::list_by_apply(conn, ApplyId(1))
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -4,6 +4,7 @@
 use applyops::db::DbConnection;
 
 use crate::backend_tests;
+use crate::harness::TestDb;
 use crate::harness::{column_exists, columns, index_exists, tables, IndexInfo};
 
 /// One column as src/schema.rs declares it.
@@ -119,78 +120,141 @@ fn assert_matches_schema_rs(conn: &mut DbConnection) {
     }
 }
 
-backend_tests! {
-    fn the_migrated_schema_matches_schema_rs(db) {
-        assert_matches_schema_rs(&mut db.conn());
-    }
+backend_tests!(
+    the_migrated_schema_matches_schema_rs,
+    apply_operations_has_its_unique_and_secondary_indexes,
+    tasks_apply_operation_id_is_nullable_and_indexed,
+    applies_identifier_is_unique,
+    apply_operations_columns_have_the_documented_nullability,
+    applies_defer_cutover_is_a_not_null_flag,
+    control_requests_have_the_pending_key_and_lookup_index,
+);
 
-    fn apply_operations_has_its_unique_and_secondary_indexes(db) {
-        let conn = &mut db.conn();
-        assert_eq!(
-            index_exists(conn, "apply_operations", "apply_operations_apply_id_deployment_key"),
-            unique(&["apply_id", "deployment"])
-        );
-        assert_eq!(
-            index_exists(conn, "apply_operations", "apply_operations_deployment_state_idx"),
-            plain(&["deployment", "state"])
-        );
-        assert_eq!(
-            index_exists(conn, "apply_operations", "apply_operations_apply_id_created_at_id_idx"),
-            plain(&["apply_id", "created_at", "id"])
-        );
-        assert_eq!(
-            index_exists(conn, "apply_operations", "apply_operations_claim_idx"),
-            plain(&["claimable", "created_at", "id"])
-        );
-        assert_eq!(index_exists(conn, "apply_operations", "no_such_index"), None);
-    }
+fn the_migrated_schema_matches_schema_rs(db: &TestDb) {
+    assert_matches_schema_rs(&mut db.conn());
+}
 
-    fn tasks_apply_operation_id_is_nullable_and_indexed(db) {
-        let conn = &mut db.conn();
-        assert_eq!(column_exists(conn, "tasks", "apply_operation_id"), Some(true));
-        assert_eq!(column_exists(conn, "tasks", "apply_id"), Some(false));
-        assert_eq!(column_exists(conn, "tasks", "no_such_column"), None);
-        assert_eq!(index_exists(conn, "tasks", "tasks_apply_operation_id_idx"), plain(&["apply_operation_id"]));
+fn apply_operations_has_its_unique_and_secondary_indexes(db: &TestDb) {
+    let conn = &mut db.conn();
+    assert_eq!(
+        index_exists(
+            conn,
+            "apply_operations",
+            "apply_operations_apply_id_deployment_key"
+        ),
+        unique(&["apply_id", "deployment"])
+    );
+    assert_eq!(
+        index_exists(
+            conn,
+            "apply_operations",
+            "apply_operations_deployment_state_idx"
+        ),
+        plain(&["deployment", "state"])
+    );
+    assert_eq!(
+        index_exists(
+            conn,
+            "apply_operations",
+            "apply_operations_apply_id_created_at_id_idx"
+        ),
+        plain(&["apply_id", "created_at", "id"])
+    );
+    assert_eq!(
+        index_exists(conn, "apply_operations", "apply_operations_claim_idx"),
+        plain(&["claimable", "created_at", "id"])
+    );
+    assert_eq!(
+        index_exists(conn, "apply_operations", "no_such_index"),
+        None
+    );
+}
+
+fn tasks_apply_operation_id_is_nullable_and_indexed(db: &TestDb) {
+    let conn = &mut db.conn();
+    assert_eq!(
+        column_exists(conn, "tasks", "apply_operation_id"),
+        Some(true)
+    );
+    assert_eq!(column_exists(conn, "tasks", "apply_id"), Some(false));
+    assert_eq!(column_exists(conn, "tasks", "no_such_column"), None);
+    assert_eq!(
+        index_exists(conn, "tasks", "tasks_apply_operation_id_idx"),
+        plain(&["apply_operation_id"])
+    );
+    assert_eq!(
+        index_exists(conn, "tasks", "tasks_apply_id_created_at_id_idx"),
+        plain(&["apply_id", "created_at", "id"])
+    );
+}
+
+fn applies_identifier_is_unique(db: &TestDb) {
+    let conn = &mut db.conn();
+    assert_eq!(
+        index_exists(conn, "applies", "applies_apply_identifier_key"),
+        unique(&["apply_identifier"])
+    );
+}
+
+fn apply_operations_columns_have_the_documented_nullability(db: &TestDb) {
+    let conn = &mut db.conn();
+    for (column, nullable) in [
+        ("id", false),
+        ("apply_id", false),
+        ("deployment", false),
+        ("target", false),
+        ("state", false),
+        ("error_message", true),
+        ("started_at", true),
+        ("completed_at", true),
+        ("created_at", false),
+        ("updated_at", false),
+        ("cutover_policy", false),
+        ("on_failure", false),
+        ("attempt", false),
+        ("lease_owner", false),
+        ("lease_token", false),
+        ("lease_acquired_at", true),
+        ("lease_expires_at", true),
+        ("claimable", true),
+    ] {
         assert_eq!(
-            index_exists(conn, "tasks", "tasks_apply_id_created_at_id_idx"),
-            plain(&["apply_id", "created_at", "id"])
+            column_exists(conn, "apply_operations", column),
+            Some(nullable),
+            "{column}"
         );
     }
+}
 
-    fn applies_identifier_is_unique(db) {
-        let conn = &mut db.conn();
-        assert_eq!(index_exists(conn, "applies", "applies_apply_identifier_key"), unique(&["apply_identifier"]));
-    }
+fn applies_defer_cutover_is_a_not_null_flag(db: &TestDb) {
+    assert_eq!(
+        column_exists(&mut db.conn(), "applies", "defer_cutover"),
+        Some(false)
+    );
+}
 
-    fn apply_operations_columns_have_the_documented_nullability(db) {
-        let conn = &mut db.conn();
-        for (column, nullable) in [
-            ("id", false), ("apply_id", false), ("deployment", false), ("target", false), ("state", false),
-            ("error_message", true), ("started_at", true), ("completed_at", true),
-            ("created_at", false), ("updated_at", false), ("cutover_policy", false), ("on_failure", false),
-            ("attempt", false), ("lease_owner", false), ("lease_token", false), ("lease_acquired_at", true),
-            ("lease_expires_at", true), ("claimable", true),
-        ] {
-            assert_eq!(column_exists(conn, "apply_operations", column), Some(nullable), "{column}");
-        }
-    }
-
-    fn applies_defer_cutover_is_a_not_null_flag(db) {
-        assert_eq!(column_exists(&mut db.conn(), "applies", "defer_cutover"), Some(false));
-    }
-
-    fn control_requests_have_the_pending_key_and_lookup_index(db) {
-        let conn = &mut db.conn();
-        assert_eq!(
-            index_exists(conn, "apply_control_requests", "apply_control_requests_pending_key"),
-            unique(&["apply_id", "kind", "pending_scope"])
-        );
-        assert_eq!(
-            index_exists(conn, "apply_control_requests", "apply_control_requests_apply_id_kind_status_idx"),
-            plain(&["apply_id", "kind", "status"])
-        );
-        assert_eq!(column_exists(conn, "apply_control_requests", "apply_operation_id"), Some(true));
-    }
+fn control_requests_have_the_pending_key_and_lookup_index(db: &TestDb) {
+    let conn = &mut db.conn();
+    assert_eq!(
+        index_exists(
+            conn,
+            "apply_control_requests",
+            "apply_control_requests_pending_key"
+        ),
+        unique(&["apply_id", "kind", "pending_scope"])
+    );
+    assert_eq!(
+        index_exists(
+            conn,
+            "apply_control_requests",
+            "apply_control_requests_apply_id_kind_status_idx"
+        ),
+        plain(&["apply_id", "kind", "status"])
+    );
+    assert_eq!(
+        column_exists(conn, "apply_control_requests", "apply_operation_id"),
+        Some(true)
+    );
 }
 
 #[test]

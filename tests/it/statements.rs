@@ -2,6 +2,7 @@
 //! Every update is one statement, on the found and the not-found path alike.
 
 use applyops::db::DbConnection;
+use applyops::models::{ApplyId, ApplyOperationId};
 use applyops::models::{NewApplyOperation, NewTask};
 use applyops::state::ApplyState;
 use applyops::store::{apply_operations as store, tasks};
@@ -41,20 +42,24 @@ fn mysql_statements_per_operation() {
     let conn = &mut db.conn();
     // Warm Diesel's prepared-statement cache so the first-use PREPARE is not in the numbers
     // (the server does not count PREPARE in Questions either way).
-    let warm = store::insert(conn, &NewApplyOperation::new(99, "warm")).unwrap();
+    let warm = store::insert(conn, &NewApplyOperation::new(ApplyId(99), "warm")).unwrap();
     store::mark_started(conn, warm).unwrap();
 
     let (n, id) = statements(conn, |c| {
-        store::insert(c, &NewApplyOperation::new(1, "a")).unwrap()
+        store::insert(c, &NewApplyOperation::new(ApplyId(1), "a")).unwrap()
     });
     assert_eq!(n, 2, "insert: INSERT + LAST_INSERT_ID()");
-    let (n, conflict) = statements(conn, |c| store::insert(c, &NewApplyOperation::new(1, "a")));
+    let (n, conflict) = statements(conn, |c| {
+        store::insert(c, &NewApplyOperation::new(ApplyId(1), "a"))
+    });
     assert!(conflict.is_err());
     assert_eq!(n, 1, "conflicting insert");
-    let (n, _) = statements(conn, |c| store::insert(c, &NewApplyOperation::new(1, "")));
+    let (n, _) = statements(conn, |c| {
+        store::insert(c, &NewApplyOperation::new(ApplyId(1), ""))
+    });
     assert_eq!(n, 0, "invalid input is rejected before any SQL");
 
-    type Update = fn(&mut DbConnection, i64) -> applyops::StoreResult<()>;
+    type Update = fn(&mut DbConnection, ApplyOperationId) -> applyops::StoreResult<()>;
     let updates: [(&str, Update); 6] = [
         ("update_state", |c, id| {
             store::update_state(c, id, ApplyState::WaitingForDeploy)
@@ -76,7 +81,7 @@ fn mysql_statements_per_operation() {
         let (n, repeat) = statements(conn, |c| update(c, id));
         repeat.unwrap();
         assert_eq!(n, 1, "{name} repeated");
-        let (n, missing) = statements(conn, |c| update(c, 987_654));
+        let (n, missing) = statements(conn, |c| update(c, ApplyOperationId(987_654)));
         assert!(missing.is_err());
         assert_eq!(n, 1, "{name} on a missing row");
     }
@@ -84,14 +89,14 @@ fn mysql_statements_per_operation() {
     let (n, _) = statements(conn, |c| store::get(c, id).unwrap());
     assert_eq!(n, 1, "get");
     let (n, _) = statements(conn, |c| {
-        store::get_by_apply_and_deployment(c, 1, "a").unwrap()
+        store::get_by_apply_and_deployment(c, ApplyId(1), "a").unwrap()
     });
     assert_eq!(n, 1, "get_by_apply_and_deployment");
-    let (n, _) = statements(conn, |c| store::list_by_apply(c, 1).unwrap());
+    let (n, _) = statements(conn, |c| store::list_by_apply(c, ApplyId(1)).unwrap());
     assert_eq!(n, 1, "list_by_apply");
 
     let task = NewTask {
-        apply_id: 1,
+        apply_id: ApplyId(1),
         apply_operation_id: Some(id),
         table_name: "t".into(),
         ddl: "ALTER TABLE t ADD c INT".into(),
@@ -122,13 +127,13 @@ fn mysql_statements_per_operation() {
         n, 2,
         "unlinked task insert: INSERT, LAST_INSERT_ID(), no transaction"
     );
-    let (n, _) = statements(conn, |c| store::delete_by_apply(c, 1).unwrap());
+    let (n, _) = statements(conn, |c| store::delete_by_apply(c, ApplyId(1)).unwrap());
     assert_eq!(
         n,
         6 + 2,
         "delete_by_apply: transaction + DELETE, UPDATE tasks"
     );
-    let (n, _) = statements(conn, |c| store::delete_by_apply(c, 1).unwrap());
+    let (n, _) = statements(conn, |c| store::delete_by_apply(c, ApplyId(1)).unwrap());
     assert_eq!(n, 6 + 1, "delete_by_apply of nothing: transaction + DELETE");
 }
 

@@ -1,6 +1,7 @@
 //! Stress: racing claimers and a fleet of workers draining mixed rollouts, with the contract's
 //! invariants checked from the rows afterwards. Bounded in size and time.
 
+use applyops::models::{ApplyId, ApplyOperationId};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
@@ -14,6 +15,7 @@ use applyops::{db, DbConnection, StoreError};
 
 use crate::backend_tests;
 use crate::fixtures::*;
+use crate::harness::TestDb;
 
 const APPLIES: usize = 50;
 const DEPLOYMENTS: usize = 10;
@@ -56,22 +58,22 @@ fn stalls(apply: usize, deployment: usize) -> bool {
 #[derive(Debug, Default)]
 struct Log {
     /// (operation, attempt) of every start and retry claim.
-    starts: Vec<(i64, i32)>,
+    starts: Vec<(ApplyOperationId, i32)>,
     /// Operations whose stalled holder was stolen from and then had its writes rejected.
-    stale_writes_rejected: Vec<i64>,
+    stale_writes_rejected: Vec<ApplyOperationId>,
 }
 
 struct Fleet {
     url: String,
     /// operation id → (apply index, deployment index)
-    layout: HashMap<i64, (usize, usize)>,
+    layout: HashMap<ApplyOperationId, (usize, usize)>,
     log: Mutex<Log>,
-    stalled: Mutex<HashSet<i64>>,
+    stalled: Mutex<HashSet<ApplyOperationId>>,
     /// Stalled holders waiting for a thief: no worker stops for idleness while one waits.
     stalls_waiting: AtomicUsize,
 }
 
-fn seed(conn: &mut DbConnection) -> (HashMap<i64, (usize, usize)>, Vec<i64>) {
+fn seed(conn: &mut DbConnection) -> (HashMap<ApplyOperationId, (usize, usize)>, Vec<ApplyId>) {
     let mut layout = HashMap::new();
     let mut apply_ids = Vec::new();
     for a in 0..APPLIES {
@@ -116,7 +118,7 @@ fn drive(
         fleet.log.lock().unwrap().starts.push((op.id, op.attempt));
     }
     let lease = &claimed.lease;
-    if claimed.kind == ClaimKind::Cutover || op.state == "cutting_over" {
+    if claimed.kind == ClaimKind::Cutover || op.state == ApplyState::CuttingOver {
         return leases::mark_completed(conn, lease);
     }
     if stalls(a, d) && fleet.stalled.lock().unwrap().insert(op.id) {
@@ -132,10 +134,10 @@ fn drive(
         leases::update_state(conn, lease, ApplyState::FailedRetryable)?;
         return leases::release(conn, lease);
     }
-    if op.state != "waiting_for_cutover" {
+    if op.state != ApplyState::WaitingForCutover {
         reach_barrier(conn, &claimed)?;
     }
-    let cuts_over_itself = op.cutover_policy == "rolling";
+    let cuts_over_itself = op.cutover_policy == CutoverPolicy::Rolling;
     if cuts_over_itself {
         leases::update_state(conn, lease, ApplyState::CuttingOver)?;
         leases::mark_completed(conn, lease)
@@ -180,7 +182,7 @@ fn stall_until_stolen(
             after.1, claimed.lease.token,
             "the stale token never comes back"
         );
-        assert!(after.0.state != "paused" || before.0.state == "paused");
+        assert!(after.0.state != ApplyState::Paused || before.0.state == ApplyState::Paused);
     }
     Err(StoreError::LeaseLost { operation_id: id })
 }
@@ -220,7 +222,7 @@ fn worker(fleet: Arc<Fleet>, index: usize, stop: Arc<AtomicBool>) -> Result<usiz
 }
 
 /// The operator: releases every paused rollout that has a failed operation.
-fn release_paused_rollouts(conn: &mut DbConnection, apply_ids: &[i64]) {
+fn release_paused_rollouts(conn: &mut DbConnection, apply_ids: &[ApplyId]) {
     for (a, apply_id) in apply_ids.iter().enumerate() {
         if policies(a).1 != FailurePolicy::Pause {
             continue;
@@ -228,7 +230,7 @@ fn release_paused_rollouts(conn: &mut DbConnection, apply_ids: &[i64]) {
         let failed = apply_operations::list_by_apply(conn, *apply_id)
             .unwrap()
             .iter()
-            .any(|op| op.state == "failed");
+            .any(|op| op.state == ApplyState::Failed);
         if failed {
             control_requests::request(
                 conn,
@@ -242,7 +244,10 @@ fn release_paused_rollouts(conn: &mut DbConnection, apply_ids: &[i64]) {
     }
 }
 
-fn barrier_times(conn: &mut DbConnection, apply_id: i64) -> HashMap<i64, chrono::NaiveDateTime> {
+fn barrier_times(
+    conn: &mut DbConnection,
+    apply_id: ApplyId,
+) -> HashMap<ApplyOperationId, chrono::NaiveDateTime> {
     tasks::list_by_apply(conn, apply_id)
         .unwrap()
         .into_iter()
@@ -251,9 +256,9 @@ fn barrier_times(conn: &mut DbConnection, apply_id: i64) -> HashMap<i64, chrono:
         .collect()
 }
 
-fn check_invariants(conn: &mut DbConnection, fleet: &Fleet, apply_ids: &[i64]) {
+fn check_invariants(conn: &mut DbConnection, fleet: &Fleet, apply_ids: &[ApplyId]) {
     let log = fleet.log.lock().unwrap();
-    let mut starts: HashMap<(i64, i32), usize> = HashMap::new();
+    let mut starts: HashMap<(ApplyOperationId, i32), usize> = HashMap::new();
     for start in &log.starts {
         *starts.entry(*start).or_default() += 1;
     }
@@ -277,11 +282,16 @@ fn check_invariants(conn: &mut DbConnection, fleet: &Fleet, apply_ids: &[i64]) {
         let ops: Vec<ApplyOperation> = apply_operations::list_by_apply(conn, *apply_id).unwrap();
         let barriers = barrier_times(conn, *apply_id);
         let (cutover, on_failure) = policies(a);
-        let halted = ops.iter().any(|op| op.state == "failed") && on_failure == FailurePolicy::Halt;
+        let halted = ops.iter().any(|op| op.state == ApplyState::Failed)
+            && on_failure == FailurePolicy::Halt;
         for (i, op) in ops.iter().enumerate() {
             let (_, d) = fleet.layout[&op.id];
-            let expected_final = if fails(a, d) { "failed" } else { "completed" };
-            if op.state == "pending" {
+            let expected_final = if fails(a, d) {
+                ApplyState::Failed
+            } else {
+                ApplyState::Completed
+            };
+            if op.state == ApplyState::Pending {
                 assert!(
                     halted,
                     "apply {a} op {d} left pending without a halting failure"
@@ -289,7 +299,7 @@ fn check_invariants(conn: &mut DbConnection, fleet: &Fleet, apply_ids: &[i64]) {
                 assert!(op.started_at.is_none());
                 continue;
             }
-            if op.state == "waiting_for_cutover" {
+            if op.state == ApplyState::WaitingForCutover {
                 // A parallel operation that copied beside the sibling that failed: under halt its
                 // cutover waits for an operator. Released, not held.
                 assert!(
@@ -309,7 +319,7 @@ fn check_invariants(conn: &mut DbConnection, fleet: &Fleet, apply_ids: &[i64]) {
             assert_eq!(op.attempt, i32::from(fails_once(a, d)), "apply {a} op {d}");
             let started = op.started_at.expect("started");
             for earlier in &ops[..i] {
-                if earlier.state == "failed" {
+                if earlier.state == ApplyState::Failed {
                     let failed_at = earlier.completed_at.unwrap();
                     if failed_at <= started {
                         assert_ne!(
@@ -347,70 +357,80 @@ fn check_invariants(conn: &mut DbConnection, fleet: &Fleet, apply_ids: &[i64]) {
         .iter()
         .flat_map(|id| apply_operations::list_by_apply(conn, *id).unwrap())
         // waiting_for_cutover was checked per operation above (released, in a halted apply).
-        .filter(|op| op.state != "waiting_for_cutover")
-        .filter(|op| {
-            op.state
-                .parse::<ApplyState>()
-                .expect("known state")
-                .is_active()
-        })
+        .filter(|op| op.state != ApplyState::WaitingForCutover)
+        .filter(|op| op.state.is_active())
         .collect();
     assert!(live.is_empty(), "nothing is left mid-flight: {live:?}");
 }
 
-backend_tests! {
-    fn sixteen_threads_racing_one_row_get_exactly_one_lease(db) {
-        const THREADS: usize = 16;
-        let (_, ids) = rollout(&mut db.conn(), 1, CutoverPolicy::Rolling, FailurePolicy::Halt);
-        let barrier = Arc::new(Barrier::new(THREADS));
-        let handles: Vec<_> = (0..THREADS)
-            .map(|i| {
-                let mut conn = db.conn();
-                let barrier = Arc::clone(&barrier);
-                std::thread::spawn(move || {
-                    barrier.wait();
-                    claims::claim_next(&mut conn, &opts(&format!("racer-{i}"))).expect("a lost race is None, not an error")
-                })
-            })
-            .collect();
-        let winners: Vec<ClaimedOperation> = handles.into_iter().filter_map(|h| h.join().unwrap()).collect();
-        assert_eq!(winners.len(), 1, "exactly one lease");
-        let (op, token) = row(&mut db.conn(), ids[0]);
-        assert_eq!(token, winners[0].lease.token);
-        assert_eq!(op.lease_owner, winners[0].lease.owner);
-    }
+backend_tests!(
+    sixteen_threads_racing_one_row_get_exactly_one_lease,
+    eight_workers_drain_mixed_rollouts_holding_every_invariant,
+);
 
-    fn eight_workers_drain_mixed_rollouts_holding_every_invariant(db) {
-        let (layout, apply_ids) = seed(&mut db.conn());
-        let fleet = Arc::new(Fleet {
-            url: db.url().to_owned(),
-            layout,
-            log: Mutex::default(),
-            stalled: Mutex::default(),
-            stalls_waiting: AtomicUsize::new(0),
-        });
-        let stop = Arc::new(AtomicBool::new(false));
-        let handles: Vec<_> = (0..WORKERS)
-            .map(|i| {
-                let (fleet, stop) = (Arc::clone(&fleet), Arc::clone(&stop));
-                std::thread::spawn(move || worker(fleet, i, stop))
+fn sixteen_threads_racing_one_row_get_exactly_one_lease(db: &TestDb) {
+    const THREADS: usize = 16;
+    let (_, ids) = rollout(
+        &mut db.conn(),
+        1,
+        CutoverPolicy::Rolling,
+        FailurePolicy::Halt,
+    );
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|i| {
+            let mut conn = db.conn();
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                claims::claim_next(&mut conn, &opts(&format!("racer-{i}")))
+                    .expect("a lost race is None, not an error")
             })
-            .collect();
-        let started = Instant::now();
-        let mut operator = db.conn();
-        while !handles.iter().all(|h| h.is_finished()) {
-            if started.elapsed() > DEADLINE {
-                stop.store(true, Ordering::Relaxed);
-                panic!("the drain did not finish within {DEADLINE:?}");
-            }
-            release_paused_rollouts(&mut operator, &apply_ids);
-            std::thread::sleep(Duration::from_millis(50));
+        })
+        .collect();
+    let winners: Vec<ClaimedOperation> = handles
+        .into_iter()
+        .filter_map(|h| h.join().unwrap())
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one lease");
+    let (op, token) = row(&mut db.conn(), ids[0]);
+    assert_eq!(token, winners[0].lease.token);
+    assert_eq!(op.lease_owner, winners[0].lease.owner);
+}
+
+fn eight_workers_drain_mixed_rollouts_holding_every_invariant(db: &TestDb) {
+    let (layout, apply_ids) = seed(&mut db.conn());
+    let fleet = Arc::new(Fleet {
+        url: db.url().to_owned(),
+        layout,
+        log: Mutex::default(),
+        stalled: Mutex::default(),
+        stalls_waiting: AtomicUsize::new(0),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles: Vec<_> = (0..WORKERS)
+        .map(|i| {
+            let (fleet, stop) = (Arc::clone(&fleet), Arc::clone(&stop));
+            std::thread::spawn(move || worker(fleet, i, stop))
+        })
+        .collect();
+    let started = Instant::now();
+    let mut operator = db.conn();
+    while !handles.iter().all(|h| h.is_finished()) {
+        if started.elapsed() > DEADLINE {
+            stop.store(true, Ordering::Relaxed);
+            panic!("the drain did not finish within {DEADLINE:?}");
         }
-        let mut total = 0;
-        for handle in handles {
-            total += handle.join().unwrap().expect("worker ran without errors");
-        }
-        assert!(total >= APPLIES * DEPLOYMENTS / 2, "the fleet did the work ({total} claims)");
-        check_invariants(&mut db.conn(), &fleet, &apply_ids);
+        release_paused_rollouts(&mut operator, &apply_ids);
+        std::thread::sleep(Duration::from_millis(50));
     }
+    let mut total = 0;
+    for handle in handles {
+        total += handle.join().unwrap().expect("worker ran without errors");
+    }
+    assert!(
+        total >= APPLIES * DEPLOYMENTS / 2,
+        "the fleet did the work ({total} claims)"
+    );
+    check_invariants(&mut db.conn(), &fleet, &apply_ids);
 }

@@ -255,12 +255,27 @@ pub(super) fn retry_rule(max_attempts: i32) -> _ {
         .and(stop_gate())
 }
 
-/// What the copy claim takes: a free lease and one of start, recovery, resume or retry.
+/// **A readable row**: its cutover and failure policies are values this version knows. A claim hands
+/// the row out typed, and a stored value it does not know is an error to read, never a default: such
+/// a row is never claimed (it fails closed, like an unknown state), and it does not stop the claims of
+/// other rows. An operator repairs it through [`crate::models::raw`].
+#[diesel::dsl::auto_type]
+pub(super) fn readable_policies() -> _ {
+    let cutover: &'static [CutoverPolicy] = CutoverPolicy::ALL;
+    let failure: &'static [FailurePolicy] = FailurePolicy::ALL;
+    ops::cutover_policy
+        .eq_any(cutover)
+        .and(ops::on_failure.eq_any(failure))
+}
+
+/// What the copy claim takes: a free lease on a readable row and one of start, recovery, resume or
+/// retry.
 #[diesel::dsl::auto_type]
 pub(super) fn copy_claimable(now: DbNow, max_attempts: i32) -> _ {
     let free: lease_free = lease_free(now);
     let retry: retry_rule = retry_rule(max_attempts);
-    free.and(start_rule().or(recovery_rule()).or(resume_rule()).or(retry))
+    free.and(readable_policies())
+        .and(start_rule().or(recovery_rule()).or(resume_rule()).or(retry))
 }
 
 /// The row's apply has `defer_cutover` = `deferred`. A row whose apply is missing matches neither.
@@ -336,7 +351,7 @@ pub(super) fn directed_cutover_rule() -> _ {
     )
 }
 
-/// What the cutover claim takes: a free lease on a `barrier` or `parallel` operation of an apply with
+/// What the cutover claim takes: a free lease on a readable `barrier` or `parallel` operation of an apply with
 /// more than one operation, either `waiting_for_cutover` past the stop gate and due (automatically or
 /// by request), or in `cutting_over` / `revert_window` (recovery).
 #[diesel::dsl::auto_type]
@@ -345,7 +360,8 @@ pub(super) fn cutover_claimable(now: DbNow) -> _ {
     let waiting: ApplyState = ApplyState::WaitingForCutover;
     let recoverable: [ApplyState; 2] = CUTOVER_RECOVERABLE;
     let free: lease_free = lease_free(now);
-    free.and(ops::cutover_policy.eq_any(claimed))
+    free.and(readable_policies())
+        .and(ops::cutover_policy.eq_any(claimed))
         .and(has_sibling())
         .and(
             ops::state
