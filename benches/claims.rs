@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use applyops::db::DbConnection;
 use applyops::schema::{applies, apply_operations};
+use applyops::state::{ApplyState, CutoverPolicy, FailurePolicy};
 use applyops::store::claims::{ClaimKind, ClaimOptions};
 use applyops::{PoolConfig, Store};
 use chrono::{NaiveDateTime, SubsecRound, Utc};
@@ -73,7 +74,7 @@ struct SeedApply {
     database_name: String,
     environment: String,
     deployment: String,
-    state: &'static str,
+    state: ApplyState,
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
     started_at: Option<NaiveDateTime>,
@@ -89,13 +90,13 @@ struct SeedOperation {
     apply_id: i64,
     deployment: String,
     target: String,
-    state: &'static str,
+    state: ApplyState,
     started_at: Option<NaiveDateTime>,
     completed_at: Option<NaiveDateTime>,
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
-    cutover_policy: &'static str,
-    on_failure: &'static str,
+    cutover_policy: CutoverPolicy,
+    on_failure: FailurePolicy,
 }
 
 /// What a seed put in the database: the pending operations are ids `first_pending..=last_pending`.
@@ -135,7 +136,11 @@ fn reset_and_seed(store: &Store, history: usize, pending: usize) -> Seeded {
             database_name: "bench".into(),
             environment: "production".into(),
             deployment: "bench".into(),
-            state: if done { "completed" } else { "pending" },
+            state: if done {
+                ApplyState::Completed
+            } else {
+                ApplyState::Pending
+            },
             created_at: created,
             updated_at: created,
             started_at: done.then_some(created),
@@ -151,13 +156,13 @@ fn reset_and_seed(store: &Store, history: usize, pending: usize) -> Seeded {
             apply_id: (h / DEPLOYMENTS) as i64 + 1,
             deployment: format!("deploy-{:02}", h % DEPLOYMENTS),
             target: String::new(),
-            state: "completed",
+            state: ApplyState::Completed,
             started_at: Some(created),
             completed_at: Some(created + ms(1)),
             created_at: created,
             updated_at: created + ms(1),
-            cutover_policy: "rolling",
-            on_failure: "halt",
+            cutover_policy: CutoverPolicy::Rolling,
+            on_failure: FailurePolicy::Halt,
         });
     }
     for p in 0..pending {
@@ -168,13 +173,13 @@ fn reset_and_seed(store: &Store, history: usize, pending: usize) -> Seeded {
             apply_id: (history_applies + p % pending_applies) as i64 + 1,
             deployment: format!("deploy-{:02}", p / pending_applies),
             target: String::new(),
-            state: "pending",
+            state: ApplyState::Pending,
             started_at: None,
             completed_at: None,
             created_at: created,
             updated_at: created,
-            cutover_policy: "parallel",
-            on_failure: "halt",
+            cutover_policy: CutoverPolicy::Parallel,
+            on_failure: FailurePolicy::Halt,
         });
     }
 
@@ -228,7 +233,7 @@ fn reset_and_seed(store: &Store, history: usize, pending: usize) -> Seeded {
     }
 }
 
-fn count_in_state(store: &Store, state: &str, ids: &Seeded) -> i64 {
+fn count_in_state(store: &Store, state: ApplyState, ids: &Seeded) -> i64 {
     apply_operations::table
         .filter(apply_operations::state.eq(state))
         .filter(apply_operations::id.between(ids.first_pending, ids.last_pending))
@@ -239,7 +244,7 @@ fn count_in_state(store: &Store, state: &str, ids: &Seeded) -> i64 {
 
 fn pending_left(store: &Store) -> i64 {
     apply_operations::table
-        .filter(apply_operations::state.eq("pending"))
+        .filter(apply_operations::state.eq(ApplyState::Pending))
         .count()
         .get_result(&mut *store.connection().expect("checkout"))
         .expect("count pending")
@@ -371,7 +376,7 @@ fn drain(backend: &str, store: &Store, workers: usize) -> Drain {
         "{backend}, {workers} workers: a history row was claimed"
     );
     assert_eq!(
-        count_in_state(store, "completed", &seeded),
+        count_in_state(store, ApplyState::Completed, &seeded),
         seeded.count() as i64,
         "{backend}, {workers} workers: not every seeded operation ended completed"
     );
@@ -676,7 +681,7 @@ fn count_statements(
         store.leased(lease).mark_completed().unwrap();
     }
     assert_eq!(
-        count_in_state(&store, "completed", &seeded),
+        count_in_state(&store, ApplyState::Completed, &seeded),
         seeded.count() as i64
     );
 

@@ -41,8 +41,8 @@ fn a_request_is_pending_with_its_reason(db: &TestDb) {
         (apply_id, Some(ids[0]))
     );
     assert_eq!(
-        (req.kind.as_str(), req.status.as_str()),
-        ("stop", "pending")
+        (req.kind, req.status),
+        (Kind::Stop, ControlRequestStatus::Pending)
     );
     assert_eq!(req.reason.as_deref(), Some("maintenance"));
     assert_eq!(req.completed_at, None);

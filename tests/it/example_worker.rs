@@ -8,8 +8,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use applyops::models::ApplyOperationId;
 use applyops::schema::apply_operations as ops;
-use applyops::state::{CutoverPolicy, FailurePolicy};
+use applyops::state::{ApplyState, CutoverPolicy, FailurePolicy};
 use applyops::store::claims::{self, ClaimOptions};
 use diesel::prelude::*;
 
@@ -108,12 +109,12 @@ const DRAIN_SEEDED: [&str; 7] = [
 
 /// Every operation is `completed` and none carries a lease; returns how many there are.
 fn assert_all_completed_and_unleased(db: &crate::harness::TestDb) -> usize {
-    let rows: Vec<(i64, String, String)> = ops::table
+    let rows: Vec<(ApplyOperationId, ApplyState, String)> = ops::table
         .select((ops::id, ops::state, ops::lease_token))
         .load(&mut db.conn())
         .unwrap();
     for (id, state, token) in &rows {
-        assert_eq!(state, "completed", "operation {id}");
+        assert_eq!(*state, ApplyState::Completed, "operation {id}");
         assert_eq!(token, "", "operation {id}: no lease left behind");
     }
     rows.len()

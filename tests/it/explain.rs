@@ -4,6 +4,7 @@
 use applyops::db::DbConnection;
 use applyops::models::ApplyOperationId;
 use applyops::schema::{applies, apply_control_requests as reqs, apply_operations as ops};
+use applyops::state::{ApplyState, ControlRequestKind, ControlRequestStatus, CutoverPolicy};
 use applyops::store::claims;
 use diesel::prelude::*;
 
@@ -31,7 +32,7 @@ fn seed(conn: &mut DbConnection) {
                 applies::environment.eq("production"),
                 applies::deployment.eq("main"),
                 applies::defer_cutover.eq(a % 10 == 0),
-                applies::state.eq("running"),
+                applies::state.eq(ApplyState::Running),
                 applies::created_at.eq(at),
                 applies::updated_at.eq(at),
             )
@@ -43,19 +44,20 @@ fn seed(conn: &mut DbConnection) {
             .execute(conn)
             .unwrap();
     }
+    use ApplyState::{Cancelled, Completed, Failed, Pending, Running, WaitingForCutover};
     let states = [
-        "completed",
-        "completed",
-        "completed",
-        "completed",
-        "failed",
-        "cancelled",
-        "completed",
-        "running",
-        "waiting_for_cutover",
-        "pending",
+        Completed,
+        Completed,
+        Completed,
+        Completed,
+        Failed,
+        Cancelled,
+        Completed,
+        Running,
+        WaitingForCutover,
+        Pending,
     ];
-    let policies = ["rolling", "barrier", "parallel"];
+    let policies = CutoverPolicy::ALL;
     let mut op_rows = Vec::new();
     for a in 0..APPLIES {
         for d in 0..DEPLOYMENTS {
@@ -77,16 +79,16 @@ fn seed(conn: &mut DbConnection) {
             .execute(conn)
             .unwrap();
     }
-    let kinds = ["start", "stop", "release", "cutover"];
+    let kinds = ControlRequestKind::ALL;
     let request_rows: Vec<_> = (0..2_000)
         .map(|n| {
             (
                 reqs::apply_id.eq(n % APPLIES + 1),
                 reqs::kind.eq(kinds[(n % 4) as usize]),
                 reqs::status.eq(if n % 50 == 0 && n < APPLIES {
-                    "pending"
+                    ControlRequestStatus::Pending
                 } else {
-                    "completed"
+                    ControlRequestStatus::Completed
                 }),
                 reqs::created_at.eq(at),
                 reqs::updated_at.eq(at),
@@ -138,7 +140,7 @@ fn mysql_the_claim_queries_walk_the_claim_index_without_scan_or_filesort() {
     // And the plan is not just on paper: the claim takes the oldest claimable row.
     let claimed = crate::fixtures::claim(conn, "explain").expect("a row is claimable");
     let oldest_running: i64 = ops::table
-        .filter(ops::state.eq_any(["running", "pending"]))
+        .filter(ops::state.eq_any([ApplyState::Running, ApplyState::Pending]))
         .order((ops::created_at.asc(), ops::id.asc()))
         .select(ops::id)
         .first(conn)

@@ -33,7 +33,10 @@ fn forged_lease(id: ApplyOperationId, owner: &str, token: &str) -> OperationLeas
     }
 }
 
-fn raw_state_and_token(conn: &mut DbConnection, id: ApplyOperationId) -> (String, String, String) {
+fn raw_state_and_token(
+    conn: &mut DbConnection,
+    id: ApplyOperationId,
+) -> (ApplyState, String, String) {
     ops::table
         .find(id)
         .select((ops::state, ops::lease_owner, ops::lease_token))
@@ -137,7 +140,7 @@ fn a_blank_or_whitespace_lease_writes_nothing(db: &TestDb) {
     let before = raw_state_and_token(conn, id);
     assert_eq!(
         before,
-        ("pending".into(), String::new(), String::new()),
+        (ApplyState::Pending, String::new(), String::new()),
         "nobody holds it"
     );
     for (owner, token) in [
