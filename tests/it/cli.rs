@@ -240,7 +240,7 @@ fn cli_revert_of_a_migration_that_drops_rows_needs_force(db: &TestDb) {
     let conn = &mut db.conn();
     fill_every_table(conn);
     let mut refusals = 0;
-    for version in versions(kind_of(&db)).iter().rev() {
+    for version in versions(kind_of(db)).iter().rev() {
         let preview = db::preview_revert(conn)
             .unwrap()
             .expect("a migration is applied");

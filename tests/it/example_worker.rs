@@ -129,7 +129,7 @@ backend_tests!(
 fn the_example_worker_drains_its_seeded_applies(db: &TestDb) {
     run_worker_ok(db.url(), &DRAIN_SEEDED);
     assert_eq!(
-        assert_all_completed_and_unleased(&db),
+        assert_all_completed_and_unleased(db),
         12,
         "4 applies x 3 deployments"
     );
@@ -144,7 +144,7 @@ fn the_example_worker_keeps_working_when_stderr_and_stdout_are_closed(db: &TestD
     let status = wait_at_most(&mut child, Duration::from_secs(120));
     assert!(status.success(), "exit status {status} (101 is a panic)");
     assert_eq!(
-        assert_all_completed_and_unleased(&db),
+        assert_all_completed_and_unleased(db),
         12,
         "4 applies x 3 deployments"
     );
@@ -177,7 +177,7 @@ fn exit_when_idle_waits_out_a_dead_workers_lease_and_finishes_its_work(db: &Test
         ],
     );
     assert_eq!(
-        assert_all_completed_and_unleased(&db),
+        assert_all_completed_and_unleased(db),
         3,
         "the dead worker's apply is done"
     );
