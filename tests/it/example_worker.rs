@@ -26,11 +26,31 @@ fn worker_binary() -> PathBuf {
     BUILT
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
+            let mut build = Command::new(cargo);
+            build
                 .args(["build", "--quiet", "--example", "worker"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("run cargo build --example worker");
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            // Cargo sets these for the test process. Inherited, they differ from what the outer
+            // `cargo test` gave build scripts that watch them (`ring`'s watches `CARGO_PKG_NAME`),
+            // so every run rebuilt a chain of dependencies here and again in the next `cargo test`.
+            for (name, _) in std::env::vars_os() {
+                let name = name.to_string_lossy();
+                let per_crate = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_"]
+                    .iter()
+                    .any(|prefix| name.starts_with(prefix))
+                    || [
+                        "CARGO_CRATE_NAME",
+                        "CARGO_PRIMARY_PACKAGE",
+                        "CARGO_TARGET_TMPDIR",
+                        "CARGO_RUSTC_CURRENT_DIR",
+                        "OUT_DIR",
+                    ]
+                    .contains(&name.as_ref());
+                if per_crate {
+                    build.env_remove(name.as_ref());
+                }
+            }
+            let status = build.status().expect("run cargo build --example worker");
             assert!(status.success(), "cargo build --example worker failed");
             let deps = std::env::current_exe().unwrap();
             let target = deps.parent().unwrap().parent().unwrap();

@@ -1,17 +1,23 @@
 //! Test harness: a fresh, migrated database per test on either backend, and schema introspection
 //! helpers that work on both.
 //!
+//! Migrations run once per test process and backend, into a template; each test gets a copy of it
+//! (see [`TestDb::new`]).
+//!
 //! MySQL server discovery, once per test process:
 //! 1. `TEST_DATABASE_URL` (a `mysql://user:password@host:port` server URL; any database path is ignored);
 //! 2. `mysql://root@127.0.0.1:3306` if a server answers there;
 //! 3. where Docker is available, one MySQL 8 container for the whole process (testcontainers);
 //! 4. otherwise the test fails, saying how to provide a server.
 //!
-//! Each MySQL test gets `CREATE DATABASE applyops_t_<pid>_<unix secs>_<random>`, dropped when the guard
-//! drops. Databases left behind by killed runs are swept once per process: those whose process is gone
-//! (local server) or that are over two hours old. Each SQLite test gets a file in its own temp dir.
+//! Each MySQL test gets `CREATE DATABASE applyops_t_<pid>_<unix secs>_<random>`, dropped when the
+//! guard drops; the process's template, `applyops_t_<pid>_<unix secs>_tmpl`, is left for a later
+//! run's sweep. Databases left behind by killed runs are swept once per process: those whose process
+//! is gone (local server) or that are over two hours old, a template only while no process holds its
+//! lock. Each SQLite test gets a file in its own temp dir.
 
-use std::sync::OnceLock;
+use std::fmt::Write as _;
+use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use applyops::db::{self, DbConnection};
@@ -28,17 +34,60 @@ pub enum Kind {
 }
 
 const DB_PREFIX: &str = "applyops_t_";
+/// Ends the name of a process's MySQL template database, in place of a test database's random part.
+const TEMPLATE_SUFFIX: &str = "_tmpl";
 
 /// A fresh database, dropped (MySQL) or deleted (SQLite) when this guard drops.
 pub struct TestDb {
+    kind: Kind,
     url: String,
     mysql_name: Option<String>,
     _sqlite_dir: Option<tempfile::TempDir>,
 }
 
 impl TestDb {
-    /// A fresh database with every migration applied.
+    /// A fresh database with every migration applied: a copy of this process's migrated template
+    /// for the backend, which the first call builds. MySQL: `CREATE TABLE ... LIKE` each of the
+    /// template's tables, and its `__diesel_schema_migrations` rows. SQLite: a copy of the template
+    /// file. `harness::*::a_copied_test_database_matches_a_freshly_migrated_one` checks the copy.
     pub fn new(kind: Kind) -> TestDb {
+        match kind {
+            Kind::Mysql => {
+                let template = mysql_template();
+                let conn = &mut admin_connection();
+                let db = TestDb::create_mysql(conn);
+                let name = db.mysql_name.as_deref().expect("a MySQL test database");
+                let from = &template.name;
+                let mut copy = String::new();
+                for table in &template.tables {
+                    write!(
+                        copy,
+                        "CREATE TABLE `{name}`.`{table}` LIKE `{from}`.`{table}`;"
+                    )
+                    .unwrap();
+                }
+                write!(
+                    copy,
+                    "INSERT INTO `{name}`.`__diesel_schema_migrations` \
+                     SELECT * FROM `{from}`.`__diesel_schema_migrations`;"
+                )
+                .unwrap();
+                conn.batch_execute(&copy)
+                    .expect("copy the template database");
+                db
+            }
+            Kind::Sqlite => {
+                let db = TestDb::unmigrated(Kind::Sqlite);
+                std::fs::write(db.sqlite_path(), sqlite_template())
+                    .expect("copy the template file");
+                db
+            }
+        }
+    }
+
+    /// A fresh database with every migration run in it, the way the templates are built: what a
+    /// [`TestDb::new`] copy is checked against.
+    pub fn freshly_migrated(kind: Kind) -> TestDb {
         let db = TestDb::unmigrated(kind);
         db::run_migrations(&mut db.conn()).expect("migrations run on a fresh database");
         db
@@ -47,33 +96,47 @@ impl TestDb {
     /// A fresh, empty database.
     pub fn unmigrated(kind: Kind) -> TestDb {
         match kind {
-            Kind::Mysql => {
-                let server = mysql_server();
-                let name = format!(
-                    "{DB_PREFIX}{}_{}_{:08x}",
-                    std::process::id(),
-                    unix_secs(),
-                    rand::random::<u32>()
-                );
-                admin_connection()
-                    .batch_execute(&format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-                    .expect("create test database");
-                TestDb {
-                    url: format!("{server}/{name}"),
-                    mysql_name: Some(name),
-                    _sqlite_dir: None,
-                }
-            }
+            Kind::Mysql => TestDb::create_mysql(&mut admin_connection()),
             Kind::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}", dir.path().join("test.db").display());
                 TestDb {
+                    kind,
                     url,
                     mysql_name: None,
                     _sqlite_dir: Some(dir),
                 }
             }
         }
+    }
+
+    /// An empty MySQL database, created over `conn`.
+    fn create_mysql(conn: &mut MysqlConnection) -> TestDb {
+        let server = mysql_server();
+        let name = format!(
+            "{DB_PREFIX}{}_{}_{:08x}",
+            std::process::id(),
+            unix_secs(),
+            rand::random::<u32>()
+        );
+        conn.batch_execute(&format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+            .expect("create test database");
+        TestDb {
+            kind: Kind::Mysql,
+            url: format!("{server}/{name}"),
+            mysql_name: Some(name),
+            _sqlite_dir: None,
+        }
+    }
+
+    fn sqlite_path(&self) -> std::path::PathBuf {
+        let dir = self._sqlite_dir.as_ref().expect("a SQLite test database");
+        dir.path().join("test.db")
+    }
+
+    /// The backend.
+    pub fn kind(&self) -> Kind {
+        self.kind
     }
 
     /// The database URL, as a worker would be given it.
@@ -94,6 +157,118 @@ impl Drop for TestDb {
             let _ = admin_connection().batch_execute(&format!("DROP DATABASE IF EXISTS `{name}`"));
         }
     }
+}
+
+/// This process's migrated MySQL template database.
+struct MysqlTemplate {
+    name: String,
+    /// Every table of the template, `__diesel_schema_migrations` included, read from
+    /// information_schema.
+    tables: Vec<String>,
+    /// The connection holding `GET_LOCK(name)` for the life of the process: the lock tells the
+    /// sweep of any process that this template is in use.
+    _lock: Mutex<MysqlConnection>,
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    n: Option<i64>,
+}
+
+/// Built by the first caller; test threads that ask meanwhile wait for it.
+fn mysql_template() -> &'static MysqlTemplate {
+    static TEMPLATE: OnceLock<MysqlTemplate> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        let name = format!(
+            "{DB_PREFIX}{}_{}{TEMPLATE_SUFFIX}",
+            std::process::id(),
+            unix_secs()
+        );
+        // The lock first, so that no sweep ever sees the database without it.
+        let mut lock = admin_connection();
+        let held = diesel::sql_query("SELECT CAST(GET_LOCK(?, 0) AS SIGNED) AS n")
+            .bind::<Text, _>(&name)
+            .get_result::<Count>(&mut lock)
+            .expect("lock the template's name")
+            .n;
+        assert_eq!(held, Some(1), "GET_LOCK('{name}') is free");
+        lock.batch_execute(&format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+            .expect("create the template database");
+        let mut conn = db::establish(&format!("{}/{name}", mysql_server())).expect("connect");
+        db::run_migrations(&mut conn).expect("migrations run on the template database");
+        let DbConnection::Mysql(conn) = &mut conn else {
+            unreachable!("a mysql:// URL")
+        };
+        // CREATE TABLE ... LIKE copies a table's columns, indexes and options, nothing else.
+        let uncopied: Vec<String> = diesel::sql_query(
+            "SELECT CONCAT(TABLE_TYPE, ' ', TABLE_NAME) AS name FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE <> 'BASE TABLE' \
+             UNION ALL SELECT CONCAT('TRIGGER ', TRIGGER_NAME) FROM information_schema.TRIGGERS \
+             WHERE TRIGGER_SCHEMA = DATABASE() \
+             UNION ALL SELECT CONCAT('ROUTINE ', ROUTINE_NAME) FROM information_schema.ROUTINES \
+             WHERE ROUTINE_SCHEMA = DATABASE() \
+             UNION ALL SELECT CONCAT('EVENT ', EVENT_NAME) FROM information_schema.EVENTS \
+             WHERE EVENT_SCHEMA = DATABASE() \
+             UNION ALL SELECT CONCAT('FOREIGN KEY ', CONSTRAINT_NAME) \
+             FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = DATABASE()",
+        )
+        .load::<SchemaName>(conn)
+        .expect("read the template's other objects")
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+        assert!(
+            uncopied.is_empty(),
+            "the migrations create objects TestDb::new does not copy: {uncopied:?}"
+        );
+        let tables: Vec<String> = diesel::sql_query(
+            "SELECT TABLE_NAME AS name FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME",
+        )
+        .load::<SchemaName>(conn)
+        .expect("list the template's tables")
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+        assert!(tables.iter().any(|t| t == "__diesel_schema_migrations"));
+        for table in tables.iter().filter(|t| *t != "__diesel_schema_migrations") {
+            let rows = diesel::sql_query(format!("SELECT COUNT(*) AS n FROM `{table}`"))
+                .get_result::<Count>(conn)
+                .expect("count the template's rows")
+                .n;
+            assert_eq!(
+                rows,
+                Some(0),
+                "a migration stores rows in {table}, which TestDb::new does not copy"
+            );
+        }
+        MysqlTemplate {
+            name,
+            tables,
+            _lock: Mutex::new(lock),
+        }
+    })
+}
+
+/// The bytes of this process's migrated SQLite template: a single file, no WAL beside it.
+/// Built by the first caller; test threads that ask meanwhile wait for it.
+fn sqlite_template() -> &'static [u8] {
+    static TEMPLATE: OnceLock<Vec<u8>> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        // Kept in memory, not in a file: a static is never dropped, so a temp dir holding the
+        // template for the whole run would be left behind by every run.
+        let db = TestDb::freshly_migrated(Kind::Sqlite);
+        let file = db.sqlite_path().with_file_name("template.db");
+        let into = file
+            .to_str()
+            .expect("a UTF-8 temp path")
+            .replace('\'', "''");
+        db.conn()
+            .batch_execute(&format!("VACUUM INTO '{into}'"))
+            .expect("write the template file");
+        std::fs::read(&file).expect("read the template file")
+    })
 }
 
 fn unix_secs() -> u64 {
@@ -203,10 +378,23 @@ pub fn sweep_leftovers(server: &str) {
             continue;
         };
         let process_gone = local && !std::path::Path::new(&format!("/proc/{pid}")).exists();
-        if process_gone || now.saturating_sub(created) > 2 * 60 * 60 {
-            let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS `{name}`"));
+        if !(process_gone || now.saturating_sub(created) > 2 * 60 * 60) {
+            continue;
         }
+        // A template's process holds a lock named after it while it runs, wherever it runs.
+        if name.ends_with(TEMPLATE_SUFFIX) && !lock_is_free(&mut conn, &name) {
+            continue;
+        }
+        let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS `{name}`"));
     }
+}
+
+/// False when the lock is held, or when the server cannot tell.
+fn lock_is_free(conn: &mut MysqlConnection, name: &str) -> bool {
+    diesel::sql_query("SELECT CAST(IS_FREE_LOCK(?) AS SIGNED) AS n")
+        .bind::<Text, _>(name)
+        .get_result::<Count>(conn)
+        .is_ok_and(|free| free.n == Some(1))
 }
 
 #[test]
@@ -243,6 +431,59 @@ fn the_sweep_drops_databases_of_dead_or_old_runs_and_keeps_live_ones() {
     assert!(!dead_kept, "a dead process's database is dropped");
     assert!(!old_kept, "a database over two hours old is dropped");
     assert!(live_kept, "a live run's database is kept");
+}
+
+#[test]
+fn the_sweep_drops_a_template_only_while_no_process_holds_its_lock() {
+    let server = mysql_server();
+    let now = unix_secs();
+    let no_such_pid = || 4_000_000_000 + rand::random::<u32>() % 100_000_000;
+    let template = |pid: u32, created: u64| format!("{DB_PREFIX}{pid}_{created}{TEMPLATE_SUFFIX}");
+    // Over two hours old, but its process (this one) holds the lock: kept.
+    let old_locked = template(std::process::id(), now - 3 * 60 * 60);
+    // Its pid is not running here, but a process holds the lock (as one on another host would):
+    // kept.
+    let gone_locked = template(no_such_pid(), now);
+    // Its pid is not running and nobody holds the lock: dropped.
+    let gone_free = template(no_such_pid(), now);
+    let mut holder = admin_connection();
+    for name in [&old_locked, &gone_locked] {
+        let held = diesel::sql_query("SELECT CAST(GET_LOCK(?, 0) AS SIGNED) AS n")
+            .bind::<Text, _>(name)
+            .get_result::<Count>(&mut holder)
+            .unwrap()
+            .n;
+        assert_eq!(held, Some(1));
+    }
+    for name in [&old_locked, &gone_locked, &gone_free] {
+        admin_connection()
+            .batch_execute(&format!("CREATE DATABASE `{name}`"))
+            .unwrap();
+    }
+    sweep_leftovers(server);
+    let kept = [&old_locked, &gone_locked, &gone_free].map(|name| schema_exists(name));
+    drop(holder);
+    for name in [&old_locked, &gone_locked, &gone_free] {
+        admin_connection()
+            .batch_execute(&format!("DROP DATABASE IF EXISTS `{name}`"))
+            .unwrap();
+    }
+    assert_eq!(
+        kept,
+        [true, true, false],
+        "kept: old but locked, gone but locked, gone and free"
+    );
+}
+
+fn schema_exists(name: &str) -> bool {
+    diesel::sql_query(
+        "SELECT SCHEMA_NAME AS name FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+    )
+    .bind::<Text, _>(name)
+    .load::<SchemaName>(&mut admin_connection())
+    .unwrap()
+    .len()
+        == 1
 }
 
 /// A column as the live database describes it.
@@ -440,9 +681,10 @@ pub fn schema_snapshot(conn: &mut DbConnection) -> Vec<String> {
     }
 }
 
-/// Instantiates each named test function once per backend, as `<module>::mysql::<name>` and
-/// `<module>::sqlite::<name>`. Each function is an ordinary `fn name(db: &TestDb)` in the module (so
-/// rustfmt formats it), called with a fresh, migrated [`TestDb`] of the backend.
+/// Instantiates test functions once per backend, as `<module>::mysql::<name>` and
+/// `<module>::sqlite::<name>`. Each named function is an ordinary `fn name(db: &TestDb)` in the
+/// invoking module; the generated tests call it with a fresh, migrated [`TestDb`] of their backend.
+/// A test function left out of the list is dead code, which `-D warnings` rejects.
 #[macro_export]
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
@@ -463,4 +705,64 @@ macro_rules! backend_tests {
             )*
         }
     };
+}
+
+backend_tests!(a_copied_test_database_matches_a_freshly_migrated_one);
+
+/// [`TestDb::new`] copies a template: the copy has the schema, the Diesel bookkeeping table and the
+/// applied migrations of a database migrated from scratch.
+fn a_copied_test_database_matches_a_freshly_migrated_one(db: &TestDb) {
+    let fresh_db = TestDb::freshly_migrated(db.kind());
+    let (copy, fresh) = (&mut db.conn(), &mut fresh_db.conn());
+    let snapshot = schema_snapshot(copy);
+    assert!(
+        snapshot.len() >= 4,
+        "the tables and indexes are copied: {snapshot:?}"
+    );
+    assert_eq!(snapshot, schema_snapshot(fresh));
+    assert_eq!(migrations_table_ddl(copy), migrations_table_ddl(fresh));
+    let versions = applied_versions(copy);
+    assert!(!versions.is_empty(), "the applied migrations are copied");
+    assert_eq!(versions, applied_versions(fresh));
+    assert_eq!(db::pending_migrations(copy).unwrap(), Vec::<String>::new());
+    if db.kind() == Kind::Mysql {
+        assert_eq!(text_collations(copy), text_collations(fresh));
+    }
+}
+
+/// The DDL of Diesel's `__diesel_schema_migrations`, which [`schema_snapshot`] leaves out.
+fn migrations_table_ddl(conn: &mut DbConnection) -> String {
+    match conn {
+        DbConnection::Mysql(c) => {
+            diesel::sql_query("SHOW CREATE TABLE `__diesel_schema_migrations`")
+                .get_result::<CreateTable>(c)
+                .expect("show create table")
+                .create_table
+        }
+        DbConnection::Sqlite(c) => diesel::sql_query(
+            "SELECT name, sql FROM sqlite_master WHERE tbl_name = '__diesel_schema_migrations' \
+             ORDER BY type, name",
+        )
+        .load::<SqliteObject>(c)
+        .expect("read sqlite_master")
+        .into_iter()
+        .map(|o| format!("{}: {}", o.name, o.sql.unwrap_or_default()))
+        .collect::<Vec<_>>()
+        .join("\n"),
+    }
+}
+
+/// The versions recorded in `__diesel_schema_migrations`, oldest first.
+fn applied_versions(conn: &mut DbConnection) -> Vec<String> {
+    let query = diesel::sql_query(
+        "SELECT version AS name FROM __diesel_schema_migrations ORDER BY version",
+    );
+    match conn {
+        DbConnection::Mysql(c) => query.load::<SchemaName>(c),
+        DbConnection::Sqlite(c) => query.load::<SchemaName>(c),
+    }
+    .expect("read the applied migrations")
+    .into_iter()
+    .map(|v| v.name)
+    .collect()
 }
