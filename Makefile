@@ -2,6 +2,8 @@
 #
 #   make test          install missing system packages, then run the whole suite
 #   make lint          rustfmt check + clippy with -D warnings
+#   make check-features  each backend alone: check, clippy and unit tests with only `sqlite` and only
+#                      `mysql`, and no mysqlclient-sys in the SQLite-only dependency tree
 #   make schema-check  fail when src/schema.rs disagrees with the MySQL migrations or the diesel CLI
 #                      workflow (run, redo, revert, revert --all, print-schema) reports an error
 #   make migrate       run migrations on DATABASE_URL (default sqlite://applyops.db)
@@ -13,10 +15,11 @@ CARGO ?= cargo
 DATABASE_URL ?= sqlite://applyops.db
 export DATABASE_URL
 
-.PHONY: test lint schema-check migrate doc bench deps diesel-cli
+.PHONY: test lint check-features schema-check migrate doc bench deps diesel-cli
 
-# The MySQL client library and pkg-config are needed to build Diesel's mysql backend (mysqlclient-sys);
-# libsqlite3-dev is needed by the diesel CLI's sqlite feature (the crate itself bundles SQLite).
+# The MySQL client library and pkg-config are needed to build Diesel's mysql backend (mysqlclient-sys,
+# our default `mysql` feature); libsqlite3-dev is needed by the diesel CLI's sqlite feature (the crate
+# itself bundles SQLite).
 deps:
 	@missing=""; \
 	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
@@ -46,6 +49,24 @@ test: deps
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# The backends are the `mysql` and `sqlite` features (both default): each must build, lint clean and
+# pass its unit tests alone (the tests for refusing the other backend's URLs only exist there), and a
+# SQLite-only build must not need libmysqlclient. The integration suite needs both backends.
+check-features: deps
+	$(CARGO) check --no-default-features --features sqlite,cli --lib --bins
+	$(CARGO) check --no-default-features --features mysql,cli --lib --bins
+	$(CARGO) clippy --no-default-features --features sqlite,cli --lib --bins -- -D warnings
+	$(CARGO) clippy --no-default-features --features mysql,cli --lib --bins -- -D warnings
+	$(CARGO) test --no-default-features --features sqlite --lib
+	$(CARGO) test --no-default-features --features mysql --lib
+	@tree="$$($(CARGO) tree --no-default-features --features sqlite -e normal)" || exit 1; \
+	if grep -q mysqlclient-sys <<<"$$tree"; then \
+	  echo "check-features: mysqlclient-sys is in the SQLite-only dependency tree:"; \
+	  $(CARGO) tree --no-default-features --features sqlite -e normal -i mysqlclient-sys; \
+	  exit 1; \
+	fi; \
+	echo "check-features: no mysqlclient-sys in the SQLite-only dependency tree"
 
 schema-check: diesel-cli
 	./scripts/schema-check.sh

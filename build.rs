@@ -3,7 +3,9 @@
 //!
 //! Writes `$OUT_DIR/down_sql.rs` with one `(version, down.sql)` table per backend tree, found the way
 //! `embed_migrations!` finds migrations: each directory holding an `up.sql`, the version being the
-//! directory name up to its first `_`, without dashes.
+//! directory name up to its first `_`, without dashes. Both trees are always read; each table is
+//! behind its backend's `#[cfg(feature = …)]`, which the crate evaluates where it includes the file,
+//! so a single-backend build compiles only its own.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -13,9 +15,9 @@ fn main() {
     let manifest_dir = env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     let out_dir = env::var("OUT_DIR").expect("cargo sets OUT_DIR");
     let mut code = String::new();
-    for (name, tree) in [
-        ("MYSQL_DOWN_SQL", "migrations/mysql"),
-        ("SQLITE_DOWN_SQL", "migrations/sqlite"),
+    for (name, tree, feature) in [
+        ("MYSQL_DOWN_SQL", "migrations/mysql", "mysql"),
+        ("SQLITE_DOWN_SQL", "migrations/sqlite", "sqlite"),
     ] {
         let dir = Path::new(&manifest_dir).join(tree);
         // A directory is rescanned as a whole: added, removed and edited migrations all rerun this.
@@ -46,6 +48,7 @@ fn main() {
             "/// `(version, down.sql)` of every migration in `{tree}` that has a down.sql."
         )
         .unwrap();
+        writeln!(code, "#[cfg(feature = {feature:?})]").unwrap();
         writeln!(code, "pub(super) const {name}: &[(&str, &str)] = &[").unwrap();
         for (version, down) in &migrations {
             writeln!(code, "    ({version:?}, include_str!({down:?})),").unwrap();

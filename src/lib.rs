@@ -8,7 +8,9 @@
 //! deployment can cut over while others wait. `tasks` point at the operation that owns them.
 //!
 //! Backends: MySQL 8.0+ / MariaDB 10.6+ in production, SQLite embedded (the default for the CLI and
-//! demos).
+//! demos). Each is a Cargo feature, `mysql` and `sqlite`, both on by default; at least one is required,
+//! and a build without one refuses its URLs with [`StoreError::UnsupportedDatabaseUrl`] (a SQLite-only
+//! build does not link libmysqlclient).
 //!
 //! ## Layers
 //!

@@ -4,8 +4,11 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 
-use super::url::{self, DatabaseUrl};
-use super::{mysql, sqlite};
+#[cfg(feature = "mysql")]
+use super::mysql;
+use super::url::DatabaseUrl;
+#[cfg(feature = "sqlite")]
+use super::{sqlite, url};
 use crate::error::{StoreError, StoreResult};
 
 pub use multi::{DbConnection, MultiBackend};
@@ -15,22 +18,32 @@ mod multi {
     // carry no docs of their own.
     #![allow(missing_docs)]
 
+    #[cfg(feature = "mysql")]
     use diesel::mysql::MysqlConnection;
+    #[cfg(feature = "sqlite")]
     use diesel::sqlite::SqliteConnection;
 
     /// A connection to either backend. Open it with [`establish`](super::establish), never with
     /// Diesel's derived `Connection::establish`, which would fall back to creating a SQLite file when
     /// a MySQL server is unreachable and skips applyops' session settings.
+    ///
+    /// Each variant exists only in builds with its Cargo feature (`mysql`, `sqlite`); match on
+    /// [`backend`](DbConnection::backend) rather than on the variants to stay feature-independent.
     #[derive(diesel::MultiConnection)]
     pub enum DbConnection {
         /// MySQL 8.0+ or MariaDB 10.6+.
+        #[cfg(feature = "mysql")]
         Mysql(MysqlConnection),
         /// SQLite (bundled libsqlite3), a file or `:memory:`.
+        #[cfg(feature = "sqlite")]
         Sqlite(SqliteConnection),
     }
 }
 
 /// Which backend a [`DbConnection`] or [`DatabaseUrl`] talks to.
+///
+/// Both variants exist in every build; [`is_compiled_in`](Backend::is_compiled_in) tells which ones
+/// this build can open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
     /// MySQL or MariaDB.
@@ -39,11 +52,24 @@ pub enum Backend {
     Sqlite,
 }
 
+impl Backend {
+    /// True when this build of applyops was compiled with the backend's Cargo feature (`mysql`,
+    /// `sqlite`) and so can open it.
+    pub const fn is_compiled_in(self) -> bool {
+        match self {
+            Backend::Mysql => cfg!(feature = "mysql"),
+            Backend::Sqlite => cfg!(feature = "sqlite"),
+        }
+    }
+}
+
 impl DbConnection {
     /// The backend this connection talks to.
     pub fn backend(&self) -> Backend {
         match self {
+            #[cfg(feature = "mysql")]
             DbConnection::Mysql(_) => Backend::Mysql,
+            #[cfg(feature = "sqlite")]
             DbConnection::Sqlite(_) => Backend::Sqlite,
         }
     }
@@ -100,22 +126,88 @@ pub fn establish(url: &str) -> StoreResult<DbConnection> {
 /// (so bad data is an error, never a silent truncation, and timestamps mean the same on every server);
 /// on SQLite WAL journaling and a busy timeout (so readers never block the writer and writers queue).
 ///
-/// Errors: [`StoreError::InvalidInput`] for options [`ConnectOptions::check`] rejects, before connecting.
+/// Errors: [`StoreError::InvalidInput`] for options [`ConnectOptions::check`] rejects, before connecting;
+/// [`StoreError::UnsupportedDatabaseUrl`] for a URL [`DatabaseUrl::parse`] rejects, including one for a
+/// backend this build was compiled without.
 pub fn establish_with(url: &str, options: &ConnectOptions) -> StoreResult<DbConnection> {
     options.check()?;
-    match DatabaseUrl::parse(url)? {
+    let parsed = DatabaseUrl::parse(url)?;
+    match parsed {
+        #[cfg(feature = "mysql")]
         DatabaseUrl::Mysql(url) => Ok(DbConnection::Mysql(mysql::connect(&url)?)),
+        #[cfg(feature = "sqlite")]
         DatabaseUrl::Sqlite(path) => {
             url::check_sqlite_directory(&path)?;
             Ok(DbConnection::Sqlite(sqlite::connect(&path, options)?))
         }
+        // `parse` has already refused a backend this build lacks; still an error, never a panic.
+        #[cfg(not(all(feature = "mysql", feature = "sqlite")))]
+        other => Err(DatabaseUrl::not_compiled_in(url, other.backend())),
     }
 }
 
 /// The id the last INSERT on this connection generated.
 pub(crate) fn last_insert_id(conn: &mut DbConnection) -> QueryResult<i64> {
     match conn {
+        #[cfg(feature = "mysql")]
         DbConnection::Mysql(inner) => mysql::last_insert_id(inner),
+        #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(inner) => sqlite::last_insert_id(inner),
+    }
+}
+
+// The refusals only exist in single-backend builds: `make check-features` runs them.
+#[cfg(all(test, not(all(feature = "mysql", feature = "sqlite"))))]
+mod tests {
+    use super::*;
+
+    /// `err` is the typed refusal of a URL whose backend this build lacks: the URL shown without its
+    /// password, the reason naming the missing feature.
+    fn assert_not_compiled_in<T>(result: StoreResult<T>, shown: &str, feature: &str) {
+        let Err(err) = result else {
+            panic!("{shown} was opened by a build without the `{feature}` feature");
+        };
+        match &err {
+            StoreError::UnsupportedDatabaseUrl { url, reason } => {
+                assert_eq!(url, shown, "{err}");
+                assert!(
+                    reason.contains(&format!("lacks the `{feature}` feature")),
+                    "{err}"
+                );
+            }
+            other => panic!("expected UnsupportedDatabaseUrl, got {other:?}"),
+        }
+    }
+
+    #[cfg(not(feature = "mysql"))]
+    #[test]
+    fn a_build_without_mysql_refuses_mysql_urls() {
+        assert!(!Backend::Mysql.is_compiled_in());
+        let url = "mysql://app:hun/ter2@127.0.0.1:3306/applyops";
+        let shown = "mysql://app:***@127.0.0.1:3306/applyops";
+        assert_not_compiled_in(establish(url), shown, "mysql");
+        // Refused before any connection or pool is built, not as a pool timeout.
+        let pool = crate::db::pool(url, crate::db::PoolConfig::default());
+        assert_not_compiled_in(pool, shown, "mysql");
+    }
+
+    #[cfg(not(feature = "sqlite"))]
+    #[test]
+    fn a_build_without_sqlite_refuses_sqlite_urls() {
+        assert!(!Backend::Sqlite.is_compiled_in());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("x.db").display().to_string();
+        for url in [
+            format!("sqlite://{file}"),
+            file.clone(),
+            ":memory:".to_owned(),
+            "file:x.db?mode=memory".to_owned(),
+        ] {
+            assert_not_compiled_in(establish(&url), &url, "sqlite");
+            let pool = crate::db::pool(&url, crate::db::PoolConfig::default());
+            assert_not_compiled_in(pool, &url, "sqlite");
+        }
+        // Refused, not opened: no database file was created.
+        assert!(!std::path::Path::new(&file).exists());
     }
 }

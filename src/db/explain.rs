@@ -7,7 +7,9 @@ use diesel::prelude::*;
 macro_rules! explain {
     ($conn:expr, $query:expr) => {
         match $conn {
+            #[cfg(feature = "mysql")]
             $crate::db::DbConnection::Mysql(inner) => $crate::db::mysql_explain(inner, $query),
+            #[cfg(feature = "sqlite")]
             $crate::db::DbConnection::Sqlite(inner) => $crate::db::sqlite_explain(inner, $query),
         }
     };
@@ -19,9 +21,11 @@ pub(crate) use explain;
 macro_rules! explain_for_claim {
     ($conn:expr, $query:expr) => {
         match $conn {
+            #[cfg(feature = "mysql")]
             $crate::db::DbConnection::Mysql(inner) => {
                 $crate::db::mysql_explain(inner, $query.for_update().skip_locked())
             }
+            #[cfg(feature = "sqlite")]
             $crate::db::DbConnection::Sqlite(inner) => $crate::db::sqlite_explain(inner, $query),
         }
     };

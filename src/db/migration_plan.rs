@@ -14,10 +14,15 @@ use diesel::migration::MigrationSource;
 use diesel::prelude::*;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 
-use super::{mysql, sqlite, DbConnection, MigrationOptions};
+#[cfg(feature = "sqlite")]
+use super::sqlite;
+use super::DbConnection;
+#[cfg(feature = "mysql")]
+use super::{mysql, MigrationOptions};
 use crate::error::{StoreError, StoreResult};
 
-// MYSQL_DOWN_SQL and SQLITE_DOWN_SQL: `(version, down.sql)` of each tree, written by build.rs.
+// MYSQL_DOWN_SQL and SQLITE_DOWN_SQL: `(version, down.sql)` of each tree, written by build.rs, each
+// only with its backend's feature.
 include!(concat!(env!("OUT_DIR"), "/down_sql.rs"));
 
 diesel::table! {
@@ -108,10 +113,12 @@ impl fmt::Display for DroppedData {
 /// ```
 pub fn pending_migrations(conn: &mut DbConnection) -> StoreResult<Vec<String>> {
     let (embedded, bookkeeping) = match conn {
+        #[cfg(feature = "mysql")]
         DbConnection::Mysql(inner) => (
             embedded_versions::<diesel::mysql::Mysql>(&mysql::MIGRATIONS)?,
             mysql::table_rows(inner, BOOKKEEPING_TABLE)?,
         ),
+        #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(inner) => (
             embedded_versions::<diesel::sqlite::Sqlite>(&sqlite::MIGRATIONS)?,
             sqlite::table_rows(inner, BOOKKEEPING_TABLE)?,
@@ -151,7 +158,9 @@ pub fn ensure_migrated(conn: &mut DbConnection) -> StoreResult<()> {
 /// migration lock.
 pub fn preview_revert(conn: &mut DbConnection) -> StoreResult<Option<RevertPreview>> {
     let newest = match conn {
+        #[cfg(feature = "mysql")]
         DbConnection::Mysql(inner) => mysql::table_rows(inner, BOOKKEEPING_TABLE)?,
+        #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(inner) => sqlite::table_rows(inner, BOOKKEEPING_TABLE)?,
     }
     .map(|_| {
@@ -162,9 +171,11 @@ pub fn preview_revert(conn: &mut DbConnection) -> StoreResult<Option<RevertPrevi
     .transpose()?
     .flatten();
     match conn {
+        #[cfg(feature = "mysql")]
         DbConnection::Mysql(inner) => preview(newest, MYSQL_DOWN_SQL, |table| {
             mysql::table_rows(inner, table)
         }),
+        #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(inner) => preview(newest, SQLITE_DOWN_SQL, |table| {
             sqlite::table_rows(inner, table)
         }),
@@ -203,9 +214,10 @@ where
     E: From<StoreError>,
     F: FnOnce(&RevertPreview) -> Result<(), E>,
 {
-    let lock_wait = MigrationOptions::default().lock_wait;
     let outcome = match conn {
+        #[cfg(feature = "mysql")]
         DbConnection::Mysql(inner) => {
+            let lock_wait = MigrationOptions::default().lock_wait;
             mysql::revert_last_migration_checked(inner, lock_wait, |inner| {
                 let newest = newest_applied(inner)?;
                 match preview(newest, MYSQL_DOWN_SQL, |table| {
@@ -216,6 +228,7 @@ where
                 }
             })
         }
+        #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(inner) => sqlite::revert_last_migration_checked(inner, |inner| {
             let newest = newest_applied(inner)?;
             match preview(newest, SQLITE_DOWN_SQL, |table| {
@@ -480,6 +493,16 @@ pub(super) fn parse_drops(sql: &str) -> Vec<(String, Dropped)> {
 mod tests {
     use super::*;
 
+    /// The `down.sql` tables this build embeds: one per backend it has.
+    fn embedded_trees() -> Vec<&'static [(&'static str, &'static str)]> {
+        let mut trees = Vec::new();
+        #[cfg(feature = "mysql")]
+        trees.push(MYSQL_DOWN_SQL);
+        #[cfg(feature = "sqlite")]
+        trees.push(SQLITE_DOWN_SQL);
+        trees
+    }
+
     fn table(name: &str) -> (String, Dropped) {
         (name.to_owned(), Dropped::Table)
     }
@@ -565,7 +588,7 @@ mod tests {
 
     #[test]
     fn the_embedded_scripts_are_keyed_by_version_and_name_plain_tables() {
-        for (version, sql) in MYSQL_DOWN_SQL.iter().chain(SQLITE_DOWN_SQL) {
+        for (version, sql) in embedded_trees().into_iter().flatten() {
             assert!(
                 version.len() == 14 && version.chars().all(|c| c.is_ascii_digit()),
                 "{version}"
@@ -577,7 +600,7 @@ mod tests {
                 }
             }
         }
-        for scripts in [MYSQL_DOWN_SQL, SQLITE_DOWN_SQL] {
+        for scripts in embedded_trees() {
             let first = scripts.first().expect("embedded scripts");
             assert_eq!(first.0, "20261124000001");
             assert_eq!(parse_drops(first.1), [table("applies")]);

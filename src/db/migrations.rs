@@ -4,7 +4,11 @@ use std::time::Duration;
 
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 
-use super::{mysql, sqlite, DbConnection};
+#[cfg(feature = "mysql")]
+use super::mysql;
+#[cfg(feature = "sqlite")]
+use super::sqlite;
+use super::DbConnection;
 use crate::error::{StoreError, StoreResult};
 
 /// How migration runners wait for each other.
@@ -39,8 +43,13 @@ pub fn run_migrations_with(
     options: &MigrationOptions,
 ) -> StoreResult<Vec<String>> {
     match conn {
+        #[cfg(feature = "mysql")]
         DbConnection::Mysql(inner) => mysql::run_migrations(inner, options.lock_wait),
-        DbConnection::Sqlite(inner) => sqlite::run_migrations(inner),
+        #[cfg(feature = "sqlite")]
+        DbConnection::Sqlite(inner) => {
+            let _ = options; // SQLite runners wait for the busy timeout instead.
+            sqlite::run_migrations(inner)
+        }
     }
 }
 
@@ -49,9 +58,11 @@ pub fn run_migrations_with(
 /// needs every migration.
 pub fn revert_last_migration(conn: &mut DbConnection) -> StoreResult<Option<String>> {
     match conn {
+        #[cfg(feature = "mysql")]
         DbConnection::Mysql(inner) => {
             mysql::revert_last_migration(inner, MigrationOptions::default().lock_wait)
         }
+        #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(inner) => sqlite::revert_last_migration(inner),
     }
 }

@@ -8,14 +8,28 @@
 //! a third file. The rest is split by concern: `connection`, `transaction`, `migrations` (and
 //! `migration_plan`), `unique_key`, `explain`, `now`, `pool`, `url`. Nothing here names a table of the
 //! store.
+//!
+//! Each backend is a Cargo feature, `mysql` and `sqlite`, both on by default. The backend files, the
+//! [`DbConnection`] variants and every arm matched on them exist only with their feature; outside this
+//! module only the `check_for_backend` attributes of [`models::raw`](crate::models::raw) depend on
+//! them. A URL for a backend the build lacks is refused by [`DatabaseUrl::parse`] (and so by
+//! [`establish`] and [`pool`](pool())).
+
+#[cfg(not(any(feature = "mysql", feature = "sqlite")))]
+compile_error!(
+    "applyops needs at least one database backend: enable its `mysql` feature, its `sqlite` feature, \
+     or both (both are default features, so this only happens with `default-features = false`)"
+);
 
 mod connection;
 mod explain;
 mod migration_plan;
 mod migrations;
+#[cfg(feature = "mysql")]
 mod mysql;
 mod now;
 mod pool;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 mod transaction;
 mod unique_key;
@@ -39,7 +53,9 @@ pub use url::{redact_url, DatabaseUrl};
 
 pub(crate) use connection::last_insert_id;
 pub(crate) use explain::{explain, explain_for_claim, Explain};
+#[cfg(feature = "mysql")]
 pub(crate) use mysql::explain as mysql_explain;
+#[cfg(feature = "sqlite")]
 pub(crate) use sqlite::explain as sqlite_explain;
 pub(crate) use transaction::{
     claim_transaction, first_current, first_for_claim, serialized_write, TransactionOutcome,

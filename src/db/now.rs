@@ -1,12 +1,15 @@
 //! The current time as an SQL expression, read from the database's clock.
 
+#[cfg(feature = "sqlite")]
 use chrono::{NaiveDateTime, SubsecRound, Utc};
 use diesel::expression::{
     is_aggregate, AppearsOnTable, Expression, SelectableExpression, ValidGrouping,
 };
+#[cfg(feature = "mysql")]
 use diesel::mysql::Mysql;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sql_types::Timestamp;
+#[cfg(feature = "sqlite")]
 use diesel::sqlite::Sqlite;
 use diesel::QueryResult;
 
@@ -20,6 +23,8 @@ use super::MultiBackend;
 /// (SQLite's own `'now'` has only millisecond resolution).
 #[derive(Debug, Clone, Copy, QueryId)]
 pub struct DbNow {
+    /// Bound on SQLite; MySQL reads its own clock, so a MySQL-only build has no field.
+    #[cfg(feature = "sqlite")]
     process_clock: NaiveDateTime,
 }
 
@@ -28,6 +33,8 @@ pub struct DbNow {
 /// share one.
 #[derive(Debug, Clone, Copy, QueryId)]
 pub struct DbNowWhenRead {
+    /// Bound on SQLite.
+    #[cfg(feature = "sqlite")]
     process_clock: NaiveDateTime,
 }
 
@@ -35,6 +42,7 @@ pub struct DbNowWhenRead {
 /// `update(t).set(updated_at.eq(now()))`.
 pub fn now() -> DbNow {
     DbNow {
+        #[cfg(feature = "sqlite")]
         process_clock: process_clock(),
     }
 }
@@ -51,12 +59,14 @@ pub fn now() -> DbNow {
 /// for the timestamps, not for the claim's decisions.)
 pub fn now_when_read() -> DbNowWhenRead {
     DbNowWhenRead {
+        #[cfg(feature = "sqlite")]
         process_clock: process_clock(),
     }
 }
 
 /// The process clock in UTC, truncated to the microseconds both backends store.
-pub(super) fn process_clock() -> NaiveDateTime {
+#[cfg(feature = "sqlite")]
+fn process_clock() -> NaiveDateTime {
     Utc::now().naive_utc().trunc_subsecs(6)
 }
 
@@ -75,6 +85,7 @@ macro_rules! timestamp_expression {
             type IsAggregate = is_aggregate::Never;
         }
 
+        #[cfg(feature = "mysql")]
         impl QueryFragment<Mysql> for $type {
             fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Mysql>) -> QueryResult<()> {
                 out.push_sql($mysql_sql);
@@ -82,6 +93,7 @@ macro_rules! timestamp_expression {
             }
         }
 
+        #[cfg(feature = "sqlite")]
         impl QueryFragment<Sqlite> for $type {
             fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
                 out.push_bind_param::<Timestamp, _>(&self.process_clock)
@@ -102,8 +114,10 @@ timestamp_expression!(DbNow, "UTC_TIMESTAMP(6)");
 #[derive(Debug, Clone, Copy, QueryId)]
 pub struct DbNowWhenReadPlus {
     /// The duration in microseconds (bound on MySQL).
+    #[cfg(feature = "mysql")]
     micros: i64,
     /// The process clock plus the duration (bound on SQLite).
+    #[cfg(feature = "sqlite")]
     process_clock: NaiveDateTime,
 }
 
@@ -116,7 +130,9 @@ pub struct DbNowWhenReadPlus {
 /// past when the row is written.
 pub fn now_when_read_plus(micros: i64) -> DbNowWhenReadPlus {
     DbNowWhenReadPlus {
+        #[cfg(feature = "mysql")]
         micros,
+        #[cfg(feature = "sqlite")]
         process_clock: process_clock() + chrono::Duration::microseconds(micros),
     }
 }
@@ -133,6 +149,7 @@ impl<GroupBy> ValidGrouping<GroupBy> for DbNowWhenReadPlus {
     type IsAggregate = is_aggregate::Never;
 }
 
+#[cfg(feature = "mysql")]
 impl QueryFragment<Mysql> for DbNowWhenReadPlus {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Mysql>) -> QueryResult<()> {
         out.push_sql("DATE_ADD(SYSDATE(6), INTERVAL ");
@@ -142,6 +159,7 @@ impl QueryFragment<Mysql> for DbNowWhenReadPlus {
     }
 }
 
+#[cfg(feature = "sqlite")]
 impl QueryFragment<Sqlite> for DbNowWhenReadPlus {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
         out.push_bind_param::<Timestamp, _>(&self.process_clock)

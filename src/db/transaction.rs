@@ -1,11 +1,15 @@
 //! Transactions as the store needs them: write transactions that hold the write lock from their first
 //! statement, the claim's transaction, and the locking reads that go with them.
 
-use diesel::connection::{AnsiTransactionManager, TransactionManager};
+#[cfg(feature = "sqlite")]
+use diesel::connection::AnsiTransactionManager;
+use diesel::connection::TransactionManager;
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 
-use super::{mysql, DbConnection};
+#[cfg(feature = "mysql")]
+use super::mysql;
+use super::DbConnection;
 use crate::error::StoreResult;
 
 /// Runs `f` in a transaction that holds the write lock from its first statement.
@@ -21,6 +25,7 @@ where
     E: From<DieselError>,
 {
     let began_immediate = match conn {
+        #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(inner) => {
             match AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE") {
                 Ok(()) => true,
@@ -28,6 +33,7 @@ where
                 Err(err) => return Err(err.into()),
             }
         }
+        #[cfg(feature = "mysql")]
         DbConnection::Mysql(_) => false,
     };
     if !began_immediate {
@@ -109,10 +115,12 @@ where
         return write_transaction(conn, f).map(TransactionOutcome::Committed);
     }
     match conn {
+        #[cfg(feature = "mysql")]
         DbConnection::Mysql(inner) => {
             mysql::read_committed_next_transaction(inner)?;
             Manager::begin_transaction(conn)?;
         }
+        #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(inner) => {
             AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE")?
         }
@@ -142,7 +150,9 @@ pub fn discard_on_return(conn: &mut DbConnection) {
 /// (which WAL never blocks) instead of queueing for the one write lock and starving real writers.
 pub(crate) fn write_lock_is_database_wide(conn: &DbConnection) -> bool {
     match conn {
+        #[cfg(feature = "mysql")]
         DbConnection::Mysql(_) => false,
+        #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(_) => true,
     }
 }
@@ -154,9 +164,11 @@ pub(crate) fn write_lock_is_database_wide(conn: &DbConnection) -> bool {
 macro_rules! first_for_claim {
     ($conn:expr, $query:expr) => {
         match $conn {
+            #[cfg(feature = "mysql")]
             $crate::db::DbConnection::Mysql(inner) => {
                 ::diesel::RunQueryDsl::first($query.for_update().skip_locked(), inner)
             }
+            #[cfg(feature = "sqlite")]
             $crate::db::DbConnection::Sqlite(inner) => ::diesel::RunQueryDsl::first($query, inner),
         }
     };
@@ -172,9 +184,11 @@ pub(crate) use first_for_claim;
 macro_rules! first_current {
     ($conn:expr, $query:expr) => {
         match $conn {
+            #[cfg(feature = "mysql")]
             $crate::db::DbConnection::Mysql(inner) => {
                 ::diesel::RunQueryDsl::first($query.for_update(), inner)
             }
+            #[cfg(feature = "sqlite")]
             $crate::db::DbConnection::Sqlite(inner) => ::diesel::RunQueryDsl::first($query, inner),
         }
     };

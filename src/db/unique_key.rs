@@ -3,7 +3,11 @@
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
-use super::{mysql, sqlite, DbConnection};
+#[cfg(feature = "mysql")]
+use super::mysql;
+#[cfg(feature = "sqlite")]
+use super::sqlite;
+use super::DbConnection;
 
 /// The identity of a unique key, as the store declares it, so that a duplicate-key error can be
 /// attributed to exactly this key and no other.
@@ -18,9 +22,13 @@ pub(crate) struct UniqueKey {
 }
 
 /// A unique key as a backend names it in its duplicate-key message.
+///
+/// Both forms exist in every build, so [`UniqueKey`] keeps one shape: a build without a backend never
+/// produces that backend's form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ViolatedKey {
     /// MySQL/MariaDB name the index, MySQL 8.0.19+ prefixed with its table.
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
     Named {
         /// The table, when the server names it.
         table: Option<String>,
@@ -28,6 +36,7 @@ pub(crate) enum ViolatedKey {
         name: String,
     },
     /// SQLite names the columns, each as `table.column`.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     Columns {
         /// `(table, column)` pairs in key order.
         columns: Vec<(String, String)>,
@@ -67,7 +76,9 @@ pub(crate) fn is_unique_violation_of(
         return false;
     };
     let violated = match conn {
+        #[cfg(feature = "mysql")]
         DbConnection::Mysql(_) => mysql::violated_key(info.message()),
+        #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(_) => sqlite::violated_key(info.message()),
     };
     violated.is_some_and(|violated| key.matches(&violated))

@@ -1,6 +1,37 @@
+use super::Backend;
 use crate::error::{StoreError, StoreResult};
 
+/// What to use instead of a URL this build cannot open, naming only the backends it has.
+#[cfg(all(feature = "mysql", feature = "sqlite"))]
+macro_rules! use_instead {
+    () => {
+        "use mysql://… or a SQLite path"
+    };
+}
+#[cfg(all(feature = "mysql", not(feature = "sqlite")))]
+macro_rules! use_instead {
+    () => {
+        "use mysql://… (this build has no SQLite support)"
+    };
+}
+#[cfg(all(feature = "sqlite", not(feature = "mysql")))]
+macro_rules! use_instead {
+    () => {
+        "use a SQLite path (this build has no MySQL support)"
+    };
+}
+// Without a backend `db/mod.rs` stops the build; this only keeps the error list short.
+#[cfg(not(any(feature = "mysql", feature = "sqlite")))]
+macro_rules! use_instead {
+    () => {
+        ""
+    };
+}
+
 /// A database URL, sorted by backend before any connection is attempted.
+///
+/// Both variants exist in every build, but [`parse`](DatabaseUrl::parse) only returns the ones whose
+/// backend this build was compiled with.
 #[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     /// `mysql://…`, passed to the MySQL client library as is.
@@ -18,7 +49,38 @@ impl DatabaseUrl {
     ///   a `scheme://` are SQLite paths as given.
     /// - `postgres://` and `postgresql://` are recognised but not supported yet; any other scheme is
     ///   rejected rather than taken for a file name.
+    /// - A URL for a backend this build was compiled without (its Cargo feature, `mysql` or `sqlite`,
+    ///   was off) is rejected too, never opened with the other backend.
+    ///
+    /// Errors: [`StoreError::UnsupportedDatabaseUrl`], showing the URL without its password.
     pub fn parse(url: &str) -> StoreResult<DatabaseUrl> {
+        let parsed = DatabaseUrl::sort(url)?;
+        let backend = parsed.backend();
+        if !backend.is_compiled_in() {
+            return Err(DatabaseUrl::not_compiled_in(url, backend));
+        }
+        Ok(parsed)
+    }
+
+    /// The error for `url`, whose backend this build lacks.
+    pub(super) fn not_compiled_in(url: &str, backend: Backend) -> StoreError {
+        StoreError::UnsupportedDatabaseUrl {
+            url: redact_url(url),
+            reason: match backend {
+                Backend::Mysql => {
+                    "this build of applyops lacks the `mysql` feature (MySQL/MariaDB support); \
+                     rebuild with it enabled, or use a SQLite path"
+                }
+                Backend::Sqlite => {
+                    "this build of applyops lacks the `sqlite` feature (SQLite support); rebuild \
+                     with it enabled, or use mysql://…"
+                }
+            },
+        }
+    }
+
+    /// Sorts `url` by backend, whichever backends this build has.
+    fn sort(url: &str) -> StoreResult<DatabaseUrl> {
         let unsupported = |reason| StoreError::UnsupportedDatabaseUrl {
             url: redact_url(url),
             reason,
@@ -35,14 +97,13 @@ impl DatabaseUrl {
             return Ok(DatabaseUrl::Sqlite(path.to_owned()));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Err(unsupported(
-                "PostgreSQL is not supported yet; use mysql:// or a SQLite path",
-            ));
+            return Err(unsupported(concat!(
+                "PostgreSQL is not supported yet; ",
+                use_instead!()
+            )));
         }
         if url.contains("://") {
-            return Err(unsupported(
-                "unknown scheme; use mysql://… or a SQLite path",
-            ));
+            return Err(unsupported(concat!("unknown scheme; ", use_instead!())));
         }
         if url.is_empty() {
             return Err(unsupported("the URL is empty"));
@@ -51,10 +112,10 @@ impl DatabaseUrl {
     }
 
     /// The backend this URL opens.
-    pub fn backend(&self) -> super::Backend {
+    pub fn backend(&self) -> Backend {
         match self {
-            DatabaseUrl::Mysql(_) => super::Backend::Mysql,
-            DatabaseUrl::Sqlite(_) => super::Backend::Sqlite,
+            DatabaseUrl::Mysql(_) => Backend::Mysql,
+            DatabaseUrl::Sqlite(_) => Backend::Sqlite,
         }
     }
 
@@ -133,6 +194,7 @@ pub fn redact_url(url: &str) -> String {
 /// Fails, naming the path, when the SQLite database `path` is to live in a directory that does not
 /// exist: SQLite would only say "unable to open database file". applyops does not create
 /// directories. `:memory:` and `file:` URIs are left to SQLite.
+#[cfg(feature = "sqlite")]
 pub(super) fn check_sqlite_directory(path: &str) -> StoreResult<()> {
     if path == ":memory:" || path.starts_with("file:") {
         return Ok(());
@@ -154,6 +216,7 @@ pub(super) fn check_sqlite_directory(path: &str) -> StoreResult<()> {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "sqlite")]
     #[test]
     fn a_sqlite_path_in_a_missing_directory_is_named() {
         let err = check_sqlite_directory("/nonexistent-applyops-dir/sub/x.db").unwrap_err();
@@ -176,6 +239,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "mysql")]
     #[test]
     fn mysql_urls_are_mysql() {
         let url = DatabaseUrl::parse("mysql://root@127.0.0.1:3306/test").unwrap();
@@ -185,6 +249,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "sqlite")]
     #[test]
     fn sqlite_urls_paths_and_memory_are_sqlite() {
         let cases = [
@@ -208,6 +273,7 @@ mod tests {
         assert!(!DatabaseUrl::parse("x.db").unwrap().is_sqlite_in_memory());
     }
 
+    #[cfg(feature = "sqlite")]
     #[test]
     fn every_in_memory_spelling_is_recognised() {
         for memory in [
@@ -238,9 +304,7 @@ mod tests {
                 "{file}"
             );
         }
-        assert!(!DatabaseUrl::parse("mysql://h/x")
-            .unwrap()
-            .is_sqlite_in_memory());
+        assert!(!DatabaseUrl::Mysql("mysql://h/x".into()).is_sqlite_in_memory());
     }
 
     #[test]
@@ -265,7 +329,7 @@ mod tests {
         let err = DatabaseUrl::parse("postgres://app:hunter2@db:5432/x").unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
         assert!(err.to_string().contains("app:***@db:5432"), "{err}");
-        let url = DatabaseUrl::parse("mysql://app:hunter2@db/x").unwrap();
+        let url = DatabaseUrl::Mysql("mysql://app:hunter2@db/x".into());
         assert!(!format!("{url:?}").contains("hunter2"));
         assert_eq!(redact_url("mysql://root@h/x"), "mysql://root@h/x");
     }
@@ -275,7 +339,7 @@ mod tests {
         let err = DatabaseUrl::parse("postgres://app:hun/ter2@db/x").unwrap_err();
         assert!(!err.to_string().contains("ter2"), "{err}");
         assert!(err.to_string().contains("app:***@db/x"), "{err}");
-        let url = DatabaseUrl::parse("mysql://app:hun/ter2@db/x").unwrap();
+        let url = DatabaseUrl::Mysql("mysql://app:hun/ter2@db/x".into());
         assert!(!format!("{url:?}").contains("ter2"), "{url:?}");
     }
 

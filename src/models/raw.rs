@@ -27,6 +27,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+// Each row is checked against the backends this build has (its `mysql` and `sqlite` features): one
+// `check_for_backend` listing them all, because Diesel keeps only the last of several.
+
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
@@ -69,7 +72,18 @@ pub(super) fn parse<T>(
 /// An `applies` row as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = applies)]
-#[diesel(check_for_backend(diesel::mysql::Mysql, diesel::sqlite::Sqlite))]
+#[cfg_attr(
+    all(feature = "mysql", feature = "sqlite"),
+    diesel(check_for_backend(diesel::mysql::Mysql, diesel::sqlite::Sqlite))
+)]
+#[cfg_attr(
+    all(feature = "mysql", not(feature = "sqlite")),
+    diesel(check_for_backend(diesel::mysql::Mysql))
+)]
+#[cfg_attr(
+    all(feature = "sqlite", not(feature = "mysql")),
+    diesel(check_for_backend(diesel::sqlite::Sqlite))
+)]
 pub struct ApplyRow {
     /// See [`Apply::id`](super::Apply::id).
     pub id: ApplyId,
@@ -100,7 +114,18 @@ pub struct ApplyRow {
 /// An `apply_operations` row as stored (without the lease token, which no listing shows).
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = apply_operations)]
-#[diesel(check_for_backend(diesel::mysql::Mysql, diesel::sqlite::Sqlite))]
+#[cfg_attr(
+    all(feature = "mysql", feature = "sqlite"),
+    diesel(check_for_backend(diesel::mysql::Mysql, diesel::sqlite::Sqlite))
+)]
+#[cfg_attr(
+    all(feature = "mysql", not(feature = "sqlite")),
+    diesel(check_for_backend(diesel::mysql::Mysql))
+)]
+#[cfg_attr(
+    all(feature = "sqlite", not(feature = "mysql")),
+    diesel(check_for_backend(diesel::sqlite::Sqlite))
+)]
 pub struct ApplyOperationRow {
     /// See [`ApplyOperation::id`](super::ApplyOperation::id).
     pub id: ApplyOperationId,
@@ -139,7 +164,18 @@ pub struct ApplyOperationRow {
 /// A `tasks` row as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = tasks)]
-#[diesel(check_for_backend(diesel::mysql::Mysql, diesel::sqlite::Sqlite))]
+#[cfg_attr(
+    all(feature = "mysql", feature = "sqlite"),
+    diesel(check_for_backend(diesel::mysql::Mysql, diesel::sqlite::Sqlite))
+)]
+#[cfg_attr(
+    all(feature = "mysql", not(feature = "sqlite")),
+    diesel(check_for_backend(diesel::mysql::Mysql))
+)]
+#[cfg_attr(
+    all(feature = "sqlite", not(feature = "mysql")),
+    diesel(check_for_backend(diesel::sqlite::Sqlite))
+)]
 pub struct TaskRow {
     /// See [`Task::id`](super::Task::id).
     pub id: TaskId,
@@ -168,7 +204,18 @@ pub struct TaskRow {
 /// An `apply_control_requests` row as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = apply_control_requests)]
-#[diesel(check_for_backend(diesel::mysql::Mysql, diesel::sqlite::Sqlite))]
+#[cfg_attr(
+    all(feature = "mysql", feature = "sqlite"),
+    diesel(check_for_backend(diesel::mysql::Mysql, diesel::sqlite::Sqlite))
+)]
+#[cfg_attr(
+    all(feature = "mysql", not(feature = "sqlite")),
+    diesel(check_for_backend(diesel::mysql::Mysql))
+)]
+#[cfg_attr(
+    all(feature = "sqlite", not(feature = "mysql")),
+    diesel(check_for_backend(diesel::sqlite::Sqlite))
+)]
 pub struct ControlRequestRow {
     /// See [`ControlRequest::id`](super::ControlRequest::id).
     pub id: ControlRequestId,
