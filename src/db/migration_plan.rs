@@ -495,12 +495,12 @@ mod tests {
 
     /// The `down.sql` tables this build embeds: one per backend it has.
     fn embedded_trees() -> Vec<&'static [(&'static str, &'static str)]> {
-        let mut trees = Vec::new();
-        #[cfg(feature = "mysql")]
-        trees.push(MYSQL_DOWN_SQL);
-        #[cfg(feature = "sqlite")]
-        trees.push(SQLITE_DOWN_SQL);
-        trees
+        vec![
+            #[cfg(feature = "mysql")]
+            MYSQL_DOWN_SQL,
+            #[cfg(feature = "sqlite")]
+            SQLITE_DOWN_SQL,
+        ]
     }
 
     fn table(name: &str) -> (String, Dropped) {
