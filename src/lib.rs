@@ -63,6 +63,7 @@ pub use error::{StoreError, StoreResult};
 pub use facade::{
     AppliesHandle, ApplyOperationsHandle, ControlRequestsHandle, LeasedHandle, Store, TasksHandle,
 };
+pub use models::{ApplyId, ApplyOperationId, ControlRequestId, LeaseToken, TaskId};
 pub use state::ApplyState;
 
 /// Compiles the README's Rust examples as doctests, so they cannot drift from the API.
