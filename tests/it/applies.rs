@@ -1,7 +1,6 @@
 //! The applies store.
 
-use applyops::models::ApplyId;
-use applyops::models::NewApply;
+use applyops::models::{ApplyId, NewApply};
 use applyops::state::ApplyState;
 use applyops::store::applies as store;
 use applyops::StoreError;

@@ -1,12 +1,11 @@
 //! The apply_operations store: round trips, ordering, uniqueness, transitions, idempotency, not-found,
 //! deletion and input validation, on both backends.
 
-use applyops::models::{ApplyId, ApplyOperationId};
 use std::thread::sleep;
 use std::time::Duration;
 
 use applyops::db::DbConnection;
-use applyops::models::{ApplyOperation, NewApplyOperation};
+use applyops::models::{ApplyId, ApplyOperation, ApplyOperationId, NewApplyOperation};
 use applyops::schema::apply_operations as ops;
 use applyops::state::ApplyState;
 use applyops::store::apply_operations as store;

@@ -1,8 +1,8 @@
 //! The copy claim (`claim_next`): one test per rule of the worker contract, on both backends.
 
-use applyops::models::ApplyOperationId;
 use std::time::Duration;
 
+use applyops::models::ApplyOperationId;
 use applyops::state::{ApplyState, ControlRequestKind as Kind, CutoverPolicy, FailurePolicy};
 use applyops::store::claims::{self, ClaimKind, ClaimOptions};
 use applyops::store::{apply_operations, control_requests, leases};

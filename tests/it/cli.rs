@@ -1,10 +1,9 @@
 //! The `applyops` command line, run as a process against SQLite and MySQL.
 
-use applyops::models::ApplyId;
 use std::process::Command;
 
 use applyops::db::{self, Dropped};
-use applyops::models::{ApplyOperation, NewApply, NewApplyOperation, NewTask};
+use applyops::models::{ApplyId, ApplyOperation, NewApply, NewApplyOperation, NewTask};
 use applyops::state::ControlRequestKind;
 use applyops::store::{applies, apply_operations, control_requests, tasks};
 

@@ -1,9 +1,8 @@
 //! Concurrent writers on one (apply, deployment) pair.
 
-use applyops::models::ApplyId;
 use std::sync::{Arc, Barrier};
 
-use applyops::models::NewApplyOperation;
+use applyops::models::{ApplyId, NewApplyOperation};
 use applyops::store::apply_operations as store;
 use applyops::StoreError;
 

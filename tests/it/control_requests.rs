@@ -1,8 +1,8 @@
 //! The control-request store.
 
-use applyops::models::{ApplyId, ApplyOperationId, ControlRequestId};
 use std::sync::{Arc, Barrier};
 
+use applyops::models::{ApplyId, ApplyOperationId, ControlRequestId};
 use applyops::state::{ControlRequestKind as Kind, CutoverPolicy::Rolling, FailurePolicy::Halt};
 use applyops::store::control_requests;
 use applyops::StoreError;

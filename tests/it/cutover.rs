@@ -1,7 +1,6 @@
 //! The cutover claim (`claim_next_cutover`): automatic, operator-directed and recovery.
 
-use applyops::models::NewApplyOperation;
-use applyops::models::{ApplyId, ApplyOperationId, ControlRequestId};
+use applyops::models::{ApplyId, ApplyOperationId, ControlRequestId, NewApplyOperation};
 use applyops::state::{
     ApplyState, ControlRequestKind as Kind, ControlRequestStatus, CutoverPolicy, FailurePolicy,
 };

@@ -1,8 +1,7 @@
 //! Database failures surface as StoreError values, never panics.
 
 use applyops::db::DbConnection;
-use applyops::models::NewApplyOperation;
-use applyops::models::{ApplyId, ApplyOperationId};
+use applyops::models::{ApplyId, ApplyOperationId, NewApplyOperation};
 use applyops::store::apply_operations as store;
 use applyops::StoreError;
 use diesel::connection::SimpleConnection;

@@ -2,11 +2,10 @@
 //! fence, expiries and stamps read under the lock, idempotent requests inside a caller's transaction,
 //! the server's message language, and caller input that used to panic.
 
-use applyops::models::{ApplyId, ApplyOperationId};
 use std::time::Duration;
 
 use applyops::db::{self, ConnectOptions, DbConnection, PoolConfig};
-use applyops::models::{NewApply, NewApplyOperation};
+use applyops::models::{ApplyId, ApplyOperationId, NewApply, NewApplyOperation};
 use applyops::schema::{applies as applies_table, apply_operations as ops};
 use applyops::state::{ApplyState, ControlRequestKind, CutoverPolicy, FailurePolicy};
 use applyops::store::leases::OperationLease;

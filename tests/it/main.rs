@@ -26,3 +26,4 @@ mod statements;
 mod stress;
 mod tasks;
 mod timestamps;
+mod typed_rows;

@@ -1,11 +1,10 @@
 //! The pool: configuration checks, session settings on pooled connections, and replacing a connection
 //! the server dropped.
 
-use applyops::models::{ApplyId, ApplyOperationId};
 use std::time::Duration;
 
 use applyops::db::{self, DbConnection, PoolConfig};
-use applyops::models::NewApplyOperation;
+use applyops::models::{ApplyId, ApplyOperationId, NewApplyOperation};
 use applyops::{Store, StoreError};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;

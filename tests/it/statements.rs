@@ -2,8 +2,7 @@
 //! Every update is one statement, on the found and the not-found path alike.
 
 use applyops::db::DbConnection;
-use applyops::models::{ApplyId, ApplyOperationId};
-use applyops::models::{NewApplyOperation, NewTask};
+use applyops::models::{ApplyId, ApplyOperationId, NewApplyOperation, NewTask};
 use applyops::state::ApplyState;
 use applyops::store::{apply_operations as store, tasks};
 use diesel::prelude::*;

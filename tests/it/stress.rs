@@ -1,13 +1,12 @@
 //! Stress: racing claimers and a fleet of workers draining mixed rollouts, with the contract's
 //! invariants checked from the rows afterwards. Bounded in size and time.
 
-use applyops::models::{ApplyId, ApplyOperationId};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use applyops::models::{ApplyOperation, NewApplyOperation, NewTask};
+use applyops::models::{ApplyId, ApplyOperation, ApplyOperationId, NewApplyOperation, NewTask};
 use applyops::state::{ApplyState, ControlRequestKind, CutoverPolicy, FailurePolicy};
 use applyops::store::claims::{self, ClaimKind, ClaimOptions, ClaimedOperation};
 use applyops::store::{apply_operations, control_requests, leases, tasks};

@@ -1,7 +1,6 @@
 //! The tasks store and its link to apply_operations.
 
-use applyops::models::{ApplyId, ApplyOperationId, TaskId};
-use applyops::models::{NewApplyOperation, NewTask};
+use applyops::models::{ApplyId, ApplyOperationId, NewApplyOperation, NewTask, TaskId};
 use applyops::state::ApplyState;
 use applyops::store::{apply_operations, tasks as store};
 use applyops::StoreError;

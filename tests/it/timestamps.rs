@@ -1,7 +1,6 @@
 //! Timestamps: UTC, microsecond precision, from the database clock.
 
-use applyops::models::ApplyId;
-use applyops::models::NewApplyOperation;
+use applyops::models::{ApplyId, NewApplyOperation};
 use applyops::store::apply_operations as store;
 use chrono::{Timelike, Utc};
 
