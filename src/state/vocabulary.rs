@@ -3,9 +3,9 @@
 //! Like [`ApplyState`](super::ApplyState), each is stored as its lowercase name in a `Text` column and
 //! read and written by Diesel as the enum; input is parsed leniently about letter case ([`FromStr`]),
 //! stored values exactly (`from_stored`). A row holding a value this version does not know is an error
-//! to read (the raw rows in [`crate::models::raw`] still load it, for repair); the claim queries
-//! compare against the known values only, so an unknown policy behaves as the strictest one (see
-//! [`CutoverPolicy`] and [`FailurePolicy`]) and an unknown request kind holds starts back.
+//! to read (the raw rows in [`crate::models::raw`] still load it, for repair). The claims never take
+//! a row with an unknown policy, and their gates name the permissive values only, so an unknown policy
+//! would behave as the strictest one anyway; a pending request of an unknown kind holds starts back.
 
 use std::fmt;
 use std::str::FromStr;
@@ -96,8 +96,7 @@ macro_rules! vocabulary {
 
 vocabulary! {
     /// How an operation's start waits for the operations of the same apply in earlier deployments
-    /// (earlier by `(created_at, id)`). An unknown stored value behaves as [`CutoverPolicy::Rolling`],
-    /// the strictest.
+    /// (earlier by `(created_at, id)`). A row holding an unknown value is never claimed.
     CutoverPolicy, "cutover policy" {
         /// Start only once every earlier sibling is `completed`; cut over inside the copy claim.
         Rolling => "rolling",
@@ -118,7 +117,7 @@ impl Default for CutoverPolicy {
 
 vocabulary! {
     /// What a `failed` earlier sibling means for an operation's start (and automatic cutover). An
-    /// unknown stored value behaves as [`FailurePolicy::Halt`], the strictest.
+    /// row holding an unknown value is never claimed.
     FailurePolicy, "failure policy" {
         /// A failed earlier sibling blocks.
         Halt => "halt",

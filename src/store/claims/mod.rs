@@ -25,9 +25,10 @@
 //!
 //! The rules themselves are named predicates in `predicates` (the stop gate, the failure gate, the
 //! rolling gate, the barrier gate, …), one per rule of the worker contract; `copy` and `cutover`
-//! build each claim's reads from them. Unknown policy values fail closed: the predicates name the
-//! known permissive values (`barrier`, `parallel`, `continue`, `pause`), so anything else gets the
-//! strictest behaviour (`rolling`, `halt`).
+//! build each claim's reads from them. A row whose state, cutover policy or failure policy this
+//! version does not know is never claimed (`readable_policies`): a claim hands rows out typed, and
+//! such a value is an error to read, never a default. The gates themselves name the permissive
+//! values (`barrier`, `parallel`, `continue`, `pause`), so they too fail closed.
 
 use std::time::Duration;
 
@@ -108,14 +109,14 @@ impl ClaimOptions {
 ///    [`FailurePolicy`](crate::state::FailurePolicy) allows. Becomes `running`; `started_at` is stamped
 ///    once.
 /// 2. **Recovery**: an [active](ApplyState::is_active) state, `waiting_for_cutover` only under
-///    `rolling` (or an unknown policy) or in a single-operation apply. State kept. No order or stop
+///    `rolling` or in a single-operation apply. State kept. No order or stop
 ///    gate, so the new holder can see a stop and act on it.
 /// 3. **Resume**: `stopped` with a pending `start` request for its apply or for it. Becomes `resuming`.
 /// 4. **Retry**: `failed_retryable` with `attempt` below `max_attempts` and no pending `stop`. Becomes
 ///    `running` with `attempt` + 1 and the error message cleared.
 ///
 /// Never: the completing states or `stopped` without a start (even with an expired lease), `paused`, a
-/// live lease. Every claim mints a new token and stamps `lease_acquired_at` and `lease_expires_at` from
+/// live lease, a state or a policy this version does not know (the row could not be handed out typed). Every claim mints a new token and stamps `lease_acquired_at` and `lease_expires_at` from
 /// the database's clock.
 ///
 /// Errors: [`StoreError::InvalidInput`] for bad [`ClaimOptions`], before any SQL.

@@ -4,9 +4,10 @@
 //! [`rolling_gate`].
 //!
 //! Each is a Diesel expression written with [`diesel::dsl::auto_type`], so it has a concrete type
-//! (the statement cache sees one query shape per claim) and is spelled once. Unknown policy values fail
-//! closed: the gates name the permissive values (`barrier`, `parallel`, `continue`, `pause`), so any
-//! other value gets the strictest behaviour (`rolling`, `halt`). Sibling, request and apply conditions
+//! (the statement cache sees one query shape per claim) and is spelled once. Unknown values fail
+//! closed: [`readable_policies`] keeps rows with an unknown policy out of both claims, and the gates
+//! name the permissive values (`barrier`, `parallel`, `continue`, `pause`), so any other value would
+//! get the strictest behaviour (`rolling`, `halt`) anyway. Sibling, request and apply conditions
 //! are correlated subqueries on their own indexes.
 
 use diesel::dsl::{exists, not};
@@ -226,7 +227,7 @@ pub(super) fn start_rule() -> _ {
 }
 
 /// **Recovery** (copy claim): an active state other than `waiting_for_cutover`, or
-/// `waiting_for_cutover` where the copy claim owns the cutover (`rolling` or an unknown policy, or a
+/// `waiting_for_cutover` where the copy claim owns the cutover (`rolling`, or a
 /// single-operation apply). No order or stop gate, so the new holder can see a stop and act on it.
 #[diesel::dsl::auto_type]
 pub(super) fn recovery_rule() -> _ {
