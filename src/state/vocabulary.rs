@@ -116,7 +116,7 @@ impl Default for CutoverPolicy {
 }
 
 vocabulary! {
-    /// What a `failed` earlier sibling means for an operation's start (and automatic cutover). An
+    /// What a `failed` earlier sibling means for an operation's start (and automatic cutover). A
     /// row holding an unknown value is never claimed.
     FailurePolicy, "failure policy" {
         /// A failed earlier sibling blocks.
