@@ -378,40 +378,150 @@ fn tokenize(sql: &str) -> Vec<Token> {
 /// `FOREIGN KEY`, `CONSTRAINT`, `CHECK`, `PARTITION`, `DEFAULT`, `NOT NULL`). Names may be quoted or
 /// qualified (`db.t`, read as `t`).
 pub(super) fn parse_drops(sql: &str) -> Vec<(String, Dropped)> {
-    const NOT_A_COLUMN: [&str; 12] = [
-        "KEY",
-        "INDEX",
-        "PRIMARY",
-        "FOREIGN",
-        "CONSTRAINT",
-        "CHECK",
-        "PARTITION",
-        "DEFAULT",
-        "NOT",
-        "UNIQUE",
-        "SYSTEM",
-        "PERIOD",
-    ];
-    let tokens = tokenize(sql);
-    let is = |i: usize, keyword: &str| matches!(tokens.get(i), Some(Token::Word(w)) if w.eq_ignore_ascii_case(keyword));
-    // A possibly qualified name at `i`: the name and the index after it.
-    let name_at = |i: usize| -> Option<(String, usize)> {
-        let Some(Token::Word(first)) = tokens.get(i) else {
+    let mut parser = DropParser {
+        tokens: tokenize(sql),
+        drops: Vec::new(),
+    };
+    let mut altering: Option<String> = None;
+    let mut i = 0;
+    while i < parser.tokens.len() {
+        if parser.tokens[i] == Token::Punct(';') {
+            altering = None;
+            i += 1;
+        } else if let Some((table, next)) = parser.alter_table_at(i) {
+            altering = Some(table);
+            i = next;
+        } else if let Some(next) = parser.drop_tables_at(i) {
+            i = next;
+        } else if let Some(next) = altering
+            .as_deref()
+            .and_then(|table| parser.drop_column_at(i, table))
+        {
+            i = next;
+        } else {
+            i += 1;
+        }
+    }
+    parser.drops
+}
+
+/// Words that may follow `DROP` inside `ALTER TABLE` without naming a column.
+const NOT_A_COLUMN: [&str; 12] = [
+    "KEY",
+    "INDEX",
+    "PRIMARY",
+    "FOREIGN",
+    "CONSTRAINT",
+    "CHECK",
+    "PARTITION",
+    "DEFAULT",
+    "NOT",
+    "UNIQUE",
+    "SYSTEM",
+    "PERIOD",
+];
+
+/// The state of [`parse_drops`]: the tokens, and what they drop so far (per table, in first-seen order).
+struct DropParser {
+    tokens: Vec<Token>,
+    drops: Vec<(String, Dropped)>,
+}
+
+impl DropParser {
+    /// True when token `i` is the word `keyword`, in any letter case.
+    fn is(&self, i: usize, keyword: &str) -> bool {
+        matches!(self.tokens.get(i), Some(Token::Word(w)) if w.eq_ignore_ascii_case(keyword))
+    }
+
+    /// The index after an optional `IF EXISTS` at `i`.
+    fn skip_if_exists(&self, i: usize) -> usize {
+        if self.is(i, "IF") && self.is(i + 1, "EXISTS") {
+            i + 2
+        } else {
+            i
+        }
+    }
+
+    /// A possibly qualified name at `i` (`db.t` reads as `t`): the name and the index after it.
+    fn name_at(&self, i: usize) -> Option<(String, usize)> {
+        let Some(Token::Word(first)) = self.tokens.get(i) else {
             return None;
         };
-        match (tokens.get(i + 1), tokens.get(i + 2)) {
+        match (self.tokens.get(i + 1), self.tokens.get(i + 2)) {
             (Some(Token::Punct('.')), Some(Token::Word(second))) => Some((second.clone(), i + 3)),
             _ => Some((first.clone(), i + 1)),
         }
-    };
+    }
 
-    let mut drops: Vec<(String, Dropped)> = Vec::new();
-    let mut record = |table: String, column: Option<String>| {
-        let entry = match drops.iter_mut().position(|(t, _)| *t == table) {
-            Some(index) => &mut drops[index].1,
+    /// `ALTER [ONLINE|IGNORE] TABLE t` at `i`: the table and the index after its name.
+    fn alter_table_at(&self, i: usize) -> Option<(String, usize)> {
+        if !self.is(i, "ALTER") {
+            return None;
+        }
+        let mut j = i + 1;
+        while self.is(j, "ONLINE") || self.is(j, "IGNORE") {
+            j += 1;
+        }
+        if !self.is(j, "TABLE") {
+            return None;
+        }
+        self.name_at(j + 1)
+    }
+
+    /// `DROP [TEMPORARY] TABLE [IF EXISTS] t[, u…]` at `i`: records the tables, returns the index after.
+    fn drop_tables_at(&mut self, i: usize) -> Option<usize> {
+        if !self.is(i, "DROP") {
+            return None;
+        }
+        let mut j = i + 1;
+        if self.is(j, "TEMPORARY") {
+            j += 1;
+        }
+        if !self.is(j, "TABLE") {
+            return None;
+        }
+        j = self.skip_if_exists(j + 1);
+        while let Some((table, next)) = self.name_at(j) {
+            self.record(table, None);
+            j = next;
+            if self.tokens.get(j) != Some(&Token::Punct(',')) {
+                break;
+            }
+            j += 1;
+        }
+        Some(j)
+    }
+
+    /// `DROP [COLUMN] [IF EXISTS] c` at `i`, inside `ALTER TABLE table`: records the column, returns the
+    /// index after it. `None` for a `DROP` of something else (a key, a constraint, …).
+    fn drop_column_at(&mut self, i: usize, table: &str) -> Option<usize> {
+        if !self.is(i, "DROP") {
+            return None;
+        }
+        let mut j = i + 1;
+        if self.is(j, "COLUMN") {
+            j += 1;
+        }
+        j = self.skip_if_exists(j);
+        if NOT_A_COLUMN.iter().any(|keyword| self.is(j, keyword)) {
+            return None;
+        }
+        let Some(Token::Word(column)) = self.tokens.get(j) else {
+            return None;
+        };
+        let column = column.clone();
+        self.record(table.to_owned(), Some(column));
+        Some(j + 1)
+    }
+
+    /// Records that `table` is dropped (`column` `None`) or loses `column`. A dropped table absorbs
+    /// its column drops; a column is listed once.
+    fn record(&mut self, table: String, column: Option<String>) {
+        let entry = match self.drops.iter().position(|(t, _)| *t == table) {
+            Some(index) => &mut self.drops[index].1,
             None => {
-                drops.push((table, Dropped::Columns(Vec::new())));
-                &mut drops.last_mut().expect("just pushed").1
+                self.drops.push((table, Dropped::Columns(Vec::new())));
+                &mut self.drops.last_mut().expect("just pushed").1
             }
         };
         match (entry, column) {
@@ -423,70 +533,7 @@ pub(super) fn parse_drops(sql: &str) -> Vec<(String, Dropped)> {
             }
             (Dropped::Table, Some(_)) => {}
         }
-    };
-
-    let mut altering: Option<String> = None;
-    let mut i = 0;
-    while i < tokens.len() {
-        if tokens[i] == Token::Punct(';') {
-            altering = None;
-            i += 1;
-            continue;
-        }
-        if is(i, "ALTER") {
-            let mut j = i + 1;
-            while is(j, "ONLINE") || is(j, "IGNORE") {
-                j += 1;
-            }
-            if is(j, "TABLE") {
-                if let Some((table, next)) = name_at(j + 1) {
-                    altering = Some(table);
-                    i = next;
-                    continue;
-                }
-            }
-        }
-        if is(i, "DROP") {
-            let mut j = i + 1;
-            if is(j, "TEMPORARY") {
-                j += 1;
-            }
-            if is(j, "TABLE") {
-                j += 1;
-                if is(j, "IF") && is(j + 1, "EXISTS") {
-                    j += 2;
-                }
-                while let Some((table, next)) = name_at(j) {
-                    record(table, None);
-                    j = next;
-                    if tokens.get(j) == Some(&Token::Punct(',')) {
-                        j += 1;
-                    } else {
-                        break;
-                    }
-                }
-                i = j;
-                continue;
-            }
-            if let Some(table) = &altering {
-                let mut j = i + 1;
-                if is(j, "COLUMN") {
-                    j += 1;
-                }
-                if is(j, "IF") && is(j + 1, "EXISTS") {
-                    j += 2;
-                }
-                let keyword = NOT_A_COLUMN.iter().any(|k| is(j, k));
-                if let (false, Some(Token::Word(column))) = (keyword, tokens.get(j)) {
-                    record(table.clone(), Some(column.clone()));
-                    i = j + 1;
-                    continue;
-                }
-            }
-        }
-        i += 1;
     }
-    drops
 }
 
 #[cfg(test)]
