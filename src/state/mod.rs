@@ -14,9 +14,11 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod derive;
 mod sql;
 mod vocabulary;
 
+pub use derive::{derive_apply_state, is_driven, is_failure, is_settled, Derived, OperationView};
 pub use sql::UnknownStoredValue;
 pub use vocabulary::{
     ControlRequestKind, ControlRequestStatus, CutoverPolicy, FailurePolicy, ParseVocabularyError,

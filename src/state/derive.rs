@@ -1,0 +1,585 @@
+//! The apply's state, derived from its operations: one pure, total function.
+//!
+//! [`derive_apply_state`] is the one definition of what an apply's `state` is. The store does not
+//! write `applies.state` from it yet: keeping the column equal to it on every operation write is the
+//! apply aggregate's next step. The words it uses:
+//!
+//! - **settled**: `completed`, `failed`, `cancelled`, `reverted`;
+//! - **active**: [`ApplyState::is_active`];
+//! - **driven**: active, except `waiting_for_cutover` and `revert_window` (parked);
+//! - **failure**: an operation in `failed` or `reverted`;
+//! - a failure **blocks** when some later (claim order), unsettled sibling does not let it through
+//!   under *its own* `on_failure`: `halt` never does, `pause` once a release counts for that failure,
+//!   `continue` always does. A failure that blocks nobody is **passed**.
+
+use super::{ApplyState, CutoverPolicy, FailurePolicy};
+
+/// What the derivation needs to know about one operation. Unknown stored policies are given as the
+/// strictest (`rolling`, `halt`), as the claims read them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OperationView<'a> {
+    /// The operation's state.
+    pub state: ApplyState,
+    /// Its cutover policy.
+    pub cutover_policy: CutoverPolicy,
+    /// What a failed earlier sibling means for it.
+    pub on_failure: FailurePolicy,
+    /// `started_at IS NOT NULL`.
+    pub started: bool,
+    /// For a failure: whether a release counts for it, so `pause` siblings may pass it.
+    pub release_counts: bool,
+    /// Its deployment, for messages.
+    pub deployment: &'a str,
+    /// Its error message, for messages.
+    pub error_message: Option<&'a str>,
+}
+
+/// The derived state of an apply, and the error message that goes with it (`None` clears it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Derived {
+    /// The apply's state.
+    pub state: ApplyState,
+    /// Why it failed, when it did.
+    pub error_message: Option<String>,
+}
+
+impl Derived {
+    fn new(state: ApplyState) -> Self {
+        Derived {
+            state,
+            error_message: None,
+        }
+    }
+}
+
+/// True for the states nothing changes except an operator's retry.
+pub const fn is_settled(state: ApplyState) -> bool {
+    matches!(
+        state,
+        ApplyState::Completed | ApplyState::Failed | ApplyState::Cancelled | ApplyState::Reverted
+    )
+}
+
+/// True for the active states a holder is driving: all but the parked `waiting_for_cutover` and
+/// `revert_window`.
+pub const fn is_driven(state: ApplyState) -> bool {
+    state.is_active()
+        && !matches!(
+            state,
+            ApplyState::WaitingForCutover | ApplyState::RevertWindow
+        )
+}
+
+/// True for a failure: `failed` or `reverted` (a revert counts as a failure for the failure policies).
+pub const fn is_failure(state: ApplyState) -> bool {
+    matches!(state, ApplyState::Failed | ApplyState::Reverted)
+}
+
+/// Whether `later` lets the failure `failure` through under its own failure policy.
+fn lets_through(failure: &OperationView<'_>, later: &OperationView<'_>) -> bool {
+    match later.on_failure {
+        FailurePolicy::Continue => true,
+        FailurePolicy::Pause => failure.release_counts,
+        FailurePolicy::Halt => false,
+    }
+}
+
+/// The later, unsettled siblings the failure at `index` blocks.
+fn blocked_by<'v, 'a>(
+    operations: &'v [OperationView<'a>],
+    index: usize,
+) -> impl Iterator<Item = &'v OperationView<'a>> {
+    let failure = &operations[index];
+    operations[index + 1..]
+        .iter()
+        .filter(move |later| !is_settled(later.state) && !lets_through(failure, later))
+}
+
+/// The apply's state, from its operations in claim order. The first rule that matches wins:
+///
+/// | # | when | state |
+/// |---|---|---|
+/// | 1 | no operations | `pending` |
+/// | 2 | every operation `completed` | `completed` |
+/// | 3 | every operation settled | `failed` if any failed (the earliest failed operation's message); else, if any reverted, `reverted` when none completed and `failed` when some did (the message names both); else `cancelled` if any cancelled; else `completed` |
+/// | 4 | any `failed_retryable` | `failed_retryable` |
+/// | 5 | any blocking failure | `running_degraded` while any operation is driven; else `failed` if it blocks a sibling under `halt` (halted; the blocking failure's message); else `paused` |
+/// | 6 | nothing active and any `stopped` / nothing active and any `paused` | `stopped` / `paused` |
+/// | 7 | any `reverting` | `reverting` |
+/// | 8 | any `cutting_over` | `cutting_over` |
+/// | 9 | ignoring cancelled operations and passed failures, all the rest in W = {`waiting_for_deploy`, `waiting_for_cutover`, `revert_window`, `completed`} | `waiting_for_deploy` if any, else `waiting_for_cutover` if any, else `revert_window` if any |
+/// | 10 | any `running_degraded`, or any passed failure | `running_degraded` |
+/// | 11 | any operation active or started | `running` |
+/// | 12 | otherwise | `pending` |
+///
+/// Total: every input has exactly one result, and nothing is read but `operations`.
+pub fn derive_apply_state(operations: &[OperationView<'_>]) -> Derived {
+    use ApplyState::*;
+    let any = |state: ApplyState| operations.iter().any(|op| op.state == state);
+    // 1, 2
+    if operations.is_empty() {
+        return Derived::new(Pending);
+    }
+    if operations.iter().all(|op| op.state == Completed) {
+        return Derived::new(Completed);
+    }
+    // 3
+    if operations.iter().all(|op| is_settled(op.state)) {
+        return settled(operations);
+    }
+    // 4
+    if any(FailedRetryable) {
+        return Derived::new(FailedRetryable);
+    }
+    // 5
+    let blocking: Vec<usize> = (0..operations.len())
+        .filter(|&i| is_failure(operations[i].state) && blocked_by(operations, i).next().is_some())
+        .collect();
+    if !blocking.is_empty() {
+        if operations.iter().any(|op| is_driven(op.state)) {
+            return Derived::new(RunningDegraded);
+        }
+        let halted = blocking.iter().find(|&&i| {
+            blocked_by(operations, i).any(|later| later.on_failure == FailurePolicy::Halt)
+        });
+        return match halted {
+            Some(&i) => Derived {
+                state: Failed,
+                error_message: Some(halt_message(&operations[i])),
+            },
+            None => Derived::new(Paused),
+        };
+    }
+    // 6
+    let nothing_active = !operations.iter().any(|op| op.state.is_active());
+    if nothing_active && any(Stopped) {
+        return Derived::new(Stopped);
+    }
+    if nothing_active && any(Paused) {
+        return Derived::new(Paused);
+    }
+    // 7, 8
+    if any(Reverting) {
+        return Derived::new(Reverting);
+    }
+    if any(CuttingOver) {
+        return Derived::new(CuttingOver);
+    }
+    // 9: every failure is passed here (rule 5 took the blocking ones).
+    let rest: Vec<ApplyState> = operations
+        .iter()
+        .map(|op| op.state)
+        .filter(|&state| state != Cancelled && !is_failure(state))
+        .collect();
+    let in_w = |state: &ApplyState| {
+        matches!(
+            state,
+            WaitingForDeploy | WaitingForCutover | RevertWindow | Completed
+        )
+    };
+    if rest.iter().all(in_w) {
+        for parked in [WaitingForDeploy, WaitingForCutover, RevertWindow] {
+            if rest.contains(&parked) {
+                return Derived::new(parked);
+            }
+        }
+    }
+    // 10
+    if any(RunningDegraded) || operations.iter().any(|op| is_failure(op.state)) {
+        return Derived::new(RunningDegraded);
+    }
+    // 11, 12
+    if operations
+        .iter()
+        .any(|op| op.state.is_active() || op.started)
+    {
+        return Derived::new(Running);
+    }
+    Derived::new(Pending)
+}
+
+/// Rule 3: every operation is settled and not all completed.
+fn settled(operations: &[OperationView<'_>]) -> Derived {
+    use ApplyState::*;
+    if let Some(failed) = operations.iter().find(|op| op.state == Failed) {
+        return Derived {
+            state: Failed,
+            error_message: Some(match failed.error_message {
+                Some(message) => format!("{}: {message}", failed.deployment),
+                None => format!("{} failed", failed.deployment),
+            }),
+        };
+    }
+    let deployments = |state: ApplyState| {
+        operations
+            .iter()
+            .filter(|op| op.state == state)
+            .map(|op| op.deployment)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if operations.iter().any(|op| op.state == Reverted) {
+        if operations.iter().any(|op| op.state == Completed) {
+            return Derived {
+                state: Failed,
+                error_message: Some(format!(
+                    "the change is live on {} and reverted on {}",
+                    deployments(Completed),
+                    deployments(Reverted)
+                )),
+            };
+        }
+        return Derived::new(Reverted);
+    }
+    if operations.iter().any(|op| op.state == Cancelled) {
+        return Derived::new(Cancelled);
+    }
+    Derived::new(Completed)
+}
+
+/// Rule 5's message for a halted apply.
+fn halt_message(failure: &OperationView<'_>) -> String {
+    match failure.error_message {
+        Some(message) => format!(
+            "halted: {} {}: {message}",
+            failure.deployment, failure.state
+        ),
+        None => format!("halted: {} {}", failure.deployment, failure.state),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ApplyState::*;
+    use CutoverPolicy::{Barrier, Parallel, Rolling};
+    use FailurePolicy::{Continue, Halt, Pause};
+
+    const DEPLOYMENTS: [&str; 8] = ["d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7"];
+
+    /// An operation in `state`, `rolling`/`halt`, started unless pending, no release.
+    fn op(state: ApplyState) -> OperationView<'static> {
+        OperationView {
+            state,
+            cutover_policy: Rolling,
+            on_failure: Halt,
+            started: state != Pending,
+            release_counts: false,
+            deployment: "d",
+            error_message: (state == Failed).then_some("boom"),
+        }
+    }
+
+    fn with(
+        state: ApplyState,
+        cutover: CutoverPolicy,
+        on_failure: FailurePolicy,
+    ) -> OperationView<'static> {
+        OperationView {
+            cutover_policy: cutover,
+            on_failure,
+            ..op(state)
+        }
+    }
+
+    /// Names the deployments `d0`, `d1`, … in claim order.
+    fn rollout(mut ops: Vec<OperationView<'static>>) -> Vec<OperationView<'static>> {
+        for (i, op) in ops.iter_mut().enumerate() {
+            op.deployment = DEPLOYMENTS[i];
+        }
+        ops
+    }
+
+    fn state_of(ops: Vec<OperationView<'static>>) -> ApplyState {
+        derive_apply_state(&rollout(ops)).state
+    }
+
+    #[test]
+    fn rule_1_no_operations_is_pending() {
+        assert_eq!(derive_apply_state(&[]), Derived::new(Pending));
+    }
+
+    #[test]
+    fn a_single_operation_gives_its_own_state_through_the_rules() {
+        let expected = |state: ApplyState| match state {
+            Pending => Pending,                                           // 12
+            Completed => Completed,                                       // 2
+            Failed | Cancelled | Reverted => state,                       // 3
+            FailedRetryable => FailedRetryable,                           // 4
+            Stopped | Paused => state,                                    // 6
+            Reverting | CuttingOver => state,                             // 7, 8
+            WaitingForDeploy | WaitingForCutover | RevertWindow => state, // 9
+            RunningDegraded => RunningDegraded,                           // 10
+            _ => Running, // 11: the other active states
+        };
+        for state in ApplyState::ALL {
+            assert_eq!(state_of(vec![op(state)]), expected(state), "{state}");
+        }
+    }
+
+    #[test]
+    fn rule_2_every_operation_completed() {
+        assert_eq!(state_of(vec![op(Completed), op(Completed)]), Completed);
+    }
+
+    #[test]
+    fn rule_3_every_operation_settled() {
+        let failed = derive_apply_state(&rollout(vec![op(Completed), op(Failed), op(Failed)]));
+        assert_eq!(failed.state, Failed);
+        assert_eq!(
+            failed.error_message.as_deref(),
+            Some("d1: boom"),
+            "the earliest failure's"
+        );
+        assert_eq!(state_of(vec![op(Completed), op(Cancelled)]), Cancelled);
+        assert_eq!(state_of(vec![op(Reverted), op(Cancelled)]), Reverted);
+        assert_eq!(state_of(vec![op(Reverted), op(Reverted)]), Reverted);
+        assert_eq!(state_of(vec![op(Failed), op(Reverted)]), Failed);
+        let mixed = derive_apply_state(&rollout(vec![op(Reverted), op(Completed)]));
+        assert_eq!(mixed.state, Failed);
+        assert_eq!(
+            mixed.error_message.as_deref(),
+            Some("the change is live on d1 and reverted on d0")
+        );
+    }
+
+    #[test]
+    fn rule_4_a_failed_retryable_operation_wins_over_everything_unsettled() {
+        for other in ApplyState::ALL {
+            assert_eq!(
+                state_of(vec![op(FailedRetryable), op(other)]),
+                FailedRetryable,
+                "{other}"
+            );
+            assert_eq!(
+                state_of(vec![op(other), op(FailedRetryable)]),
+                FailedRetryable,
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn rule_5_a_blocking_failure() {
+        // Degraded while anything is driven.
+        for driven in ApplyState::ALL.into_iter().filter(|s| is_driven(*s)) {
+            assert_eq!(
+                state_of(vec![op(Failed), op(driven)]),
+                RunningDegraded,
+                "{driven}"
+            );
+        }
+        let halted = derive_apply_state(&rollout(vec![
+            op(Failed),
+            with(WaitingForCutover, Barrier, Halt),
+        ]));
+        assert_eq!(halted.state, Failed);
+        assert_eq!(
+            halted.error_message.as_deref(),
+            Some("halted: d0 failed: boom")
+        );
+        assert_eq!(
+            state_of(vec![op(Failed), with(Pending, Rolling, Pause)]),
+            Paused,
+            "every blocked sibling waits for a release"
+        );
+        assert_eq!(
+            state_of(vec![
+                op(Failed),
+                with(Pending, Rolling, Halt),
+                with(Pending, Rolling, Pause)
+            ]),
+            Failed
+        );
+        assert_eq!(
+            state_of(vec![op(Reverted), with(Pending, Parallel, Halt)]),
+            Failed,
+            "a revert is a failure"
+        );
+        // A failure blocks only later siblings.
+        assert_eq!(
+            state_of(vec![with(Pending, Rolling, Halt), op(Failed)]),
+            RunningDegraded
+        );
+    }
+
+    #[test]
+    fn rule_5_a_release_lets_pause_siblings_through() {
+        let released = OperationView {
+            release_counts: true,
+            ..op(Failed)
+        };
+        assert_eq!(
+            state_of(vec![released, with(Pending, Rolling, Pause)]),
+            RunningDegraded
+        );
+        assert_eq!(
+            state_of(vec![released, with(Pending, Rolling, Halt)]),
+            Failed,
+            "halt ignores it"
+        );
+    }
+
+    #[test]
+    fn rule_6_nothing_active_and_stopped_or_paused() {
+        assert_eq!(
+            state_of(vec![op(Stopped), with(Pending, Rolling, Halt)]),
+            Stopped
+        );
+        assert_eq!(state_of(vec![op(Stopped), op(Stopped)]), Stopped);
+        assert_eq!(state_of(vec![op(Paused), op(Stopped)]), Stopped);
+        assert_eq!(state_of(vec![op(Completed), op(Paused)]), Paused);
+        assert_eq!(
+            state_of(vec![op(Stopped), op(Running)]),
+            Running,
+            "something is active"
+        );
+    }
+
+    #[test]
+    fn rules_7_and_8_reverting_then_cutting_over() {
+        assert_eq!(state_of(vec![op(CuttingOver), op(Reverting)]), Reverting);
+        assert_eq!(
+            state_of(vec![op(Reverting), op(WaitingForCutover)]),
+            Reverting
+        );
+        assert_eq!(
+            state_of(vec![op(WaitingForCutover), op(CuttingOver)]),
+            CuttingOver
+        );
+        assert_eq!(state_of(vec![op(CuttingOver), op(Running)]), CuttingOver);
+    }
+
+    #[test]
+    fn rule_9_every_operation_parked_or_done() {
+        assert_eq!(
+            state_of(vec![op(RevertWindow), op(WaitingForCutover)]),
+            WaitingForCutover
+        );
+        assert_eq!(
+            state_of(vec![op(WaitingForDeploy), op(WaitingForCutover)]),
+            WaitingForDeploy
+        );
+        assert_eq!(
+            state_of(vec![op(Completed), op(RevertWindow)]),
+            RevertWindow
+        );
+        assert_eq!(
+            state_of(vec![op(Cancelled), op(WaitingForCutover)]),
+            WaitingForCutover
+        );
+        assert_eq!(
+            state_of(vec![op(Failed), with(WaitingForCutover, Barrier, Continue)]),
+            WaitingForCutover,
+            "a passed failure is ignored"
+        );
+        assert_eq!(
+            state_of(vec![op(WaitingForCutover), op(Pending)]),
+            Running,
+            "not all parked"
+        );
+    }
+
+    #[test]
+    fn rule_10_degraded_or_a_passed_failure() {
+        assert_eq!(
+            state_of(vec![op(RunningDegraded), op(Running)]),
+            RunningDegraded
+        );
+        assert_eq!(
+            state_of(vec![op(Failed), with(Pending, Rolling, Continue)]),
+            RunningDegraded
+        );
+    }
+
+    #[test]
+    fn rules_11_and_12_running_or_pending() {
+        assert_eq!(state_of(vec![op(Running), op(Pending)]), Running);
+        assert_eq!(
+            state_of(vec![op(Completed), op(Pending)]),
+            Running,
+            "started"
+        );
+        let restarted = OperationView {
+            started: true,
+            ..op(Pending)
+        };
+        assert_eq!(state_of(vec![restarted, op(Pending)]), Running);
+        assert_eq!(state_of(vec![op(Pending), op(Pending)]), Pending);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn view() -> impl Strategy<Value = OperationView<'static>> {
+            (
+                0..ApplyState::ALL.len(),
+                0..CutoverPolicy::ALL.len(),
+                0..FailurePolicy::ALL.len(),
+                any::<bool>(),
+                any::<bool>(),
+            )
+                .prop_map(|(state, cutover, failure, started, release)| {
+                    let state = ApplyState::ALL[state];
+                    OperationView {
+                        state,
+                        cutover_policy: CutoverPolicy::ALL[cutover],
+                        on_failure: FailurePolicy::ALL[failure],
+                        // Anything past pending has started.
+                        started: started || !matches!(state, Pending),
+                        release_counts: release,
+                        deployment: "d",
+                        error_message: None,
+                    }
+                })
+        }
+
+        /// Whether a start claim would take operation `i` now, by the rules the derivation assumes:
+        /// its start order (rolling: earlier siblings done; barrier: at or past the barrier;
+        /// parallel: none), a failure being judged by its failure policy instead.
+        fn startable(ops: &[OperationView<'_>], i: usize) -> bool {
+            let me = &ops[i];
+            me.state == Pending
+                && ops[..i].iter().all(|earlier| {
+                    if is_failure(earlier.state) {
+                        return lets_through(earlier, me);
+                    }
+                    match me.cutover_policy {
+                        Parallel => true,
+                        Barrier => matches!(
+                            earlier.state,
+                            WaitingForCutover | CuttingOver | RevertWindow | Completed | Cancelled
+                        ),
+                        Rolling => matches!(earlier.state, Completed | Cancelled),
+                    }
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn invariants_hold_for_any_rollout(ops in prop::collection::vec(view(), 1..8)) {
+                let state = derive_apply_state(&ops).state;
+                let all = |f: fn(ApplyState) -> bool| ops.iter().all(|op| f(op.state));
+                prop_assert_eq!(state == Completed, all(|s| s == Completed));
+                let finished = matches!(state, Completed | Failed | Cancelled | Reverted);
+                if all(is_settled) {
+                    prop_assert!(finished, "{:?}", state);
+                }
+                if ops.iter().any(|op| is_driven(op.state)) {
+                    prop_assert!(!finished, "{:?}", state);
+                }
+                if matches!(state, Running | RunningDegraded) {
+                    // Driven, parked under a holder (its lease moves to a claim when free), or
+                    // startable now.
+                    let moving = (0..ops.len())
+                        .any(|i| ops[i].state.is_active() || startable(&ops, i));
+                    prop_assert!(moving, "{:?}", ops);
+                }
+                if ops.iter().any(|op| op.state.is_active() || op.started) {
+                    prop_assert_ne!(state, Pending);
+                }
+            }
+        }
+    }
+}
