@@ -56,6 +56,18 @@ pub enum StoreError {
     )]
     ClaimOutcomeUnknown(Box<UnknownClaim>),
 
+    /// The apply still has an operation that is not settled (`completed`, `failed`, `cancelled` or
+    /// `reverted`; a state this version does not know counts as unsettled), so it cannot be deleted.
+    /// Nothing was written.
+    #[error(
+        "apply {id} still has an unsettled operation (one not completed, failed, cancelled or \
+         reverted); only a finished apply can be deleted"
+    )]
+    ApplyActive {
+        /// The apply.
+        id: ApplyId,
+    },
+
     /// No `apply_control_requests` row has this id.
     #[error("control request {id} does not exist")]
     ControlRequestNotFound {

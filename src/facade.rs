@@ -6,8 +6,8 @@ use chrono::NaiveDateTime;
 
 use crate::models::{
     Apply, ApplyId, ApplyOperation, ApplyOperationId, ClaimedOperation, ControlRequest,
-    ControlRequestId, NewApply, NewApplyOperation, NewTask, OperationLease, Task, TaskId,
-    UnknownClaim,
+    ControlRequestId, DeletedRollout, NewApply, NewApplyOperation, NewTask, OperationLease,
+    Rollout, Task, TaskId, UnknownClaim,
 };
 use crate::state::{ApplyState, ControlRequestKind};
 use crate::store::claims::ClaimOptions;
@@ -358,6 +358,8 @@ handle! {
         fn get(id: ApplyId) -> Option<Apply>;
         fn get_by_identifier(apply_identifier: &str) -> Option<Apply>;
         fn set_defer_cutover(id: ApplyId, defer_cutover: bool) -> ();
+        fn rollout(id: ApplyId) -> Option<Rollout>;
+        fn delete(id: ApplyId) -> DeletedRollout;
     }
 }
 

@@ -16,6 +16,7 @@ mod ids;
 mod lease;
 pub mod raw;
 mod rfc3339;
+mod rollout;
 mod task;
 
 pub use apply::{Apply, NewApply};
@@ -24,4 +25,5 @@ pub use claim::{ClaimKind, ClaimedOperation, UnknownClaim};
 pub use control_request::ControlRequest;
 pub use ids::{ApplyId, ApplyOperationId, ControlRequestId, TaskId};
 pub use lease::{LeaseToken, OperationLease};
+pub use rollout::{DeletedRollout, Rollout, RolloutOperation};
 pub use task::{NewTask, Task};

@@ -21,6 +21,7 @@ mod lost_commit;
 mod migrations;
 mod pool;
 mod proxy;
+mod rollouts;
 mod schema;
 mod statements;
 mod stress;

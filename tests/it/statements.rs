@@ -184,3 +184,41 @@ fn mysql_statements_per_claim_and_leased_write() {
         "an empty claim: the candidate SELECT alone, no transaction"
     );
 }
+
+#[test]
+fn mysql_a_rollout_is_read_in_the_same_statements_whatever_its_size() {
+    use crate::fixtures::{request, rollout};
+    use applyops::state::{ControlRequestKind, CutoverPolicy, FailurePolicy};
+    use applyops::store::applies;
+
+    let db = TestDb::new(Kind::Mysql);
+    let conn = &mut db.conn();
+    let mut counts = Vec::new();
+    for size in [1, 10] {
+        let (apply_id, ids) = rollout(conn, size, CutoverPolicy::Rolling, FailurePolicy::Halt);
+        for (n, id) in ids.iter().enumerate() {
+            for t in 0..3 {
+                tasks::insert(
+                    conn,
+                    &NewTask {
+                        apply_id,
+                        apply_operation_id: Some(*id),
+                        table_name: format!("t{n}_{t}"),
+                        ddl: "ALTER TABLE t ADD COLUMN c INT".to_owned(),
+                    },
+                )
+                .unwrap();
+            }
+        }
+        request(conn, apply_id, None, ControlRequestKind::Stop);
+        let (n, read) = statements(conn, |c| applies::rollout(c, apply_id).unwrap().unwrap());
+        assert_eq!(read.operations.len(), size);
+        counts.push(n);
+    }
+    assert_eq!(counts[0], counts[1], "1 and 10 operations");
+    assert_eq!(
+        counts[0],
+        3 + 4 + 3,
+        "BEGIN (with Diesel's session options), 4 SELECTs, COMMIT"
+    );
+}
