@@ -10,6 +10,7 @@ use crate::models::{
     Rollout, Task, TaskId, UnknownClaim,
 };
 use crate::state::{ApplyState, ControlRequestKind};
+use crate::store::applies::{ApplyFilter, Page};
 use crate::store::claims::ClaimOptions;
 use crate::store::{applies, apply_operations, claims, control_requests, leases, tasks};
 
@@ -360,6 +361,8 @@ handle! {
         fn set_defer_cutover(id: ApplyId, defer_cutover: bool) -> ();
         fn rollout(id: ApplyId) -> Option<Rollout>;
         fn delete(id: ApplyId) -> DeletedRollout;
+        fn list(filter: &ApplyFilter) -> Page<Apply>;
+        fn counts_by_state(filter: &ApplyFilter) -> Vec<(ApplyState, i64)>;
     }
 }
 

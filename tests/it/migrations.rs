@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use crate::backend_tests;
 use crate::harness::{schema_snapshot, table_exists, tables, Kind, TestDb};
 
-const VERSIONS: [&str; 7] = [
+const VERSIONS: [&str; 8] = [
     "20261124000001",
     "20261124000002",
     "20261124000003",
@@ -19,6 +19,7 @@ const VERSIONS: [&str; 7] = [
     "20261125000002",
     "20261125000003",
     "20261125000004",
+    "20261125000005",
 ];
 const TABLES: [&str; 4] = [
     "applies",
@@ -36,10 +37,12 @@ enum Added {
     Column(&'static str, &'static str),
     /// NO PAD binary collations on every text column (MySQL; SQLite's BINARY already is).
     NoPadCollations,
+    /// An index of a table.
+    Index(&'static str, &'static str),
 }
 
 /// What each migration adds, in VERSIONS order.
-const ADDED_BY_MIGRATION: [Added; 7] = [
+const ADDED_BY_MIGRATION: [Added; 8] = [
     Added::Table("applies"),
     Added::Table("apply_operations"),
     Added::Table("tasks"),
@@ -47,6 +50,7 @@ const ADDED_BY_MIGRATION: [Added; 7] = [
     Added::Column("applies", "defer_cutover"),
     Added::Table("apply_control_requests"),
     Added::NoPadCollations,
+    Added::Index("applies", "applies_created_at_id_idx"),
 ];
 
 /// True while what migration `index` adds is present; `None` where it changes nothing observable on
@@ -56,6 +60,9 @@ fn added_by_migration_exists(conn: &mut applyops::DbConnection, index: usize) ->
         Added::Table(table) => Some(table_exists(conn, table)),
         Added::Column(table, column) => {
             Some(crate::harness::column_exists(conn, table, column).is_some())
+        }
+        Added::Index(table, index) => {
+            Some(crate::harness::index_exists(conn, table, index).is_some())
         }
         Added::NoPadCollations => match conn {
             applyops::DbConnection::Mysql(_) => {
