@@ -27,8 +27,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-// Each row is checked against the backends this build has (its `mysql` and `sqlite` features): one
-// `check_for_backend` listing them all, because Diesel keeps only the last of several.
+// No `check_for_backend`: Diesel keeps only the last such attribute, so each feature combination
+// would need its own copy on every row. The field types are still checked against the columns by
+// every query that selects these rows, which compiles against `DbConnection` in every build.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -72,18 +73,6 @@ pub(super) fn parse<T>(
 /// An `applies` row as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = applies)]
-#[cfg_attr(
-    all(feature = "mysql", feature = "sqlite"),
-    diesel(check_for_backend(diesel::mysql::Mysql, diesel::sqlite::Sqlite))
-)]
-#[cfg_attr(
-    all(feature = "mysql", not(feature = "sqlite")),
-    diesel(check_for_backend(diesel::mysql::Mysql))
-)]
-#[cfg_attr(
-    all(feature = "sqlite", not(feature = "mysql")),
-    diesel(check_for_backend(diesel::sqlite::Sqlite))
-)]
 pub struct ApplyRow {
     /// See [`Apply::id`](super::Apply::id).
     pub id: ApplyId,
@@ -114,18 +103,6 @@ pub struct ApplyRow {
 /// An `apply_operations` row as stored (without the lease token, which no listing shows).
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = apply_operations)]
-#[cfg_attr(
-    all(feature = "mysql", feature = "sqlite"),
-    diesel(check_for_backend(diesel::mysql::Mysql, diesel::sqlite::Sqlite))
-)]
-#[cfg_attr(
-    all(feature = "mysql", not(feature = "sqlite")),
-    diesel(check_for_backend(diesel::mysql::Mysql))
-)]
-#[cfg_attr(
-    all(feature = "sqlite", not(feature = "mysql")),
-    diesel(check_for_backend(diesel::sqlite::Sqlite))
-)]
 pub struct ApplyOperationRow {
     /// See [`ApplyOperation::id`](super::ApplyOperation::id).
     pub id: ApplyOperationId,
@@ -164,18 +141,6 @@ pub struct ApplyOperationRow {
 /// A `tasks` row as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = tasks)]
-#[cfg_attr(
-    all(feature = "mysql", feature = "sqlite"),
-    diesel(check_for_backend(diesel::mysql::Mysql, diesel::sqlite::Sqlite))
-)]
-#[cfg_attr(
-    all(feature = "mysql", not(feature = "sqlite")),
-    diesel(check_for_backend(diesel::mysql::Mysql))
-)]
-#[cfg_attr(
-    all(feature = "sqlite", not(feature = "mysql")),
-    diesel(check_for_backend(diesel::sqlite::Sqlite))
-)]
 pub struct TaskRow {
     /// See [`Task::id`](super::Task::id).
     pub id: TaskId,
@@ -204,18 +169,6 @@ pub struct TaskRow {
 /// An `apply_control_requests` row as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = apply_control_requests)]
-#[cfg_attr(
-    all(feature = "mysql", feature = "sqlite"),
-    diesel(check_for_backend(diesel::mysql::Mysql, diesel::sqlite::Sqlite))
-)]
-#[cfg_attr(
-    all(feature = "mysql", not(feature = "sqlite")),
-    diesel(check_for_backend(diesel::mysql::Mysql))
-)]
-#[cfg_attr(
-    all(feature = "sqlite", not(feature = "mysql")),
-    diesel(check_for_backend(diesel::sqlite::Sqlite))
-)]
 pub struct ControlRequestRow {
     /// See [`ControlRequest::id`](super::ControlRequest::id).
     pub id: ControlRequestId,
