@@ -10,9 +10,8 @@
 //! store.
 //!
 //! Each backend is a Cargo feature, `mysql` and `sqlite`, both on by default. The backend files, the
-//! [`DbConnection`] variants and every arm matched on them exist only with their feature; outside this
-//! module only the `check_for_backend` attributes of [`models::raw`](crate::models::raw) depend on
-//! them. A URL for a backend the build lacks is refused by [`DatabaseUrl::parse`] (and so by
+//! [`DbConnection`] variants and every arm matched on them exist only with their feature; nothing
+//! outside this module depends on them. A URL for a backend the build lacks is refused by [`DatabaseUrl::parse`] (and so by
 //! [`establish`] and [`pool`](pool())).
 
 #[cfg(not(any(feature = "mysql", feature = "sqlite")))]
