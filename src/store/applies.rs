@@ -13,6 +13,8 @@ use crate::schema::{
 };
 use crate::state::ApplyState;
 
+pub use super::claims::{blockers, Blocker};
+
 const IDENTIFIER_KEY: UniqueKey = UniqueKey {
     table: "applies",
     name: "applies_apply_identifier_key",

@@ -6,6 +6,7 @@ mod harness;
 
 mod applies;
 mod apply_operations;
+mod blockers;
 mod claim_locks;
 mod claims;
 mod cli;

@@ -43,12 +43,14 @@ use crate::models::{ApplyOperation, ApplyOperationId};
 use crate::schema::apply_operations as ops;
 use crate::state::ApplyState;
 
+mod blockers;
 mod copy;
 mod cutover;
 mod predicates;
 mod take;
 
 pub use crate::models::{ClaimKind, ClaimedOperation, UnknownClaim};
+pub use blockers::{blockers, Blocker};
 
 /// The default retry budget: `failed_retryable` operations are retried while `attempt` is below it.
 pub const DEFAULT_MAX_ATTEMPTS: i32 = 10;

@@ -152,7 +152,7 @@ fn release_requested() -> _ {
 
 /// A pending `start` for the row's apply or for the row.
 #[diesel::dsl::auto_type]
-fn start_requested() -> _ {
+pub(super) fn start_requested() -> _ {
     let start: ControlRequestKind = ControlRequestKind::Start;
     let pending: ControlRequestStatus = ControlRequestStatus::Pending;
     exists(
@@ -312,7 +312,7 @@ fn pending_cutover_requests() -> _ {
 
 /// A pending `cutover` request naming the row itself.
 #[diesel::dsl::auto_type]
-fn cutover_requested_for_row() -> _ {
+pub(super) fn cutover_requested_for_row() -> _ {
     pending_cutover_requests()
         .filter(reqs::apply_operation_id.eq(ops::id.nullable()))
         .select(reqs::id)
@@ -323,7 +323,7 @@ fn cutover_requested_for_row() -> _ {
 
 /// A pending whole-apply `cutover` request for the row's apply.
 #[diesel::dsl::auto_type]
-fn cutover_requested_for_apply() -> _ {
+pub(super) fn cutover_requested_for_apply() -> _ {
     pending_cutover_requests()
         .filter(reqs::apply_operation_id.is_null())
         .select(reqs::id)

@@ -1,0 +1,249 @@
+//! Why is it waiting? For every unsettled operation of an apply, the first reason no claim takes it,
+//! read from the claims' own predicates.
+//!
+//! One SELECT evaluates, for each operation of the apply, the named predicates of [`super::predicates`]
+//! (the free lease, the stop gate, the failure gate, the start order, the cutover order, the request
+//! lookups) and the two claims' whole conditions ([`copy_claimable`], [`cutover_claimable`]). An
+//! operation is [`Blocker::Claimable`] exactly when a claim's condition holds for it; otherwise the
+//! predicates that fail name the reason, in the order of the apply-aggregate spec. Nothing here
+//! restates a rule.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::predicates::{
+    copy_claimable, cutover_claimable, cutover_order_gate, cutover_requested_for_apply,
+    cutover_requested_for_row, failure_gate, lease_free, start_order_gate, start_requested,
+    stop_gate, CUTOVER_CLAIMED_POLICIES,
+};
+use crate::db::{self, DbConnection};
+use crate::error::StoreResult;
+use crate::models::{ApplyId, ApplyOperation, ApplyOperationId};
+use crate::schema::apply_operations as ops;
+use crate::state::{is_failure, is_settled, ApplyState, CutoverPolicy, FailurePolicy};
+use crate::store::{applies, apply_operations};
+
+/// Why an operation is not being taken by a claim, or that it would be. The reasons of the claims as
+/// they are built today; the apply-aggregate spec's concurrency cap and cancel request come with
+/// those rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Blocker {
+    /// A worker holds it under a lease that has not expired.
+    LeaseLive {
+        /// The holder.
+        owner: String,
+        /// When the lease expires unless renewed (UTC).
+        expires_at: NaiveDateTime,
+    },
+    /// A `stop` (or a request of a kind this version does not know) is pending for it or its apply.
+    StopPending,
+    /// `stopped` with no pending `start`, or `paused` (no claim resumes a paused operation).
+    AwaitingStart,
+    /// An earlier sibling failed, and its `halt` policy does not let it pass.
+    HaltedBy {
+        /// The failed sibling.
+        id: ApplyOperationId,
+    },
+    /// An earlier sibling failed, and its `pause` policy waits for a `release`.
+    PausedUntilRelease {
+        /// The failed sibling.
+        id: ApplyOperationId,
+    },
+    /// Its cutover policy waits for an earlier sibling (rolling: to complete; barrier: to reach the
+    /// barrier).
+    WaitingForSibling {
+        /// The sibling it waits for.
+        id: ApplyOperationId,
+        /// The sibling's deployment.
+        deployment: String,
+        /// The sibling's state.
+        state: ApplyState,
+    },
+    /// Its apply defers cutover and no `cutover` request names it or the whole apply.
+    AwaitingOperatorCutover,
+    /// Its cutover waits for an earlier sibling to complete.
+    WaitingForCutoverOrder {
+        /// The sibling it waits for.
+        id: ApplyOperationId,
+    },
+    /// `failed_retryable` with no attempt left under the given retry budget.
+    RetryBudgetExhausted,
+    /// No claim takes an operation in this state with these values, and none of the reasons above
+    /// applies.
+    NoClaimArm,
+    /// A claim would take it now.
+    Claimable,
+}
+
+/// The predicates one operation is judged by, as the database evaluated them.
+#[derive(Debug, Queryable)]
+struct Gates {
+    id: ApplyOperationId,
+    lease_free: Option<bool>,
+    stop_gate: bool,
+    failure_gate: bool,
+    start_order: bool,
+    start_requested: bool,
+    cutover_order: bool,
+    cutover_for_row: bool,
+    cutover_for_apply: bool,
+    copy: Option<bool>,
+    cutover: Option<bool>,
+}
+
+/// For every unsettled operation of apply `apply_id`, in claim order, the first reason no claim takes
+/// it, or [`Blocker::Claimable`]; the retry claim is judged with `max_attempts`. Empty for an unknown
+/// apply. Three SELECTs (the apply, its operations, the predicates).
+pub fn blockers(
+    conn: &mut DbConnection,
+    apply_id: ApplyId,
+    max_attempts: i32,
+) -> StoreResult<Vec<(ApplyOperationId, Blocker)>> {
+    let Some(apply) = applies::get(conn, apply_id)? else {
+        return Ok(Vec::new());
+    };
+    let operations = apply_operations::list_by_apply(conn, apply_id)?;
+    let now = db::now();
+    let gates: Vec<Gates> = ops::table
+        .filter(ops::apply_id.eq(apply_id))
+        .select((
+            ops::id,
+            lease_free(now),
+            stop_gate(),
+            failure_gate(),
+            start_order_gate(),
+            start_requested(),
+            cutover_order_gate(),
+            cutover_requested_for_row(),
+            cutover_requested_for_apply(),
+            copy_claimable(now, max_attempts),
+            cutover_claimable(now),
+        ))
+        .load(conn)?;
+    let mut found = Vec::new();
+    for (index, op) in operations.iter().enumerate() {
+        if is_settled(op.state) {
+            continue;
+        }
+        let Some(gates) = gates.iter().find(|g| g.id == op.id) else {
+            continue; // inserted between the two reads
+        };
+        // SQL's NULL is "not known to hold": a WHERE clause does not take the row either.
+        let blocker = if gates.copy == Some(true) || gates.cutover == Some(true) {
+            Blocker::Claimable
+        } else {
+            reason(&operations, index, gates, apply.defer_cutover, max_attempts)
+        };
+        found.push((op.id, blocker));
+    }
+    Ok(found)
+}
+
+/// The first failing predicate of operation `index`'s claim arm, in the spec's order.
+fn reason(
+    operations: &[ApplyOperation],
+    index: usize,
+    gates: &Gates,
+    defer_cutover: bool,
+    max_attempts: i32,
+) -> Blocker {
+    let op = &operations[index];
+    if gates.lease_free != Some(true) {
+        return Blocker::LeaseLive {
+            owner: op.lease_owner.clone(),
+            expires_at: op.lease_expires_at.unwrap_or_default(),
+        };
+    }
+    let cutover_owned =
+        CUTOVER_CLAIMED_POLICIES.contains(&op.cutover_policy) && operations.len() > 1;
+    match op.state {
+        ApplyState::Pending => {
+            if !gates.stop_gate {
+                Blocker::StopPending
+            } else if !gates.failure_gate {
+                failure_blocker(operations, index)
+            } else if !gates.start_order {
+                sibling_blocker(operations, index)
+            } else {
+                Blocker::NoClaimArm
+            }
+        }
+        ApplyState::Stopped if !gates.start_requested => Blocker::AwaitingStart,
+        ApplyState::Paused => Blocker::AwaitingStart,
+        ApplyState::FailedRetryable => {
+            if !gates.stop_gate {
+                Blocker::StopPending
+            } else if op.attempt >= max_attempts {
+                Blocker::RetryBudgetExhausted
+            } else {
+                Blocker::NoClaimArm
+            }
+        }
+        ApplyState::WaitingForCutover if cutover_owned => {
+            if !gates.stop_gate {
+                Blocker::StopPending
+            } else if defer_cutover && !gates.cutover_for_row && !gates.cutover_for_apply {
+                Blocker::AwaitingOperatorCutover
+            } else if !gates.failure_gate {
+                failure_blocker(operations, index)
+            } else if !gates.cutover_order {
+                cutover_order_blocker(operations, index)
+            } else {
+                Blocker::NoClaimArm
+            }
+        }
+        _ => Blocker::NoClaimArm,
+    }
+}
+
+/// The earliest failed earlier sibling that the operation's failure policy does not let pass.
+fn failure_blocker(operations: &[ApplyOperation], index: usize) -> Blocker {
+    let op = &operations[index];
+    let failed = operations[..index]
+        .iter()
+        .find(|earlier| earlier.state == ApplyState::Failed);
+    match (failed, op.on_failure) {
+        (Some(failed), FailurePolicy::Pause) => Blocker::PausedUntilRelease { id: failed.id },
+        (Some(failed), _) => Blocker::HaltedBy { id: failed.id },
+        (None, _) => Blocker::NoClaimArm,
+    }
+}
+
+/// The earliest earlier sibling the operation's start order waits for (a failed one is the failure
+/// gate's business).
+fn sibling_blocker(operations: &[ApplyOperation], index: usize) -> Blocker {
+    let op = &operations[index];
+    let waits = |earlier: &&ApplyOperation| {
+        earlier.state != ApplyState::Failed
+            && match op.cutover_policy {
+                CutoverPolicy::Parallel => false,
+                CutoverPolicy::Barrier => !matches!(
+                    earlier.state,
+                    ApplyState::WaitingForCutover
+                        | ApplyState::CuttingOver
+                        | ApplyState::RevertWindow
+                        | ApplyState::Completed
+                ),
+                CutoverPolicy::Rolling => earlier.state != ApplyState::Completed,
+            }
+    };
+    match operations[..index].iter().find(waits) {
+        Some(sibling) => Blocker::WaitingForSibling {
+            id: sibling.id,
+            deployment: sibling.deployment.clone(),
+            state: sibling.state,
+        },
+        None => Blocker::NoClaimArm,
+    }
+}
+
+/// The earliest earlier sibling the cutover order waits for.
+fn cutover_order_blocker(operations: &[ApplyOperation], index: usize) -> Blocker {
+    match operations[..index].iter().find(|earlier| {
+        !matches!(earlier.state, ApplyState::Completed) && !is_failure(earlier.state)
+    }) {
+        Some(sibling) => Blocker::WaitingForCutoverOrder { id: sibling.id },
+        None => Blocker::NoClaimArm,
+    }
+}

@@ -1,0 +1,195 @@
+//! Why is it waiting: each blocker built on purpose, and cross-checked against the claims themselves
+//! (an operation is `Claimable` exactly when a claim takes it).
+
+use std::collections::BTreeSet;
+
+use applyops::models::ApplyOperationId;
+use applyops::state::{ApplyState, ControlRequestKind, CutoverPolicy, FailurePolicy};
+use applyops::store::applies::{self, Blocker};
+use applyops::store::claims::{self, DEFAULT_MAX_ATTEMPTS};
+use applyops::store::apply_operations;
+use applyops::{DbConnection, StoreError};
+use diesel::Connection;
+
+use crate::backend_tests;
+use crate::fixtures::*;
+use crate::harness::TestDb;
+
+use CutoverPolicy::{Barrier, Parallel, Rolling};
+use FailurePolicy::{Continue, Halt, Pause};
+
+backend_tests!(each_blocker_is_built_and_the_claims_agree_with_every_verdict,);
+
+/// The operations the claims would take now: claim until nothing is left, in a transaction that is
+/// rolled back.
+fn taken_by_claims(conn: &mut DbConnection) -> BTreeSet<ApplyOperationId> {
+    let mut taken = BTreeSet::new();
+    let _ = conn.transaction::<(), StoreError, _>(|conn| {
+        loop {
+            let options = opts("probe");
+            let claimed = match claims::claim_next(conn, &options).unwrap() {
+                Some(claimed) => Some(claimed),
+                None => claims::claim_next_cutover(conn, &options).unwrap(),
+            };
+            match claimed {
+                Some(claimed) => {
+                    taken.insert(claimed.operation.id);
+                }
+                None => break,
+            }
+        }
+        Err(StoreError::InvalidInput {
+            field: "rollback",
+            reason: "probe only".into(),
+        })
+    });
+    taken
+}
+
+fn each_blocker_is_built_and_the_claims_agree_with_every_verdict(db: &TestDb) {
+    let conn = &mut db.conn();
+    let mut all = Vec::new();
+    let mut expect = |apply, wanted: Vec<Blocker>, conn: &mut DbConnection| {
+        let found = applies::blockers(conn, apply, DEFAULT_MAX_ATTEMPTS).unwrap();
+        let blockers: Vec<Blocker> = found.iter().map(|(_, b)| b.clone()).collect();
+        assert_eq!(blockers, wanted, "apply {apply}");
+        all.extend(found);
+    };
+
+    // Claimable, then waiting for it under rolling.
+    let (rolling, r) = rollout(conn, 2, Rolling, Halt);
+    let deployment = apply_operations::get(conn, r[0])
+        .unwrap()
+        .unwrap()
+        .deployment;
+    expect(
+        rolling,
+        vec![
+            Blocker::Claimable,
+            Blocker::WaitingForSibling {
+                id: r[0],
+                deployment,
+                state: ApplyState::Pending,
+            },
+        ],
+        conn,
+    );
+
+    // A live lease: a running operation a worker holds.
+    let (held, h) = rollout(conn, 1, Parallel, Halt);
+    let until = chrono::NaiveDate::from_ymd_opt(2030, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
+    {
+        use applyops::schema::apply_operations as ops;
+        use diesel::prelude::*;
+        diesel::update(ops::table.find(h[0]))
+            .set((
+                ops::state.eq(ApplyState::Running),
+                ops::lease_owner.eq("holder"),
+                ops::lease_token.eq("0123456789abcdef0123456789abcdef"),
+                ops::lease_expires_at.eq(Some(until)),
+            ))
+            .execute(conn)
+            .unwrap();
+    }
+    expect(
+        held,
+        vec![Blocker::LeaseLive {
+            owner: "holder".into(),
+            expires_at: until,
+        }],
+        conn,
+    );
+    // The same operation once its holder is gone: recovery takes it.
+    let (recovered, rc) = rollout(conn, 1, Parallel, Halt);
+    force_state(conn, rc[0], ApplyState::Running);
+    dead_lease(conn, rc[0]);
+    expect(recovered, vec![Blocker::Claimable], conn);
+
+    // A pending stop.
+    let (stopped_apply, _) = rollout(conn, 1, Parallel, Halt);
+    request(conn, stopped_apply, None, ControlRequestKind::Stop);
+    expect(stopped_apply, vec![Blocker::StopPending], conn);
+
+    // Stopped without a start, and paused.
+    let (idle, i) = rollout(conn, 2, Parallel, Halt);
+    force_state(conn, i[0], ApplyState::Stopped);
+    force_state(conn, i[1], ApplyState::Paused);
+    expect(
+        idle,
+        vec![Blocker::AwaitingStart, Blocker::AwaitingStart],
+        conn,
+    );
+
+    // Halted and paused by a failure.
+    let (halted, f) = rollout(conn, 2, Parallel, Halt);
+    apply_operations::mark_failed(conn, f[0], "boom").unwrap();
+    expect(halted, vec![Blocker::HaltedBy { id: f[0] }], conn);
+    let (paused, p) = rollout(conn, 2, Parallel, Pause);
+    apply_operations::mark_failed(conn, p[0], "boom").unwrap();
+    expect(paused, vec![Blocker::PausedUntilRelease { id: p[0] }], conn);
+    let (continued, c) = rollout(conn, 2, Parallel, Continue);
+    apply_operations::mark_failed(conn, c[0], "boom").unwrap();
+    expect(continued, vec![Blocker::Claimable], conn);
+
+    // Cutover: deferred without a request, and the cutover order.
+    let deferred = apply(conn, true);
+    let d: Vec<_> = (0..2)
+        .map(|n| {
+            apply_operations::insert(
+                conn,
+                &applyops::models::NewApplyOperation::new(deferred, format!("d{n}"))
+                    .with_cutover_policy(Barrier),
+            )
+            .unwrap()
+        })
+        .collect();
+    for id in &d {
+        force_state(conn, *id, ApplyState::WaitingForCutover);
+    }
+    expect(
+        deferred,
+        vec![
+            Blocker::AwaitingOperatorCutover,
+            Blocker::AwaitingOperatorCutover,
+        ],
+        conn,
+    );
+    let (ordered, o) = rollout(conn, 2, Barrier, Halt);
+    for id in &o {
+        force_state(conn, *id, ApplyState::WaitingForCutover);
+    }
+    expect(
+        ordered,
+        vec![
+            Blocker::Claimable,
+            Blocker::WaitingForCutoverOrder { id: o[0] },
+        ],
+        conn,
+    );
+
+    // The retry budget, judged with the given one.
+    let (retry, t) = rollout(conn, 1, Parallel, Halt);
+    force_state(conn, t[0], ApplyState::FailedRetryable);
+    assert_eq!(
+        applies::blockers(conn, retry, 0).unwrap(),
+        [(t[0], Blocker::RetryBudgetExhausted)]
+    );
+    expect(retry, vec![Blocker::Claimable], conn);
+
+    // Settled operations are not listed.
+    assert!(applies::blockers(conn, halted, DEFAULT_MAX_ATTEMPTS)
+        .unwrap()
+        .iter()
+        .all(|(id, _)| *id != f[0]));
+
+    // One source of truth: Claimable exactly for what the claims take.
+    let claimable: BTreeSet<_> = all
+        .iter()
+        .filter(|(_, b)| *b == Blocker::Claimable)
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(claimable, taken_by_claims(conn));
+}
