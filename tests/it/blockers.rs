@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use applyops::models::ApplyOperationId;
 use applyops::state::{ApplyState, ControlRequestKind, CutoverPolicy, FailurePolicy};
 use applyops::store::applies::{self, Blocker};
-use applyops::store::claims::{self, DEFAULT_MAX_ATTEMPTS};
 use applyops::store::apply_operations;
+use applyops::store::claims::{self, DEFAULT_MAX_ATTEMPTS};
 use applyops::{DbConnection, StoreError};
 use diesel::Connection;
 
