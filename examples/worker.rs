@@ -149,8 +149,9 @@ fn main() -> ExitCode {
 /// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default `info`).
 ///
 /// tracing-subscriber's fmt layer drops an event whose write fails, but the `fmt()` builder turns on
-/// `log_internal_errors`, which reports the failure with the standard library's stderr print macro, and that panics when stderr is a
-/// closed pipe. It is turned off here, so a closed stderr costs the log and nothing else.
+/// `log_internal_errors`, which reports the failure with the standard library's stderr print macro,
+/// and that panics when stderr is a closed pipe. It is turned off here, so a closed stderr costs the
+/// log and nothing else.
 fn init_logging() {
     let (filter, rejected) = match EnvFilter::try_from_default_env() {
         Ok(filter) => (filter, None),
