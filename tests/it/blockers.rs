@@ -179,6 +179,22 @@ fn each_blocker_is_built_and_the_claims_agree_with_every_verdict(db: &TestDb) {
     );
     expect(retry, vec![Blocker::Claimable], conn);
 
+    // A negative budget is refused before any SQL; an unknown apply has no blockers.
+    assert!(matches!(
+        applies::blockers(conn, retry, -1),
+        Err(StoreError::InvalidInput {
+            field: "max_attempts",
+            ..
+        })
+    ));
+    assert!(applies::blockers(
+        conn,
+        applyops::ApplyId(retry.get() + 1_000),
+        DEFAULT_MAX_ATTEMPTS
+    )
+    .unwrap()
+    .is_empty());
+
     // Settled operations are not listed.
     assert!(applies::blockers(conn, halted, DEFAULT_MAX_ATTEMPTS)
         .unwrap()

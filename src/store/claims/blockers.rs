@@ -95,11 +95,20 @@ struct Gates {
 /// For every unsettled operation of apply `apply_id`, in claim order, the first reason no claim takes
 /// it, or [`Blocker::Claimable`]; the retry claim is judged with `max_attempts`. Empty for an unknown
 /// apply. Three SELECTs (the apply, its operations, the predicates).
+///
+/// Errors: [`StoreError::InvalidInput`](crate::StoreError::InvalidInput) for a negative
+/// `max_attempts`, before any SQL (as [`ClaimOptions`](super::ClaimOptions) rejects it).
 pub fn blockers(
     conn: &mut DbConnection,
     apply_id: ApplyId,
     max_attempts: i32,
 ) -> StoreResult<Vec<(ApplyOperationId, Blocker)>> {
+    if max_attempts < 0 {
+        return Err(crate::error::StoreError::invalid(
+            "max_attempts",
+            "must not be negative (0 turns retries off)",
+        ));
+    }
     let Some(apply) = applies::get(conn, apply_id)? else {
         return Ok(Vec::new());
     };
