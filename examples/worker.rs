@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use applyops::db::redact_url;
 use applyops::models::{
-    ApplyId, ApplyOperation, ApplyOperationId, ControlRequest, NewApply, NewApplyOperation,
+    ApplyId, ApplyOperation, ApplyOperationId, ControlRequest, NewRollout, NewRolloutOperation,
 };
 use applyops::schema::apply_operations as ops;
 use applyops::state::{ControlRequestKind, CutoverPolicy};
@@ -571,7 +571,10 @@ fn is_cutover_claimed(op: &ApplyOperation) -> bool {
     )
 }
 
-/// Inserts `applies` demo applies of three deployments each, cycling through the cutover policies.
+/// Creates `applies` demo rollouts of three deployments each (one task per deployment), cycling
+/// through the cutover policies, each with [`Store::create_rollout`]: the apply, its operations and
+/// their tasks in one transaction. Each demo apply changes a database of its own, so none waits for
+/// another to let its targets go.
 fn seed(store: &Store, applies: usize, owner_prefix: &str) -> StoreResult<Vec<ApplyId>> {
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -580,18 +583,24 @@ fn seed(store: &Store, applies: usize, owner_prefix: &str) -> StoreResult<Vec<Ap
     let mut ids = Vec::with_capacity(applies);
     for n in 0..applies {
         let policy = POLICIES[n % POLICIES.len()];
-        let apply = NewApply::new(
-            format!("demo-{owner_prefix}-{stamp}-{n}"),
-            "demo",
-            "production",
-            DEPLOYMENTS[0],
+        let rollout = DEPLOYMENTS.iter().fold(
+            NewRollout::new(
+                format!("demo-{owner_prefix}-{stamp}-{n}"),
+                format!("demo_{stamp}_{n}"),
+                "production",
+                format!("{owner_prefix}-seed"),
+            ),
+            |rollout, deployment| {
+                rollout.operation(
+                    NewRolloutOperation::new(*deployment)
+                        .with_cutover_policy(policy)
+                        .task("orders", "ALTER TABLE orders ADD COLUMN note TEXT"),
+                )
+            },
         );
-        let apply_id = store.applies().insert(&apply)?;
-        for deployment in DEPLOYMENTS {
-            let op = NewApplyOperation::new(apply_id, deployment).with_cutover_policy(policy);
-            store.apply_operations().insert(&op)?;
-        }
-        ids.push(apply_id);
+        let created = store.create_rollout(&rollout)?;
+        info!(apply = %created.apply.id, identifier = %created.apply.apply_identifier, %policy, "created rollout");
+        ids.push(created.apply.id);
     }
     if applies > 0 {
         info!(applies, operations = applies * DEPLOYMENTS.len(), "seeded");
@@ -636,6 +645,18 @@ fn summarize(sh: &Shared, seeded: &[ApplyId]) -> Result<(), Box<dyn Error>> {
             .map(|(s, n)| format!("{s}={n}"))
             .collect();
         summary += &format!("seeded operations: {}\n", states.join(" "));
+        // The apply's own state, derived from its operations by the store.
+        let mut apply_states: BTreeMap<String, usize> = BTreeMap::new();
+        for &apply_id in seeded {
+            if let Some(apply) = sh.store.applies().get(apply_id)? {
+                *apply_states.entry(apply.state.to_string()).or_default() += 1;
+            }
+        }
+        let states: Vec<_> = apply_states
+            .iter()
+            .map(|(s, n)| format!("{s}={n}"))
+            .collect();
+        summary += &format!("seeded applies: {}\n", states.join(" "));
     }
     summary += &format!("leases still held by this process: {stranded}\n");
     if let Err(err) = io::stdout().lock().write_all(summary.as_bytes()) {

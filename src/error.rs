@@ -85,6 +85,35 @@ pub enum StoreError {
         status: ControlRequestStatus,
     },
 
+    /// The target (database, environment, deployment) is held by another apply's operation, so this
+    /// write would let two applies change it at once. Nothing was written.
+    #[error(
+        "deployment {deployment:?} of database {database_name:?} in {environment:?} is held by \
+         apply {apply_id}: one active apply per target"
+    )]
+    TargetBusy {
+        /// The target's database.
+        database_name: String,
+        /// The target's environment.
+        environment: String,
+        /// The target's deployment.
+        deployment: String,
+        /// The apply holding it.
+        apply_id: ApplyId,
+    },
+
+    /// The write lost a deadlock or serialisation race against concurrent writers every time it was
+    /// tried (inside a caller's own transaction: the first time, as the caller's transaction is
+    /// gone). Nothing was written; retrying later is safe.
+    #[error("gave up after {attempts} attempt(s) lost to concurrent writers: {source}")]
+    Contention {
+        /// How many times it was tried.
+        attempts: u32,
+        /// The last error the database reported.
+        #[source]
+        source: diesel::result::Error,
+    },
+
     /// An apply with this user-facing identifier already exists.
     #[error("an apply with identifier {apply_identifier:?} already exists")]
     ApplyExists {

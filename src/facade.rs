@@ -6,11 +6,11 @@ use chrono::NaiveDateTime;
 
 use crate::models::{
     Apply, ApplyId, ApplyOperation, ApplyOperationId, ClaimedOperation, ControlRequest,
-    ControlRequestId, DeletedRollout, NewApply, NewApplyOperation, NewTask, OperationLease,
-    Rollout, Task, TaskId, UnknownClaim,
+    ControlRequestId, DeletedRollout, NewApply, NewApplyOperation, NewRollout, NewTask,
+    OperationLease, Rollout, Task, TaskId, UnknownClaim,
 };
 use crate::state::{ApplyState, ControlRequestKind};
-use crate::store::applies::{ApplyFilter, Page};
+use crate::store::applies::{ApplyFilter, Blocker, Page};
 use crate::store::claims::ClaimOptions;
 use crate::store::{applies, apply_operations, claims, control_requests, leases, tasks};
 
@@ -30,7 +30,7 @@ use crate::store::{applies, apply_operations, claims, control_requests, leases, 
 /// "disabled" check.
 ///
 /// ```
-/// use applyops::models::{ApplyId, NewApplyOperation};
+/// use applyops::models::{NewApply, NewApplyOperation};
 /// use applyops::{PoolConfig, Store};
 ///
 /// let dir = std::env::temp_dir().join(format!("applyops-doc-{}", std::process::id()));
@@ -38,11 +38,14 @@ use crate::store::{applies, apply_operations, claims, control_requests, leases, 
 /// let store = Store::open(dir.join("doc.db").to_str().unwrap(), PoolConfig::default())?;
 /// store.run_migrations()?;
 ///
+/// let apply = store
+///     .applies()
+///     .insert(&NewApply::new("doc", "shop", "production", "eu-west-1"))?;
 /// let ops = store.apply_operations();
-/// let id = ops.insert(&NewApplyOperation::new(ApplyId(7), "eu-west-1"))?;
+/// let id = ops.insert(&NewApplyOperation::new(apply, "eu-west-1"))?;
 /// ops.mark_started(id)?;
 /// ops.mark_completed(id)?;
-/// assert_eq!(ops.list_by_apply(ApplyId(7))?.len(), 1);
+/// assert_eq!(ops.list_by_apply(apply)?.len(), 1);
 /// // Any store function, on a pooled connection:
 /// let op = store.run(|conn| applyops::store::apply_operations::get(conn, id))?;
 /// assert!(op.is_some());
@@ -113,6 +116,11 @@ impl Store {
     /// The `applies` store.
     pub fn applies(&self) -> AppliesHandle<'_> {
         AppliesHandle { store: self }
+    }
+
+    /// Creates a whole rollout in one transaction: see [`applies::create_rollout`].
+    pub fn create_rollout(&self, new: &NewRollout) -> StoreResult<Rollout> {
+        self.applies().create_rollout(new)
     }
 
     /// The `tasks` store.
@@ -363,6 +371,10 @@ handle! {
         fn delete(id: ApplyId) -> DeletedRollout;
         fn list(filter: &ApplyFilter) -> Page<Apply>;
         fn counts_by_state(filter: &ApplyFilter) -> Vec<(ApplyState, i64)>;
+        fn create_rollout(new: &NewRollout) -> Rollout;
+        fn refresh(id: ApplyId) -> Apply;
+        fn blockers(apply_id: ApplyId) -> Vec<(ApplyOperationId, Blocker)>;
+        fn target_holder(database_name: &str, environment: &str, deployment: &str) -> Option<ApplyId>;
     }
 }
 

@@ -31,18 +31,26 @@
 //! The `applyops` binary and the example worker sit on top, as users of the crate.
 //!
 //! ```
-//! use applyops::models::{ApplyId, NewApplyOperation};
+//! use applyops::models::{NewRollout, NewRolloutOperation};
 //! use applyops::state::ApplyState;
-//! use applyops::store::apply_operations;
+//! use applyops::store::{applies, apply_operations};
 //!
 //! let mut conn = applyops::db::establish(":memory:")?;
 //! applyops::db::run_migrations(&mut conn)?;
 //!
-//! let id = apply_operations::insert(&mut conn, &NewApplyOperation::new(ApplyId(1), "us-east-1"))?;
+//! // An apply, its operations and their tasks, in one transaction.
+//! let rollout = NewRollout::new("add-note", "shop", "production", "alice").operation(
+//!     NewRolloutOperation::new("us-east-1").task("orders", "ALTER TABLE orders ADD note TEXT"),
+//! );
+//! let created = applies::create_rollout(&mut conn, &rollout)?;
+//! let id = created.operations[0].operation.id;
 //! apply_operations::mark_started(&mut conn, id)?;
-//! let op = apply_operations::get(&mut conn, id)?.expect("just inserted");
+//! let op = apply_operations::get(&mut conn, id)?.expect("just created");
 //! assert_eq!(op.state, ApplyState::Running);
 //! assert!(op.started_at.is_some());
+//! // The apply's state is derived from its operations by every write.
+//! let apply = applies::get(&mut conn, created.apply.id)?.expect("just created");
+//! assert_eq!(apply.state, ApplyState::Running);
 //! # Ok::<(), applyops::StoreError>(())
 //! ```
 

@@ -22,6 +22,10 @@ diesel::table! {
         started_at -> Nullable<Datetime>,
         completed_at -> Nullable<Datetime>,
         defer_cutover -> Bool,
+        max_concurrency -> Nullable<Bigint>,
+        max_attempts -> Integer,
+        #[max_length = 255]
+        requested_by -> Varchar,
     }
 }
 
@@ -75,6 +79,11 @@ diesel::table! {
         lease_acquired_at -> Nullable<Datetime>,
         lease_expires_at -> Nullable<Datetime>,
         claimable -> Nullable<Bool>,
+        #[max_length = 255]
+        database_name -> Varchar,
+        #[max_length = 255]
+        environment -> Varchar,
+        holds_target -> Nullable<Bool>,
     }
 }
 

@@ -57,6 +57,7 @@ pub(crate) use mysql::explain as mysql_explain;
 #[cfg(feature = "sqlite")]
 pub(crate) use sqlite::explain as sqlite_explain;
 pub(crate) use transaction::{
-    claim_transaction, first_current, first_for_claim, serialized_write, TransactionOutcome,
+    apply_transaction, claim_transaction, execute_batch_insert, first_current, first_for_claim,
+    retry_contention, serialized_write, write_lock_is_database_wide, TransactionOutcome,
 };
 pub(crate) use unique_key::{is_unique_violation_of, UniqueKey, ViolatedKey};

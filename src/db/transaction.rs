@@ -10,7 +10,7 @@ use diesel::result::Error as DieselError;
 #[cfg(feature = "mysql")]
 use super::mysql;
 use super::DbConnection;
-use crate::error::StoreResult;
+use crate::error::{StoreError, StoreResult};
 
 /// Runs `f` in a transaction that holds the write lock from its first statement.
 ///
@@ -194,3 +194,86 @@ macro_rules! first_current {
     };
 }
 pub(crate) use first_current;
+
+/// How many times [`retry_contention`] runs a write that keeps losing deadlocks.
+pub(crate) const CONTENTION_ATTEMPTS: u32 = 5;
+
+/// True for an error that means the transaction lost a race and was rolled back by the database: a
+/// deadlock (MySQL 1213, which Diesel reports as a serialisation failure) or a serialisation failure.
+pub(crate) fn is_contention(err: &StoreError) -> bool {
+    matches!(
+        err,
+        StoreError::Database(DieselError::DatabaseError(
+            diesel::result::DatabaseErrorKind::SerializationFailure,
+            _
+        ))
+    )
+}
+
+/// Runs `f` (which opens its own transaction) again when it loses a deadlock, up to
+/// [`CONTENTION_ATTEMPTS`] times with a short random pause, then returns
+/// [`StoreError::Contention`]. Inside a caller's transaction the first loss is returned at once as
+/// [`StoreError::Contention`]: the database rolled the caller's whole transaction back.
+pub(crate) fn retry_contention<T>(
+    conn: &mut DbConnection,
+    mut f: impl FnMut(&mut DbConnection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    type Manager = <DbConnection as Connection>::TransactionManager;
+    let nested = Manager::transaction_manager_status_mut(conn)
+        .transaction_depth()?
+        .is_some();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match f(conn) {
+            Err(err) if is_contention(&err) => {
+                let StoreError::Database(source) = err else {
+                    unreachable!("is_contention matched a database error")
+                };
+                if nested || attempts >= CONTENTION_ATTEMPTS {
+                    return Err(StoreError::Contention { attempts, source });
+                }
+                let mut jitter = [0u8; 1];
+                let _ = getrandom::fill(&mut jitter);
+                std::thread::sleep(std::time::Duration::from_micros(
+                    200 + u64::from(jitter[0]) * 20 * u64::from(attempts),
+                ));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Executes a multi-row INSERT (`insert_into(t).values(vec)`) on the backend's own connection.
+/// Diesel builds each backend's batch insert its own way (SQLite's goes through its connection,
+/// not through a query fragment), so [`DbConnection`]'s shared backend cannot render one; the query
+/// is the same value on both. A macro because the two connections are different types.
+macro_rules! execute_batch_insert {
+    ($conn:expr, $query:expr) => {
+        match $conn {
+            #[cfg(feature = "mysql")]
+            $crate::db::DbConnection::Mysql(inner) => ::diesel::RunQueryDsl::execute($query, inner),
+            #[cfg(feature = "sqlite")]
+            $crate::db::DbConnection::Sqlite(inner) => {
+                ::diesel::RunQueryDsl::execute($query, inner)
+            }
+        }
+    };
+}
+pub(crate) use execute_batch_insert;
+
+/// Runs `f` in the transaction every write serialised per apply uses (operation state writes,
+/// control requests, rollout creation, the apply refresh): on MySQL READ COMMITTED, so each statement
+/// after the apply's row lock reads what was committed before the lock was granted (a REPEATABLE READ
+/// snapshot can be taken before the wait, by a subquery of the locking read, and miss the commit of
+/// the writer it waited for); on SQLite `BEGIN IMMEDIATE`. Inside a caller's transaction, `f` runs in
+/// a savepoint of it, at the caller's isolation level. `f`'s error rolls everything back.
+pub(crate) fn apply_transaction<T, F>(conn: &mut DbConnection, f: F) -> StoreResult<T>
+where
+    F: FnOnce(&mut DbConnection) -> StoreResult<T>,
+{
+    match claim_transaction(conn, f)? {
+        TransactionOutcome::Committed(value) => Ok(value),
+        TransactionOutcome::Unknown { error, .. } => Err(error.into()),
+    }
+}

@@ -42,6 +42,13 @@ pub struct Apply {
     /// When true, automatic cutover is off: each cutover of a barrier or parallel operation waits for
     /// an operator's `cutover` request.
     pub defer_cutover: bool,
+    /// At most this many of the apply's operations are driven at once (started, resumed or retried
+    /// into a driven state); `None` is unlimited.
+    pub max_concurrency: Option<i64>,
+    /// The retry budget: a `failed_retryable` operation is retried while its `attempt` is below it.
+    pub max_attempts: i32,
+    /// Who asked for the apply (empty when not recorded).
+    pub requested_by: String,
 }
 
 impl TryFrom<ApplyRow> for Apply {
@@ -67,6 +74,9 @@ impl TryFrom<ApplyRow> for Apply {
             started_at: row.started_at,
             completed_at: row.completed_at,
             defer_cutover: row.defer_cutover,
+            max_concurrency: row.max_concurrency,
+            max_attempts: row.max_attempts,
+            requested_by: row.requested_by,
         })
     }
 }
@@ -85,6 +95,23 @@ pub struct NewApply {
     pub deployment: String,
     /// Turns automatic cutover off; see [`Apply::defer_cutover`].
     pub defer_cutover: bool,
+    /// See [`Apply::max_concurrency`]: `None` (unlimited) or 1 to 1,000.
+    #[serde(default)]
+    pub max_concurrency: Option<i64>,
+    /// See [`Apply::max_attempts`]: 0 (no retries) to 1,000; [`DEFAULT_MAX_ATTEMPTS`] by default.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: i32,
+    /// See [`Apply::requested_by`]: at most 255 characters.
+    #[serde(default)]
+    pub requested_by: String,
+}
+
+/// The default retry budget of an apply: a `failed_retryable` operation is retried while its
+/// `attempt` is below it.
+pub const DEFAULT_MAX_ATTEMPTS: i32 = 10;
+
+pub(super) fn default_max_attempts() -> i32 {
+    DEFAULT_MAX_ATTEMPTS
 }
 
 impl NewApply {
@@ -101,12 +128,33 @@ impl NewApply {
             environment: environment.into(),
             deployment: deployment.into(),
             defer_cutover: false,
+            max_concurrency: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            requested_by: String::new(),
         }
     }
 
     /// Turns automatic cutover off (or on again).
     pub fn with_defer_cutover(mut self, defer_cutover: bool) -> Self {
         self.defer_cutover = defer_cutover;
+        self
+    }
+
+    /// Caps how many operations are driven at once (`None`: unlimited).
+    pub fn with_max_concurrency(mut self, max_concurrency: Option<i64>) -> Self {
+        self.max_concurrency = max_concurrency;
+        self
+    }
+
+    /// Sets the retry budget.
+    pub fn with_max_attempts(mut self, max_attempts: i32) -> Self {
+        self.max_attempts = max_attempts;
+        self
+    }
+
+    /// Records who asked for the apply.
+    pub fn with_requested_by(mut self, requested_by: impl Into<String>) -> Self {
+        self.requested_by = requested_by.into();
         self
     }
 }

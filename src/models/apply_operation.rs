@@ -54,6 +54,14 @@ pub struct ApplyOperation {
     /// When the current lease expires (UTC, the database's clock); NULL when there is none.
     #[serde(default, with = "super::rfc3339::option")]
     pub lease_expires_at: Option<NaiveDateTime>,
+    /// The apply's database, copied when the operation was created: with `environment` and
+    /// `deployment`, the target the operation changes.
+    pub database_name: String,
+    /// The apply's environment, copied when the operation was created.
+    pub environment: String,
+    /// True while the operation holds its target (from creation until it is completed, cancelled or
+    /// reverted, or failed in an apply with nothing unsettled left): no other apply may take it.
+    pub holds_target: bool,
 }
 
 impl TryFrom<ApplyOperationRow> for ApplyOperation {
@@ -91,6 +99,9 @@ impl TryFrom<ApplyOperationRow> for ApplyOperation {
             lease_owner: row.lease_owner,
             lease_acquired_at: row.lease_acquired_at,
             lease_expires_at: row.lease_expires_at,
+            database_name: row.database_name,
+            environment: row.environment,
+            holds_target: row.holds_target == Some(true),
         })
     }
 }

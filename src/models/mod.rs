@@ -19,11 +19,13 @@ mod rfc3339;
 mod rollout;
 mod task;
 
-pub use apply::{Apply, NewApply};
+pub use apply::{Apply, NewApply, DEFAULT_MAX_ATTEMPTS};
 pub use apply_operation::{ApplyOperation, NewApplyOperation};
 pub use claim::{ClaimKind, ClaimedOperation, UnknownClaim};
 pub use control_request::ControlRequest;
 pub use ids::{ApplyId, ApplyOperationId, ControlRequestId, TaskId};
 pub use lease::{LeaseToken, OperationLease};
-pub use rollout::{DeletedRollout, Rollout, RolloutOperation};
+pub use rollout::{
+    DeletedRollout, NewRollout, NewRolloutOperation, NewRolloutTask, Rollout, RolloutOperation,
+};
 pub use task::{NewTask, Task};

@@ -7,14 +7,18 @@
 //! with `ApplyOperationRow::as_select()` where the typed read fails:
 //!
 //! ```
-//! use applyops::models::{raw::ApplyOperationRow, ApplyId, NewApplyOperation};
+//! use applyops::models::{raw::ApplyOperationRow, NewApply, NewApplyOperation};
 //! use applyops::schema::apply_operations;
 //! use applyops::store::apply_operations as ops;
 //! use diesel::prelude::*;
 //!
 //! let mut conn = applyops::db::establish(":memory:")?;
 //! applyops::db::run_migrations(&mut conn)?;
-//! let id = ops::insert(&mut conn, &NewApplyOperation::new(ApplyId(1), "east"))?;
+//! let apply = applyops::store::applies::insert(
+//!     &mut conn,
+//!     &NewApply::new("a1", "shop", "production", "east"),
+//! )?;
+//! let id = ops::insert(&mut conn, &NewApplyOperation::new(apply, "east"))?;
 //! diesel::update(apply_operations::table.find(id))
 //!     .set(apply_operations::state.eq("exploded"))
 //!     .execute(&mut conn)?;
@@ -98,6 +102,12 @@ pub struct ApplyRow {
     pub completed_at: Option<NaiveDateTime>,
     /// See [`Apply::defer_cutover`](super::Apply::defer_cutover).
     pub defer_cutover: bool,
+    /// See [`Apply::max_concurrency`](super::Apply::max_concurrency).
+    pub max_concurrency: Option<i64>,
+    /// See [`Apply::max_attempts`](super::Apply::max_attempts).
+    pub max_attempts: i32,
+    /// See [`Apply::requested_by`](super::Apply::requested_by).
+    pub requested_by: String,
 }
 
 /// An `apply_operations` row as stored (without the lease token, which no listing shows).
@@ -136,6 +146,12 @@ pub struct ApplyOperationRow {
     pub lease_acquired_at: Option<NaiveDateTime>,
     /// See [`ApplyOperation::lease_expires_at`](super::ApplyOperation::lease_expires_at).
     pub lease_expires_at: Option<NaiveDateTime>,
+    /// See [`ApplyOperation::database_name`](super::ApplyOperation::database_name).
+    pub database_name: String,
+    /// See [`ApplyOperation::environment`](super::ApplyOperation::environment).
+    pub environment: String,
+    /// `Some(true)` while the operation holds its target, else NULL.
+    pub holds_target: Option<bool>,
 }
 
 /// A `tasks` row as stored.

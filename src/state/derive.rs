@@ -1,15 +1,15 @@
 //! The apply's state, derived from its operations: one pure, total function.
 //!
-//! [`derive_apply_state`] is the one definition of what an apply's `state` is. The store does not
-//! write `applies.state` from it yet: keeping the column equal to it on every operation write is the
-//! apply aggregate's next step. The words it uses:
+//! [`derive_apply_state`] is the one definition of what an apply's `state` is: every write that
+//! changes an operation's state (and every control request) stores it in `applies.state` in the same
+//! transaction (see `store::applies::refresh`). The words it uses:
 //!
 //! - **settled**: `completed`, `failed`, `cancelled`, `reverted`;
 //! - **active**: [`ApplyState::is_active`];
 //! - **driven**: active, except `waiting_for_cutover` and `revert_window` (parked);
 //! - **failure**: an operation in `failed` or `reverted`;
 //! - a failure **blocks** when some later (claim order), unsettled sibling does not let it through
-//!   under *its own* `on_failure`: `halt` never does, `pause` once a release counts for that failure,
+//!   under *its own* `on_failure`: `halt` never does, `pause` once a release counts for it,
 //!   `continue` always does. A failure that blocks nobody is **passed**.
 
 use super::{ApplyState, CutoverPolicy, FailurePolicy};
@@ -26,7 +26,9 @@ pub struct OperationView<'a> {
     pub on_failure: FailurePolicy,
     /// `started_at IS NOT NULL`.
     pub started: bool,
-    /// For a failure: whether a release counts for it, so `pause` siblings may pass it.
+    /// Whether a `release` (pending or completed) names this operation or its whole apply: a `pause`
+    /// operation with one passes its earlier siblings' failures, as the claims' failure gate lets it
+    /// start.
     pub release_counts: bool,
     /// Its deployment, for messages.
     pub deployment: &'a str,
@@ -75,11 +77,11 @@ pub const fn is_failure(state: ApplyState) -> bool {
     matches!(state, ApplyState::Failed | ApplyState::Reverted)
 }
 
-/// Whether `later` lets the failure `failure` through under its own failure policy.
-fn lets_through(failure: &OperationView<'_>, later: &OperationView<'_>) -> bool {
+/// Whether `later` lets an earlier sibling's failure through under its own failure policy.
+fn lets_through(later: &OperationView<'_>) -> bool {
     match later.on_failure {
         FailurePolicy::Continue => true,
-        FailurePolicy::Pause => failure.release_counts,
+        FailurePolicy::Pause => later.release_counts,
         FailurePolicy::Halt => false,
     }
 }
@@ -89,10 +91,9 @@ fn blocked_by<'v, 'a>(
     operations: &'v [OperationView<'a>],
     index: usize,
 ) -> impl Iterator<Item = &'v OperationView<'a>> {
-    let failure = &operations[index];
     operations[index + 1..]
         .iter()
-        .filter(move |later| !is_settled(later.state) && !lets_through(failure, later))
+        .filter(|later| !is_settled(later.state) && !lets_through(later))
 }
 
 /// The apply's state, from its operations in claim order. The first rule that matches wins:
@@ -405,16 +406,21 @@ mod tests {
 
     #[test]
     fn rule_5_a_release_lets_pause_siblings_through() {
-        let released = OperationView {
+        let released = |view: OperationView<'static>| OperationView {
             release_counts: true,
-            ..op(Failed)
+            ..view
         };
         assert_eq!(
-            state_of(vec![released, with(Pending, Rolling, Pause)]),
+            state_of(vec![op(Failed), released(with(Pending, Rolling, Pause))]),
             RunningDegraded
         );
         assert_eq!(
-            state_of(vec![released, with(Pending, Rolling, Halt)]),
+            state_of(vec![released(op(Failed)), with(Pending, Rolling, Pause)]),
+            Paused,
+            "a release must name the waiting operation or the whole apply"
+        );
+        assert_eq!(
+            state_of(vec![op(Failed), released(with(Pending, Rolling, Halt))]),
             Failed,
             "halt ignores it"
         );
@@ -543,7 +549,7 @@ mod tests {
             me.state == Pending
                 && ops[..i].iter().all(|earlier| {
                     if is_failure(earlier.state) {
-                        return lets_through(earlier, me);
+                        return lets_through(me);
                     }
                     match me.cutover_policy {
                         Parallel => true,

@@ -2,7 +2,7 @@
 
 use diesel::prelude::*;
 
-use super::{apply_operations, control_requests, tasks, validate};
+use super::{aggregate, apply_operations, control_requests, tasks, validate};
 use crate::db::{self, DbConnection, UniqueKey};
 use crate::error::{StoreError, StoreResult};
 use chrono::NaiveDateTime;
@@ -14,6 +14,9 @@ use crate::schema::{
 use crate::state::ApplyState;
 
 pub use super::claims::{blockers, Blocker};
+pub use super::rollouts::{create_rollout, MAX_OPERATION_TASKS, MAX_ROLLOUT_OPERATIONS};
+pub use super::targets::{explain_target_holder, target_holder};
+pub use crate::models::DEFAULT_MAX_ATTEMPTS;
 
 const IDENTIFIER_KEY: UniqueKey = UniqueKey {
     table: "applies",
@@ -21,34 +24,57 @@ const IDENTIFIER_KEY: UniqueKey = UniqueKey {
     columns: &["apply_identifier"],
 };
 
-/// Inserts a `pending` apply and returns its id.
+/// Inserts a `pending` apply with no operations and returns its id. To create an apply with its
+/// operations and tasks at once, use [`create_rollout`].
 ///
-/// Errors: [`StoreError::InvalidInput`] for an empty or over-long (255 characters) field or an
-/// identifier ending in a space; [`StoreError::ApplyExists`] when the identifier is taken.
+/// Errors: [`StoreError::InvalidInput`] for an empty or over-long (255 characters) field, an
+/// identifier ending in a space, a `requested_by` over 255 characters, or a `max_concurrency` or
+/// `max_attempts` out of range; [`StoreError::ApplyExists`] when the identifier is taken.
 pub fn insert(conn: &mut DbConnection, new: &NewApply) -> StoreResult<ApplyId> {
     validate::key_varchar("apply_identifier", &new.apply_identifier)?;
     validate::required_varchar("database_name", &new.database_name)?;
     validate::required_varchar("environment", &new.environment)?;
     validate::required_varchar("deployment", &new.deployment)?;
-    db::serialized_write(conn, |conn| {
-        let now = db::now();
-        let inserted = diesel::insert_into(applies::table)
-            .values((
-                new,
-                applies::state.eq(ApplyState::Pending),
-                applies::created_at.eq(now),
-                applies::updated_at.eq(now),
-            ))
-            .execute(conn);
-        match inserted {
-            Ok(_) => Ok(ApplyId(db::last_insert_id(conn)?)),
-            Err(err) if db::is_unique_violation_of(conn, &err, &IDENTIFIER_KEY) => {
-                Err(StoreError::ApplyExists {
-                    apply_identifier: new.apply_identifier.clone(),
-                })
-            }
-            Err(err) => Err(err.into()),
+    validate::optional_varchar("requested_by", &new.requested_by)?;
+    validate::max_concurrency(new.max_concurrency)?;
+    validate::max_attempts(new.max_attempts)?;
+    db::serialized_write(conn, |conn| insert_row(conn, new))
+}
+
+/// The INSERT of a validated apply, and reading its id back.
+pub(super) fn insert_row(conn: &mut DbConnection, new: &NewApply) -> StoreResult<ApplyId> {
+    let now = db::now();
+    let inserted = diesel::insert_into(applies::table)
+        .values((
+            new,
+            applies::state.eq(ApplyState::Pending),
+            applies::created_at.eq(now),
+            applies::updated_at.eq(now),
+        ))
+        .execute(conn);
+    match inserted {
+        Ok(_) => Ok(ApplyId(db::last_insert_id(conn)?)),
+        Err(err) if db::is_unique_violation_of(conn, &err, &IDENTIFIER_KEY) => {
+            Err(StoreError::ApplyExists {
+                apply_identifier: new.apply_identifier.clone(),
+            })
         }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Brings apply `id`'s derived state up to date and returns the apply as stored afterwards. Every
+/// state write already does this in its own transaction; this is for operators (after repairing a row
+/// by hand, or for an apply written before the aggregate existed). Writes only when something
+/// changes. [`StoreError::ApplyNotFound`] for an unknown apply.
+pub fn refresh(conn: &mut DbConnection, id: ApplyId) -> StoreResult<Apply> {
+    db::retry_contention(conn, |conn| {
+        db::apply_transaction(conn, |conn| {
+            let locked =
+                aggregate::lock_apply(conn, id)?.ok_or(StoreError::ApplyNotFound { id })?;
+            aggregate::refresh_locked(conn, &locked)?;
+            get(conn, id)?.ok_or(StoreError::ApplyNotFound { id })
+        })
     })
 }
 

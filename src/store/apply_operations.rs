@@ -1,7 +1,9 @@
 //! The `apply_operations` store: one row per (apply, deployment).
 //!
-//! Every write is a single statement on every path (an UPDATE that reports zero matched rows is a
-//! missing id) and idempotent: repeating it succeeds and keeps the timestamps already stamped.
+//! Every state write is one UPDATE of the operation (zero matched rows is a missing id), in a write
+//! transaction that first locks the operation's apply row and then refreshes the apply's derived
+//! state (see [`super::applies::refresh`]); it is idempotent: repeating it succeeds and keeps the
+//! timestamps already stamped.
 //! Timestamp rules: `started_at` is stamped by the first [`mark_started`]; `completed_at` is stamped by
 //! the first move into a completing state ([`mark_completed`], [`mark_failed`], [`mark_terminal`]) and
 //! cleared by any move back to a non-completing one, so it is set exactly while the state is completed,
@@ -9,8 +11,9 @@
 
 use diesel::prelude::*;
 
-use super::validate;
+use super::aggregate::{self, LockedApply};
 use super::writer::{self, Writer};
+use super::{targets, validate};
 use crate::db::{self, DbConnection, UniqueKey};
 use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyId, ApplyOperation, ApplyOperationId, NewApplyOperation};
@@ -24,42 +27,75 @@ const APPLY_DEPLOYMENT_KEY: UniqueKey = UniqueKey {
     columns: &["apply_id", "deployment"],
 };
 
-/// Inserts a `pending` operation and returns its id.
+/// Inserts a `pending` operation into an existing apply, after its current operations in claim
+/// order, and returns its id. It copies the apply's database and environment and holds its target
+/// from now on. To create an apply with all its operations at once, use
+/// [`applies::create_rollout`](super::applies::create_rollout).
 ///
 /// Errors: [`StoreError::InvalidInput`] for a deployment that is empty, longer than 255 characters or
-/// ends in a space, or a target longer than 255 characters; [`StoreError::ApplyOperationExists`] when
-/// the apply already has an operation for this deployment. Two statements on MySQL (the INSERT and
-/// `LAST_INSERT_ID()`).
+/// ends in a space, or a target longer than 255 characters; [`StoreError::ApplyNotFound`];
+/// [`StoreError::ApplyOperationExists`] when the apply already has an operation for this deployment;
+/// [`StoreError::TargetBusy`] when another apply holds the target. In one write transaction with the
+/// apply's row locked, which also refreshes the apply's derived state.
 pub fn insert(conn: &mut DbConnection, new: &NewApplyOperation) -> StoreResult<ApplyOperationId> {
     validate::key_varchar("deployment", &new.deployment)?;
     validate::optional_varchar("target", &new.target)?;
-    // created_at orders the claims: it is read once this insert's write is serialised (SQLite's write
-    // lock), so no sibling committed meanwhile can come out later than it.
-    db::serialized_write(conn, |conn| {
-        let now = db::now();
-        let inserted = diesel::insert_into(apply_operations::table)
-            .values((
-                apply_operations::apply_id.eq(new.apply_id),
-                apply_operations::deployment.eq(&new.deployment),
-                apply_operations::target.eq(&new.target),
-                apply_operations::cutover_policy.eq(new.cutover_policy),
-                apply_operations::on_failure.eq(new.on_failure),
-                apply_operations::state.eq(ApplyState::Pending),
-                apply_operations::created_at.eq(now),
-                apply_operations::updated_at.eq(now),
-            ))
-            .execute(conn);
-        match inserted {
-            Ok(_) => Ok(ApplyOperationId(db::last_insert_id(conn)?)),
-            Err(err) if db::is_unique_violation_of(conn, &err, &APPLY_DEPLOYMENT_KEY) => {
-                Err(StoreError::ApplyOperationExists {
-                    apply_id: new.apply_id,
-                    deployment: new.deployment.clone(),
-                })
-            }
-            Err(err) => Err(err.into()),
-        }
+    db::retry_contention(conn, |conn| {
+        db::apply_transaction(conn, |conn| {
+            let locked = aggregate::lock_apply(conn, new.apply_id)?
+                .ok_or(StoreError::ApplyNotFound { id: new.apply_id })?;
+            let id = insert_row(conn, new, &locked)?;
+            aggregate::refresh_locked(conn, &locked)?;
+            Ok(id)
+        })
     })
+}
+
+/// The INSERT of a validated operation of the locked apply.
+fn insert_row(
+    conn: &mut DbConnection,
+    new: &NewApplyOperation,
+    locked: &LockedApply,
+) -> StoreResult<ApplyOperationId> {
+    // created_at orders the claims: it is read under the apply's lock (and SQLite's write lock), so
+    // no sibling committed meanwhile can come out later than it.
+    let now = db::now();
+    let inserted = diesel::insert_into(apply_operations::table)
+        .values((
+            apply_operations::apply_id.eq(new.apply_id),
+            apply_operations::deployment.eq(&new.deployment),
+            apply_operations::target.eq(&new.target),
+            apply_operations::cutover_policy.eq(new.cutover_policy),
+            apply_operations::on_failure.eq(new.on_failure),
+            apply_operations::state.eq(ApplyState::Pending),
+            apply_operations::database_name.eq(&locked.row.database_name),
+            apply_operations::environment.eq(&locked.row.environment),
+            apply_operations::holds_target.eq(Some(true)),
+            apply_operations::created_at.eq(now),
+            apply_operations::updated_at.eq(now),
+        ))
+        .execute(conn);
+    let exists = || StoreError::ApplyOperationExists {
+        apply_id: new.apply_id,
+        deployment: new.deployment.clone(),
+    };
+    match inserted {
+        Ok(_) => Ok(ApplyOperationId(db::last_insert_id(conn)?)),
+        Err(err) if db::is_unique_violation_of(conn, &err, &APPLY_DEPLOYMENT_KEY) => Err(exists()),
+        // SQLite reports only one violated key: a second operation for the same deployment also
+        // collides with the first one's target.
+        Err(_) if get_by_apply_and_deployment(conn, new.apply_id, &new.deployment)?.is_some() => {
+            Err(exists())
+        }
+        Err(err) => Err(targets::busy_or(
+            conn,
+            err,
+            Some(new.apply_id),
+            &locked.row.database_name,
+            &locked.row.environment,
+            &[new.deployment.as_str()],
+        )),
+    }
 }
 
 /// The operation with this id, or `None`.

@@ -8,11 +8,11 @@
 
 use diesel::prelude::*;
 
-use super::{check_operation_owner, validate};
+use super::{aggregate, check_operation_owner, validate};
 use crate::db::{self, DbConnection, UniqueKey};
 use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyId, ApplyOperationId, ControlRequest, ControlRequestId};
-use crate::schema::{applies, apply_control_requests as reqs, apply_operations};
+use crate::schema::{apply_control_requests as reqs, apply_operations};
 use crate::state::{ApplyState, ControlRequestKind, ControlRequestStatus};
 
 /// At most one pending request per (apply, operation or whole apply, kind). The name is the same on
@@ -44,15 +44,25 @@ pub fn request(
     if let Some(reason) = reason {
         validate::text("reason", reason, false)?;
     }
-    let apply_exists = applies::table
-        .find(apply_id)
-        .select(applies::id)
-        .first::<ApplyId>(conn)
-        .optional()?
-        .is_some();
-    if !apply_exists {
-        return Err(StoreError::ApplyNotFound { id: apply_id });
-    }
+    db::retry_contention(conn, |conn| {
+        db::apply_transaction(conn, |conn| {
+            let locked = aggregate::lock_apply(conn, apply_id)?
+                .ok_or(StoreError::ApplyNotFound { id: apply_id })?;
+            let request = record(conn, apply_id, operation_id, kind, reason)?;
+            aggregate::refresh_locked(conn, &locked)?;
+            Ok(request)
+        })
+    })
+}
+
+/// [`request`]'s writes, with the apply's row locked.
+fn record(
+    conn: &mut DbConnection,
+    apply_id: ApplyId,
+    operation_id: Option<ApplyOperationId>,
+    kind: ControlRequestKind,
+    reason: Option<&str>,
+) -> StoreResult<ControlRequest> {
     if let Some(operation_id) = operation_id {
         let owner = apply_operations::table
             .find(operation_id)
@@ -153,6 +163,25 @@ pub fn fail(conn: &mut DbConnection, id: ControlRequestId, reason: &str) -> Stor
 /// Moves a pending (or already `status`) request to `status`, stamping `completed_at` once and, when
 /// given, replacing the reason. One UPDATE; a second statement only when it matched nothing.
 fn resolve(
+    conn: &mut DbConnection,
+    id: ControlRequestId,
+    status: ControlRequestStatus,
+    reason: Option<&str>,
+) -> StoreResult<()> {
+    db::retry_contention(conn, |conn| {
+        db::apply_transaction(conn, |conn| {
+            let locked = aggregate::lock_apply_of_request(conn, id)?;
+            resolve_locked(conn, id, status, reason)?;
+            if let Some(locked) = &locked {
+                aggregate::refresh_locked(conn, locked)?;
+            }
+            Ok(())
+        })
+    })
+}
+
+/// [`resolve`]'s UPDATE, with the request's apply locked.
+fn resolve_locked(
     conn: &mut DbConnection,
     id: ControlRequestId,
     status: ControlRequestStatus,

@@ -18,11 +18,14 @@ use diesel::sql_types::{Nullable, Timestamp};
 use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyId, ApplyOperationId};
 
+mod aggregate;
 pub mod applies;
 pub mod apply_operations;
 pub mod claims;
 pub mod control_requests;
 pub mod leases;
+mod rollouts;
+mod targets;
 pub mod tasks;
 mod validate;
 mod writer;

@@ -87,6 +87,29 @@ pub(crate) fn text(field: &'static str, value: &str, required: bool) -> StoreRes
     Ok(())
 }
 
+/// An apply's concurrency cap: `None` (unlimited) or 1 to 1,000.
+pub(crate) fn max_concurrency(value: Option<i64>) -> StoreResult<()> {
+    match value {
+        Some(cap) if !(1..=1_000).contains(&cap) => Err(StoreError::invalid(
+            "max_concurrency",
+            format!("{cap} is outside 1..=1000 (leave it unset for no cap)"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// An apply's retry budget: 0 (no retries) to 1,000.
+pub(crate) fn max_attempts(value: i32) -> StoreResult<()> {
+    if (0..=1_000).contains(&value) {
+        Ok(())
+    } else {
+        Err(StoreError::invalid(
+            "max_attempts",
+            format!("{value} is outside 0..=1000 (0 turns retries off)"),
+        ))
+    }
+}
+
 /// Fails closed before any SQL: only a lease whose token has the exact shape claims mint (32 lowercase
 /// hex digits) and whose owner is a valid owner name can write. A blank token or owner could otherwise
 /// match a row that nobody holds (whose token and owner are empty).

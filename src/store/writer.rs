@@ -5,7 +5,8 @@
 
 use diesel::prelude::*;
 
-use super::{coalesce_timestamp, validate};
+use super::aggregate::{self, LockedApply};
+use super::{coalesce_timestamp, targets, validate};
 use crate::db::{self, DbConnection};
 use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyOperationId, OperationLease};
@@ -49,6 +50,14 @@ impl Writer<'_> {
         }
     }
 
+    /// The operation written.
+    pub(super) fn operation_id(self) -> ApplyOperationId {
+        match self {
+            Writer::Operator(id) => id,
+            Writer::Lease(lease) => lease.operation_id,
+        }
+    }
+
     /// Rejects a lease that cannot be a real one before any SQL runs.
     pub(super) fn check(self) -> StoreResult<()> {
         match self {
@@ -79,12 +88,61 @@ pub(super) fn lease_miss(
     })
 }
 
+/// Runs one operation write the way every state write runs: in a write transaction (retried on a lost
+/// deadlock, see [`db::retry_contention`]) that first locks the operation's apply row, then runs
+/// `write` (the UPDATE of the operation row, given the locked apply, `None` for an operation whose
+/// apply is gone), then refreshes the apply's derived state in the same transaction.
+fn write_with_refresh(
+    conn: &mut DbConnection,
+    writer: Writer<'_>,
+    mut write: impl FnMut(&mut DbConnection, Option<&LockedApply>) -> StoreResult<()>,
+) -> StoreResult<()> {
+    writer.check()?;
+    db::retry_contention(conn, |conn| {
+        db::apply_transaction(conn, |conn| {
+            let locked = aggregate::lock_apply_of(conn, writer.operation_id())?;
+            write(conn, locked.as_ref())?;
+            if let Some(locked) = &locked {
+                aggregate::refresh_locked(conn, locked)?;
+            }
+            Ok(())
+        })
+    })
+}
+
+/// The error of an operation UPDATE: [`StoreError::TargetBusy`] when it would make the operation hold
+/// a target another apply holds, else the database's error.
+fn write_error(
+    conn: &mut DbConnection,
+    err: diesel::result::Error,
+    writer: Writer<'_>,
+    locked: Option<&LockedApply>,
+) -> StoreError {
+    let Some(locked) = locked else {
+        return err.into();
+    };
+    let deployment = apply_operations::table
+        .find(writer.operation_id())
+        .select(apply_operations::deployment)
+        .first::<String>(conn);
+    match deployment {
+        Ok(deployment) => targets::busy_or(
+            conn,
+            err,
+            Some(locked.row.id),
+            &locked.row.database_name,
+            &locked.row.environment,
+            &[deployment.as_str()],
+        ),
+        Err(_) => err.into(),
+    }
+}
+
 pub(super) fn write_state(
     conn: &mut DbConnection,
     writer: Writer<'_>,
     state: ApplyState,
 ) -> StoreResult<()> {
-    writer.check()?;
     if completes(state) {
         return Err(StoreError::invalid(
             "state",
@@ -93,33 +151,72 @@ pub(super) fn write_state(
             ),
         ));
     }
-    let matched = writer
-        .update()
-        .set((
-            apply_operations::state.eq(state),
-            apply_operations::completed_at.eq(None::<chrono::NaiveDateTime>),
-            apply_operations::updated_at.eq(db::now()),
-        ))
-        .execute(conn)?;
-    writer.expect_row(conn, matched)
+    write_with_refresh(conn, writer, |conn, locked| {
+        if state == ApplyState::FailedRetryable {
+            if let Some(message) = budget_exhausted(conn, writer, locked)? {
+                return completion(conn, writer, locked, ApplyState::Failed, Some(&message));
+            }
+        }
+        let written = writer
+            .update()
+            .set((
+                apply_operations::state.eq(state),
+                apply_operations::completed_at.eq(None::<chrono::NaiveDateTime>),
+                apply_operations::holds_target.eq(targets::hold_for(state)),
+                apply_operations::updated_at.eq(db::now()),
+            ))
+            .execute(conn);
+        match written {
+            Ok(matched) => writer.expect_row(conn, matched),
+            Err(err) => Err(write_error(conn, err, writer, locked)),
+        }
+    })
+}
+
+/// For a write of `failed_retryable`: the message to store `failed` with instead when the operation
+/// has no attempt left under its apply's retry budget, else `None`.
+fn budget_exhausted(
+    conn: &mut DbConnection,
+    writer: Writer<'_>,
+    locked: Option<&LockedApply>,
+) -> StoreResult<Option<String>> {
+    let Some(locked) = locked else {
+        return Ok(None);
+    };
+    let attempt: Option<i32> = apply_operations::table
+        .find(writer.operation_id())
+        .select(apply_operations::attempt)
+        .first(conn)
+        .optional()?;
+    Ok(match attempt {
+        Some(attempt) if attempt >= locked.row.max_attempts => {
+            Some(format!("retry budget exhausted after {attempt} attempts"))
+        }
+        _ => None,
+    })
 }
 
 pub(super) fn write_started(conn: &mut DbConnection, writer: Writer<'_>) -> StoreResult<()> {
-    writer.check()?;
-    let now = db::now();
-    let matched = writer
-        .update()
-        .set((
-            apply_operations::state.eq(ApplyState::Running),
-            apply_operations::started_at.eq(coalesce_timestamp(
-                apply_operations::started_at,
-                now.nullable(),
-            )),
-            apply_operations::completed_at.eq(None::<chrono::NaiveDateTime>),
-            apply_operations::updated_at.eq(now),
-        ))
-        .execute(conn)?;
-    writer.expect_row(conn, matched)
+    write_with_refresh(conn, writer, |conn, locked| {
+        let now = db::now();
+        let written = writer
+            .update()
+            .set((
+                apply_operations::state.eq(ApplyState::Running),
+                apply_operations::started_at.eq(coalesce_timestamp(
+                    apply_operations::started_at,
+                    now.nullable(),
+                )),
+                apply_operations::completed_at.eq(None::<chrono::NaiveDateTime>),
+                apply_operations::holds_target.eq(Some(true)),
+                apply_operations::updated_at.eq(now),
+            ))
+            .execute(conn);
+        match written {
+            Ok(matched) => writer.expect_row(conn, matched),
+            Err(err) => Err(write_error(conn, err, writer, locked)),
+        }
+    })
 }
 
 pub(super) fn write_failed(
@@ -127,7 +224,6 @@ pub(super) fn write_failed(
     writer: Writer<'_>,
     message: &str,
 ) -> StoreResult<()> {
-    writer.check()?;
     validate::text("error_message", message, true)?;
     write_completion(conn, writer, ApplyState::Failed, Some(message))
 }
@@ -167,7 +263,20 @@ pub(super) fn write_completion(
     state: ApplyState,
     error_message: Option<&str>,
 ) -> StoreResult<()> {
-    writer.check()?;
+    write_with_refresh(conn, writer, |conn, locked| {
+        completion(conn, writer, locked, state, error_message)
+    })
+}
+
+/// The UPDATE of a move into completing `state`: `completed_at` stamped once, the error message set
+/// when given, and the target let go unless the state is `failed` (whose hold the refresh decides).
+fn completion(
+    conn: &mut DbConnection,
+    writer: Writer<'_>,
+    locked: Option<&LockedApply>,
+    state: ApplyState,
+    error_message: Option<&str>,
+) -> StoreResult<()> {
     debug_assert!(completes(state));
     let now = db::now();
     let stamp_completion = (
@@ -178,15 +287,33 @@ pub(super) fn write_completion(
         )),
         apply_operations::updated_at.eq(now),
     );
-    let matched = match error_message {
-        Some(message) => writer
+    let written = match (error_message, state == ApplyState::Failed) {
+        (Some(message), true) => writer
             .update()
             .set((
                 stamp_completion,
                 apply_operations::error_message.eq(message.to_owned()),
             ))
-            .execute(conn)?,
-        None => writer.update().set(stamp_completion).execute(conn)?,
+            .execute(conn),
+        (Some(message), false) => writer
+            .update()
+            .set((
+                stamp_completion,
+                apply_operations::error_message.eq(message.to_owned()),
+                apply_operations::holds_target.eq(None::<bool>),
+            ))
+            .execute(conn),
+        (None, true) => writer.update().set(stamp_completion).execute(conn),
+        (None, false) => writer
+            .update()
+            .set((
+                stamp_completion,
+                apply_operations::holds_target.eq(None::<bool>),
+            ))
+            .execute(conn),
     };
-    writer.expect_row(conn, matched)
+    match written {
+        Ok(matched) => writer.expect_row(conn, matched),
+        Err(err) => Err(write_error(conn, err, writer, locked)),
+    }
 }

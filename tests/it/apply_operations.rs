@@ -17,7 +17,7 @@ use crate::backend_tests;
 use crate::harness::TestDb;
 
 fn insert(conn: &mut DbConnection, apply_id: i64, deployment: &str) -> ApplyOperationId {
-    store::insert(conn, &NewApplyOperation::new(ApplyId(apply_id), deployment)).expect("insert")
+    crate::fixtures::insert_operation(conn, ApplyId(apply_id), deployment)
 }
 
 fn fetch(conn: &mut DbConnection, id: ApplyOperationId) -> ApplyOperation {
@@ -97,6 +97,7 @@ backend_tests!(
 
 fn insert_then_get_round_trips_with_defaults(db: &TestDb) {
     let conn = &mut db.conn();
+    crate::fixtures::ensure_apply(conn, ApplyId(7));
     let id = store::insert(
         conn,
         &NewApplyOperation::new(ApplyId(7), "us-east-1").with_target("ks/-80"),
@@ -191,6 +192,7 @@ fn list_by_apply_only_returns_that_apply(db: &TestDb) {
 
 fn the_same_apply_and_deployment_conflicts(db: &TestDb) {
     let conn = &mut db.conn();
+    crate::fixtures::ensure_apply(conn, ApplyId(5));
     let first = insert(conn, 5, "east");
     match store::insert(
         conn,
@@ -227,6 +229,7 @@ fn deployments_differing_only_in_case_are_distinct(db: &TestDb) {
 
 fn a_violation_of_another_unique_key_stays_a_database_error(db: &TestDb) {
     let conn = &mut db.conn();
+    crate::fixtures::ensure_apply(conn, ApplyId(1));
     diesel::sql_query("CREATE UNIQUE INDEX test_only_target_key ON apply_operations (target)")
         .execute(conn)
         .unwrap();
@@ -474,6 +477,7 @@ fn a_deployment_can_be_reused_after_delete_by_apply(db: &TestDb) {
 
 fn deployment_must_be_1_to_255_characters(db: &TestDb) {
     let conn = &mut db.conn();
+    crate::fixtures::ensure_apply(conn, ApplyId(1));
     assert_invalid(
         store::insert(conn, &NewApplyOperation::new(ApplyId(1), "")),
         "deployment",
@@ -493,6 +497,7 @@ fn deployment_must_be_1_to_255_characters(db: &TestDb) {
 
 fn deployment_limit_counts_characters_not_bytes(db: &TestDb) {
     let conn = &mut db.conn();
+    crate::fixtures::ensure_apply(conn, ApplyId(1));
     let emoji = "🚀".repeat(255); // 1,020 bytes
     let id = insert(conn, 1, &emoji);
     assert_eq!(fetch(conn, id).deployment, emoji);
@@ -504,6 +509,7 @@ fn deployment_limit_counts_characters_not_bytes(db: &TestDb) {
 
 fn deployment_must_not_end_in_a_space(db: &TestDb) {
     let conn = &mut db.conn();
+    crate::fixtures::ensure_apply(conn, ApplyId(1));
     insert(conn, 1, "east");
     assert_invalid(
         store::insert(conn, &NewApplyOperation::new(ApplyId(1), "east ")),
@@ -514,6 +520,7 @@ fn deployment_must_not_end_in_a_space(db: &TestDb) {
 
 fn target_is_at_most_255_characters(db: &TestDb) {
     let conn = &mut db.conn();
+    crate::fixtures::ensure_apply(conn, ApplyId(1));
     assert_invalid(
         store::insert(
             conn,
@@ -555,6 +562,7 @@ fn error_message_is_bounded_by_the_text_column_and_never_truncated(db: &TestDb) 
 
 fn quotes_unicode_and_sql_metacharacters_are_stored_verbatim(db: &TestDb) {
     let conn = &mut db.conn();
+    crate::fixtures::ensure_apply(conn, ApplyId(1));
     let deployment = "o'brien\"; DROP TABLE apply_operations; -- \\ % _ 🚀 ñ 中文";
     let target = "`ks`/-80\t\n'\\0";
     let message =

@@ -7,7 +7,7 @@ use applyops::models::ApplyOperationId;
 use applyops::state::{ApplyState, ControlRequestKind, CutoverPolicy, FailurePolicy};
 use applyops::store::applies::{self, Blocker};
 use applyops::store::apply_operations;
-use applyops::store::claims::{self, DEFAULT_MAX_ATTEMPTS};
+use applyops::store::claims;
 use applyops::{DbConnection, StoreError};
 use diesel::Connection;
 
@@ -50,7 +50,7 @@ fn each_blocker_is_built_and_the_claims_agree_with_every_verdict(db: &TestDb) {
     let conn = &mut db.conn();
     let mut all = Vec::new();
     let mut expect = |apply, wanted: Vec<Blocker>, conn: &mut DbConnection| {
-        let found = applies::blockers(conn, apply, DEFAULT_MAX_ATTEMPTS).unwrap();
+        let found = applies::blockers(conn, apply).unwrap();
         let blockers: Vec<Blocker> = found.iter().map(|(_, b)| b.clone()).collect();
         assert_eq!(blockers, wanted, "apply {apply}");
         all.extend(found);
@@ -170,33 +170,34 @@ fn each_blocker_is_built_and_the_claims_agree_with_every_verdict(db: &TestDb) {
         conn,
     );
 
-    // The retry budget, judged with the given one.
+    // The retry budget: the apply's.
     let (retry, t) = rollout(conn, 1, Parallel, Halt);
     force_state(conn, t[0], ApplyState::FailedRetryable);
-    assert_eq!(
-        applies::blockers(conn, retry, 0).unwrap(),
-        [(t[0], Blocker::RetryBudgetExhausted)]
-    );
+    set_max_attempts(conn, retry, 0);
+    expect(retry, vec![Blocker::RetryBudgetExhausted], conn);
+    set_max_attempts(conn, retry, 1);
     expect(retry, vec![Blocker::Claimable], conn);
 
-    // A negative budget is refused before any SQL; an unknown apply has no blockers.
-    assert!(matches!(
-        applies::blockers(conn, retry, -1),
-        Err(StoreError::InvalidInput {
-            field: "max_attempts",
-            ..
-        })
-    ));
-    assert!(applies::blockers(
+    // The concurrency cap: a start waits while the apply's cap of operations is driven; recovery
+    // never does.
+    let (capped, k) = rollout(conn, 2, Parallel, Halt);
+    set_max_concurrency(conn, capped, Some(1));
+    force_state(conn, k[0], ApplyState::Running);
+    expect(
+        capped,
+        vec![Blocker::Claimable, Blocker::ConcurrencyCap { limit: 1 }],
         conn,
-        applyops::ApplyId(retry.get() + 1_000),
-        DEFAULT_MAX_ATTEMPTS
-    )
-    .unwrap()
-    .is_empty());
+    );
+
+    // An unknown apply has no blockers.
+    assert!(
+        applies::blockers(conn, applyops::ApplyId(retry.get() + 1_000))
+            .unwrap()
+            .is_empty()
+    );
 
     // Settled operations are not listed.
-    assert!(applies::blockers(conn, halted, DEFAULT_MAX_ATTEMPTS)
+    assert!(applies::blockers(conn, halted)
         .unwrap()
         .iter()
         .all(|(id, _)| *id != f[0]));

@@ -267,9 +267,10 @@ fn failed_retryable_within_budget_is_retried_with_attempt_plus_one(db: &TestDb) 
 
 fn failed_retryable_at_the_budget_is_not_retried(db: &TestDb) {
     let conn = &mut db.conn();
-    let (_, ids) = rollout(conn, 1, Rolling, Halt);
+    let (apply, ids) = rollout(conn, 1, Rolling, Halt);
+    set_max_attempts(conn, apply, 2);
     force_state(conn, ids[0], ApplyState::FailedRetryable);
-    let budget = ClaimOptions::new("w", TTL).with_max_attempts(2);
+    let budget = ClaimOptions::new("w", TTL);
     for attempt in 1..=2 {
         let retried = claims::claim_next(conn, &budget)
             .unwrap()
@@ -278,24 +279,34 @@ fn failed_retryable_at_the_budget_is_not_retried(db: &TestDb) {
         leases::update_state(conn, &retried.lease, ApplyState::FailedRetryable).unwrap();
         leases::release(conn, &retried.lease).unwrap();
     }
+    let (exhausted, _) = row(conn, ids[0]);
+    assert_eq!(
+        (exhausted.state, exhausted.error_message.as_deref()),
+        (
+            ApplyState::Failed,
+            Some("retry budget exhausted after 2 attempts")
+        ),
+        "a write of failed_retryable with no attempt left stores failed"
+    );
+    force_state(conn, ids[0], ApplyState::FailedRetryable);
     assert!(
         claims::claim_next(conn, &budget).unwrap().is_none(),
         "attempt 2 is at the budget"
     );
-    let zero = ClaimOptions::new("w", TTL).with_max_attempts(0);
-    force_state(conn, ids[0], ApplyState::FailedRetryable);
+    set_max_attempts(conn, apply, 0);
     assert!(
-        claims::claim_next(conn, &zero).unwrap().is_none(),
+        claims::claim_next(conn, &budget).unwrap().is_none(),
         "a budget of 0 turns retries off"
     );
 }
 
 fn an_exhausted_retry_does_not_hold_back_younger_rows(db: &TestDb) {
     let conn = &mut db.conn();
-    let (_, exhausted) = rollout(conn, 1, Rolling, Halt);
+    let (spent, exhausted) = rollout(conn, 1, Rolling, Halt);
+    set_max_attempts(conn, spent, 0);
     force_state(conn, exhausted[0], ApplyState::FailedRetryable);
     let (_, fresh) = rollout(conn, 1, Rolling, Halt);
-    let budget = ClaimOptions::new("w", TTL).with_max_attempts(0);
+    let budget = ClaimOptions::new("w", TTL);
     let claimed = claims::claim_next(conn, &budget)
         .unwrap()
         .map(|c| c.operation.id);
@@ -606,11 +617,6 @@ fn bad_claim_options_are_rejected_before_any_sql(db: &TestDb) {
         conn,
         ClaimOptions::new("w", Duration::from_secs(86_401)),
         "lease_ttl",
-    );
-    invalid(
-        conn,
-        ClaimOptions::new("w", TTL).with_max_attempts(-1),
-        "max_attempts",
     );
     assert!(matches!(
         claims::claim_next_cutover(conn, &ClaimOptions::new("", TTL)),

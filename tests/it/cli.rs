@@ -6,6 +6,7 @@ use applyops::db::{self, Dropped};
 use applyops::models::{ApplyId, ApplyOperation, NewApply, NewApplyOperation, NewTask};
 use applyops::state::ControlRequestKind;
 use applyops::store::{applies, apply_operations, control_requests, tasks};
+use diesel::prelude::*;
 
 use crate::backend_tests;
 use crate::harness::{schema_snapshot, table_exists, Kind, TestDb};
@@ -207,7 +208,12 @@ fn cli_list_of_a_missing_apply_fails_naming_it(db: &TestDb) {
 
 fn cli_list_shows_orphaned_operations_with_a_warning(db: &TestDb) {
     let conn = &mut db.conn();
+    crate::fixtures::ensure_apply(conn, ApplyId(77));
     apply_operations::insert(conn, &NewApplyOperation::new(ApplyId(77), "east")).unwrap();
+    // The store never orphans an operation; an operator's SQL can.
+    diesel::delete(applyops::schema::applies::table.find(ApplyId(77)))
+        .execute(conn)
+        .unwrap();
     let (ok, out, err) = applyops(db.url(), &["list", "77"]);
     assert!(ok, "{err}");
     assert_eq!(out.lines().count(), 1);

@@ -15,6 +15,7 @@ fn sixteen_threads_inserting_one_pair_yield_one_id_and_fifteen_conflicts(db: &Te
     const THREADS: usize = 16;
     let barrier = Arc::new(Barrier::new(THREADS));
     let url = db.url().to_owned();
+    crate::fixtures::ensure_apply(&mut db.conn(), ApplyId(42));
     let handles: Vec<_> = (0..THREADS)
         .map(|_| {
             let barrier = Arc::clone(&barrier);

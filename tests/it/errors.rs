@@ -27,6 +27,7 @@ fn connection_id(conn: &mut DbConnection) -> i64 {
 fn mysql_a_killed_connection_is_a_database_error_not_a_panic() {
     let db = TestDb::new(Kind::Mysql);
     let mut conn = db.conn();
+    crate::fixtures::ensure_apply(&mut conn, ApplyId(1));
     let id = store::insert(&mut conn, &NewApplyOperation::new(ApplyId(1), "a")).unwrap();
     let thread_id = connection_id(&mut conn);
     admin_connection()
@@ -44,6 +45,7 @@ fn mysql_a_killed_connection_is_a_database_error_not_a_panic() {
 fn sqlite_a_refused_write_is_a_database_error_and_writes_nothing() {
     let db = TestDb::new(Kind::Sqlite);
     let mut conn = db.conn();
+    crate::fixtures::ensure_apply(&mut conn, ApplyId(1));
     conn.batch_execute("PRAGMA query_only = ON").unwrap();
     let result = store::insert(&mut conn, &NewApplyOperation::new(ApplyId(1), "a"));
     assert!(matches!(result, Err(StoreError::Database(_))), "{result:?}");

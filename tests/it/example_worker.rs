@@ -147,11 +147,23 @@ backend_tests!(
 );
 
 fn the_example_worker_drains_its_seeded_applies(db: &TestDb) {
-    run_worker_ok(db.url(), &DRAIN_SEEDED);
+    let stdout = run_worker_ok(db.url(), &DRAIN_SEEDED);
     assert_eq!(
         assert_all_completed_and_unleased(db),
         12,
         "4 applies x 3 deployments"
+    );
+    assert!(
+        stdout.contains("seeded applies: completed=4\n"),
+        "the derived apply states: {stdout}"
+    );
+    let tasks: i64 = applyops::schema::tasks::table
+        .count()
+        .get_result(&mut db.conn())
+        .unwrap();
+    assert_eq!(
+        tasks, 12,
+        "one task per operation, created with the rollout"
     );
 }
 

@@ -22,13 +22,19 @@ pub fn opts(owner: &str) -> ClaimOptions {
     ClaimOptions::new(owner, TTL)
 }
 
-/// Inserts an apply (unique identifier per call) and returns its id.
+/// Inserts an apply (unique identifier and database per call, so fixtures' deployments never share a
+/// target) and returns its id.
 pub fn apply(conn: &mut DbConnection, defer_cutover: bool) -> ApplyId {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let new = NewApply::new(format!("apply-{n}"), "commerce", "production", "main")
-        .with_defer_cutover(defer_cutover);
+    let new = NewApply::new(
+        format!("apply-{n}"),
+        format!("commerce-{n}"),
+        "production",
+        "main",
+    )
+    .with_defer_cutover(defer_cutover);
     applies::insert(conn, &new).expect("insert apply")
 }
 
@@ -50,6 +56,24 @@ pub fn rollout(
         })
         .collect();
     (apply_id, ids)
+}
+
+/// Sets an apply's retry budget directly.
+pub fn set_max_attempts(conn: &mut DbConnection, apply_id: ApplyId, max_attempts: i32) {
+    use applyops::schema::applies as applies_table;
+    diesel::update(applies_table::table.find(apply_id))
+        .set(applies_table::max_attempts.eq(max_attempts))
+        .execute(conn)
+        .expect("set max_attempts");
+}
+
+/// Sets an apply's concurrency cap directly.
+pub fn set_max_concurrency(conn: &mut DbConnection, apply_id: ApplyId, cap: Option<i64>) {
+    use applyops::schema::applies as applies_table;
+    diesel::update(applies_table::table.find(apply_id))
+        .set(applies_table::max_concurrency.eq(cap))
+        .execute(conn)
+        .expect("set max_concurrency");
 }
 
 /// Sets a row's state directly, as an operator's SQL or an older tool might (no stamps, no checks).
@@ -151,4 +175,40 @@ pub fn claimed_id(conn: &mut DbConnection) -> Option<ApplyOperationId> {
 /// The id of the operation the cutover claim takes, if any.
 pub fn cutover_id(conn: &mut DbConnection) -> Option<ApplyOperationId> {
     claim_cutover(conn, "probe").map(|c| c.operation.id)
+}
+
+/// Makes sure apply `id` exists, inserting it with that id (database `db-<id>`, so its deployments are
+/// targets of their own) when it does not: for tests that pick apply ids by hand. Operations need an
+/// existing apply.
+pub fn ensure_apply(conn: &mut DbConnection, id: ApplyId) {
+    use applyops::schema::applies as a;
+    if applies::get(conn, id).expect("get apply").is_some() {
+        return;
+    }
+    let now = chrono::Utc::now().naive_utc();
+    diesel::insert_into(a::table)
+        .values((
+            a::id.eq(id),
+            a::apply_identifier.eq(format!("apply-id-{id}")),
+            a::database_name.eq(format!("db-{id}")),
+            a::environment.eq("production"),
+            a::deployment.eq("main"),
+            a::state.eq(ApplyState::Pending),
+            a::created_at.eq(now),
+            a::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .expect("insert apply with a chosen id");
+}
+
+/// [`apply_operations::insert`] of `deployment` into apply `apply_id`, creating the apply first when
+/// the test picked its id by hand.
+pub fn insert_operation(
+    conn: &mut DbConnection,
+    apply_id: ApplyId,
+    deployment: &str,
+) -> ApplyOperationId {
+    ensure_apply(conn, apply_id);
+    apply_operations::insert(conn, &NewApplyOperation::new(apply_id, deployment))
+        .expect("insert operation")
 }

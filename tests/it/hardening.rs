@@ -114,6 +114,7 @@ fn keys_that_differ_by_a_trailing_space_are_distinct_keys_in_the_database(db: &T
 
 fn inserts_and_lookups_agree_on_a_trailing_space(db: &TestDb) {
     let conn = &mut db.conn();
+    crate::fixtures::ensure_apply(conn, ApplyId(1));
     let err =
         apply_operations::insert(conn, &NewApplyOperation::new(ApplyId(1), "east ")).unwrap_err();
     assert!(
@@ -344,6 +345,7 @@ fn mysql_a_duplicate_is_recognised_whatever_the_servers_message_language() {
         .batch_execute("SET GLOBAL lc_messages = 'de_DE'")
         .unwrap();
     let conn = &mut db.conn();
+    crate::fixtures::ensure_apply(conn, ApplyId(1));
     apply_operations::insert(conn, &NewApplyOperation::new(ApplyId(1), "east")).unwrap();
     let err =
         apply_operations::insert(conn, &NewApplyOperation::new(ApplyId(1), "east")).unwrap_err();

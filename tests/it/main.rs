@@ -4,6 +4,7 @@
 mod fixtures;
 mod harness;
 
+mod aggregate;
 mod applies;
 mod apply_operations;
 mod blockers;

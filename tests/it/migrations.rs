@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use crate::backend_tests;
 use crate::harness::{schema_snapshot, table_exists, tables, Kind, TestDb};
 
-const VERSIONS: [&str; 8] = [
+const VERSIONS: [&str; 9] = [
     "20261124000001",
     "20261124000002",
     "20261124000003",
@@ -20,6 +20,7 @@ const VERSIONS: [&str; 8] = [
     "20261125000003",
     "20261125000004",
     "20261125000005",
+    "20261125000006",
 ];
 const TABLES: [&str; 4] = [
     "applies",
@@ -42,7 +43,7 @@ enum Added {
 }
 
 /// What each migration adds, in VERSIONS order.
-const ADDED_BY_MIGRATION: [Added; 8] = [
+const ADDED_BY_MIGRATION: [Added; 9] = [
     Added::Table("applies"),
     Added::Table("apply_operations"),
     Added::Table("tasks"),
@@ -51,6 +52,7 @@ const ADDED_BY_MIGRATION: [Added; 8] = [
     Added::Table("apply_control_requests"),
     Added::NoPadCollations,
     Added::Index("applies", "applies_created_at_id_idx"),
+    Added::Index("apply_operations", "apply_operations_target_key"),
 ];
 
 /// True while what migration `index` adds is present; `None` where it changes nothing observable on

@@ -106,6 +106,7 @@ fn mysql_a_connection_the_server_killed_is_replaced_on_checkout() {
         .batch_execute(&format!("KILL CONNECTION {killed}"))
         .unwrap();
     // The checkout ping sees the dead connection and the pool opens a new one: the call succeeds.
+    crate::fixtures::ensure_apply(&mut db.conn(), ApplyId(1));
     let id = store
         .apply_operations()
         .insert(&NewApplyOperation::new(ApplyId(1), "a"))
@@ -181,6 +182,7 @@ fn the_store_facade_round_trips_on_pooled_connections(db: &TestDb) {
         store.run_migrations().unwrap().is_empty(),
         "already migrated"
     );
+    crate::fixtures::ensure_apply(&mut db.conn(), ApplyId(3));
     let ops = store.apply_operations();
     let id = ops
         .insert(&NewApplyOperation::new(ApplyId(3), "east"))
@@ -229,6 +231,7 @@ fn the_store_facade_round_trips_on_pooled_connections(db: &TestDb) {
 
 fn a_write_transaction_rolls_back_everything_on_error(db: &TestDb) {
     let store = Store::open(db.url(), small(2)).unwrap();
+    crate::fixtures::ensure_apply(&mut db.conn(), ApplyId(1));
     let result: Result<(), StoreError> = store.write_transaction(|conn| {
         applyops::store::apply_operations::insert(conn, &NewApplyOperation::new(ApplyId(1), "a"))?;
         applyops::store::apply_operations::insert(conn, &NewApplyOperation::new(ApplyId(1), "a"))?;
@@ -270,6 +273,7 @@ fn a_write_transaction_rolls_back_everything_on_error(db: &TestDb) {
 
 fn write_transactions_nest_as_savepoints(db: &TestDb) {
     let conn = &mut db.conn();
+    crate::fixtures::ensure_apply(conn, ApplyId(1));
     let result: Result<(), StoreError> = db::write_transaction(conn, |conn| {
         applyops::store::apply_operations::insert(
             conn,

@@ -194,6 +194,14 @@ fn listed_apply(
     let id = applies::insert(conn, &NewApply::new(name, database, environment, "main")).unwrap();
     for deployment in deployments {
         apply_operations::insert(conn, &NewApplyOperation::new(id, *deployment)).unwrap();
+        // Listing does not care about targets: let this one go so the next apply can share it.
+        diesel::update(
+            applyops::schema::apply_operations::table
+                .filter(applyops::schema::apply_operations::apply_id.eq(id)),
+        )
+        .set(applyops::schema::apply_operations::holds_target.eq(None::<bool>))
+        .execute(conn)
+        .unwrap();
     }
     let created = chrono::NaiveDate::from_ymd_opt(2026, 1, 1)
         .unwrap()

@@ -1,5 +1,6 @@
 //! Statements per store operation, counted by the server (MySQL/MariaDB session status `Questions`).
-//! Every update is one statement, on the found and the not-found path alike.
+//! Every state write is one UPDATE of the operation in a transaction that locks its apply first and
+//! refreshes the apply's derived state last, on the found and the not-found path alike.
 
 use applyops::db::DbConnection;
 use applyops::models::{ApplyId, ApplyOperationId, NewApplyOperation, NewTask};
@@ -39,6 +40,8 @@ fn statements<T>(conn: &mut DbConnection, op: impl FnOnce(&mut DbConnection) -> 
 fn mysql_statements_per_operation() {
     let db = TestDb::new(Kind::Mysql);
     let conn = &mut db.conn();
+    crate::fixtures::ensure_apply(conn, ApplyId(1));
+    crate::fixtures::ensure_apply(conn, ApplyId(99));
     // Warm Diesel's prepared-statement cache so the first-use PREPARE is not in the numbers
     // (the server does not count PREPARE in Questions either way).
     let warm = store::insert(conn, &NewApplyOperation::new(ApplyId(99), "warm")).unwrap();
@@ -47,12 +50,21 @@ fn mysql_statements_per_operation() {
     let (n, id) = statements(conn, |c| {
         store::insert(c, &NewApplyOperation::new(ApplyId(1), "a")).unwrap()
     });
-    assert_eq!(n, 2, "insert: INSERT + LAST_INSERT_ID()");
+    assert_eq!(
+        n,
+        1 + 6 + 4,
+        "insert: SET TRANSACTION (READ COMMITTED) + transaction + locking the apply, INSERT, LAST_INSERT_ID(), the refresh's read \
+         (a pending operation leaves a pending apply as it is)"
+    );
     let (n, conflict) = statements(conn, |c| {
         store::insert(c, &NewApplyOperation::new(ApplyId(1), "a"))
     });
     assert!(conflict.is_err());
-    assert_eq!(n, 1, "conflicting insert");
+    assert_eq!(
+        n,
+        1 + 6 + 2,
+        "conflicting insert: SET TRANSACTION + transaction (rolled back) + locking the apply, INSERT"
+    );
     let (n, _) = statements(conn, |c| {
         store::insert(c, &NewApplyOperation::new(ApplyId(1), ""))
     });
@@ -73,16 +85,32 @@ fn mysql_statements_per_operation() {
             store::update_state(c, id, ApplyState::Pending)
         }),
     ];
+    // Each write changes the apply's derived state (waiting_for_deploy, running, completed,
+    // failed, cancelled, running again), so the refresh writes the apply once; the repeat changes
+    // nothing, so it does not.
     for (name, update) in updates {
         let (n, result) = statements(conn, |c| update(c, id));
         result.unwrap();
-        assert_eq!(n, 1, "{name} on an existing row");
+        assert_eq!(
+            n,
+            1 + 6 + 4,
+            "{name} on an existing row: SET TRANSACTION + transaction + locking the apply, the UPDATE, the refresh's \
+             read and its write of the apply"
+        );
         let (n, repeat) = statements(conn, |c| update(c, id));
         repeat.unwrap();
-        assert_eq!(n, 1, "{name} repeated");
+        assert_eq!(
+            n,
+            1 + 6 + 3,
+            "{name} repeated: the derived state is unchanged, so the apply is not rewritten"
+        );
         let (n, missing) = statements(conn, |c| update(c, ApplyOperationId(987_654)));
         assert!(missing.is_err());
-        assert_eq!(n, 1, "{name} on a missing row");
+        assert_eq!(
+            n,
+            1 + 6 + 2,
+            "{name} on a missing row: the apply lock finds nothing, the UPDATE matches nothing"
+        );
     }
 
     let (n, _) = statements(conn, |c| store::get(c, id).unwrap());
@@ -137,9 +165,11 @@ fn mysql_statements_per_operation() {
 }
 
 /// The worker contract's statement costs: a claim is the unlocked candidate read, then SET
-/// TRANSACTION, the transaction bracket (6, see above), the one-row SELECT … FOR UPDATE SKIP LOCKED
-/// and the UPDATE; one that finds nothing is the candidate read alone. Leased writes are one UPDATE;
-/// heartbeat is the UPDATE and reading the new expiry back.
+/// TRANSACTION, the transaction bracket (6, see above), locking the apply's row, the one-row SELECT
+/// … FOR UPDATE SKIP LOCKED, the UPDATE and the apply refresh's read (and its write when the
+/// derived state changes); one that finds nothing is the candidate read alone. A leased state write
+/// is a transaction with the apply lock, the UPDATE and the refresh; heartbeat and release, which
+/// change no state, are the UPDATE (and reading the new expiry back).
 #[test]
 fn mysql_statements_per_claim_and_leased_write() {
     use applyops::state::{CutoverPolicy, FailurePolicy};
@@ -157,13 +187,22 @@ fn mysql_statements_per_claim_and_leased_write() {
     let mut claimed = claimed.expect("claimable");
     assert_eq!(
         n,
-        1 + 1 + 6 + 2,
-        "claim_next: candidate SELECT + SET TRANSACTION + BEGIN/COMMIT + locking SELECT + UPDATE"
+        1 + 1 + 6 + 4,
+        "claim_next: candidate SELECT + SET TRANSACTION + BEGIN/COMMIT + locking the apply + \
+         locking SELECT + UPDATE + the refresh's read (the apply stays running: no write)"
     );
     let (n, _) = statements(conn, |c| {
         leases::update_state(c, &claimed.lease, ApplyState::WaitingForCutover).unwrap()
     });
-    assert_eq!(n, 1, "a leased write");
+    assert_eq!(
+        n,
+        1 + 6 + 3,
+        "a leased write: SET TRANSACTION + transaction + locking the apply, the UPDATE, the refresh's read"
+    );
+    let (n, _) = statements(conn, |c| {
+        leases::update_state(c, &claimed.lease, ApplyState::WaitingForCutover).unwrap()
+    });
+    assert_eq!(n, 1 + 6 + 3, "the same write again");
     let (n, _) = statements(conn, |c| leases::heartbeat(c, &mut claimed.lease).unwrap());
     assert_eq!(n, 2, "heartbeat: UPDATE + reading the stored expiry");
     let (n, _) = statements(conn, |c| leases::release(c, &claimed.lease).unwrap());
@@ -220,5 +259,53 @@ fn mysql_a_rollout_is_read_in_the_same_statements_whatever_its_size() {
         counts[0],
         3 + 4 + 3,
         "BEGIN (with Diesel's session options), 4 SELECTs, COMMIT"
+    );
+}
+
+#[test]
+fn mysql_create_rollout_takes_the_same_statements_for_1_and_50_operations() {
+    use applyops::models::{NewRollout, NewRolloutOperation};
+    use applyops::store::applies;
+
+    let db = TestDb::new(Kind::Mysql);
+    let conn = &mut db.conn();
+    let rollout = |name: &str, operations: usize, tasks: usize| {
+        (0..operations).fold(
+            NewRollout::new(name, format!("db-{name}"), "production", "tester"),
+            |rollout, o| {
+                rollout.operation((0..tasks).fold(
+                    NewRolloutOperation::new(format!("deployment-{o}")),
+                    |operation, t| {
+                        operation.task(format!("t{t}"), "ALTER TABLE t ADD COLUMN c INT")
+                    },
+                ))
+            },
+        )
+    };
+    // Warm the prepared-statement cache.
+    applies::create_rollout(conn, &rollout("warm", 2, 2)).unwrap();
+    let (one, created) = statements(conn, |c| {
+        applies::create_rollout(c, &rollout("one", 1, 10)).unwrap()
+    });
+    assert_eq!(created.operations.len(), 1);
+    let (fifty, created) = statements(conn, |c| {
+        applies::create_rollout(c, &rollout("fifty", 50, 10)).unwrap()
+    });
+    assert_eq!(created.operations.len(), 50);
+    assert!(created.operations.iter().all(|o| o.tasks.len() == 10));
+    assert_eq!(one, fifty, "1 and 50 operations with 10 tasks each");
+    assert_eq!(
+        one,
+        1 + 6 + 7,
+        "SET TRANSACTION + transaction + INSERT apply, LAST_INSERT_ID(), INSERT operations, SELECT them, INSERT \
+         tasks, SELECT them, SELECT the apply"
+    );
+    let (none, _) = statements(conn, |c| {
+        applies::create_rollout(c, &rollout("bare", 3, 0)).unwrap()
+    });
+    assert_eq!(
+        none,
+        1 + 6 + 5,
+        "without tasks: no task INSERT nor task SELECT"
     );
 }

@@ -256,6 +256,18 @@ fn barrier_times(
 }
 
 fn check_invariants(conn: &mut DbConnection, fleet: &Fleet, apply_ids: &[ApplyId]) {
+    // At this quiescent point every apply's stored state is its derivation: a refresh, which
+    // rewrites only what differs, finds nothing to change.
+    for &apply_id in apply_ids {
+        let stored = applyops::store::applies::get(conn, apply_id)
+            .unwrap()
+            .unwrap();
+        let derived = applyops::store::applies::refresh(conn, apply_id).unwrap();
+        assert_eq!(
+            stored, derived,
+            "apply {apply_id}: stored state is the derived one"
+        );
+    }
     let log = fleet.log.lock().unwrap();
     let mut starts: HashMap<(ApplyOperationId, i32), usize> = HashMap::new();
     for start in &log.starts {

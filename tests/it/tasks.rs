@@ -29,6 +29,7 @@ backend_tests!(
 
 fn insert_then_get_round_trips_with_the_operation_link(db: &TestDb) {
     let conn = &mut db.conn();
+    crate::fixtures::ensure_apply(conn, ApplyId(1));
     let op = apply_operations::insert(conn, &NewApplyOperation::new(ApplyId(1), "east")).unwrap();
     let id = store::insert(conn, &new_task(1, Some(op), "users")).unwrap();
     let task = store::get(conn, id).unwrap().unwrap();
@@ -53,6 +54,8 @@ fn a_task_without_an_operation_has_a_null_link(db: &TestDb) {
 
 fn list_by_apply_and_by_operation_return_only_their_tasks_in_order(db: &TestDb) {
     let conn = &mut db.conn();
+    crate::fixtures::ensure_apply(conn, ApplyId(1));
+    crate::fixtures::ensure_apply(conn, ApplyId(2));
     let east = apply_operations::insert(conn, &NewApplyOperation::new(ApplyId(1), "east")).unwrap();
     let west = apply_operations::insert(conn, &NewApplyOperation::new(ApplyId(1), "west")).unwrap();
     let other =
@@ -87,6 +90,7 @@ fn linking_to_a_missing_operation_is_not_found_and_writes_nothing(db: &TestDb) {
 
 fn linking_to_another_applys_operation_is_invalid(db: &TestDb) {
     let conn = &mut db.conn();
+    crate::fixtures::ensure_apply(conn, ApplyId(2));
     let op = apply_operations::insert(conn, &NewApplyOperation::new(ApplyId(2), "east")).unwrap();
     match store::insert(conn, &new_task(1, Some(op), "users")) {
         Err(StoreError::InvalidInput { field, reason }) => {
@@ -100,6 +104,8 @@ fn linking_to_another_applys_operation_is_invalid(db: &TestDb) {
 
 fn deleting_an_applys_operations_unlinks_its_tasks_and_keeps_them(db: &TestDb) {
     let conn = &mut db.conn();
+    crate::fixtures::ensure_apply(conn, ApplyId(1));
+    crate::fixtures::ensure_apply(conn, ApplyId(2));
     let op = apply_operations::insert(conn, &NewApplyOperation::new(ApplyId(1), "east")).unwrap();
     let other_op =
         apply_operations::insert(conn, &NewApplyOperation::new(ApplyId(2), "east")).unwrap();

@@ -11,6 +11,7 @@ backend_tests!(timestamps_are_utc_now, timestamps_keep_microseconds,);
 
 fn timestamps_are_utc_now(db: &TestDb) {
     let conn = &mut db.conn();
+    crate::fixtures::ensure_apply(conn, ApplyId(1));
     let before = Utc::now().naive_utc() - chrono::Duration::seconds(5);
     let id = store::insert(conn, &NewApplyOperation::new(ApplyId(1), "a")).unwrap();
     let after = Utc::now().naive_utc() + chrono::Duration::seconds(5);
@@ -24,6 +25,7 @@ fn timestamps_are_utc_now(db: &TestDb) {
 
 fn timestamps_keep_microseconds(db: &TestDb) {
     let conn = &mut db.conn();
+    crate::fixtures::ensure_apply(conn, ApplyId(1));
     let mut stamps = Vec::new();
     for i in 0..5 {
         let id = store::insert(conn, &NewApplyOperation::new(ApplyId(1), format!("d{i}"))).unwrap();

@@ -12,20 +12,20 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::predicates::{
-    copy_claimable, cutover_claimable, cutover_order_gate, cutover_requested_for_apply,
-    cutover_requested_for_row, failure_gate, lease_free, start_order_gate, start_requested,
-    stop_gate, CUTOVER_CLAIMED_POLICIES,
+    concurrency_gate, copy_claimable, cutover_claimable, cutover_order_gate,
+    cutover_requested_for_apply, cutover_requested_for_row, failure_gate, lease_free,
+    retry_budget_left, start_order_gate, start_requested, stop_gate, CUTOVER_CLAIMED_POLICIES,
 };
 use crate::db::{self, DbConnection};
 use crate::error::StoreResult;
-use crate::models::{ApplyId, ApplyOperation, ApplyOperationId};
+use crate::models::{Apply, ApplyId, ApplyOperation, ApplyOperationId};
 use crate::schema::apply_operations as ops;
 use crate::state::{is_failure, is_settled, ApplyState, CutoverPolicy, FailurePolicy};
 use crate::store::{applies, apply_operations};
 
 /// Why an operation is not being taken by a claim, or that it would be. The reasons of the claims as
-/// they are built today; the apply-aggregate spec's concurrency cap and cancel request come with
-/// those rules.
+/// they are built today; the spec's `CancelPending` comes with the cancel request (worker contract,
+/// revision 2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Blocker {
@@ -67,7 +67,13 @@ pub enum Blocker {
         /// The sibling it waits for.
         id: ApplyOperationId,
     },
-    /// `failed_retryable` with no attempt left under the given retry budget.
+    /// Its apply's `max_concurrency` operations are already driven; a start, resume or retry waits
+    /// until one of them parks or settles.
+    ConcurrencyCap {
+        /// The apply's cap.
+        limit: i64,
+    },
+    /// `failed_retryable` with no attempt left under its apply's retry budget (`max_attempts`).
     RetryBudgetExhausted,
     /// No claim takes an operation in this state with these values, and none of the reasons above
     /// applies.
@@ -88,27 +94,19 @@ struct Gates {
     cutover_order: bool,
     cutover_for_row: bool,
     cutover_for_apply: bool,
+    concurrency: Option<bool>,
+    budget_left: Option<bool>,
     copy: Option<bool>,
     cutover: Option<bool>,
 }
 
 /// For every unsettled operation of apply `apply_id`, in claim order, the first reason no claim takes
-/// it, or [`Blocker::Claimable`]; the retry claim is judged with `max_attempts`. Empty for an unknown
-/// apply. Three SELECTs (the apply, its operations, the predicates).
-///
-/// Errors: [`StoreError::InvalidInput`](crate::StoreError::InvalidInput) for a negative
-/// `max_attempts`, before any SQL (as [`ClaimOptions`](super::ClaimOptions) rejects it).
+/// it, or [`Blocker::Claimable`]. Empty for an unknown apply. Three SELECTs (the apply, its
+/// operations, the predicates).
 pub fn blockers(
     conn: &mut DbConnection,
     apply_id: ApplyId,
-    max_attempts: i32,
 ) -> StoreResult<Vec<(ApplyOperationId, Blocker)>> {
-    if max_attempts < 0 {
-        return Err(crate::error::StoreError::invalid(
-            "max_attempts",
-            "must not be negative (0 turns retries off)",
-        ));
-    }
     let Some(apply) = applies::get(conn, apply_id)? else {
         return Ok(Vec::new());
     };
@@ -126,7 +124,9 @@ pub fn blockers(
             cutover_order_gate(),
             cutover_requested_for_row(),
             cutover_requested_for_apply(),
-            copy_claimable(now, max_attempts),
+            concurrency_gate(),
+            retry_budget_left(),
+            copy_claimable(now),
             cutover_claimable(now),
         ))
         .load(conn)?;
@@ -142,7 +142,7 @@ pub fn blockers(
         let blocker = if gates.copy == Some(true) || gates.cutover == Some(true) {
             Blocker::Claimable
         } else {
-            reason(&operations, index, gates, apply.defer_cutover, max_attempts)
+            reason(&operations, index, gates, &apply)
         };
         found.push((op.id, blocker));
     }
@@ -150,14 +150,12 @@ pub fn blockers(
 }
 
 /// The first failing predicate of operation `index`'s claim arm, in the spec's order.
-fn reason(
-    operations: &[ApplyOperation],
-    index: usize,
-    gates: &Gates,
-    defer_cutover: bool,
-    max_attempts: i32,
-) -> Blocker {
+fn reason(operations: &[ApplyOperation], index: usize, gates: &Gates, apply: &Apply) -> Blocker {
     let op = &operations[index];
+    let capped = gates.concurrency != Some(true);
+    let cap = || Blocker::ConcurrencyCap {
+        limit: apply.max_concurrency.unwrap_or_default(),
+    };
     if gates.lease_free != Some(true) {
         return Blocker::LeaseLive {
             owner: op.lease_owner.clone(),
@@ -174,16 +172,21 @@ fn reason(
                 failure_blocker(operations, index)
             } else if !gates.start_order {
                 sibling_blocker(operations, index)
+            } else if capped {
+                cap()
             } else {
                 Blocker::NoClaimArm
             }
         }
         ApplyState::Stopped if !gates.start_requested => Blocker::AwaitingStart,
+        ApplyState::Stopped if capped => cap(),
         ApplyState::Paused => Blocker::AwaitingStart,
         ApplyState::FailedRetryable => {
             if !gates.stop_gate {
                 Blocker::StopPending
-            } else if op.attempt >= max_attempts {
+            } else if capped {
+                cap()
+            } else if gates.budget_left != Some(true) {
                 Blocker::RetryBudgetExhausted
             } else {
                 Blocker::NoClaimArm
@@ -192,7 +195,7 @@ fn reason(
         ApplyState::WaitingForCutover if cutover_owned => {
             if !gates.stop_gate {
                 Blocker::StopPending
-            } else if defer_cutover && !gates.cutover_for_row && !gates.cutover_for_apply {
+            } else if apply.defer_cutover && !gates.cutover_for_row && !gates.cutover_for_apply {
                 Blocker::AwaitingOperatorCutover
             } else if !gates.failure_gate {
                 failure_blocker(operations, index)

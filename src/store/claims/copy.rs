@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::predicates::{copy_claimable, only_row, walk_claim_index};
-use super::{ClaimKind, Locked, CANDIDATE_PAGE};
+use super::{Candidate, ClaimKind, Locked, CANDIDATE_PAGE};
 use crate::db::{self, DbConnection, DbNow};
 use crate::error::StoreResult;
 use crate::models::{ApplyOperation, ApplyOperationId};
@@ -14,22 +14,22 @@ use crate::state::ApplyState;
 /// The unlocked candidate read: the ids of the oldest (by `created_at`, `id`) rows the claim may take,
 /// walking the claim index, other than those in `passed`.
 #[diesel::dsl::auto_type]
-pub(super) fn candidate_read(now: DbNow, max_attempts: i32, passed: Vec<ApplyOperationId>) -> _ {
-    let claimable: copy_claimable = copy_claimable(now, max_attempts);
+pub(super) fn candidate_read(now: DbNow, passed: Vec<ApplyOperationId>) -> _ {
+    let claimable: copy_claimable = copy_claimable(now);
     let page: i64 = CANDIDATE_PAGE;
     walk_claim_index()
         .filter(claimable)
         .filter(ops::id.ne_all(passed))
         .order((ops::created_at.asc(), ops::id.asc()))
-        .select(ops::id)
+        .select((ops::id, ops::apply_id))
         .limit(page)
 }
 
 /// The locking read of candidate `id`: the same rules narrowed to that one row. Selected (and locked)
 /// by [`lock`], per backend: the row's selection is typed by the backend it is read on.
 #[diesel::dsl::auto_type]
-pub(super) fn lock_read(now: DbNow, max_attempts: i32, id: ApplyOperationId) -> _ {
-    let claimable: copy_claimable = copy_claimable(now, max_attempts);
+pub(super) fn lock_read(now: DbNow, id: ApplyOperationId) -> _ {
+    let claimable: copy_claimable = copy_claimable(now);
     let row: only_row = only_row(id);
     ops::table.filter(row).filter(claimable)
 }
@@ -38,22 +38,16 @@ pub(super) fn lock_read(now: DbNow, max_attempts: i32, id: ApplyOperationId) -> 
 pub(super) fn candidates(
     conn: &mut DbConnection,
     passed: &[ApplyOperationId],
-    max_attempts: i32,
-) -> StoreResult<Vec<ApplyOperationId>> {
-    Ok(candidate_read(db::now(), max_attempts, passed.to_vec()).load(conn)?)
+) -> StoreResult<Vec<Candidate>> {
+    Ok(candidate_read(db::now(), passed.to_vec()).load(conn)?)
 }
 
 /// Runs [`lock_read`] with the claim's row lock (MySQL `FOR UPDATE SKIP LOCKED`), selecting the row
 /// and the database's time as it reads the row.
-pub(super) fn lock(
-    conn: &mut DbConnection,
-    id: ApplyOperationId,
-    max_attempts: i32,
-) -> StoreResult<Locked> {
+pub(super) fn lock(conn: &mut DbConnection, id: ApplyOperationId) -> StoreResult<Locked> {
     let row: Option<(ApplyOperation, NaiveDateTime)> = db::first_for_claim!(
         conn,
-        lock_read(db::now(), max_attempts, id)
-            .select((ApplyOperation::as_select(), db::now_when_read()))
+        lock_read(db::now(), id).select((ApplyOperation::as_select(), db::now_when_read()))
     )
     .optional()?;
     Ok(row)

@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::predicates::{cutover_claimable, only_row, walk_claim_index};
-use super::{ClaimKind, Locked, CANDIDATE_PAGE};
+use super::{Candidate, ClaimKind, Locked, CANDIDATE_PAGE};
 use crate::db::{self, DbConnection, DbNow};
 use crate::error::StoreResult;
 use crate::models::{ApplyOperation, ApplyOperationId};
@@ -21,7 +21,7 @@ pub(super) fn candidate_read(now: DbNow, passed: Vec<ApplyOperationId>) -> _ {
         .filter(claimable)
         .filter(ops::id.ne_all(passed))
         .order((ops::created_at.asc(), ops::id.asc()))
-        .select(ops::id)
+        .select((ops::id, ops::apply_id))
         .limit(page)
 }
 
@@ -38,7 +38,7 @@ pub(super) fn lock_read(now: DbNow, id: ApplyOperationId) -> _ {
 pub(super) fn candidates(
     conn: &mut DbConnection,
     passed: &[ApplyOperationId],
-) -> StoreResult<Vec<ApplyOperationId>> {
+) -> StoreResult<Vec<Candidate>> {
     Ok(candidate_read(db::now(), passed.to_vec()).load(conn)?)
 }
 

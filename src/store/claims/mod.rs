@@ -36,10 +36,10 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{control_requests, leases, validate};
+use super::{aggregate, control_requests, leases, validate};
 use crate::db::{self, DbConnection};
 use crate::error::{StoreError, StoreResult};
-use crate::models::{ApplyOperation, ApplyOperationId};
+use crate::models::{ApplyId, ApplyOperation, ApplyOperationId};
 use crate::schema::apply_operations as ops;
 use crate::state::ApplyState;
 
@@ -51,9 +51,9 @@ mod take;
 
 pub use crate::models::{ClaimKind, ClaimedOperation, UnknownClaim};
 pub use blockers::{blockers, Blocker};
+pub(super) use predicates::release_requested as release_counted;
 
-/// The default retry budget: `failed_retryable` operations are retried while `attempt` is below it.
-pub const DEFAULT_MAX_ATTEMPTS: i32 = 10;
+pub use crate::models::DEFAULT_MAX_ATTEMPTS;
 
 /// How many candidates one unlocked read returns. The claim locks them one at a time, oldest first;
 /// only when every one of them was taken by other claimers meanwhile does it read the next ones.
@@ -67,38 +67,21 @@ pub struct ClaimOptions {
     pub owner: String,
     /// How long the lease lasts without a [`heartbeat`](super::leases::heartbeat): 1 µs to 24 h.
     pub lease_ttl: Duration,
-    /// The retry budget: a `failed_retryable` operation is retried while its `attempt` is below this,
-    /// and never once it is at or over it. 0 turns retries off. Default [`DEFAULT_MAX_ATTEMPTS`].
-    /// Unused by the cutover claim.
-    pub max_attempts: i32,
 }
 
 impl ClaimOptions {
-    /// Options for worker `owner` with lease TTL `lease_ttl` and the default retry budget.
+    /// Options for worker `owner` with lease TTL `lease_ttl`. The retry budget is the apply's
+    /// (`applies.max_attempts`).
     pub fn new(owner: impl Into<String>, lease_ttl: Duration) -> Self {
         ClaimOptions {
             owner: owner.into(),
             lease_ttl,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
         }
-    }
-
-    /// Sets the retry budget.
-    pub fn with_max_attempts(mut self, max_attempts: i32) -> Self {
-        self.max_attempts = max_attempts;
-        self
     }
 
     fn check(&self) -> StoreResult<()> {
         validate::required_name("owner", &self.owner)?;
-        validate::lease_ttl(self.lease_ttl)?;
-        if self.max_attempts < 0 {
-            return Err(StoreError::invalid(
-                "max_attempts",
-                "must not be negative (0 turns retries off)",
-            ));
-        }
-        Ok(())
+        validate::lease_ttl(self.lease_ttl)
     }
 }
 
@@ -114,7 +97,8 @@ impl ClaimOptions {
 ///    `rolling` or in a single-operation apply. State kept. No order or stop
 ///    gate, so the new holder can see a stop and act on it.
 /// 3. **Resume**: `stopped` with a pending `start` request for its apply or for it. Becomes `resuming`.
-/// 4. **Retry**: `failed_retryable` with `attempt` below `max_attempts` and no pending `stop`. Becomes
+/// 4. **Retry**: `failed_retryable` with `attempt` below its apply's `max_attempts` and no pending
+///    `stop`. Becomes
 ///    `running` with `attempt` + 1 and the error message cleared.
 ///
 /// Never: the completing states or `stopped` without a start (even with an expired lease), `paused`, a
@@ -127,14 +111,7 @@ pub fn claim_next(
     options: &ClaimOptions,
 ) -> StoreResult<Option<ClaimedOperation>> {
     options.check()?;
-    let max_attempts = options.max_attempts;
-    claim(
-        conn,
-        options,
-        |conn, passed| copy::candidates(conn, passed, max_attempts),
-        |conn, id| copy::lock(conn, id, max_attempts),
-        copy::kind_of,
-    )
+    claim(conn, options, copy::candidates, copy::lock, copy::kind_of)
 }
 
 /// Claims the oldest operation whose cutover is due, or returns `None`. Only operations whose
@@ -151,7 +128,7 @@ pub fn claim_next(
 ///    operation of the apply `waiting_for_cutover`.
 /// 3. **Recovery**: `cutting_over` or `revert_window`; the lease moves, the state is kept.
 ///
-/// `options.max_attempts` is not used. Errors: [`StoreError::InvalidInput`] for bad options.
+/// Errors: [`StoreError::InvalidInput`] for bad options.
 pub fn claim_next_cutover(
     conn: &mut DbConnection,
     options: &ClaimOptions,
@@ -169,76 +146,118 @@ pub fn claim_next_cutover(
 /// A candidate locked for the claim: the row, and the database's time when the lock read it.
 type Locked = Option<(ApplyOperation, NaiveDateTime)>;
 
+/// A candidate the unlocked read found: the operation and its apply.
+type Candidate = (ApplyOperationId, ApplyId);
+
 /// The claim both claims share.
 ///
 /// 1. An unlocked read of the oldest candidates (`candidates`, walking the claim index). None: the
 ///    claim ends there, without a transaction, so idle workers polling for work only read.
-/// 2. A [claim transaction](db::claim_transaction) that locks them one at a time (`lock`: the same
-///    rules narrowed to that row, MySQL `FOR UPDATE SKIP LOCKED`) and takes the first that is still
-///    free and still qualifies (`take`): the oldest first, then the rest from a place the claim's
-///    random token picks, so contending claimers spread out. When every candidate is gone, the next
+/// 2. Per apply, in the order its first candidate comes (the oldest first, then the rest from a
+///    place the claim's random token picks, so contending claimers spread out), a
+///    [claim transaction](db::claim_transaction) that locks the apply's row (claims are serialised
+///    per apply, apply row first), then locks its candidates one at a time (`lock`: the same rules
+///    narrowed to that row, MySQL `FOR UPDATE SKIP LOCKED`), takes the first that still qualifies
+///    (`take`), and refreshes the apply's derived state. On MySQL one apply per transaction, so a
+///    claim never waits for one apply's lock while holding another's; on SQLite, whose write lock is
+///    the whole database's, one transaction for the page. When every candidate is gone, the next
 ///    ones are read, passing over those tried.
 /// 3. When COMMIT's outcome is unknown (the connection died after sending it), the claim is returned
 ///    as [`StoreError::ClaimOutcomeUnknown`]: see [`resolve_unknown`].
 fn claim(
     conn: &mut DbConnection,
     options: &ClaimOptions,
-    mut candidates: impl FnMut(
-        &mut DbConnection,
-        &[ApplyOperationId],
-    ) -> StoreResult<Vec<ApplyOperationId>>,
+    mut candidates: impl FnMut(&mut DbConnection, &[ApplyOperationId]) -> StoreResult<Vec<Candidate>>,
     mut lock: impl FnMut(&mut DbConnection, ApplyOperationId) -> StoreResult<Locked>,
     kind_of: fn(ApplyState) -> ClaimKind,
 ) -> StoreResult<Option<ClaimedOperation>> {
-    let first = candidates(conn, &[])?;
-    if first.is_empty() {
+    let mut page = candidates(conn, &[])?;
+    if page.is_empty() {
         return Ok(None);
     }
     let token = leases::mint_token()?;
     // Where this claim looks after the oldest candidate: claimers that lost the oldest to each other
     // spread over the rest of the page instead of all trying the same next one.
     let spread = usize::from_str_radix(&token.expose()[..4], 16).unwrap_or(0);
-    let outcome = db::claim_transaction(conn, |conn| {
-        let mut passed = Vec::new();
-        let mut page = first;
-        loop {
-            if page.len() > 2 {
-                let rest = page.len() - 1;
-                page[1..].rotate_left(spread % rest);
-            }
-            for &id in &page {
-                if let Some((row, now)) = lock(conn, id)? {
-                    let kind = kind_of(row.state);
-                    let claimed = take::take(conn, row, kind, now, options, &token)?;
-                    if let Some(claimed) = claimed {
-                        if kind == ClaimKind::Cutover {
-                            control_requests::complete_cutover(
-                                conn,
-                                claimed.operation.apply_id,
-                                claimed.operation.id,
-                            )?;
-                        }
-                        return Ok(Some(claimed));
-                    }
-                }
-                passed.push(id);
-            }
-            if page.len() < CANDIDATE_PAGE as usize {
-                return Ok(None);
-            }
-            page = candidates(conn, &passed)?;
+    let mut passed = Vec::new();
+    loop {
+        if page.len() > 2 {
+            let rest = page.len() - 1;
+            page[1..].rotate_left(spread % rest);
         }
-    })?;
-    match outcome {
-        db::TransactionOutcome::Committed(claimed) => Ok(claimed),
-        db::TransactionOutcome::Unknown { value: None, error } => Err(error.into()),
-        db::TransactionOutcome::Unknown {
-            value: Some(claimed),
-            error,
-        } => Err(StoreError::ClaimOutcomeUnknown(Box::new(
-            UnknownClaim::new(claimed, error),
-        ))),
+        // One apply per transaction on MySQL, where row locks are per apply; on SQLite one
+        // transaction for them all, as its write lock is the whole database's anyway.
+        let groups = by_apply(&page);
+        let batches: Vec<Vec<(ApplyId, Vec<ApplyOperationId>)>> =
+            if db::write_lock_is_database_wide(conn) {
+                vec![groups]
+            } else {
+                groups.into_iter().map(|group| vec![group]).collect()
+            };
+        for batch in batches {
+            let outcome = db::retry_contention(conn, |conn| {
+                db::claim_transaction(conn, |conn| {
+                    for (apply_id, ids) in &batch {
+                        let Some(apply) = aggregate::lock_apply(conn, *apply_id)? else {
+                            continue;
+                        };
+                        for &id in ids {
+                            let Some((row, now)) = lock(conn, id)? else {
+                                continue;
+                            };
+                            let kind = kind_of(row.state);
+                            let Some(claimed) = take::take(conn, row, kind, now, options, &token)?
+                            else {
+                                continue;
+                            };
+                            if kind == ClaimKind::Cutover {
+                                control_requests::complete_cutover(
+                                    conn,
+                                    claimed.operation.apply_id,
+                                    claimed.operation.id,
+                                )?;
+                            }
+                            aggregate::refresh_locked(conn, &apply)?;
+                            return Ok(Some(claimed));
+                        }
+                    }
+                    Ok(None)
+                })
+            })?;
+            match outcome {
+                db::TransactionOutcome::Committed(Some(claimed)) => return Ok(Some(claimed)),
+                db::TransactionOutcome::Committed(None) => {
+                    passed.extend(batch.into_iter().flat_map(|(_, ids)| ids))
+                }
+                db::TransactionOutcome::Unknown { value: None, error } => return Err(error.into()),
+                db::TransactionOutcome::Unknown {
+                    value: Some(claimed),
+                    error,
+                } => {
+                    return Err(StoreError::ClaimOutcomeUnknown(Box::new(
+                        UnknownClaim::new(claimed, error),
+                    )))
+                }
+            }
+        }
+        if page.len() < CANDIDATE_PAGE as usize {
+            return Ok(None);
+        }
+        page = candidates(conn, &passed)?;
     }
+}
+
+/// The candidates grouped by apply, each group in page order, the groups in the order of their first
+/// candidate.
+fn by_apply(page: &[Candidate]) -> Vec<(ApplyId, Vec<ApplyOperationId>)> {
+    let mut groups: Vec<(ApplyId, Vec<ApplyOperationId>)> = Vec::new();
+    for &(id, apply_id) in page {
+        match groups.iter_mut().find(|(group, _)| *group == apply_id) {
+            Some((_, ids)) => ids.push(id),
+            None => groups.push((apply_id, vec![id])),
+        }
+    }
+    groups
 }
 
 /// Finds out whether a claim whose COMMIT went unacknowledged took effect: it did exactly when the
@@ -284,7 +303,7 @@ pub fn resolve_unknown(
 pub fn explain_claim_next(conn: &mut DbConnection) -> StoreResult<Vec<String>> {
     Ok(db::explain!(
         conn,
-        copy::candidate_read(db::now(), DEFAULT_MAX_ATTEMPTS, Vec::new())
+        copy::candidate_read(db::now(), Vec::new())
     )?)
 }
 
@@ -304,7 +323,7 @@ pub fn explain_claim_lock(
 ) -> StoreResult<Vec<String>> {
     Ok(db::explain_for_claim!(
         conn,
-        copy::lock_read(db::now(), DEFAULT_MAX_ATTEMPTS, id)
+        copy::lock_read(db::now(), id)
             .select((ApplyOperation::as_select(), db::now_when_read()))
             .limit(1)
     )?)

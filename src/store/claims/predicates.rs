@@ -137,9 +137,10 @@ pub(super) fn stop_gate() -> _ {
     ))
 }
 
-/// A pending or completed `release` for the row's apply or for the row.
+/// A pending or completed `release` for the row's apply or for the row. The apply refresh reads it
+/// too, so the derived state lets a `pause` operation pass a failure exactly when the claims do.
 #[diesel::dsl::auto_type]
-fn release_requested() -> _ {
+pub(in crate::store) fn release_requested() -> _ {
     let release: ControlRequestKind = ControlRequestKind::Release;
     let counted: [ControlRequestStatus; 2] = RELEASE_COUNTS;
     exists(
@@ -215,7 +216,57 @@ pub(super) fn start_order_gate() -> _ {
         .or(ops::cutover_policy.ne_all(claimed).and(rolling_gate()))
 }
 
-/// **Start**: `pending`, past the stop gate, the start order and the failure gate.
+/// The driven states: active, except the parked `waiting_for_cutover` and `revert_window`.
+fn driven_states() -> Vec<ApplyState> {
+    ApplyState::ALL
+        .into_iter()
+        .filter(|state| crate::state::is_driven(*state))
+        .collect()
+}
+
+/// The row's apply's `max_concurrency` (NULL: no cap, or no apply).
+#[diesel::dsl::auto_type]
+fn apply_max_concurrency() -> _ {
+    applies::table
+        .filter(applies::id.eq(ops::apply_id))
+        .select(applies::max_concurrency)
+        .single_value()
+}
+
+/// How many operations of the row's apply are in a driven state.
+#[diesel::dsl::auto_type]
+fn driven_siblings() -> _ {
+    let driven: Vec<ApplyState> = driven_states();
+    siblings
+        .filter(siblings.field(ops::apply_id).eq(ops::apply_id))
+        .filter(siblings.field(ops::state).eq_any(driven))
+        .count()
+        .single_value()
+}
+
+/// **The concurrency cap**: the row's apply has no `max_concurrency`, or fewer of its operations than
+/// that are driven. Only the start, resume and retry claims wait on it; recovery and the cutover
+/// claim never do (a half-swapped schema must always be recoverable). Exact because claims are
+/// serialised per apply: the claim holds the apply's row lock while it counts.
+#[diesel::dsl::auto_type]
+pub(super) fn concurrency_gate() -> _ {
+    let cap: apply_max_concurrency = apply_max_concurrency();
+    let cap_again: apply_max_concurrency = apply_max_concurrency();
+    cap.is_null().or(cap_again.gt(driven_siblings()))
+}
+
+/// **The retry budget**: the row's `attempt` is below its apply's `max_attempts`.
+#[diesel::dsl::auto_type]
+pub(super) fn retry_budget_left() -> _ {
+    applies::table
+        .filter(applies::id.eq(ops::apply_id))
+        .select(applies::max_attempts)
+        .single_value()
+        .gt(ops::attempt.nullable())
+}
+
+/// **Start**: `pending`, past the stop gate, the start order, the failure gate and the concurrency
+/// cap.
 #[diesel::dsl::auto_type]
 pub(super) fn start_rule() -> _ {
     let pending: ApplyState = ApplyState::Pending;
@@ -224,6 +275,7 @@ pub(super) fn start_rule() -> _ {
         .and(stop_gate())
         .and(start_order_gate())
         .and(failure_gate())
+        .and(concurrency_gate())
 }
 
 /// **Recovery** (copy claim): an active state other than `waiting_for_cutover`, or
@@ -239,21 +291,26 @@ pub(super) fn recovery_rule() -> _ {
         .and(ops::cutover_policy.ne_all(claimed).or(not(has_sibling()))))
 }
 
-/// **Resume**: `stopped` with a pending `start` for its apply or for it.
+/// **Resume**: `stopped` with a pending `start` for its apply or for it, within the concurrency cap.
 #[diesel::dsl::auto_type]
 pub(super) fn resume_rule() -> _ {
     let stopped: ApplyState = ApplyState::Stopped;
-    ops::state.eq(stopped).and(start_requested())
+    ops::state
+        .eq(stopped)
+        .and(start_requested())
+        .and(concurrency_gate())
 }
 
-/// **Retry**: `failed_retryable` with `attempt` below `max_attempts`, past the stop gate.
+/// **Retry**: `failed_retryable` with retry budget left, past the stop gate, within the concurrency
+/// cap.
 #[diesel::dsl::auto_type]
-pub(super) fn retry_rule(max_attempts: i32) -> _ {
+pub(super) fn retry_rule() -> _ {
     let retryable: ApplyState = ApplyState::FailedRetryable;
     ops::state
         .eq(retryable)
-        .and(ops::attempt.lt(max_attempts))
+        .and(retry_budget_left())
         .and(stop_gate())
+        .and(concurrency_gate())
 }
 
 /// **A readable row**: its cutover and failure policies are values this version knows. A claim hands
@@ -272,11 +329,14 @@ pub(super) fn readable_policies() -> _ {
 /// What the copy claim takes: a free lease on a readable row and one of start, recovery, resume or
 /// retry.
 #[diesel::dsl::auto_type]
-pub(super) fn copy_claimable(now: DbNow, max_attempts: i32) -> _ {
+pub(super) fn copy_claimable(now: DbNow) -> _ {
     let free: lease_free = lease_free(now);
-    let retry: retry_rule = retry_rule(max_attempts);
-    free.and(readable_policies())
-        .and(start_rule().or(recovery_rule()).or(resume_rule()).or(retry))
+    free.and(readable_policies()).and(
+        start_rule()
+            .or(recovery_rule())
+            .or(resume_rule())
+            .or(retry_rule()),
+    )
 }
 
 /// The row's apply has `defer_cutover` = `deferred`. A row whose apply is missing matches neither.

@@ -8,7 +8,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::predicates::{lease_free, stop_gate};
+use super::predicates::{lease_free, retry_budget_left, stop_gate};
 use super::{ClaimKind, ClaimOptions, ClaimedOperation};
 use crate::db::{self, DbConnection};
 use crate::error::StoreResult;
@@ -107,9 +107,7 @@ pub(super) fn take(
         .filter(lease_free(db::now()));
     let target = match kind {
         ClaimKind::Start | ClaimKind::Cutover => target.filter(stop_gate()),
-        ClaimKind::Retry => target
-            .filter(stop_gate())
-            .filter(ops::attempt.lt(options.max_attempts)),
+        ClaimKind::Retry => target.filter(stop_gate()).filter(retry_budget_left()),
         ClaimKind::Recovery | ClaimKind::Resume => target,
     };
     let next = transition(row, kind, &options.owner, now, expires_at);

@@ -1,0 +1,247 @@
+//! The apply as a whole: the per-apply lock every state write takes first, and the refresh that keeps
+//! `applies.state` equal to [`derive_apply_state`] of the operations.
+//!
+//! **Serialised per apply.** Every transaction that writes an operation's state, records a control
+//! request or claims first locks its apply's row ([`lock_apply`], [`lock_apply_of`]) and only then
+//! reads siblings or writes operation rows: the order is always apply row, then operation rows, so
+//! two such writers never deadlock on each other, and the second sees what the first committed.
+//!
+//! **The refresh** ([`refresh_locked`]) runs last in that transaction: it reads the operations (one
+//! SELECT), derives the apply's state, and writes the apply only when the state, its message,
+//! `started_at` or `completed_at` would change. In the same step it keeps failed operations'
+//! target holds: a failed operation holds its target while its apply has an unsettled operation left,
+//! and lets it go when the last one settles.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::claims::release_counted;
+use super::targets;
+use crate::db::{self, DbConnection};
+use crate::error::StoreResult;
+use crate::models::{ApplyId, ApplyOperationId, ControlRequestId};
+use crate::schema::{applies, apply_control_requests as reqs, apply_operations as ops};
+use crate::state::{
+    derive_apply_state, is_settled, ApplyState, CutoverPolicy, Derived, FailurePolicy,
+    OperationView,
+};
+
+/// An apply row as the per-apply lock reads it: what the refresh compares against and what the
+/// claims' cap and budget need.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = applies)]
+pub(crate) struct ApplyLockRow {
+    pub(crate) id: ApplyId,
+    pub(crate) database_name: String,
+    pub(crate) environment: String,
+    /// As stored: the refresh replaces whatever is there, known or not.
+    pub(crate) state: String,
+    pub(crate) error_message: Option<String>,
+    pub(crate) started_at: Option<NaiveDateTime>,
+    pub(crate) completed_at: Option<NaiveDateTime>,
+    pub(crate) max_attempts: i32,
+}
+
+/// A locked apply row and the database's time when the lock read it, which every stamp the refresh
+/// writes uses.
+#[derive(Debug, Clone)]
+pub(crate) struct LockedApply {
+    /// The row.
+    pub(crate) row: ApplyLockRow,
+    /// The database's clock when the row was locked.
+    pub(crate) now: NaiveDateTime,
+}
+
+impl LockedApply {
+    fn of((row, now): (ApplyLockRow, NaiveDateTime)) -> Self {
+        LockedApply { row, now }
+    }
+}
+
+/// Locks apply `apply_id`'s row (MySQL `FOR UPDATE`; SQLite's write transaction already excludes
+/// other writers) and returns it, or `None` when there is no such apply.
+pub(crate) fn lock_apply(
+    conn: &mut DbConnection,
+    apply_id: ApplyId,
+) -> StoreResult<Option<LockedApply>> {
+    let locked = db::first_current!(
+        conn,
+        applies::table
+            .find(apply_id)
+            .select((ApplyLockRow::as_select(), db::now_when_read()))
+    )
+    .optional()?;
+    Ok(locked.map(LockedApply::of))
+}
+
+/// Locks the row of operation `operation_id`'s apply, found by a subquery in the same statement (the
+/// operation row itself is not locked), or `None` when the operation or its apply does not exist.
+pub(crate) fn lock_apply_of(
+    conn: &mut DbConnection,
+    operation_id: ApplyOperationId,
+) -> StoreResult<Option<LockedApply>> {
+    let locked = db::first_current!(
+        conn,
+        applies::table
+            .filter(
+                applies::id.nullable().eq(ops::table
+                    .find(operation_id)
+                    .select(ops::apply_id)
+                    .single_value()),
+            )
+            .select((ApplyLockRow::as_select(), db::now_when_read()))
+    )
+    .optional()?;
+    Ok(locked.map(LockedApply::of))
+}
+
+/// Locks the row of control request `request_id`'s apply (see [`lock_apply_of`]), or `None` when the
+/// request or its apply does not exist.
+pub(crate) fn lock_apply_of_request(
+    conn: &mut DbConnection,
+    request_id: ControlRequestId,
+) -> StoreResult<Option<LockedApply>> {
+    let locked = db::first_current!(
+        conn,
+        applies::table
+            .filter(
+                applies::id.nullable().eq(reqs::table
+                    .find(request_id)
+                    .select(reqs::apply_id)
+                    .single_value()),
+            )
+            .select((ApplyLockRow::as_select(), db::now_when_read()))
+    )
+    .optional()?;
+    Ok(locked.map(LockedApply::of))
+}
+
+/// What the refresh reads of one operation: the raw vocabulary columns (an unknown value must not fail
+/// the refresh) and whether a counted `release` names its apply or it.
+#[derive(Debug, Queryable)]
+struct OperationFacts {
+    id: ApplyOperationId,
+    deployment: String,
+    state: String,
+    cutover_policy: String,
+    on_failure: String,
+    started_at: Option<NaiveDateTime>,
+    error_message: Option<String>,
+    holds_target: Option<bool>,
+    release_counts: bool,
+}
+
+/// Brings apply `apply`'s derived state, timestamps and failed operations' target holds up to date.
+/// The caller holds the apply's lock (it is [`lock_apply`]'s row) in the current transaction.
+///
+/// Reads the operations in claim order (one SELECT); writes the apply only when something changes
+/// (one UPDATE), and the failed operations' holds only when they must change (one UPDATE, which can
+/// fail with [`crate::StoreError::TargetBusy`] when a retry makes an apply unsettled again after
+/// another apply took a failed operation's target).
+pub(crate) fn refresh_locked(conn: &mut DbConnection, locked: &LockedApply) -> StoreResult<()> {
+    let apply = &locked.row;
+    let now = locked.now;
+    let facts: Vec<OperationFacts> = ops::table
+        .filter(ops::apply_id.eq(apply.id))
+        .order((ops::created_at.asc(), ops::id.asc()))
+        .select((
+            ops::id,
+            ops::deployment,
+            ops::state,
+            ops::cutover_policy,
+            ops::on_failure,
+            ops::started_at,
+            ops::error_message,
+            ops::holds_target,
+            release_counted(),
+        ))
+        .load(conn)?;
+    let derived = derive(&facts);
+    let stored_state = ApplyState::from_stored(&apply.state);
+    let (state, error_message) = match derived {
+        Ok(Derived {
+            state,
+            error_message,
+        }) => (state, error_message),
+        // An unknown operation state: keep the apply's state, say why it is not derived.
+        Err(message) => (stored_state.unwrap_or(ApplyState::Pending), Some(message)),
+    };
+    let all_settled = !facts.is_empty()
+        && facts
+            .iter()
+            .all(|f| ApplyState::from_stored(&f.state).is_some_and(is_settled));
+    let any_started = facts.iter().any(|f| f.started_at.is_some());
+    let started_at = apply.started_at.or(any_started.then_some(now));
+    let completed_at = if all_settled {
+        apply.completed_at.or(Some(now))
+    } else {
+        None
+    };
+    let error_message = error_message.map(fit_text_column);
+    let unchanged = stored_state == Some(state)
+        && apply.error_message == error_message
+        && apply.started_at == started_at
+        && apply.completed_at == completed_at;
+    if !unchanged {
+        diesel::update(applies::table.find(apply.id))
+            .set((
+                applies::state.eq(state),
+                applies::error_message.eq(error_message),
+                applies::started_at.eq(started_at),
+                applies::completed_at.eq(completed_at),
+                applies::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+    }
+    // A failed operation holds its target while something in its apply is unsettled.
+    let failed_should_hold = !all_settled;
+    let failed = ApplyState::Failed.to_string();
+    let holds_to_change = facts
+        .iter()
+        .any(|f| f.state == failed && (f.holds_target == Some(true)) != failed_should_hold);
+    if holds_to_change {
+        targets::set_failed_holds(conn, apply, failed_should_hold)?;
+    }
+    Ok(())
+}
+
+/// `message` cut to the 65,535 bytes a TEXT column holds, at a character boundary: the derived
+/// message quotes an operation's, which may already fill its own column.
+fn fit_text_column(mut message: String) -> String {
+    const TEXT_BYTES: usize = 65_535;
+    if message.len() > TEXT_BYTES {
+        let mut end = TEXT_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+    }
+    message
+}
+
+/// The derivation over what was read, or why it cannot be derived (an operation state this version
+/// does not know, naming the row and the value).
+fn derive(facts: &[OperationFacts]) -> Result<Derived, String> {
+    let mut views = Vec::with_capacity(facts.len());
+    for fact in facts {
+        let Some(state) = ApplyState::from_stored(&fact.state) else {
+            return Err(format!(
+                "apply_operations row {} has state {:?}, which this version does not know; the \
+                 apply's state is not derived until it is repaired",
+                fact.id, fact.state
+            ));
+        };
+        views.push(OperationView {
+            state,
+            // Unknown policies read as the strictest, as the claims read them.
+            cutover_policy: CutoverPolicy::from_stored(&fact.cutover_policy)
+                .unwrap_or(CutoverPolicy::Rolling),
+            on_failure: FailurePolicy::from_stored(&fact.on_failure).unwrap_or(FailurePolicy::Halt),
+            started: fact.started_at.is_some(),
+            release_counts: fact.release_counts,
+            deployment: &fact.deployment,
+            error_message: fact.error_message.as_deref(),
+        });
+    }
+    Ok(derive_apply_state(&views))
+}
