@@ -1,15 +1,14 @@
 //! `Innodb_row_lock_waits` over 4-worker drains of 300 operations on MySQL/MariaDB.
 //!
-//! Claims never wait (SKIP LOCKED) and keep no lock on a row they reject, so the hundreds of waits the
-//! old locking scan of the claim index caused (185 over this drain with the old code, 374 in the
-//! issue's measurement) are gone:
-//! - workers that spend a few milliseconds between a claim and their first write to it, as real ones do,
-//!   see no row lock wait at all;
-//! - workers that write in the same instant their claim commits can still meet, once or twice per
-//!   drain, another claimer that read the row as free just before that commit and locks it for the
-//!   microseconds it takes to see it is taken and let it go. No locking read can avoid that: InnoDB
-//!   locks a row before it evaluates it, and only a locking read sees the commit. The bound is far
-//!   under the old count.
+//! Claims never wait for an operation row (SKIP LOCKED) and keep no lock on a row they reject. Since
+//! the apply aggregate, every state write and claim is serialised per apply: it locks the apply's row
+//! first. A claim skips an apply whose row is locked (SKIP LOCKED) and waits for one only when no
+//! other candidate is left; a state write waits its turn, which is the point of the serialisation
+//! (two writers finishing an apply's last operations must see each other). So waits now happen, on
+//! apply rows, when a worker's write meets a claim or write of the same apply: measured at 133 and
+//! (without think time) about as many over these drains, each a fraction of a millisecond. The test
+//! bounds them by one per operation; the old locking scan of the claim index caused 185 here before
+//! SKIP LOCKED, on operation rows.
 //!
 //! A test binary of its own: the counter is server-wide, and Cargo runs test binaries one after
 //! another, so no other test of this suite adds to it while this one runs.
@@ -82,7 +81,12 @@ fn drain(server: &str, think: Duration) -> (usize, i64, i64) {
     for a in 0..100 {
         let apply_id = store
             .applies()
-            .insert(&NewApply::new(format!("drain-{a}"), "db", "prod", "main"))
+            .insert(&NewApply::new(
+                format!("drain-{a}"),
+                format!("db{a}"),
+                "prod",
+                "main",
+            ))
             .unwrap();
         for d in ["east", "west", "central"] {
             store
@@ -151,15 +155,15 @@ fn mysql_four_worker_drains_of_300_operations_have_no_row_lock_waits_from_claims
     let (completed, waits, ms) = drain(&server, Duration::from_millis(5));
     eprintln!("drain with 5 ms between claim and write: {waits} row lock waits, {ms} ms waited");
     assert_eq!(completed, 300, "the drain finished every operation");
-    assert_eq!(
-        waits, 0,
-        "Innodb_row_lock_waits over a drain of workers that think"
+    assert!(
+        waits <= 300,
+        "Innodb_row_lock_waits over a drain of workers that think: {waits}"
     );
     let (completed, waits, ms) = drain(&server, Duration::ZERO);
     eprintln!("drain writing at once after each claim: {waits} row lock waits, {ms} ms waited");
     assert_eq!(completed, 300, "the drain finished every operation");
     assert!(
-        waits <= 10,
+        waits <= 300,
         "Innodb_row_lock_waits over a drain of workers that write at once: {waits}"
     );
 }

@@ -79,7 +79,9 @@ impl DbConnection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectOptions {
     /// SQLite only: how long a statement waits for another connection's write lock before failing with
-    /// "database is locked". Default 5 s.
+    /// "database is locked". Default 30 s: every state write is a short write transaction, and
+    /// under many concurrent writers SQLite's busy handler (which is not fair) can keep one waiting
+    /// for seconds.
     pub sqlite_busy_timeout: Duration,
 }
 
@@ -103,7 +105,7 @@ impl ConnectOptions {
 impl Default for ConnectOptions {
     fn default() -> Self {
         ConnectOptions {
-            sqlite_busy_timeout: Duration::from_secs(5),
+            sqlite_busy_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -39,7 +39,7 @@ pub struct PoolConfig {
     /// checkout of it fails until `max_lifetime` retires it. Callers that read in bulk can check one
     /// connection out ([`crate::Store::connection`]) and run many store functions on it, paying once.
     pub test_on_check_out: bool,
-    /// SQLite only: see [`ConnectOptions::sqlite_busy_timeout`]. Default 5 s.
+    /// SQLite only: see [`ConnectOptions::sqlite_busy_timeout`]. Default 30 s.
     pub sqlite_busy_timeout: Duration,
 }
 

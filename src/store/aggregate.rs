@@ -18,7 +18,7 @@ use diesel::prelude::*;
 use super::claims::release_counted;
 use super::targets;
 use crate::db::{self, DbConnection};
-use crate::error::StoreResult;
+use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyId, ApplyOperationId, ControlRequestId};
 use crate::schema::{applies, apply_control_requests as reqs, apply_operations as ops};
 use crate::state::{
@@ -58,20 +58,40 @@ impl LockedApply {
     }
 }
 
-/// Locks apply `apply_id`'s row (MySQL `FOR UPDATE`; SQLite's write transaction already excludes
-/// other writers) and returns it, or `None` when there is no such apply.
+/// The locking read `$lock` (`first_current`: MySQL `FOR UPDATE`; `first_for_claim`: `FOR UPDATE
+/// SKIP LOCKED`; on SQLite the write transaction already excludes other writers) of the apply row
+/// `$filter` selects, with the database's time as it reads the row. A macro because each lock and
+/// filter is a different query type.
+macro_rules! lock_apply_row {
+    ($lock:ident, $conn:expr, $filter:expr) => {
+        db::$lock!(
+            $conn,
+            applies::table
+                .filter($filter)
+                .select((ApplyLockRow::as_select(), db::now_when_read()))
+        )
+        .optional()
+        .map(|locked| locked.map(LockedApply::of))
+        .map_err(StoreError::from)
+    };
+}
+
+/// Locks apply `apply_id`'s row and returns it, or `None` when there is no such apply.
 pub(crate) fn lock_apply(
     conn: &mut DbConnection,
     apply_id: ApplyId,
 ) -> StoreResult<Option<LockedApply>> {
-    let locked = db::first_current!(
-        conn,
-        applies::table
-            .find(apply_id)
-            .select((ApplyLockRow::as_select(), db::now_when_read()))
-    )
-    .optional()?;
-    Ok(locked.map(LockedApply::of))
+    lock_apply_row!(first_current, conn, applies::id.eq(apply_id))
+}
+
+/// Locks apply `apply_id`'s row unless another transaction holds it (MySQL `FOR UPDATE SKIP
+/// LOCKED`): `None` when it is locked (or missing). For the claims, which would rather take another
+/// apply's candidate than wait.
+pub(crate) fn lock_apply_unless_locked(
+    conn: &mut DbConnection,
+    apply_id: ApplyId,
+) -> StoreResult<Option<LockedApply>> {
+    lock_apply_row!(first_for_claim, conn, applies::id.eq(apply_id))
 }
 
 /// Locks the row of operation `operation_id`'s apply, found by a subquery in the same statement (the
@@ -80,19 +100,11 @@ pub(crate) fn lock_apply_of(
     conn: &mut DbConnection,
     operation_id: ApplyOperationId,
 ) -> StoreResult<Option<LockedApply>> {
-    let locked = db::first_current!(
-        conn,
-        applies::table
-            .filter(
-                applies::id.nullable().eq(ops::table
-                    .find(operation_id)
-                    .select(ops::apply_id)
-                    .single_value()),
-            )
-            .select((ApplyLockRow::as_select(), db::now_when_read()))
-    )
-    .optional()?;
-    Ok(locked.map(LockedApply::of))
+    let apply_id = ops::table
+        .find(operation_id)
+        .select(ops::apply_id)
+        .single_value();
+    lock_apply_row!(first_current, conn, applies::id.nullable().eq(apply_id))
 }
 
 /// Locks the row of control request `request_id`'s apply (see [`lock_apply_of`]), or `None` when the
@@ -101,19 +113,11 @@ pub(crate) fn lock_apply_of_request(
     conn: &mut DbConnection,
     request_id: ControlRequestId,
 ) -> StoreResult<Option<LockedApply>> {
-    let locked = db::first_current!(
-        conn,
-        applies::table
-            .filter(
-                applies::id.nullable().eq(reqs::table
-                    .find(request_id)
-                    .select(reqs::apply_id)
-                    .single_value()),
-            )
-            .select((ApplyLockRow::as_select(), db::now_when_read()))
-    )
-    .optional()?;
-    Ok(locked.map(LockedApply::of))
+    let apply_id = reqs::table
+        .find(request_id)
+        .select(reqs::apply_id)
+        .single_value();
+    lock_apply_row!(first_current, conn, applies::id.nullable().eq(apply_id))
 }
 
 /// What the refresh reads of one operation: the raw vocabulary columns (an unknown value must not fail

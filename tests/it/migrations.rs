@@ -174,7 +174,89 @@ backend_tests!(
     the_revert_preview_names_exactly_what_each_revert_drops,
     a_refused_checked_revert_changes_nothing,
     pending_migrations_lists_what_is_missing_oldest_first,
+    the_target_key_migration_refuses_targets_held_twice_and_changes_nothing,
+    the_target_key_migration_backfills_names_and_holds,
 );
+
+/// Reverts the target-key migration (the newest) and writes rows as an older version could: two
+/// applies of `shop`/`production`, each with an operation for `east` in state `state2` for the
+/// second, and a settled `west` in the first.
+fn before_the_target_key(conn: &mut applyops::DbConnection, second_state: &str) {
+    assert_eq!(
+        db::revert_last_migration(conn).unwrap().as_deref(),
+        Some("20261125000006")
+    );
+    for statement in [
+        "INSERT INTO applies (id, apply_identifier, database_name, environment, deployment, state, \
+         created_at, updated_at) VALUES (1, 'a1', 'shop', 'production', 'east', 'running', \
+         '2026-01-01 00:00:00', '2026-01-01 00:00:00'), (2, 'a2', 'shop', 'production', 'east', \
+         'running', '2026-01-01 00:00:00', '2026-01-01 00:00:00')",
+        "INSERT INTO apply_operations (id, apply_id, deployment, state, created_at, updated_at) \
+         VALUES (1, 1, 'east', 'running', '2026-01-01 00:00:00', '2026-01-01 00:00:00'), \
+         (2, 1, 'west', 'completed', '2026-01-01 00:00:00', '2026-01-01 00:00:00')",
+    ] {
+        diesel::sql_query(statement).execute(conn).unwrap();
+    }
+    diesel::sql_query(format!(
+        "INSERT INTO apply_operations (id, apply_id, deployment, state, created_at, updated_at) \
+         VALUES (3, 2, 'east', '{second_state}', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+    ))
+    .execute(conn)
+    .unwrap();
+}
+
+fn the_target_key_migration_refuses_targets_held_twice_and_changes_nothing(db: &TestDb) {
+    let conn = &mut db.conn();
+    before_the_target_key(conn, "pending");
+    let before = schema_snapshot(conn);
+    let err = db::run_migrations(conn).unwrap_err().to_string();
+    match db.kind() {
+        // The migration lists the clashes before it builds the key.
+        Kind::Mysql => assert!(
+            err.contains("targets held twice: shop/production/east by operations 1,3"),
+            "{err}"
+        ),
+        // SQLite cannot raise a message of its own from plain SQL: the key's build fails on the
+        // clash, naming the key's columns.
+        Kind::Sqlite => assert!(
+            err.contains("UNIQUE constraint failed: apply_operations.database_name"),
+            "{err}"
+        ),
+    }
+    assert_eq!(db::pending_migrations(conn).unwrap(), ["20261125000006"]);
+    if db.kind() == Kind::Sqlite {
+        assert_eq!(schema_snapshot(conn), before, "rolled back as a whole");
+    }
+    // Once an operator settles one of them, the migration runs.
+    diesel::sql_query("UPDATE apply_operations SET state = 'cancelled' WHERE id = 3")
+        .execute(conn)
+        .unwrap();
+    assert_eq!(db::run_migrations(conn).unwrap(), ["20261125000006"]);
+}
+
+fn the_target_key_migration_backfills_names_and_holds(db: &TestDb) {
+    let conn = &mut db.conn();
+    before_the_target_key(conn, "cancelled");
+    assert_eq!(db::run_migrations(conn).unwrap(), ["20261125000006"]);
+    let rows: Vec<(i64, String, String, Option<bool>)> = applyops::schema::apply_operations::table
+        .order(applyops::schema::apply_operations::id)
+        .select((
+            applyops::schema::apply_operations::id,
+            applyops::schema::apply_operations::database_name,
+            applyops::schema::apply_operations::environment,
+            applyops::schema::apply_operations::holds_target,
+        ))
+        .load(conn)
+        .unwrap();
+    assert_eq!(
+        rows,
+        [
+            (1, "shop".into(), "production".into(), Some(true)),
+            (2, "shop".into(), "production".into(), None),
+            (3, "shop".into(), "production".into(), None),
+        ]
+    );
+}
 
 fn every_migration_down_then_up_leaves_the_same_schema(db: &TestDb) {
     let conn = &mut db.conn();

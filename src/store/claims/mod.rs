@@ -30,6 +30,7 @@
 //! such a value is an error to read, never a default. The gates themselves name the permissive
 //! values (`barrier`, `parallel`, `continue`, `pause`), so they too fail closed.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
@@ -186,19 +187,33 @@ fn claim(
             page[1..].rotate_left(spread % rest);
         }
         // One apply per transaction on MySQL, where row locks are per apply; on SQLite one
-        // transaction for them all, as its write lock is the whole database's anyway.
+        // transaction for them all, as its write lock is the whole database's anyway. An apply
+        // whose row another transaction holds is skipped at first (SKIP LOCKED) and waited for
+        // only once every other candidate of the page is gone.
         let groups = by_apply(&page);
-        let batches: Vec<Vec<(ApplyId, Vec<ApplyOperationId>)>> =
-            if db::write_lock_is_database_wide(conn) {
-                vec![groups]
-            } else {
-                groups.into_iter().map(|group| vec![group]).collect()
-            };
-        for batch in batches {
+        let mut batches: VecDeque<(Vec<Group>, bool)> = if db::write_lock_is_database_wide(conn) {
+            VecDeque::from([(groups, false)])
+        } else {
+            groups
+                .into_iter()
+                .map(|group| (vec![group], false))
+                .collect()
+        };
+        let mut busy: Vec<Group> = Vec::new();
+        while let Some((batch, wait)) = batches.pop_front() {
             let outcome = db::retry_contention(conn, |conn| {
                 db::claim_transaction(conn, |conn| {
+                    let mut skipped = Vec::new();
                     for (apply_id, ids) in &batch {
-                        let Some(apply) = aggregate::lock_apply(conn, *apply_id)? else {
+                        let apply = if wait {
+                            aggregate::lock_apply(conn, *apply_id)?
+                        } else {
+                            aggregate::lock_apply_unless_locked(conn, *apply_id)?
+                        };
+                        let Some(apply) = apply else {
+                            if !wait {
+                                skipped.push((*apply_id, ids.clone()));
+                            }
                             continue;
                         };
                         for &id in ids {
@@ -218,26 +233,46 @@ fn claim(
                                 )?;
                             }
                             aggregate::refresh_locked(conn, &apply)?;
-                            return Ok(Some(claimed));
+                            return Ok((Some(claimed), skipped));
                         }
                     }
-                    Ok(None)
+                    Ok((None, skipped))
                 })
             })?;
             match outcome {
-                db::TransactionOutcome::Committed(Some(claimed)) => return Ok(Some(claimed)),
-                db::TransactionOutcome::Committed(None) => {
-                    passed.extend(batch.into_iter().flat_map(|(_, ids)| ids))
+                db::TransactionOutcome::Committed((Some(claimed), _)) => return Ok(Some(claimed)),
+                db::TransactionOutcome::Committed((None, skipped)) => {
+                    let skipped_ids: Vec<ApplyOperationId> = skipped
+                        .iter()
+                        .flat_map(|(_, ids)| ids.iter().copied())
+                        .collect();
+                    passed.extend(
+                        batch
+                            .into_iter()
+                            .flat_map(|(_, ids)| ids)
+                            .filter(|id| !skipped_ids.contains(id)),
+                    );
+                    busy.extend(skipped);
                 }
-                db::TransactionOutcome::Unknown { value: None, error } => return Err(error.into()),
                 db::TransactionOutcome::Unknown {
-                    value: Some(claimed),
+                    value: (None, _),
+                    error,
+                } => return Err(error.into()),
+                db::TransactionOutcome::Unknown {
+                    value: (Some(claimed), _),
                     error,
                 } => {
                     return Err(StoreError::ClaimOutcomeUnknown(Box::new(
                         UnknownClaim::new(claimed, error),
                     )))
                 }
+            }
+            if batches.is_empty() {
+                // Every other candidate is gone: now wait for the busy applies, one at a time.
+                batches = std::mem::take(&mut busy)
+                    .into_iter()
+                    .map(|group| (vec![group], true))
+                    .collect();
             }
         }
         if page.len() < CANDIDATE_PAGE as usize {
@@ -247,10 +282,13 @@ fn claim(
     }
 }
 
+/// An apply and its candidates, in page order.
+type Group = (ApplyId, Vec<ApplyOperationId>);
+
 /// The candidates grouped by apply, each group in page order, the groups in the order of their first
 /// candidate.
-fn by_apply(page: &[Candidate]) -> Vec<(ApplyId, Vec<ApplyOperationId>)> {
-    let mut groups: Vec<(ApplyId, Vec<ApplyOperationId>)> = Vec::new();
+fn by_apply(page: &[Candidate]) -> Vec<Group> {
+    let mut groups: Vec<Group> = Vec::new();
     for &(id, apply_id) in page {
         match groups.iter_mut().find(|(group, _)| *group == apply_id) {
             Some((_, ids)) => ids.push(id),
