@@ -8,7 +8,9 @@
 //! has claimed yet still writes. Repeating a write under the current lease is idempotent.
 //!
 //! Each write is one UPDATE; only when it matches nothing does a second statement tell a missing row
-//! ([`StoreError::ApplyOperationNotFound`]) from a lost lease.
+//! ([`StoreError::ApplyOperationNotFound`]) from a lost lease. A state write runs in a transaction
+//! that first locks the operation's apply and last refreshes the apply's derived state (see
+//! [`super::applies::refresh`]); `heartbeat` and `release` change no state and are the UPDATE alone.
 
 use std::time::Duration;
 

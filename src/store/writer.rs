@@ -1,5 +1,6 @@
 //! The writes an operation row goes through, shared by operators ([`super::apply_operations`]) and by
-//! workers holding a lease ([`super::leases`]): each is one UPDATE whose target is chosen by the
+//! workers holding a lease ([`super::leases`]): each is one UPDATE (in the apply-locking,
+//! refreshing transaction of [`write_with_refresh`]) whose target is chosen by the
 //! [`Writer`], so an operator write and a fenced worker write are the same statement but for the
 //! lease filter.
 

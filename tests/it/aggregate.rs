@@ -38,6 +38,7 @@ backend_tests!(
     recording_a_release_refreshes_the_apply,
     an_unknown_operation_state_keeps_the_apply_state_and_says_why,
     refresh_repairs_a_stale_apply,
+    an_unknown_stored_policy_is_derived_as_the_strictest,
 );
 
 /// A rollout of `deployments` (`d0`, `d1`, …) on database `database`, each with `tasks` tasks.
@@ -762,4 +763,30 @@ fn refresh_repairs_a_stale_apply(db: &TestDb) {
         applies::refresh(conn, ApplyId(9_999)),
         Err(StoreError::ApplyNotFound { .. })
     ));
+}
+
+fn an_unknown_stored_policy_is_derived_as_the_strictest(db: &TestDb) {
+    let conn = &mut db.conn();
+    let created = applies::create_rollout(
+        conn,
+        &NewRollout::new("strict", "shop", "production", "t")
+            .operation(NewRolloutOperation::new("a").with_cutover_policy(CutoverPolicy::Parallel))
+            .operation(
+                NewRolloutOperation::new("b")
+                    .with_cutover_policy(CutoverPolicy::Parallel)
+                    .with_on_failure(FailurePolicy::Continue),
+            ),
+    )
+    .unwrap();
+    let ids: Vec<_> = created.operations.iter().map(|o| o.operation.id).collect();
+    // `continue` would let b pass a's failure (running_degraded); a value this version does not
+    // know reads as `halt`, as the claims read it.
+    force_policy(conn, ids[1], "parallel", "carry_on");
+    apply_operations::mark_failed(conn, ids[0], "boom").unwrap();
+    assert_eq!(apply_state(conn, created.apply.id), ApplyState::Failed);
+    force_policy(conn, ids[1], "parallel", "continue");
+    assert_eq!(
+        applies::refresh(conn, created.apply.id).unwrap().state,
+        ApplyState::RunningDegraded
+    );
 }
