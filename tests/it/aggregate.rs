@@ -705,25 +705,36 @@ fn two_writers_finishing_the_last_two_operations_never_leave_running(db: &TestDb
     }
 }
 
-fn recording_a_release_refreshes_the_apply(db: &TestDb) {
-    let conn = &mut db.conn();
+/// A parallel rollout `a`, `b` where `b` meets a failure of `a` under `on_failure`; returns the
+/// apply and the two operation ids.
+fn failure_pair(
+    conn: &mut DbConnection,
+    name: &str,
+    on_failure: FailurePolicy,
+) -> (ApplyId, Vec<applyops::ApplyOperationId>) {
     let created = applies::create_rollout(
         conn,
-        &NewRollout::new("paused", "shop", "production", "t")
+        &NewRollout::new(name, "shop", "production", "t")
             .operation(NewRolloutOperation::new("a").with_cutover_policy(CutoverPolicy::Parallel))
             .operation(
                 NewRolloutOperation::new("b")
                     .with_cutover_policy(CutoverPolicy::Parallel)
-                    .with_on_failure(FailurePolicy::Pause),
+                    .with_on_failure(on_failure),
             ),
     )
     .unwrap();
-    let ids: Vec<_> = created.operations.iter().map(|o| o.operation.id).collect();
+    let ids = created.operations.iter().map(|o| o.operation.id).collect();
+    (created.apply.id, ids)
+}
+
+fn recording_a_release_refreshes_the_apply(db: &TestDb) {
+    let conn = &mut db.conn();
+    let (apply_id, ids) = failure_pair(conn, "paused", FailurePolicy::Pause);
     apply_operations::mark_failed(conn, ids[0], "boom").unwrap();
-    assert_eq!(apply_state(conn, created.apply.id), ApplyState::Paused);
-    request(conn, created.apply.id, None, ControlRequestKind::Release);
+    assert_eq!(apply_state(conn, apply_id), ApplyState::Paused);
+    request(conn, apply_id, None, ControlRequestKind::Release);
     assert_eq!(
-        apply_state(conn, created.apply.id),
+        apply_state(conn, apply_id),
         ApplyState::RunningDegraded,
         "the release lets the pause sibling through: the failure is passed"
     );
@@ -767,26 +778,15 @@ fn refresh_repairs_a_stale_apply(db: &TestDb) {
 
 fn an_unknown_stored_policy_is_derived_as_the_strictest(db: &TestDb) {
     let conn = &mut db.conn();
-    let created = applies::create_rollout(
-        conn,
-        &NewRollout::new("strict", "shop", "production", "t")
-            .operation(NewRolloutOperation::new("a").with_cutover_policy(CutoverPolicy::Parallel))
-            .operation(
-                NewRolloutOperation::new("b")
-                    .with_cutover_policy(CutoverPolicy::Parallel)
-                    .with_on_failure(FailurePolicy::Continue),
-            ),
-    )
-    .unwrap();
-    let ids: Vec<_> = created.operations.iter().map(|o| o.operation.id).collect();
+    let (apply_id, ids) = failure_pair(conn, "strict", FailurePolicy::Continue);
     // `continue` would let b pass a's failure (running_degraded); a value this version does not
     // know reads as `halt`, as the claims read it.
     force_policy(conn, ids[1], "parallel", "carry_on");
     apply_operations::mark_failed(conn, ids[0], "boom").unwrap();
-    assert_eq!(apply_state(conn, created.apply.id), ApplyState::Failed);
+    assert_eq!(apply_state(conn, apply_id), ApplyState::Failed);
     force_policy(conn, ids[1], "parallel", "continue");
     assert_eq!(
-        applies::refresh(conn, created.apply.id).unwrap().state,
+        applies::refresh(conn, apply_id).unwrap().state,
         ApplyState::RunningDegraded
     );
 }
