@@ -89,15 +89,15 @@ where
         .collect())
 }
 
-/// Makes the next transaction on this connection READ COMMITTED; a no-op inside a transaction, whose
-/// isolation can no longer change (the claim then runs at the caller's level, in a savepoint).
-pub(super) fn read_committed_next_transaction(conn: &mut MysqlConnection) -> QueryResult<()> {
-    use diesel::connection::{AnsiTransactionManager, TransactionManager};
-    let depth = AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth()?;
-    if depth.is_none() {
-        diesel::sql_query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").execute(conn)?;
-    }
-    Ok(())
+/// Begins a READ COMMITTED transaction at the top level: `SET TRANSACTION …; BEGIN` sent as one batch
+/// (one round trip for both, where a separate `SET TRANSACTION` statement cost a prepare, an execute
+/// and a close), registered with Diesel's transaction manager like its own `BEGIN`.
+pub(super) fn begin_read_committed(conn: &mut MysqlConnection) -> QueryResult<()> {
+    use diesel::connection::AnsiTransactionManager;
+    AnsiTransactionManager::begin_transaction_sql(
+        conn,
+        "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; BEGIN",
+    )
 }
 
 pub(super) fn last_insert_id(conn: &mut MysqlConnection) -> QueryResult<i64> {

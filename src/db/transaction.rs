@@ -116,10 +116,7 @@ where
     }
     match conn {
         #[cfg(feature = "mysql")]
-        DbConnection::Mysql(inner) => {
-            mysql::read_committed_next_transaction(inner)?;
-            Manager::begin_transaction(conn)?;
-        }
+        DbConnection::Mysql(inner) => mysql::begin_read_committed(inner)?,
         #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(inner) => {
             AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE")?

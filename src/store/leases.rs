@@ -18,7 +18,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::validate;
-use super::writer::{self, Writer};
+use super::writer::{self, held_row, Writer};
 use crate::db::{self, DbConnection};
 use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyOperationId, LeaseToken};
@@ -102,10 +102,10 @@ pub fn heartbeat(
     let ttl_micros = ttl_micros(lease.ttl);
     let expires_at = db::serialized_write(conn, |conn| {
         let writer = Writer::Lease(lease);
-        let matched = writer
-            .update()
-            .set(ops::lease_expires_at.eq(db::now_when_read_plus(ttl_micros).nullable()))
-            .execute(conn)?;
+        let matched = writer.execute(
+            conn,
+            ops::lease_expires_at.eq(db::now_when_read_plus(ttl_micros).nullable()),
+        )?;
         writer.expect_row(conn, matched)?;
         let stored: Option<Option<NaiveDateTime>> =
             held_row(lease.operation_id, lease.token.clone(), lease.owner.clone())
@@ -138,30 +138,21 @@ pub fn is_held(conn: &mut DbConnection, lease: &OperationLease) -> StoreResult<b
     )
 }
 
-/// The operation row while it carries this token and owner.
-#[diesel::dsl::auto_type]
-fn held_row(operation_id: ApplyOperationId, token: LeaseToken, owner: String) -> _ {
-    ops::table
-        .find(operation_id)
-        .filter(ops::lease_token.eq(token))
-        .filter(ops::lease_owner.eq(owner))
-}
-
 /// Gives the operation up: clears owner, token and expiry, keeping the state, so any worker can claim
 /// it at once (as recovery, resume or retry, whichever its state calls for). The lease is spent: a
 /// second release, like any other write through it, is [`StoreError::LeaseLost`].
 pub fn release(conn: &mut DbConnection, lease: &OperationLease) -> StoreResult<()> {
     validate::lease(lease)?;
     let writer = Writer::Lease(lease);
-    let matched = writer
-        .update()
-        .set((
+    let matched = writer.execute(
+        conn,
+        (
             ops::lease_owner.eq(""),
             ops::lease_token.eq(""),
             ops::lease_acquired_at.eq(None::<NaiveDateTime>),
             ops::lease_expires_at.eq(None::<NaiveDateTime>),
-        ))
-        .execute(conn)?;
+        ),
+    )?;
     writer.expect_row(conn, matched)
 }
 

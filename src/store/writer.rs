@@ -5,12 +5,13 @@
 //! lease filter.
 
 use diesel::prelude::*;
+use diesel::query_dsl::methods::ExecuteDsl;
 
 use super::aggregate::{self, LockedApply};
 use super::{coalesce_timestamp, targets, validate};
 use crate::db::{self, DbConnection};
 use crate::error::{StoreError, StoreResult};
-use crate::models::{ApplyOperationId, OperationLease};
+use crate::models::{ApplyOperationId, LeaseToken, OperationLease};
 use crate::schema::apply_operations;
 use crate::state::ApplyState;
 
@@ -24,16 +25,24 @@ pub(crate) enum Writer<'a> {
 }
 
 impl Writer<'_> {
-    /// The UPDATE's target: the row, filtered by the lease when there is one. Boxed because the two
-    /// filters are different types.
-    pub(super) fn update(self) -> BoxedOperationUpdate<'static> {
-        let target = diesel::update(apply_operations::table).into_boxed();
+    /// Runs the UPDATE that writes `changes` to the row, filtered by the lease when there is one,
+    /// and returns the rows it matched. Two concrete statements, not one boxed one: Diesel caches a
+    /// statement it can name by type, and re-prepares a boxed one on every call.
+    pub(super) fn execute<V>(self, conn: &mut DbConnection, changes: V) -> QueryResult<usize>
+    where
+        V: AsChangeset<Target = apply_operations::table>,
+        diesel::dsl::Update<operator_row, V>: ExecuteDsl<DbConnection>,
+        diesel::dsl::Update<held_row, V>: ExecuteDsl<DbConnection>,
+    {
         match self {
-            Writer::Operator(id) => target.filter(apply_operations::id.eq(id)),
-            Writer::Lease(lease) => target
-                .filter(apply_operations::id.eq(lease.operation_id))
-                .filter(apply_operations::lease_token.eq(lease.token.clone()))
-                .filter(apply_operations::lease_owner.eq(lease.owner.clone())),
+            Writer::Operator(id) => diesel::update(operator_row(id)).set(changes).execute(conn),
+            Writer::Lease(lease) => diesel::update(held_row(
+                lease.operation_id,
+                lease.token.clone(),
+                lease.owner.clone(),
+            ))
+            .set(changes)
+            .execute(conn),
         }
     }
 
@@ -68,8 +77,20 @@ impl Writer<'_> {
     }
 }
 
-type BoxedOperationUpdate<'a> =
-    diesel::query_builder::BoxedUpdateStatement<'a, db::MultiBackend, apply_operations::table>;
+/// The operation row with this id, whoever holds it.
+#[diesel::dsl::auto_type]
+pub(super) fn operator_row(operation_id: ApplyOperationId) -> _ {
+    apply_operations::table.filter(apply_operations::id.eq(operation_id))
+}
+
+/// The operation row while it carries this token and owner.
+#[diesel::dsl::auto_type]
+pub(super) fn held_row(operation_id: ApplyOperationId, token: LeaseToken, owner: String) -> _ {
+    apply_operations::table
+        .filter(apply_operations::id.eq(operation_id))
+        .filter(apply_operations::lease_token.eq(token))
+        .filter(apply_operations::lease_owner.eq(owner))
+}
 
 /// Why a leased write matched no row: the row is gone, or its token is no longer the lease's.
 pub(super) fn lease_miss(
@@ -158,15 +179,15 @@ pub(super) fn write_state(
                 return completion(conn, writer, locked, ApplyState::Failed, Some(&message));
             }
         }
-        let written = writer
-            .update()
-            .set((
+        let written = writer.execute(
+            conn,
+            (
                 apply_operations::state.eq(state),
                 apply_operations::completed_at.eq(None::<chrono::NaiveDateTime>),
                 apply_operations::holds_target.eq(targets::hold_for(state)),
                 apply_operations::updated_at.eq(db::now()),
-            ))
-            .execute(conn);
+            ),
+        );
         match written {
             Ok(matched) => writer.expect_row(conn, matched),
             Err(err) => Err(write_error(conn, err, writer, locked)),
@@ -200,9 +221,9 @@ fn budget_exhausted(
 pub(super) fn write_started(conn: &mut DbConnection, writer: Writer<'_>) -> StoreResult<()> {
     write_with_refresh(conn, writer, |conn, locked| {
         let now = db::now();
-        let written = writer
-            .update()
-            .set((
+        let written = writer.execute(
+            conn,
+            (
                 apply_operations::state.eq(ApplyState::Running),
                 apply_operations::started_at.eq(coalesce_timestamp(
                     apply_operations::started_at,
@@ -211,8 +232,8 @@ pub(super) fn write_started(conn: &mut DbConnection, writer: Writer<'_>) -> Stor
                 apply_operations::completed_at.eq(None::<chrono::NaiveDateTime>),
                 apply_operations::holds_target.eq(Some(true)),
                 apply_operations::updated_at.eq(now),
-            ))
-            .execute(conn);
+            ),
+        );
         match written {
             Ok(matched) => writer.expect_row(conn, matched),
             Err(err) => Err(write_error(conn, err, writer, locked)),
@@ -289,29 +310,29 @@ fn completion(
         apply_operations::updated_at.eq(now),
     );
     let written = match (error_message, state == ApplyState::Failed) {
-        (Some(message), true) => writer
-            .update()
-            .set((
+        (Some(message), true) => writer.execute(
+            conn,
+            (
                 stamp_completion,
                 apply_operations::error_message.eq(message.to_owned()),
-            ))
-            .execute(conn),
-        (Some(message), false) => writer
-            .update()
-            .set((
+            ),
+        ),
+        (Some(message), false) => writer.execute(
+            conn,
+            (
                 stamp_completion,
                 apply_operations::error_message.eq(message.to_owned()),
                 apply_operations::holds_target.eq(None::<bool>),
-            ))
-            .execute(conn),
-        (None, true) => writer.update().set(stamp_completion).execute(conn),
-        (None, false) => writer
-            .update()
-            .set((
+            ),
+        ),
+        (None, true) => writer.execute(conn, stamp_completion),
+        (None, false) => writer.execute(
+            conn,
+            (
                 stamp_completion,
                 apply_operations::holds_target.eq(None::<bool>),
-            ))
-            .execute(conn),
+            ),
+        ),
     };
     match written {
         Ok(matched) => writer.expect_row(conn, matched),

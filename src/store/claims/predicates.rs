@@ -54,12 +54,6 @@ const KINDS_THAT_LET_STARTS_PASS: [ControlRequestKind; 3] = [
     ControlRequestKind::Cutover,
 ];
 
-/// The request statuses a `release` counts in: asked for or done (a failed release does not count).
-const RELEASE_COUNTS: [ControlRequestStatus; 2] = [
-    ControlRequestStatus::Pending,
-    ControlRequestStatus::Completed,
-];
-
 /// The active states the copy claim's recovery takes over unconditionally: all of
 /// [`ApplyState::is_active`] but `waiting_for_cutover`, which it takes only where the copy claim owns
 /// the cutover.
@@ -140,13 +134,18 @@ pub(super) fn stop_gate() -> _ {
 /// A pending or completed `release` for the row's apply or for the row. The apply refresh reads it
 /// too, so the derived state lets a `pause` operation pass a failure exactly when the claims do.
 #[diesel::dsl::auto_type]
+///
+/// The statuses it counts in, asked for or done (a failed release does not count), are spelled as
+/// two equalities rather than `IN`: Diesel never caches a statement with an `IN` list, and the apply
+/// refresh runs this on every state write.
 pub(in crate::store) fn release_requested() -> _ {
     let release: ControlRequestKind = ControlRequestKind::Release;
-    let counted: [ControlRequestStatus; 2] = RELEASE_COUNTS;
+    let pending: ControlRequestStatus = ControlRequestStatus::Pending;
+    let completed: ControlRequestStatus = ControlRequestStatus::Completed;
     exists(
         requests_for_row()
             .filter(reqs::kind.eq(release))
-            .filter(reqs::status.eq_any(counted))
+            .filter(reqs::status.eq(pending).or(reqs::status.eq(completed)))
             .select(reqs::id),
     )
 }
