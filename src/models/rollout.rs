@@ -20,6 +20,37 @@ pub struct Rollout {
     pub pending_requests: Vec<ControlRequest>,
 }
 
+impl Rollout {
+    /// Puts a rollout together from its rows: each of `tasks` goes to the operation it names, in the
+    /// given order; those naming none of `operations` become [`Rollout::unlinked_tasks`].
+    pub fn assemble(
+        apply: Apply,
+        operations: Vec<ApplyOperation>,
+        mut tasks: Vec<Task>,
+        pending_requests: Vec<ControlRequest>,
+    ) -> Rollout {
+        let operations = operations
+            .into_iter()
+            .map(|operation| {
+                let (own, rest) = tasks
+                    .drain(..)
+                    .partition(|task| task.apply_operation_id == Some(operation.id));
+                tasks = rest;
+                RolloutOperation {
+                    operation,
+                    tasks: own,
+                }
+            })
+            .collect();
+        Rollout {
+            apply,
+            operations,
+            unlinked_tasks: tasks,
+            pending_requests,
+        }
+    }
+}
+
 /// One operation of a [`Rollout`] with the tasks it owns, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RolloutOperation {

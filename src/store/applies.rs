@@ -7,7 +7,7 @@ use crate::db::{self, DbConnection, UniqueKey};
 use crate::error::{StoreError, StoreResult};
 use chrono::NaiveDateTime;
 
-use crate::models::{Apply, ApplyId, DeletedRollout, NewApply, Rollout, RolloutOperation};
+use crate::models::{Apply, ApplyId, DeletedRollout, NewApply, Rollout};
 use crate::schema::{
     applies, apply_control_requests, apply_operations as ops, tasks as tasks_table,
 };
@@ -136,27 +136,14 @@ pub fn rollout(conn: &mut DbConnection, id: ApplyId) -> StoreResult<Option<Rollo
             return Ok(None);
         };
         let operations = apply_operations::list_by_apply(conn, id)?;
-        let mut tasks = tasks::list_by_apply(conn, id)?;
+        let tasks = tasks::list_by_apply(conn, id)?;
         let pending_requests = control_requests::list_pending(conn, id)?;
-        let operations = operations
-            .into_iter()
-            .map(|operation| {
-                let (own, rest) = tasks
-                    .drain(..)
-                    .partition(|task| task.apply_operation_id == Some(operation.id));
-                tasks = rest;
-                RolloutOperation {
-                    operation,
-                    tasks: own,
-                }
-            })
-            .collect();
-        Ok(Some(Rollout {
+        Ok(Some(Rollout::assemble(
             apply,
             operations,
-            unlinked_tasks: tasks,
+            tasks,
             pending_requests,
-        }))
+        )))
     })
 }
 

@@ -7,9 +7,7 @@ use diesel::prelude::*;
 use super::{applies, targets, tasks as task_store, validate};
 use crate::db::{self, DbConnection};
 use crate::error::{StoreError, StoreResult};
-use crate::models::{
-    ApplyId, ApplyOperation, ApplyOperationId, NewApply, NewRollout, Rollout, RolloutOperation,
-};
+use crate::models::{ApplyId, ApplyOperationId, NewApply, NewRollout, Rollout};
 use crate::schema::{apply_operations as ops, tasks};
 use crate::state::ApplyState;
 
@@ -142,31 +140,13 @@ fn insert_rollout(conn: &mut DbConnection, new: &NewRollout) -> StoreResult<Roll
         .map(|operation| (operation.deployment.as_str(), operation.id))
         .collect();
     insert_tasks(conn, apply_id, new, &ids)?;
-    let mut tasks = if new.operations.iter().any(|op| !op.tasks.is_empty()) {
+    let tasks = if new.operations.iter().any(|op| !op.tasks.is_empty()) {
         task_store::list_by_apply(conn, apply_id)?
     } else {
         Vec::new()
     };
     let apply = applies::get(conn, apply_id)?.ok_or(StoreError::ApplyNotFound { id: apply_id })?;
-    let operations = operations
-        .into_iter()
-        .map(|operation: ApplyOperation| {
-            let (own, rest) = tasks
-                .drain(..)
-                .partition(|task| task.apply_operation_id == Some(operation.id));
-            tasks = rest;
-            RolloutOperation {
-                operation,
-                tasks: own,
-            }
-        })
-        .collect();
-    Ok(Rollout {
-        apply,
-        operations,
-        unlinked_tasks: Vec::new(),
-        pending_requests: Vec::new(),
-    })
+    Ok(Rollout::assemble(apply, operations, tasks, Vec::new()))
 }
 
 /// Inserts the operations, `pending` and holding their targets, in list order (so in claim order: one
