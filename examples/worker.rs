@@ -80,7 +80,7 @@ struct Shared {
     stats: BTreeMap<&'static str, AtomicU64>,
 }
 
-const STATS: [&str; 12] = [
+const STATS: [&str; 14] = [
     "start",
     "recovery",
     "resume",
@@ -91,6 +91,8 @@ const STATS: [&str; 12] = [
     "stopped",
     "lease_lost",
     "heartbeats",
+    "checkpoints",
+    "resumed_from_checkpoint",
     "released_on_shutdown",
     "errors",
 ];
@@ -348,6 +350,8 @@ struct Job<'a> {
     op: ApplyOperation,
     lease: OperationLease,
     last_beat: Instant,
+    /// Steps finished on this operation, by us and by the holders before us (its checkpoint).
+    steps_done: u32,
 }
 
 fn drive(sh: &Shared, who: &str, claimed: ClaimedOperation) {
@@ -375,12 +379,20 @@ fn drive(sh: &Shared, who: &str, claimed: ClaimedOperation) {
         state = %op.state,
         "claimed"
     );
+    // The copy engine's resume point: how many steps earlier holders finished, saved after every
+    // step. A recovery claim hands back the dead holder's last checkpoint.
+    let steps_done = op.engine_state.as_deref().and_then(checkpoint_steps);
+    if let Some(steps) = steps_done {
+        sh.count("resumed_from_checkpoint");
+        info!(worker = %who, op = %op.id, steps, "resuming from the last checkpoint");
+    }
     let mut job = Job {
         sh,
         who,
         op,
         lease,
         last_beat: Instant::now(),
+        steps_done: steps_done.unwrap_or(0),
     };
     let id = job.op.id;
     match job.run(kind) {
@@ -464,6 +476,11 @@ impl Job<'_> {
                 }
             };
             self.work()?;
+            self.steps_done += 1;
+            store
+                .leased(&self.lease)
+                .save_engine_state(&self.steps_done.to_be_bytes())?;
+            self.sh.count("checkpoints");
             // Checked right before the write, so a stop that arrived during the step wins over it.
             if self.honour_stop()? {
                 return Ok(Outcome::Stopped);
@@ -562,6 +579,12 @@ impl Job<'_> {
         }
         Ok(())
     }
+}
+
+/// The step count a checkpoint this worker saved holds (4 bytes, big-endian), or `None` for bytes
+/// of another shape.
+fn checkpoint_steps(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(bytes.try_into().ok()?))
 }
 
 fn is_cutover_claimed(op: &ApplyOperation) -> bool {

@@ -114,6 +114,16 @@ pub enum StoreError {
         source: diesel::result::Error,
     },
 
+    /// Another operation already carries this external id (they are unique across operations).
+    /// Nothing was written.
+    #[error("external id {external_id:?} already belongs to apply operation {operation_id}")]
+    ExternalIdTaken {
+        /// The id asked for.
+        external_id: String,
+        /// The operation that carries it.
+        operation_id: ApplyOperationId,
+    },
+
     /// An apply with this user-facing identifier already exists.
     #[error("an apply with identifier {apply_identifier:?} already exists")]
     ApplyExists {

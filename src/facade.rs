@@ -321,6 +321,8 @@ handle! {
         fn mark_completed() -> ();
         fn mark_failed(message: &str) -> ();
         fn mark_terminal(state: ApplyState) -> ();
+        fn save_engine_state(engine_state: &[u8]) -> ();
+        fn set_external_id(external_id: &str) -> ();
     }
 }
 
@@ -350,6 +352,7 @@ handle! {
             apply_id: ApplyId,
             deployment: &str,
         ) -> Option<ApplyOperation>;
+        fn get_by_external_id(external_id: &str) -> Option<ApplyOperation>;
         fn list_by_apply(apply_id: ApplyId) -> Vec<ApplyOperation>;
         fn update_state(id: ApplyOperationId, state: ApplyState) -> ();
         fn mark_started(id: ApplyOperationId) -> ();

@@ -1,7 +1,7 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
-    use diesel::sql_types::{Bigint, Bool, Integer, Nullable, Text, Varchar};
+    use diesel::sql_types::{Bigint, Blob, Bool, Integer, Nullable, Text, Varchar};
     use crate::schema_types::Datetime;
 
     applies (id) {
@@ -30,7 +30,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    use diesel::sql_types::{Bigint, Bool, Integer, Nullable, Text, Varchar};
+    use diesel::sql_types::{Bigint, Blob, Bool, Integer, Nullable, Text, Varchar};
     use crate::schema_types::Datetime;
 
     apply_control_requests (id) {
@@ -50,7 +50,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    use diesel::sql_types::{Bigint, Bool, Integer, Nullable, Text, Varchar};
+    use diesel::sql_types::{Bigint, Blob, Bool, Integer, Nullable, Text, Varchar};
     use crate::schema_types::Datetime;
 
     apply_operations (id) {
@@ -84,11 +84,14 @@ diesel::table! {
         #[max_length = 255]
         environment -> Varchar,
         holds_target -> Nullable<Bool>,
+        engine_state -> Nullable<Blob>,
+        #[max_length = 255]
+        external_id -> Nullable<Varchar>,
     }
 }
 
 diesel::table! {
-    use diesel::sql_types::{Bigint, Bool, Integer, Nullable, Text, Varchar};
+    use diesel::sql_types::{Bigint, Blob, Bool, Integer, Nullable, Text, Varchar};
     use crate::schema_types::Datetime;
 
     tasks (id) {

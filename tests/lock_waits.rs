@@ -178,7 +178,10 @@ fn mysql_four_worker_drains_of_300_operations_have_no_row_lock_waits_from_claims
     let server = server().expect("a MySQL/MariaDB server (see tests/it/harness.rs)");
     // Run one after the other: the counter is server-wide.
     for (think, label) in [
-        (Duration::from_millis(5), "with 5 ms between claim and write"),
+        (
+            Duration::from_millis(5),
+            "with 5 ms between claim and write",
+        ),
         (Duration::ZERO, "writing at once after each claim"),
     ] {
         let drain = drain(&server, think);

@@ -62,6 +62,15 @@ pub struct ApplyOperation {
     /// True while the operation holds its target (from creation until it is completed, cancelled or
     /// reverted, or failed in an apply with nothing unsettled left): no other apply may take it.
     pub holds_target: bool,
+    /// The copy engine's checkpoint, opaque to the store (at most 65,535 bytes): saved by the holder
+    /// with [`save_engine_state`](crate::store::leases::save_engine_state) and returned by the claim
+    /// that takes the operation over, so the new holder resumes where the old one stopped. `None`
+    /// until the first save.
+    pub engine_state: Option<Vec<u8>>,
+    /// The remote system's id for this operation (1 to 255 characters), unique across operations:
+    /// set by the holder with [`set_external_id`](crate::store::leases::set_external_id), looked up
+    /// with [`get_by_external_id`](crate::store::apply_operations::get_by_external_id).
+    pub external_id: Option<String>,
 }
 
 impl TryFrom<ApplyOperationRow> for ApplyOperation {
@@ -102,6 +111,8 @@ impl TryFrom<ApplyOperationRow> for ApplyOperation {
             database_name: row.database_name,
             environment: row.environment,
             holds_target: row.holds_target == Some(true),
+            engine_state: row.engine_state,
+            external_id: row.external_id,
         })
     }
 }

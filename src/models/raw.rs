@@ -152,6 +152,10 @@ pub struct ApplyOperationRow {
     pub environment: String,
     /// `Some(true)` while the operation holds its target, else NULL.
     pub holds_target: Option<bool>,
+    /// See [`ApplyOperation::engine_state`](super::ApplyOperation::engine_state).
+    pub engine_state: Option<Vec<u8>>,
+    /// See [`ApplyOperation::external_id`](super::ApplyOperation::external_id).
+    pub external_id: Option<String>,
 }
 
 /// A `tasks` row as stored.

@@ -128,6 +128,23 @@ pub fn get_by_apply_and_deployment(
         .optional()?)
 }
 
+/// The operation carrying external id `external_id` (see
+/// [`leases::set_external_id`](super::leases::set_external_id)), or `None`. Compared exactly; an id
+/// `set_external_id` would reject finds nothing, without a query.
+pub fn get_by_external_id(
+    conn: &mut DbConnection,
+    external_id: &str,
+) -> StoreResult<Option<ApplyOperation>> {
+    if !validate::is_storable_key(external_id) {
+        return Ok(None);
+    }
+    Ok(apply_operations::table
+        .filter(apply_operations::external_id.eq(external_id))
+        .select(ApplyOperation::as_select())
+        .first(conn)
+        .optional()?)
+}
+
 /// The operations of `apply_id`, oldest first by (`created_at`, `id`); empty for an unknown apply.
 pub fn list_by_apply(
     conn: &mut DbConnection,

@@ -19,7 +19,7 @@ use diesel::prelude::*;
 
 use super::validate;
 use super::writer::{self, held_row, Writer};
-use crate::db::{self, DbConnection};
+use crate::db::{self, DbConnection, UniqueKey};
 use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyOperationId, LeaseToken};
 use crate::schema::apply_operations as ops;
@@ -123,6 +123,84 @@ pub fn heartbeat(
     lease.expires_at = expires_at;
     Ok(expires_at)
 }
+
+/// Saves the copy engine's checkpoint on the held operation: `engine_state` (at most 65,535 bytes,
+/// opaque to the store) replaces the one saved before. The claim that takes the operation over
+/// (recovery, after this holder died or released it) returns it in
+/// [`ApplyOperation::engine_state`](crate::models::ApplyOperation::engine_state), so the new holder
+/// resumes from it. The state is not changed. One UPDATE (a second statement only when it matched
+/// nothing).
+///
+/// Errors: [`StoreError::InvalidInput`] for more than 65,535 bytes, before any SQL;
+/// [`StoreError::LeaseLost`]; [`StoreError::ApplyOperationNotFound`].
+pub fn save_engine_state(
+    conn: &mut DbConnection,
+    lease: &OperationLease,
+    engine_state: &[u8],
+) -> StoreResult<()> {
+    validate::lease(lease)?;
+    validate::blob("engine_state", engine_state)?;
+    let writer = Writer::Lease(lease);
+    let matched = writer.execute(
+        conn,
+        (
+            ops::engine_state.eq(Some(engine_state)),
+            ops::updated_at.eq(db::now()),
+        ),
+    )?;
+    writer.expect_row(conn, matched)
+}
+
+/// Records the remote system's id for the held operation (1 to 255 characters, no trailing space),
+/// replacing any earlier one. External ids are unique across operations: find the operation again
+/// with [`get_by_external_id`](super::apply_operations::get_by_external_id). Setting the id the
+/// operation already has succeeds. One UPDATE.
+///
+/// Errors: [`StoreError::InvalidInput`] for an empty or over-long id, before any SQL;
+/// [`StoreError::ExternalIdTaken`] naming the operation that carries it (nothing written);
+/// [`StoreError::LeaseLost`]; [`StoreError::ApplyOperationNotFound`].
+pub fn set_external_id(
+    conn: &mut DbConnection,
+    lease: &OperationLease,
+    external_id: &str,
+) -> StoreResult<()> {
+    validate::lease(lease)?;
+    validate::key_varchar("external_id", external_id)?;
+    let writer = Writer::Lease(lease);
+    let written = writer.execute(
+        conn,
+        (
+            ops::external_id.eq(Some(external_id)),
+            ops::updated_at.eq(db::now()),
+        ),
+    );
+    match written {
+        Ok(matched) => writer.expect_row(conn, matched),
+        Err(err) if db::is_unique_violation_of(conn, &err, &EXTERNAL_ID_KEY) => {
+            let holder = ops::table
+                .filter(ops::external_id.eq(external_id))
+                .select(ops::id)
+                .first::<ApplyOperationId>(conn)
+                .optional()?;
+            match holder {
+                Some(operation_id) => Err(StoreError::ExternalIdTaken {
+                    external_id: external_id.to_owned(),
+                    operation_id,
+                }),
+                // Its holder let it go in between: the write failed, and nothing was written.
+                None => Err(err.into()),
+            }
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// External ids are unique across operations. The name is the same on both backends.
+const EXTERNAL_ID_KEY: UniqueKey = UniqueKey {
+    table: "apply_operations",
+    name: "apply_operations_external_id_key",
+    columns: &["external_id"],
+};
 
 /// True while operation `lease.operation_id` still carries the lease (its token and owner). One
 /// SELECT. For a caller whose write through the lease failed with an unknown outcome (the connection

@@ -70,6 +70,23 @@ pub(crate) fn key_varchar(field: &'static str, value: &str) -> StoreResult<()> {
     Ok(())
 }
 
+/// MySQL `BLOB` holds 65,535 bytes.
+pub(crate) const MAX_BLOB_BYTES: usize = 65_535;
+
+/// Opaque bytes stored in a `BLOB`: at most 65,535 of them (empty allowed).
+pub(crate) fn blob(field: &'static str, value: &[u8]) -> StoreResult<()> {
+    if value.len() > MAX_BLOB_BYTES {
+        return Err(StoreError::invalid(
+            field,
+            format!(
+                "is {} bytes long; at most {MAX_BLOB_BYTES} fit",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A long text: at most 65,535 bytes of UTF-8; `required` also rejects the empty string.
 pub(crate) fn text(field: &'static str, value: &str, required: bool) -> StoreResult<()> {
     if required && value.is_empty() {

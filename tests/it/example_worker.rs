@@ -144,6 +144,7 @@ backend_tests!(
     the_example_worker_drains_its_seeded_applies,
     the_example_worker_keeps_working_when_stderr_and_stdout_are_closed,
     exit_when_idle_waits_out_a_dead_workers_lease_and_finishes_its_work,
+    a_worker_killed_mid_copy_is_resumed_from_its_checkpoint,
 );
 
 fn the_example_worker_drains_its_seeded_applies(db: &TestDb) {
@@ -216,6 +217,80 @@ fn exit_when_idle_waits_out_a_dead_workers_lease_and_finishes_its_work(db: &Test
     assert!(
         stdout.contains("recovery=1"),
         "the held operation was recovered:\n{stdout}"
+    );
+}
+
+/// The operation's checkpoint as the example worker saves it: steps done, 4 bytes big-endian.
+fn checkpoint_steps(db: &TestDb, id: ApplyOperationId) -> Option<u32> {
+    let bytes: Option<Vec<u8>> = ops::table
+        .find(id)
+        .select(ops::engine_state)
+        .first(&mut db.conn())
+        .unwrap();
+    bytes.map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
+}
+
+fn a_worker_killed_mid_copy_is_resumed_from_its_checkpoint(db: &TestDb) {
+    worker_binary();
+    let (_, ids) = rollout(
+        &mut db.conn(),
+        1,
+        CutoverPolicy::Rolling,
+        FailurePolicy::Halt,
+    );
+    // Slow steps, so the kill lands mid-copy: after a checkpoint, before completion.
+    let mut first = spawn_worker(
+        db.url(),
+        &[
+            "--seed",
+            "0",
+            "--workers",
+            "1",
+            "--step-ms",
+            "300",
+            "--lease-ttl-ms",
+            "2000",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let saved = loop {
+        if let Some(steps) = checkpoint_steps(db, ids[0]) {
+            break steps;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    first.kill().expect("SIGKILL the worker");
+    first.wait().unwrap();
+    let state: ApplyState = ops::table
+        .find(ids[0])
+        .select(ops::state)
+        .first(&mut db.conn())
+        .unwrap();
+    assert_ne!(state, ApplyState::Completed, "killed mid-copy");
+    let saved_after_kill = checkpoint_steps(db, ids[0]).unwrap();
+    assert!(saved_after_kill >= saved);
+
+    let stdout = run_worker_ok(
+        db.url(),
+        &[
+            "--seed",
+            "0",
+            "--workers",
+            "1",
+            "--step-ms",
+            "1",
+            "--exit-when-idle",
+        ],
+    );
+    assert!(
+        stdout.contains("recovery=1") && stdout.contains("resumed_from_checkpoint=1"),
+        "the recovery claim resumed from the checkpoint:\n{stdout}"
+    );
+    assert_eq!(assert_all_completed_and_unleased(db), 1);
+    assert!(
+        checkpoint_steps(db, ids[0]).unwrap() > saved_after_kill,
+        "the new holder counted on from the dead one's steps"
     );
 }
 

@@ -8,6 +8,7 @@ mod aggregate;
 mod applies;
 mod apply_operations;
 mod blockers;
+mod checkpoints;
 mod claim_locks;
 mod claims;
 mod cli;

@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use crate::backend_tests;
 use crate::harness::{schema_snapshot, table_exists, tables, Kind, TestDb};
 
-const VERSIONS: [&str; 9] = [
+const VERSIONS: [&str; 10] = [
     "20261124000001",
     "20261124000002",
     "20261124000003",
@@ -21,6 +21,7 @@ const VERSIONS: [&str; 9] = [
     "20261125000004",
     "20261125000005",
     "20261125000006",
+    "20261205000001",
 ];
 const TABLES: [&str; 4] = [
     "applies",
@@ -43,7 +44,7 @@ enum Added {
 }
 
 /// What each migration adds, in VERSIONS order.
-const ADDED_BY_MIGRATION: [Added; 9] = [
+const ADDED_BY_MIGRATION: [Added; 10] = [
     Added::Table("applies"),
     Added::Table("apply_operations"),
     Added::Table("tasks"),
@@ -53,6 +54,7 @@ const ADDED_BY_MIGRATION: [Added; 9] = [
     Added::NoPadCollations,
     Added::Index("applies", "applies_created_at_id_idx"),
     Added::Index("apply_operations", "apply_operations_target_key"),
+    Added::Index("apply_operations", "apply_operations_external_id_key"),
 ];
 
 /// True while what migration `index` adds is present; `None` where it changes nothing observable on
@@ -178,14 +180,16 @@ backend_tests!(
     the_target_key_migration_backfills_names_and_holds,
 );
 
-/// Reverts the target-key migration (the newest) and writes rows as an older version could: two
+/// Reverts the target-key migration (and the one after it) and writes rows as an older version could: two
 /// applies of `shop`/`production`, each with an operation for `east` in state `state2` for the
 /// second, and a settled `west` in the first.
 fn before_the_target_key(conn: &mut applyops::DbConnection, second_state: &str) {
-    assert_eq!(
-        db::revert_last_migration(conn).unwrap().as_deref(),
-        Some("20261125000006")
-    );
+    for version in AFTER_THE_TARGET_KEY.iter().rev() {
+        assert_eq!(
+            db::revert_last_migration(conn).unwrap().as_deref(),
+            Some(*version)
+        );
+    }
     for statement in [
         "INSERT INTO applies (id, apply_identifier, database_name, environment, deployment, state, \
          created_at, updated_at) VALUES (1, 'a1', 'shop', 'production', 'east', 'running', \
@@ -205,6 +209,9 @@ fn before_the_target_key(conn: &mut applyops::DbConnection, second_state: &str) 
     .unwrap();
 }
 
+/// The target-key migration and those after it, oldest first.
+const AFTER_THE_TARGET_KEY: [&str; 2] = ["20261125000006", "20261205000001"];
+
 fn the_target_key_migration_refuses_targets_held_twice_and_changes_nothing(db: &TestDb) {
     let conn = &mut db.conn();
     before_the_target_key(conn, "pending");
@@ -223,7 +230,7 @@ fn the_target_key_migration_refuses_targets_held_twice_and_changes_nothing(db: &
             "{err}"
         ),
     }
-    assert_eq!(db::pending_migrations(conn).unwrap(), ["20261125000006"]);
+    assert_eq!(db::pending_migrations(conn).unwrap(), AFTER_THE_TARGET_KEY);
     if db.kind() == Kind::Sqlite {
         assert_eq!(schema_snapshot(conn), before, "rolled back as a whole");
     }
@@ -231,13 +238,13 @@ fn the_target_key_migration_refuses_targets_held_twice_and_changes_nothing(db: &
     diesel::sql_query("UPDATE apply_operations SET state = 'cancelled' WHERE id = 3")
         .execute(conn)
         .unwrap();
-    assert_eq!(db::run_migrations(conn).unwrap(), ["20261125000006"]);
+    assert_eq!(db::run_migrations(conn).unwrap(), AFTER_THE_TARGET_KEY);
 }
 
 fn the_target_key_migration_backfills_names_and_holds(db: &TestDb) {
     let conn = &mut db.conn();
     before_the_target_key(conn, "cancelled");
-    assert_eq!(db::run_migrations(conn).unwrap(), ["20261125000006"]);
+    assert_eq!(db::run_migrations(conn).unwrap(), AFTER_THE_TARGET_KEY);
     let rows: Vec<(i64, String, String, Option<bool>)> = applyops::schema::apply_operations::table
         .order(applyops::schema::apply_operations::id)
         .select((

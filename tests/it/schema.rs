@@ -53,6 +53,7 @@ fn declared_schema() -> Vec<(String, Vec<DeclaredColumn>)> {
                 // crate::schema_types::Datetime, an alias of Timestamp.
                 "Datetime" => "timestamp",
                 "Bool" => "bool",
+                "Blob" => "binary",
                 other => panic!("schema.rs type {other} has no family here"),
             };
             cols.push(DeclaredColumn {
@@ -80,6 +81,7 @@ fn live_family(declared_type: &str) -> (&'static str, Option<u32>) {
         "datetime" | "timestamp" => ("timestamp", None),
         "tinyint" if length == Some(1) => ("bool", None),
         "boolean" => ("bool", None),
+        "blob" => ("binary", None),
         other => panic!("live type {other} has no family here"),
     }
 }
@@ -163,6 +165,10 @@ fn apply_operations_has_its_unique_and_secondary_indexes(db: &TestDb) {
     assert_eq!(
         index_exists(conn, "apply_operations", "apply_operations_claim_idx"),
         plain(&["claimable", "created_at", "id"])
+    );
+    assert_eq!(
+        index_exists(conn, "apply_operations", "apply_operations_external_id_key"),
+        unique(&["external_id"])
     );
     assert_eq!(
         index_exists(conn, "apply_operations", "no_such_index"),

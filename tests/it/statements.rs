@@ -205,6 +205,14 @@ fn mysql_statements_per_claim_and_leased_write() {
     assert_eq!(n, 1 + 6 + 3, "the same write again");
     let (n, _) = statements(conn, |c| leases::heartbeat(c, &mut claimed.lease).unwrap());
     assert_eq!(n, 2, "heartbeat: UPDATE + reading the stored expiry");
+    let (n, _) = statements(conn, |c| {
+        leases::save_engine_state(c, &claimed.lease, b"checkpoint").unwrap()
+    });
+    assert_eq!(n, 1, "a checkpoint: the UPDATE alone");
+    let (n, _) = statements(conn, |c| {
+        leases::set_external_id(c, &claimed.lease, "job-1").unwrap()
+    });
+    assert_eq!(n, 1, "an external id: the UPDATE alone");
     let (n, _) = statements(conn, |c| leases::release(c, &claimed.lease).unwrap());
     assert_eq!(n, 1, "release");
     let (n, lost) = statements(conn, |c| leases::release(c, &claimed.lease));
