@@ -15,10 +15,15 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 mod derive;
+mod order;
 mod sql;
 mod vocabulary;
 
 pub use derive::{derive_apply_state, is_driven, is_failure, is_settled, Derived, OperationView};
+pub use order::{
+    cutover_order_passes, cutover_order_passing, failure_states, start_order_passes,
+    start_order_passing,
+};
 pub use sql::UnknownStoredValue;
 pub use vocabulary::{
     ControlRequestKind, ControlRequestStatus, CutoverPolicy, FailurePolicy, ParseVocabularyError,

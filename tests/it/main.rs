@@ -26,6 +26,7 @@ mod pool;
 mod proxy;
 mod rollouts;
 mod schema;
+mod sibling_order;
 mod statements;
 mod stress;
 mod tasks;

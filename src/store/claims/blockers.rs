@@ -20,7 +20,9 @@ use crate::db::{self, DbConnection};
 use crate::error::StoreResult;
 use crate::models::{Apply, ApplyId, ApplyOperation, ApplyOperationId};
 use crate::schema::apply_operations as ops;
-use crate::state::{is_failure, is_settled, ApplyState, CutoverPolicy, FailurePolicy};
+use crate::state::{
+    cutover_order_passes, is_failure, is_settled, start_order_passes, ApplyState, FailurePolicy,
+};
 use crate::store::{applies, apply_operations};
 
 /// Why an operation is not being taken by a claim, or that it would be. The reasons of the claims as
@@ -209,12 +211,13 @@ fn reason(operations: &[ApplyOperation], index: usize, gates: &Gates, apply: &Ap
     }
 }
 
-/// The earliest failed earlier sibling that the operation's failure policy does not let pass.
+/// The earliest earlier failure (failed or reverted) that the operation's failure policy does not let
+/// pass.
 fn failure_blocker(operations: &[ApplyOperation], index: usize) -> Blocker {
     let op = &operations[index];
     let failed = operations[..index]
         .iter()
-        .find(|earlier| earlier.state == ApplyState::Failed);
+        .find(|earlier| is_failure(earlier.state));
     match (failed, op.on_failure) {
         (Some(failed), FailurePolicy::Pause) => Blocker::PausedUntilRelease { id: failed.id },
         (Some(failed), _) => Blocker::HaltedBy { id: failed.id },
@@ -222,25 +225,13 @@ fn failure_blocker(operations: &[ApplyOperation], index: usize) -> Blocker {
     }
 }
 
-/// The earliest earlier sibling the operation's start order waits for (a failed one is the failure
-/// gate's business).
+/// The earliest earlier sibling the operation's start order waits for.
 fn sibling_blocker(operations: &[ApplyOperation], index: usize) -> Blocker {
-    let op = &operations[index];
-    let waits = |earlier: &&ApplyOperation| {
-        earlier.state != ApplyState::Failed
-            && match op.cutover_policy {
-                CutoverPolicy::Parallel => false,
-                CutoverPolicy::Barrier => !matches!(
-                    earlier.state,
-                    ApplyState::WaitingForCutover
-                        | ApplyState::CuttingOver
-                        | ApplyState::RevertWindow
-                        | ApplyState::Completed
-                ),
-                CutoverPolicy::Rolling => earlier.state != ApplyState::Completed,
-            }
-    };
-    match operations[..index].iter().find(waits) {
+    let policy = operations[index].cutover_policy;
+    match operations[..index]
+        .iter()
+        .find(|earlier| !start_order_passes(policy, earlier.state))
+    {
         Some(sibling) => Blocker::WaitingForSibling {
             id: sibling.id,
             deployment: sibling.deployment.clone(),
@@ -252,9 +243,10 @@ fn sibling_blocker(operations: &[ApplyOperation], index: usize) -> Blocker {
 
 /// The earliest earlier sibling the cutover order waits for.
 fn cutover_order_blocker(operations: &[ApplyOperation], index: usize) -> Blocker {
-    match operations[..index].iter().find(|earlier| {
-        !matches!(earlier.state, ApplyState::Completed) && !is_failure(earlier.state)
-    }) {
+    match operations[..index]
+        .iter()
+        .find(|earlier| !cutover_order_passes(earlier.state))
+    {
         Some(sibling) => Blocker::WaitingForCutoverOrder { id: sibling.id },
         None => Blocker::NoClaimArm,
     }

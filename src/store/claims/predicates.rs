@@ -16,7 +16,8 @@ use diesel::prelude::*;
 use crate::db::DbNow;
 use crate::schema::{applies, apply_control_requests as reqs, apply_operations as ops};
 use crate::state::{
-    ApplyState, ControlRequestKind, ControlRequestStatus, CutoverPolicy, FailurePolicy,
+    cutover_order_passing, failure_states, start_order_passing, ApplyState, ControlRequestKind,
+    ControlRequestStatus, CutoverPolicy, FailurePolicy,
 };
 
 mod sibling_alias {
@@ -25,18 +26,6 @@ mod sibling_alias {
     diesel::alias!(crate::schema::apply_operations as siblings: Siblings);
 }
 use sibling_alias::siblings;
-
-/// The states an earlier sibling may be in for a `barrier` operation to start.
-const AT_OR_PAST_BARRIER: [ApplyState; 4] = [
-    ApplyState::WaitingForCutover,
-    ApplyState::CuttingOver,
-    ApplyState::RevertWindow,
-    ApplyState::Completed,
-];
-
-/// The states an earlier sibling may be in for a cutover under the automatic order: done, or failed
-/// (which the failure gate judges).
-const PAST_CUTOVER: [ApplyState; 2] = [ApplyState::Completed, ApplyState::Failed];
 
 /// The cutover policies whose cutover goes through the cutover claim.
 pub(super) const CUTOVER_CLAIMED_POLICIES: [CutoverPolicy; 2] =
@@ -163,41 +152,40 @@ pub(super) fn start_requested() -> _ {
     )
 }
 
-/// **The failure gate**: a `failed` earlier sibling lets the row pass only under its failure policy:
-/// there is none, or the policy is `continue`, or it is `pause` and the apply has a pending or
-/// completed `release`.
+/// **The failure gate**: a failed or reverted earlier sibling lets the row pass only under its failure
+/// policy: there is none, or the policy is `continue`, or it is `pause` and the apply has a pending or
+/// completed `release`. Under every cutover policy, `parallel` included.
 #[diesel::dsl::auto_type]
 pub(super) fn failure_gate() -> _ {
-    let failed: ApplyState = ApplyState::Failed;
+    let failures: Vec<ApplyState> = failure_states();
     let continue_: FailurePolicy = FailurePolicy::Continue;
     let pause: FailurePolicy = FailurePolicy::Pause;
     not(exists(
-        earlier_siblings().filter(sibling_state().eq(failed)),
+        earlier_siblings().filter(sibling_state().eq_any(failures)),
     ))
     .or(ops::on_failure.eq(continue_))
     .or(ops::on_failure.eq(pause).and(release_requested()))
 }
 
-/// **The rolling gate**: every earlier sibling is `completed` (a failed one is the failure gate's
-/// business). Applies to `rolling` and to any policy this version does not know.
+/// **The rolling gate**: every earlier sibling is `completed` or `cancelled` (a failure is the
+/// failure gate's business; see [`crate::state::start_order_passes`]). Applies to `rolling` and to
+/// any policy this version does not know.
 #[diesel::dsl::auto_type]
 pub(super) fn rolling_gate() -> _ {
-    let done: [ApplyState; 2] = PAST_CUTOVER;
+    let passing: Vec<ApplyState> = start_order_passing(CutoverPolicy::Rolling);
     not(exists(
-        earlier_siblings().filter(sibling_state().ne_all(done)),
+        earlier_siblings().filter(sibling_state().ne_all(passing)),
     ))
 }
 
 /// **The barrier gate**: every earlier sibling has reached the barrier (`waiting_for_cutover`,
-/// `cutting_over`, `revert_window` or `completed`; a failed one is the failure gate's business).
+/// `cutting_over`, `revert_window` or `completed`) or is `cancelled` (a failure is the failure gate's
+/// business).
 #[diesel::dsl::auto_type]
 pub(super) fn barrier_gate() -> _ {
-    let failed: ApplyState = ApplyState::Failed;
-    let at_barrier: [ApplyState; 4] = AT_OR_PAST_BARRIER;
+    let passing: Vec<ApplyState> = start_order_passing(CutoverPolicy::Barrier);
     not(exists(
-        earlier_siblings()
-            .filter(sibling_state().ne(failed))
-            .filter(sibling_state().ne_all(at_barrier)),
+        earlier_siblings().filter(sibling_state().ne_all(passing)),
     ))
 }
 
@@ -350,11 +338,14 @@ fn apply_defers_cutover(deferred: bool) -> _ {
         .eq(deferred)
 }
 
-/// **The cutover order**: the rolling gate (every earlier sibling `completed`, a failed one being the
-/// failure gate's business), so one in `revert_window` still blocks.
+/// **The cutover order**: every earlier sibling is `completed` or `cancelled` (so one in
+/// `revert_window` still blocks; a failure is the failure gate's business).
 #[diesel::dsl::auto_type]
 pub(super) fn cutover_order_gate() -> _ {
-    rolling_gate()
+    let passing: Vec<ApplyState> = cutover_order_passing();
+    not(exists(
+        earlier_siblings().filter(sibling_state().ne_all(passing)),
+    ))
 }
 
 /// A pending `cutover` request of the row's apply: scalar subqueries, like [`apply_defers_cutover`],
