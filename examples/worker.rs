@@ -27,10 +27,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use applyops::db::redact_url;
 use applyops::models::{
-    ApplyId, ApplyOperation, ApplyOperationId, ControlRequest, NewRollout, NewRolloutOperation,
+    ApplyId, ApplyOperation, ApplyOperationId, NewRollout, NewRolloutOperation,
 };
 use applyops::schema::apply_operations as ops;
-use applyops::state::{ControlRequestKind, CutoverPolicy};
+use applyops::state::{is_cancellable, is_stoppable, ControlRequestKind, CutoverPolicy};
 use applyops::store::claims::{ClaimKind, ClaimOptions, ClaimedOperation};
 use applyops::store::leases::OperationLease;
 use applyops::{ApplyState, PoolConfig, Store, StoreError, StoreResult};
@@ -80,15 +80,19 @@ struct Shared {
     stats: BTreeMap<&'static str, AtomicU64>,
 }
 
-const STATS: [&str; 14] = [
+const STATS: [&str; 18] = [
     "start",
     "recovery",
     "resume",
     "retry",
     "cutover",
+    "revert",
+    "skip_revert",
     "completed",
     "parked",
     "stopped",
+    "cancelled",
+    "handed_to_revert",
     "lease_lost",
     "heartbeats",
     "checkpoints",
@@ -336,7 +340,12 @@ enum Outcome {
     Completed,
     /// Released at `waiting_for_cutover`: the cutover claim takes it once its siblings allow.
     Parked,
+    /// Stopped on an operator's `stop` (the store cleared the lease with the state).
     Stopped,
+    /// Cancelled on an operator's `cancel`.
+    Cancelled,
+    /// Released in `revert_window` to the cutover claim's revert arm, on a `revert` or `skip_revert`.
+    HandedToRevert,
     /// Shutdown: released in whatever state it had reached.
     Released,
     /// A state no claim should hand out: released untouched.
@@ -368,6 +377,8 @@ fn drive(sh: &Shared, who: &str, claimed: ClaimedOperation) {
         ClaimKind::Resume => "resume",
         ClaimKind::Retry => "retry",
         ClaimKind::Cutover => "cutover",
+        ClaimKind::Revert => "revert",
+        ClaimKind::SkipRevert => "skip_revert",
     });
     info!(
         worker = %who,
@@ -395,10 +406,12 @@ fn drive(sh: &Shared, who: &str, claimed: ClaimedOperation) {
         steps_done: steps_done.unwrap_or(0),
     };
     let id = job.op.id;
-    match job.run(kind) {
+    match job.run() {
         Ok(Outcome::Completed) => sh.count("completed"),
         Ok(Outcome::Parked) => sh.count("parked"),
         Ok(Outcome::Stopped) => sh.count("stopped"),
+        Ok(Outcome::Cancelled) => sh.count("cancelled"),
+        Ok(Outcome::HandedToRevert) => sh.count("handed_to_revert"),
         Ok(Outcome::Unexpected) => sh.count("errors"),
         Ok(Outcome::Released) => {
             sh.count("released_on_shutdown");
@@ -428,28 +441,33 @@ fn drive(sh: &Shared, who: &str, claimed: ClaimedOperation) {
 }
 
 impl Job<'_> {
-    fn run(&mut self, kind: ClaimKind) -> StoreResult<Outcome> {
+    fn run(&mut self) -> StoreResult<Outcome> {
         let store = &self.sh.store;
-        if kind == ClaimKind::Resume {
-            // The start request this claim acted on is done; leaving it pending would resume the
-            // operation again the next time it is stopped.
-            let pending = store.control_requests().list_pending(self.op.apply_id)?;
-            self.complete_requests(&pending, ControlRequestKind::Start, |o| {
-                o.state == ApplyState::Stopped
-            })?;
-        }
         // Rolling operations (and lone ones) cut over inside this lease; barrier and parallel ones in
-        // a multi-operation apply are cut over by `claim_next_cutover` once their siblings allow.
-        // Like the claims, an unknown policy counts as rolling.
-        let owns_cutover = !is_cutover_claimed(&self.op)
-            || store
-                .apply_operations()
-                .list_by_apply(self.op.apply_id)?
-                .len()
-                == 1;
+        // a multi-operation apply are cut over by `claim_next_cutover` once their siblings allow, and
+        // so is every operation of an apply that defers its cutovers (on an operator's request).
+        // Like the claims, an unknown policy counts as rolling. The store refuses a cutover that is
+        // not ours to make anyway.
+        let deferred = store
+            .applies()
+            .get(self.op.apply_id)?
+            .is_some_and(|apply| apply.defer_cutover);
+        let owns_cutover = !deferred
+            && (!is_cutover_claimed(&self.op)
+                || store
+                    .apply_operations()
+                    .list_by_apply(self.op.apply_id)?
+                    .len()
+                    == 1);
         loop {
-            // Shutdown is checked between steps: the step in progress finishes, then we let go.
-            if self.sh.interrupted() {
+            // Operators' requests first: a stop or cancel that arrived during the last step wins
+            // over the next one, and a revert decision takes a revert_window operation away.
+            if let Some(outcome) = self.honour_requests()? {
+                return Ok(outcome);
+            }
+            // Shutdown is checked between steps: the step in progress finishes, then we let go. An
+            // operation in revert_window is kept until its window closes (the next step).
+            if self.sh.interrupted() && self.op.state != ApplyState::RevertWindow {
                 store.release(&self.lease)?;
                 return Ok(Outcome::Released);
             }
@@ -481,9 +499,9 @@ impl Job<'_> {
                 .leased(&self.lease)
                 .save_engine_state(&self.steps_done.to_be_bytes())?;
             self.sh.count("checkpoints");
-            // Checked right before the write, so a stop that arrived during the step wins over it.
-            if self.honour_stop()? {
-                return Ok(Outcome::Stopped);
+            // Checked right before the write, so a request that arrived during the step wins over it.
+            if let Some(outcome) = self.honour_requests()? {
+                return Ok(outcome);
             }
             let leased = store.leased(&self.lease);
             match next {
@@ -522,62 +540,35 @@ impl Job<'_> {
         }
     }
 
-    /// A pending `stop` for the whole apply or for this operation: stop it, release it, and complete
-    /// the request(s) it satisfied.
-    fn honour_stop(&mut self) -> StoreResult<bool> {
+    /// Acts on the pending requests that cover this operation (one query): a `cancel` cancels it, a
+    /// `stop` stops it (the store clears the lease with the state, and completes the request once
+    /// nothing it covers is left), and in `revert_window` a `revert` or `skip_revert` hands it to
+    /// the cutover claim's revert arm. `None`: nothing to do, carry on.
+    fn honour_requests(&mut self) -> StoreResult<Option<Outcome>> {
         let store = &self.sh.store;
-        let pending = store.control_requests().list_pending(self.op.apply_id)?;
-        let stops: Vec<_> = pending
-            .into_iter()
-            .filter(|r| r.kind == ControlRequestKind::Stop)
-            .filter(|r| r.apply_operation_id.is_none_or(|id| id == self.op.id))
-            .collect();
-        if stops.is_empty() {
-            return Ok(false);
-        }
         let leased = store.leased(&self.lease);
-        leased.update_state(ApplyState::Stopped)?;
-        store.release(&self.lease)?;
-        info!(worker = %self.who, op = %self.op.id, "stopped on request");
-        // A whole-apply stop is done once no other operation is still moving. Parked barrier and
-        // parallel operations are not: nobody holds them and the stop keeps their cutover blocked.
-        self.complete_requests(&stops, ControlRequestKind::Stop, |o| {
-            let parked = o.state == ApplyState::WaitingForCutover
-                && o.lease_owner.is_empty()
-                && is_cutover_claimed(o);
-            o.state.is_active() && !parked
-        })?;
-        Ok(true)
-    }
-
-    /// Completes the pending `kind` requests this operation has acted on: the one naming it, and the
-    /// whole-apply one once no other operation of the apply still `needs_it`. The last worker to act
-    /// writes its own row before reading the others, so some worker always sees none left.
-    fn complete_requests(
-        &self,
-        pending: &[ControlRequest],
-        kind: ControlRequestKind,
-        needs_it: impl Fn(&ApplyOperation) -> bool,
-    ) -> StoreResult<()> {
-        let requests = self.sh.store.control_requests();
-        for request in pending.iter().filter(|r| r.kind == kind) {
-            let done = match request.apply_operation_id {
-                Some(id) => id == self.op.id,
-                None => !self
-                    .sh
-                    .store
-                    .apply_operations()
-                    .list_by_apply(self.op.apply_id)?
-                    .iter()
-                    .any(|o| o.id != self.op.id && needs_it(o)),
-            };
-            match done.then(|| requests.complete(request.id)).transpose() {
-                // An operator failed it meanwhile: theirs is the last word.
-                Ok(_) | Err(StoreError::ControlRequestResolved { .. }) => {}
-                Err(err) => return Err(err),
-            }
+        let pending = leased.pending_requests()?;
+        let asked = |kind| pending.contains(&kind);
+        let state = self.op.state;
+        if asked(ControlRequestKind::Cancel) && is_cancellable(state) {
+            leased.mark_terminal(ApplyState::Cancelled)?;
+            store.release(&self.lease)?;
+            info!(worker = %self.who, op = %self.op.id, "cancelled on request");
+            return Ok(Some(Outcome::Cancelled));
         }
-        Ok(())
+        if asked(ControlRequestKind::Stop) && is_stoppable(state) {
+            leased.update_state(ApplyState::Stopped)?;
+            info!(worker = %self.who, op = %self.op.id, "stopped on request");
+            return Ok(Some(Outcome::Stopped));
+        }
+        if state == ApplyState::RevertWindow
+            && (asked(ControlRequestKind::Revert) || asked(ControlRequestKind::SkipRevert))
+        {
+            store.release(&self.lease)?;
+            info!(worker = %self.who, op = %self.op.id, "handed to the revert claim on request");
+            return Ok(Some(Outcome::HandedToRevert));
+        }
+        Ok(None)
     }
 }
 

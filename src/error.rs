@@ -4,7 +4,7 @@ use std::error::Error as StdError;
 
 use crate::models::raw::UnknownValue;
 use crate::models::{ApplyId, ApplyOperationId, ControlRequestId, UnknownClaim};
-use crate::state::ControlRequestStatus;
+use crate::state::{ControlRequestKind, ControlRequestStatus};
 
 /// Everything that can go wrong in applyops, phrased so that its `Display` reads well in a worker's log.
 ///
@@ -112,6 +112,83 @@ pub enum StoreError {
         /// The last error the database reported.
         #[source]
         source: diesel::result::Error,
+    },
+
+    /// A holder wrote `stopped` or `cancelled` while no `stop` or `cancel` covering its operation is
+    /// pending: a holder stops or cancels only on an operator's request. Nothing was written.
+    #[error("apply operation {operation_id} has no pending {kind} request; its holder cannot write that")]
+    NoPendingRequest {
+        /// The operation.
+        operation_id: ApplyOperationId,
+        /// The kind of request the write needs.
+        kind: ControlRequestKind,
+    },
+
+    /// A holder tried to cut over an operation that a pending `stop` or `cancel` covers. Nothing was
+    /// written: stop (or cancel) it instead.
+    #[error("apply operation {operation_id} has a pending {kind} request; it cannot cut over")]
+    StopPending {
+        /// The operation.
+        operation_id: ApplyOperationId,
+        /// `stop` or `cancel`.
+        kind: ControlRequestKind,
+    },
+
+    /// A holder tried to cut over an operation of an apply that defers its cutovers: only
+    /// `claim_next_cutover`, on an operator's `cutover` request, does that. Nothing was written.
+    #[error("apply operation {operation_id} belongs to an apply that defers cutover; it is cut over by the cutover claim on an operator's request")]
+    CutoverDeferred {
+        /// The operation.
+        operation_id: ApplyOperationId,
+    },
+
+    /// A holder tried to take an operation out of `revert_window` other than as the pending `revert`
+    /// or `skip_revert` request says. Nothing was written.
+    #[error("apply operation {operation_id} has a pending {kind} request; it leaves revert_window only that way")]
+    RevertPending {
+        /// The operation.
+        operation_id: ApplyOperationId,
+        /// `revert` or `skip_revert`.
+        kind: ControlRequestKind,
+    },
+
+    /// A holder tried to release an operation in `revert_window`: it keeps it until the window closes
+    /// or a revert decision arrives. Nothing was written.
+    #[error("apply operation {operation_id} is in revert_window; its holder keeps it until the window closes")]
+    HeldInRevertWindow {
+        /// The operation.
+        operation_id: ApplyOperationId,
+    },
+
+    /// A control request that cannot apply to what it names; nothing was written.
+    #[error("cannot record {kind}: {reason}")]
+    RequestRejected {
+        /// The request's kind.
+        kind: ControlRequestKind,
+        /// Why, as a sentence fragment naming what is wrong.
+        reason: String,
+    },
+
+    /// A `retry` of an operation that an earlier sibling's failure holds back under its failure
+    /// policy. Nothing was written: release or retry that sibling first.
+    #[error("apply operation {operation_id} is held back by the failure of apply operation {by}")]
+    HaltedBy {
+        /// The operation asked to retry.
+        operation_id: ApplyOperationId,
+        /// The earlier failure.
+        by: ApplyOperationId,
+    },
+
+    /// The opposite request (`start` for a `stop`, `skip_revert` for a `revert`, and back) is pending
+    /// for a wider scope (the whole apply). Nothing was written.
+    #[error(
+        "control request {id} ({kind} for the whole apply) is pending; it must be resolved first"
+    )]
+    OppositeRequestPending {
+        /// The pending request.
+        id: ControlRequestId,
+        /// Its kind.
+        kind: ControlRequestKind,
     },
 
     /// Another operation already carries this external id (they are unique across operations).

@@ -6,8 +6,8 @@ use chrono::NaiveDateTime;
 
 use crate::models::{
     Apply, ApplyId, ApplyOperation, ApplyOperationId, ClaimedOperation, ControlRequest,
-    ControlRequestId, DeletedRollout, NewApply, NewApplyOperation, NewRollout, NewTask,
-    OperationLease, Rollout, Task, TaskId, UnknownClaim,
+    ControlRequestId, DeletedRollout, NewApply, NewApplyOperation, NewControlRequest, NewRollout,
+    NewTask, OperationLease, Rollout, Task, TaskId, UnknownClaim,
 };
 use crate::state::{ApplyState, ControlRequestKind};
 use crate::store::applies::{ApplyFilter, Blocker, Page};
@@ -322,6 +322,7 @@ handle! {
         fn mark_failed(message: &str) -> ();
         fn mark_terminal(state: ApplyState) -> ();
         fn save_engine_state(engine_state: &[u8]) -> ();
+        fn pending_requests() -> Vec<ControlRequestKind>;
         fn set_external_id(external_id: &str) -> ();
     }
 }
@@ -329,12 +330,7 @@ handle! {
 handle! {
     /// [`crate::store::control_requests`] on pooled connections.
     ControlRequestsHandle => control_requests {
-        fn request(
-            apply_id: ApplyId,
-            operation_id: Option<ApplyOperationId>,
-            kind: ControlRequestKind,
-            reason: Option<&str>,
-        ) -> ControlRequest;
+        fn request(new: &NewControlRequest) -> ControlRequest;
         fn get(id: ControlRequestId) -> Option<ControlRequest>;
         fn complete(id: ControlRequestId) -> ();
         fn fail(id: ControlRequestId, reason: &str) -> ();

@@ -26,6 +26,7 @@ diesel::table! {
         max_attempts -> Integer,
         #[max_length = 255]
         requested_by -> Varchar,
+        failure_seq -> Bigint,
     }
 }
 
@@ -46,6 +47,10 @@ diesel::table! {
         updated_at -> Datetime,
         completed_at -> Nullable<Datetime>,
         pending_scope -> Nullable<Bigint>,
+        #[max_length = 255]
+        requested_by -> Varchar,
+        releases_through -> Nullable<Bigint>,
+        result -> Nullable<Text>,
     }
 }
 
@@ -78,7 +83,6 @@ diesel::table! {
         lease_token -> Varchar,
         lease_acquired_at -> Nullable<Datetime>,
         lease_expires_at -> Nullable<Datetime>,
-        claimable -> Nullable<Bool>,
         #[max_length = 255]
         database_name -> Varchar,
         #[max_length = 255]
@@ -87,6 +91,8 @@ diesel::table! {
         engine_state -> Nullable<Blob>,
         #[max_length = 255]
         external_id -> Nullable<Varchar>,
+        failure_seq -> Nullable<Bigint>,
+        claimable -> Nullable<Bool>,
     }
 }
 

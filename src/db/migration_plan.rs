@@ -398,6 +398,11 @@ pub(super) fn parse_drops(sql: &str) -> Vec<(String, Dropped)> {
             .and_then(|table| parser.drop_column_at(i, table))
         {
             i = next;
+        } else if let Some(next) = altering
+            .as_deref()
+            .and_then(|table| parser.add_generated_column_at(i, table))
+        {
+            i = next;
         } else {
             i += 1;
         }
@@ -514,6 +519,42 @@ impl DropParser {
         Some(j + 1)
     }
 
+    /// `ADD [COLUMN] c … AS …` / `… GENERATED …` at `i`, inside `ALTER TABLE table`: a generated column
+    /// added back after the script dropped it (to change its expression) loses no data, so it is
+    /// taken off the dropped columns. Returns the index after its name; `None` for any other `ADD`.
+    /// The definition is read up to its first `,` or `;`, which comes after `AS` or `GENERATED`.
+    fn add_generated_column_at(&mut self, i: usize, table: &str) -> Option<usize> {
+        if !self.is(i, "ADD") {
+            return None;
+        }
+        let mut j = i + 1;
+        if self.is(j, "COLUMN") {
+            j += 1;
+        }
+        let Some(Token::Word(column)) = self.tokens.get(j) else {
+            return None;
+        };
+        let column = column.clone();
+        let generated = self.tokens[j + 1..]
+            .iter()
+            .take_while(|token| !matches!(token, Token::Punct(',' | ';')))
+            .any(|token| {
+                matches!(token, Token::Word(w)
+                    if w.eq_ignore_ascii_case("AS") || w.eq_ignore_ascii_case("GENERATED"))
+            });
+        if !generated {
+            return None;
+        }
+        if let Some((_, Dropped::Columns(columns))) =
+            self.drops.iter_mut().find(|(t, _)| t == table)
+        {
+            columns.retain(|c| *c != column);
+        }
+        self.drops
+            .retain(|(_, dropped)| !matches!(dropped, Dropped::Columns(c) if c.is_empty()));
+        Some(j + 1)
+    }
+
     /// Records that `table` is dropped (`column` `None`) or loses `column`. A dropped table absorbs
     /// its column drops; a column is listed once.
     fn record(&mut self, table: String, column: Option<String>) {
@@ -586,6 +627,26 @@ mod tests {
                 "apply_operations",
                 &["claimable", "lease_token", "attempt"]
             )]
+        );
+    }
+
+    #[test]
+    fn a_generated_column_added_back_is_not_dropped_but_a_plain_one_is() {
+        let mysql = "ALTER TABLE apply_operations DROP INDEX k, DROP COLUMN claimable,\n\
+                     ADD COLUMN claimable BOOLEAN AS (state IN ('a', 'b')) VIRTUAL,\n\
+                     ADD KEY k (claimable), DROP COLUMN failure_seq;";
+        assert_eq!(
+            parse_drops(mysql),
+            [columns("apply_operations", &["failure_seq"])]
+        );
+        let sqlite = "ALTER TABLE t DROP COLUMN g;\n\
+                      ALTER TABLE t ADD COLUMN g BOOLEAN GENERATED ALWAYS AS (x = 1) VIRTUAL;";
+        assert_eq!(parse_drops(sqlite), []);
+        let plain = "ALTER TABLE t DROP COLUMN c; ALTER TABLE t ADD COLUMN c INT NULL;";
+        assert_eq!(
+            parse_drops(plain),
+            [columns("t", &["c"])],
+            "its data is gone"
         );
     }
 

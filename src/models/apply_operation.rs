@@ -71,6 +71,10 @@ pub struct ApplyOperation {
     /// set by the holder with [`set_external_id`](crate::store::leases::set_external_id), looked up
     /// with [`get_by_external_id`](crate::store::apply_operations::get_by_external_id).
     pub external_id: Option<String>,
+    /// While the operation is a failure (`failed` or `reverted`): its number in its apply's failure
+    /// sequence, taken when it became one. A `release` whose `releases_through` is at least this
+    /// lets it through. `None` otherwise.
+    pub failure_seq: Option<i64>,
 }
 
 impl TryFrom<ApplyOperationRow> for ApplyOperation {
@@ -113,6 +117,7 @@ impl TryFrom<ApplyOperationRow> for ApplyOperation {
             holds_target: row.holds_target == Some(true),
             engine_state: row.engine_state,
             external_id: row.external_id,
+            failure_seq: row.failure_seq,
         })
     }
 }

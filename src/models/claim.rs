@@ -13,12 +13,16 @@ pub enum ClaimKind {
     Start,
     /// An active state whose lease had expired or was released: the state is kept, the lease moves.
     Recovery,
-    /// `stopped` → `resuming`, on a pending `start` request.
+    /// `stopped` or `paused` → `resuming`, on a pending `start` request.
     Resume,
     /// `failed_retryable` → `running`, `attempt` + 1.
     Retry,
     /// `waiting_for_cutover` → `cutting_over` (the cutover claim).
     Cutover,
+    /// `revert_window` → `reverting`, on a pending `revert` request (the cutover claim).
+    Revert,
+    /// `revert_window` → `skipping_revert`, on a pending `skip_revert` request (the cutover claim).
+    SkipRevert,
 }
 
 /// A claimed operation: the row as it is after the claim, the state it had before, and the lease to

@@ -22,7 +22,7 @@ mod task;
 pub use apply::{Apply, NewApply, DEFAULT_MAX_ATTEMPTS};
 pub use apply_operation::{ApplyOperation, NewApplyOperation};
 pub use claim::{ClaimKind, ClaimedOperation, UnknownClaim};
-pub use control_request::ControlRequest;
+pub use control_request::{ControlRequest, NewControlRequest};
 pub use ids::{ApplyId, ApplyOperationId, ControlRequestId, TaskId};
 pub use lease::{LeaseToken, OperationLease};
 pub use rollout::{

@@ -156,6 +156,8 @@ pub struct ApplyOperationRow {
     pub engine_state: Option<Vec<u8>>,
     /// See [`ApplyOperation::external_id`](super::ApplyOperation::external_id).
     pub external_id: Option<String>,
+    /// See [`ApplyOperation::failure_seq`](super::ApplyOperation::failure_seq).
+    pub failure_seq: Option<i64>,
 }
 
 /// A `tasks` row as stored.
@@ -208,6 +210,12 @@ pub struct ControlRequestRow {
     pub updated_at: NaiveDateTime,
     /// See [`ControlRequest::completed_at`](super::ControlRequest::completed_at).
     pub completed_at: Option<NaiveDateTime>,
+    /// See [`ControlRequest::requested_by`](super::ControlRequest::requested_by).
+    pub requested_by: String,
+    /// See [`ControlRequest::releases_through`](super::ControlRequest::releases_through).
+    pub releases_through: Option<i64>,
+    /// See [`ControlRequest::result`](super::ControlRequest::result).
+    pub result: Option<String>,
 }
 
 /// Makes typed model `$model` selectable and loadable through raw row `$raw` and its `TryFrom`: the

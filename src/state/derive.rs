@@ -9,8 +9,9 @@
 //! - **driven**: active, except `waiting_for_cutover` and `revert_window` (parked);
 //! - **failure**: an operation in `failed` or `reverted`;
 //! - a failure **blocks** when some later (claim order), unsettled sibling does not let it through
-//!   under *its own* `on_failure`: `halt` never does, `pause` once a release counts for it,
-//!   `continue` always does. A failure that blocks nobody is **passed**.
+//!   under *its own* `on_failure`: `halt` never does, `pause` once a release reaches the failure's
+//!   sequence number ([`lets_failure_through`]), `continue` always does. A failure that blocks nobody
+//!   is **passed**.
 
 use super::{ApplyState, CutoverPolicy, FailurePolicy};
 
@@ -26,10 +27,12 @@ pub struct OperationView<'a> {
     pub on_failure: FailurePolicy,
     /// `started_at IS NOT NULL`.
     pub started: bool,
-    /// Whether a `release` (pending or completed) names this operation or its whole apply: a `pause`
-    /// operation with one passes its earlier siblings' failures, as the claims' failure gate lets it
-    /// start.
-    pub release_counts: bool,
+    /// The highest `releases_through` of the completed releases naming this operation or its whole
+    /// apply (`None`: no release): a `pause` operation passes an earlier sibling's failure whose
+    /// `failure_seq` is at most this, as the claims' failure gate lets it start.
+    pub released_through: Option<i64>,
+    /// While the operation is a failure, its number in its apply's failure sequence.
+    pub failure_seq: Option<i64>,
     /// Its deployment, for messages.
     pub deployment: &'a str,
     /// Its error message, for messages.
@@ -77,13 +80,32 @@ pub const fn is_failure(state: ApplyState) -> bool {
     matches!(state, ApplyState::Failed | ApplyState::Reverted)
 }
 
-/// Whether `later` lets an earlier sibling's failure through under its own failure policy.
-fn lets_through(later: &OperationView<'_>) -> bool {
-    match later.on_failure {
+/// Whether an operation under `on_failure`, whose releases reach `released_through`, lets through an
+/// earlier sibling's failure numbered `failure_seq`: `continue` always, `halt` never, `pause` once a
+/// release recorded after that failure (`released_through` ≥ `failure_seq`) names it or its apply.
+/// A failure without a number is never released (fail closed).
+pub const fn lets_failure_through(
+    on_failure: FailurePolicy,
+    released_through: Option<i64>,
+    failure_seq: Option<i64>,
+) -> bool {
+    match on_failure {
         FailurePolicy::Continue => true,
-        FailurePolicy::Pause => later.release_counts,
         FailurePolicy::Halt => false,
+        FailurePolicy::Pause => match (released_through, failure_seq) {
+            (Some(released), Some(failure)) => released >= failure,
+            _ => false,
+        },
     }
+}
+
+/// Whether `later` lets the earlier sibling `failure` through under its own failure policy.
+fn lets_through(later: &OperationView<'_>, failure: &OperationView<'_>) -> bool {
+    lets_failure_through(
+        later.on_failure,
+        later.released_through,
+        failure.failure_seq,
+    )
 }
 
 /// The later, unsettled siblings the failure at `index` blocks.
@@ -93,7 +115,7 @@ fn blocked_by<'v, 'a>(
 ) -> impl Iterator<Item = &'v OperationView<'a>> {
     operations[index + 1..]
         .iter()
-        .filter(|later| !is_settled(later.state) && !lets_through(later))
+        .filter(move |later| !is_settled(later.state) && !lets_through(later, &operations[index]))
 }
 
 /// The apply's state, from its operations in claim order. The first rule that matches wins:
@@ -265,7 +287,8 @@ mod tests {
             cutover_policy: Rolling,
             on_failure: Halt,
             started: state != Pending,
-            release_counts: false,
+            released_through: None,
+            failure_seq: is_failure(state).then_some(1),
             deployment: "d",
             error_message: (state == Failed).then_some("boom"),
         }
@@ -407,7 +430,7 @@ mod tests {
     #[test]
     fn rule_5_a_release_lets_pause_siblings_through() {
         let released = |view: OperationView<'static>| OperationView {
-            release_counts: true,
+            released_through: Some(1),
             ..view
         };
         assert_eq!(
@@ -424,6 +447,38 @@ mod tests {
             Failed,
             "halt ignores it"
         );
+    }
+
+    #[test]
+    fn rule_5_a_release_lets_through_only_the_failures_before_it() {
+        let second_failure = OperationView {
+            failure_seq: Some(2),
+            ..op(Failed)
+        };
+        let released_first = OperationView {
+            released_through: Some(1),
+            ..with(Pending, Parallel, Pause)
+        };
+        assert_eq!(
+            state_of(vec![op(Failed), second_failure, released_first]),
+            Paused,
+            "failure 2 came after the release: the rollout pauses again"
+        );
+        let released_both = OperationView {
+            released_through: Some(2),
+            ..released_first
+        };
+        assert_eq!(
+            state_of(vec![op(Failed), second_failure, released_both]),
+            RunningDegraded,
+            "one release lets every failure before it through"
+        );
+        assert!(
+            !lets_failure_through(Pause, Some(5), None),
+            "unnumbered: closed"
+        );
+        assert!(!lets_failure_through(Halt, Some(5), Some(1)));
+        assert!(lets_failure_through(Continue, None, None));
     }
 
     #[test]
@@ -524,9 +579,10 @@ mod tests {
                 0..CutoverPolicy::ALL.len(),
                 0..FailurePolicy::ALL.len(),
                 any::<bool>(),
-                any::<bool>(),
+                prop::option::of(0..4i64),
+                1..4i64,
             )
-                .prop_map(|(state, cutover, failure, started, release)| {
+                .prop_map(|(state, cutover, failure, started, released, seq)| {
                     let state = ApplyState::ALL[state];
                     OperationView {
                         state,
@@ -534,7 +590,8 @@ mod tests {
                         on_failure: FailurePolicy::ALL[failure],
                         // Anything past pending has started.
                         started: started || !matches!(state, Pending),
-                        release_counts: release,
+                        released_through: released,
+                        failure_seq: is_failure(state).then_some(seq),
                         deployment: "d",
                         error_message: None,
                     }
@@ -549,7 +606,7 @@ mod tests {
             me.state == Pending
                 && ops[..i].iter().all(|earlier| {
                     if is_failure(earlier.state) {
-                        return lets_through(me);
+                        return lets_through(me, earlier);
                     }
                     match me.cutover_policy {
                         Parallel => true,

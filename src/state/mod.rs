@@ -16,13 +16,21 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 mod derive;
 mod order;
+mod requests;
 mod sql;
 mod vocabulary;
 
-pub use derive::{derive_apply_state, is_driven, is_failure, is_settled, Derived, OperationView};
+pub use derive::{
+    derive_apply_state, is_driven, is_failure, is_settled, lets_failure_through, Derived,
+    OperationView,
+};
 pub use order::{
     cutover_order_passes, cutover_order_passing, failure_states, start_order_passes,
     start_order_passing,
+};
+pub use requests::{
+    clears_lease, is_cancellable, is_resumable, is_stoppable, progress, RequestProgress,
+    NOTHING_TO_CUT_OVER, WINDOW_CLOSED,
 };
 pub use sql::UnknownStoredValue;
 pub use vocabulary::{

@@ -139,15 +139,28 @@ impl Default for FailurePolicy {
 vocabulary! {
     /// What an operator asks of an apply, or of one of its operations.
     ControlRequestKind, "control request kind" {
-        /// Resume `stopped` operations (the resume claim).
+        /// Resume `stopped` and `paused` operations: a never-started one goes back to `pending`, a
+        /// started one is taken by the resume claim. Completes itself once none is left.
         Start => "start",
-        /// Stop: while pending, no operation of the apply starts (recovery still runs, so the holder
-        /// can see the stop and act on it).
+        /// Stop the operations of its scope that have not reached their cutover: at once those
+        /// nobody drives, by their holder the others. Completes itself once every one is stopped or
+        /// settled.
         Stop => "stop",
-        /// Release a rollout held by a failed sibling under [`FailurePolicy::Pause`].
+        /// Let through the failures so far for siblings under [`FailurePolicy::Pause`]. Carried out
+        /// and completed when recorded.
         Release => "release",
         /// Cut over, for applies with `defer_cutover` (the operator-directed cutover claim).
         Cutover => "cutover",
+        /// Cancel what a stop covers, and `stopped` and `paused` operations: they become
+        /// `cancelled` and let their targets go.
+        Cancel => "cancel",
+        /// Revert an operation in `revert_window` (the cutover claim's revert arm).
+        Revert => "revert",
+        /// Close an operation's revert window early (`skipping_revert`, then `completed`).
+        SkipRevert => "skip_revert",
+        /// Retry a `failed` operation: it becomes `failed_retryable` with `attempt` 0. Carried out
+        /// and completed when recorded.
+        Retry => "retry",
     }
 }
 

@@ -13,17 +13,18 @@
 //! and lets it go when the last one settles.
 
 use chrono::NaiveDateTime;
+use diesel::dsl::exists;
 use diesel::prelude::*;
 
-use super::claims::release_counted;
-use super::targets;
+use super::claims::released_through;
+use super::{control_requests, targets};
 use crate::db::{self, DbConnection};
 use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyId, ApplyOperationId, ControlRequestId};
 use crate::schema::{applies, apply_control_requests as reqs, apply_operations as ops};
 use crate::state::{
-    derive_apply_state, is_settled, ApplyState, CutoverPolicy, Derived, FailurePolicy,
-    OperationView,
+    derive_apply_state, is_failure, is_settled, ApplyState, ControlRequestStatus, CutoverPolicy,
+    Derived, FailurePolicy, OperationView,
 };
 
 /// An apply row as the per-apply lock reads it: what the refresh compares against and what the
@@ -40,6 +41,9 @@ pub(crate) struct ApplyLockRow {
     pub(crate) started_at: Option<NaiveDateTime>,
     pub(crate) completed_at: Option<NaiveDateTime>,
     pub(crate) max_attempts: i32,
+    pub(crate) defer_cutover: bool,
+    /// The apply's last failure sequence number (worker contract revision 2, point 2).
+    pub(crate) failure_seq: i64,
 }
 
 /// A locked apply row and the database's time when the lock read it, which every stamp the refresh
@@ -50,12 +54,32 @@ pub(crate) struct LockedApply {
     pub(crate) row: ApplyLockRow,
     /// The database's clock when the row was locked.
     pub(crate) now: NaiveDateTime,
+    /// Whether the apply had a pending control request when it was locked (or one was recorded
+    /// since, in this transaction): only then does the refresh read the pending requests to
+    /// complete those that are done, and only then can a leased write need one.
+    pub(crate) requests_pending: bool,
 }
 
 impl LockedApply {
-    fn of((row, now): (ApplyLockRow, NaiveDateTime)) -> Self {
-        LockedApply { row, now }
+    fn of((row, now, requests_pending): (ApplyLockRow, NaiveDateTime, bool)) -> Self {
+        LockedApply {
+            row,
+            now,
+            requests_pending,
+        }
     }
+}
+
+/// The locked apply has a pending control request (for itself or any of its operations).
+#[diesel::dsl::auto_type]
+fn pending_requests_exist() -> _ {
+    let pending: ControlRequestStatus = ControlRequestStatus::Pending;
+    exists(
+        reqs::table
+            .filter(reqs::apply_id.eq(applies::id))
+            .filter(reqs::status.eq(pending))
+            .select(reqs::id),
+    )
 }
 
 /// The locking read `$lock` (`first_current`: MySQL `FOR UPDATE`; `first_for_claim`: `FOR UPDATE
@@ -66,9 +90,11 @@ macro_rules! lock_apply_row {
     ($lock:ident, $conn:expr, $filter:expr) => {
         db::$lock!(
             $conn,
-            applies::table
-                .filter($filter)
-                .select((ApplyLockRow::as_select(), db::now_when_read()))
+            applies::table.filter($filter).select((
+                ApplyLockRow::as_select(),
+                db::now_when_read(),
+                pending_requests_exist(),
+            ))
         )
         .optional()
         .map(|locked| locked.map(LockedApply::of))
@@ -132,11 +158,15 @@ struct OperationFacts {
     started_at: Option<NaiveDateTime>,
     error_message: Option<String>,
     holds_target: Option<bool>,
-    release_counts: bool,
+    failure_seq: Option<i64>,
+    released_through: Option<i64>,
 }
 
-/// Brings apply `apply`'s derived state, timestamps and failed operations' target holds up to date.
-/// The caller holds the apply's lock (it is [`lock_apply`]'s row) in the current transaction.
+/// Brings apply `apply`'s derived state, timestamps and failed operations' target holds up to date,
+/// numbers new failures, and carries pending control requests forward: what a pending stop or cancel
+/// covers and nobody drives is stopped or cancelled, and the requests that are done are completed
+/// (see [`control_requests`]). The caller holds the apply's lock (it is [`lock_apply`]'s row) in the
+/// current transaction.
 ///
 /// Reads the operations in claim order (one SELECT); writes the apply only when something changes
 /// (one UPDATE), and the failed operations' holds only when they must change (one UPDATE, which can
@@ -145,7 +175,13 @@ struct OperationFacts {
 pub(crate) fn refresh_locked(conn: &mut DbConnection, locked: &LockedApply) -> StoreResult<()> {
     let apply = &locked.row;
     let now = locked.now;
-    let facts: Vec<OperationFacts> = ops::table
+    let pending = if locked.requests_pending {
+        control_requests::pending_of(conn, apply.id)?
+    } else {
+        Vec::new()
+    };
+    control_requests::enforce(conn, apply.id, &pending)?;
+    let mut facts: Vec<OperationFacts> = ops::table
         .filter(ops::apply_id.eq(apply.id))
         .order((ops::created_at.asc(), ops::id.asc()))
         .select((
@@ -157,9 +193,18 @@ pub(crate) fn refresh_locked(conn: &mut DbConnection, locked: &LockedApply) -> S
             ops::started_at,
             ops::error_message,
             ops::holds_target,
-            release_counted(),
+            ops::failure_seq,
+            released_through(),
         ))
         .load(conn)?;
+    let failure_seq = number_failures(conn, apply.failure_seq, &mut facts)?;
+    if !pending.is_empty() {
+        let scope: Vec<(ApplyOperationId, Option<ApplyState>)> = facts
+            .iter()
+            .map(|f| (f.id, ApplyState::from_stored(&f.state)))
+            .collect();
+        control_requests::settle(conn, &pending, &scope, now)?;
+    }
     let derived = derive(&facts);
     let stored_state = ApplyState::from_stored(&apply.state);
     let (state, error_message) = match derived {
@@ -185,7 +230,8 @@ pub(crate) fn refresh_locked(conn: &mut DbConnection, locked: &LockedApply) -> S
     let unchanged = stored_state == Some(state)
         && apply.error_message == error_message
         && apply.started_at == started_at
-        && apply.completed_at == completed_at;
+        && apply.completed_at == completed_at
+        && apply.failure_seq == failure_seq;
     if !unchanged {
         diesel::update(applies::table.find(apply.id))
             .set((
@@ -193,6 +239,7 @@ pub(crate) fn refresh_locked(conn: &mut DbConnection, locked: &LockedApply) -> S
                 applies::error_message.eq(error_message),
                 applies::started_at.eq(started_at),
                 applies::completed_at.eq(completed_at),
+                applies::failure_seq.eq(failure_seq),
                 applies::updated_at.eq(now),
             ))
             .execute(conn)?;
@@ -207,6 +254,29 @@ pub(crate) fn refresh_locked(conn: &mut DbConnection, locked: &LockedApply) -> S
         targets::set_failed_holds(conn, apply, failed_should_hold)?;
     }
     Ok(())
+}
+
+/// Gives every failure (`failed`, `reverted`) that has no number yet the next numbers of the apply's
+/// failure sequence, in claim order, after `last` (the apply's last number), and returns the new last
+/// number. A write into a failure leaves the number NULL, and every write out of one clears it, so
+/// this numbers each failure once, in the transaction that made it (one UPDATE per new failure).
+fn number_failures(
+    conn: &mut DbConnection,
+    last: i64,
+    facts: &mut [OperationFacts],
+) -> StoreResult<i64> {
+    let mut last = last;
+    for fact in facts.iter_mut() {
+        let failure = ApplyState::from_stored(&fact.state).is_some_and(is_failure);
+        if failure && fact.failure_seq.is_none() {
+            last += 1;
+            diesel::update(ops::table.find(fact.id))
+                .set(ops::failure_seq.eq(Some(last)))
+                .execute(conn)?;
+            fact.failure_seq = Some(last);
+        }
+    }
+    Ok(last)
 }
 
 /// `message` cut to the 65,535 bytes a TEXT column holds, at a character boundary: the derived
@@ -242,7 +312,8 @@ fn derive(facts: &[OperationFacts]) -> Result<Derived, String> {
                 .unwrap_or(CutoverPolicy::Rolling),
             on_failure: FailurePolicy::from_stored(&fact.on_failure).unwrap_or(FailurePolicy::Halt),
             started: fact.started_at.is_some(),
-            release_counts: fact.release_counts,
+            released_through: fact.released_through,
+            failure_seq: fact.failure_seq,
             deployment: &fact.deployment,
             error_message: fact.error_message.as_deref(),
         });

@@ -1,112 +1,510 @@
-//! The `apply_control_requests` store: how operators steer rollouts (start, stop, release, cutover).
+//! The `apply_control_requests` store: how operators steer rollouts (worker contract revision 2).
 //!
-//! A request names a whole apply or one of its operations. While it is `pending` it is unique per
-//! (apply, operation or whole apply, kind): asking again returns the pending one, so a retried
-//! operator command never piles up requests. The claims ([`super::claims`]) read pending (and, for
-//! `release`, completed) requests; completing a request is the worker's job, except for `cutover`,
-//! which the cutover claim completes in its own transaction.
+//! A request names a whole apply or one of its operations, and who asked (`requested_by`). It is
+//! recorded in a transaction that locks its apply, and it does at once whatever needs no worker:
+//! - `stop` stops the operations of its scope nobody drives (no lease, or an expired one); `cancel`
+//!   cancels them; `start` sends never-started `stopped` and `paused` ones back to `pending`;
+//! - `release` is carried out and completed at once: it records the apply's current failure sequence
+//!   number (`releases_through`), which lets every failure so far through for `pause` siblings;
+//! - `retry` is carried out and completed at once: the `failed` operation becomes `failed_retryable`
+//!   with `attempt` 0, and its error message moves into the request's `result`;
+//! - a whole-apply `revert` or `skip_revert` is recorded as one per operation in `revert_window`.
+//!
+//! Whatever is left is done by workers: a holder stops or cancels the operation it drives, the resume
+//! claim resumes started ones, the claims move expired operations that a stop or cancel covers in
+//! place, and the cutover claim's revert arms take reverts. Stop, cancel, start, revert and
+//! skip-revert requests complete themselves: every state write ends with the refresh of the apply
+//! ([`super::applies::refresh`]), which completes (or, for a revert whose window closed, fails) the
+//! pending requests that are done. `cutover` is completed by the cutover claim. Nobody completes a
+//! request by hand, though [`complete`] and [`fail`] remain for operators' repairs.
+//!
+//! While pending, a request is unique per (apply, operation or whole apply, kind): asking again
+//! returns the pending one. `stop` and `start` are opposites, and so are `revert` and `skip_revert`:
+//! a new request fails ("superseded by N") the pending opposites its scope contains, and is refused
+//! while an opposite for the whole apply is pending against one for an operation.
 
 use diesel::prelude::*;
 
-use super::{aggregate, check_operation_owner, validate};
-use crate::db::{self, DbConnection, UniqueKey};
+use super::claims::{blocking_failure, failure_gate, lease_free, released_through};
+use super::{aggregate, check_operation_owner, targets, validate, writer};
+use crate::db::{self, DbConnection};
 use crate::error::{StoreError, StoreResult};
-use crate::models::{ApplyId, ApplyOperationId, ControlRequest, ControlRequestId};
+use crate::models::{
+    ApplyId, ApplyOperation, ApplyOperationId, ControlRequest, ControlRequestId, NewControlRequest,
+};
 use crate::schema::{apply_control_requests as reqs, apply_operations};
-use crate::state::{ApplyState, ControlRequestKind, ControlRequestStatus};
-
-/// At most one pending request per (apply, operation or whole apply, kind). The name is the same on
-/// both backends; SQLite names the columns.
-const PENDING_KEY: UniqueKey = UniqueKey {
-    table: "apply_control_requests",
-    name: "apply_control_requests_pending_key",
-    columns: &["apply_id", "kind", "pending_scope"],
+use crate::state::{
+    is_cancellable, is_stoppable, progress, ApplyState, ControlRequestKind, ControlRequestStatus,
+    RequestProgress,
 };
 
-/// How many times [`request`] retries when the pending request it collided with was resolved before it
-/// could be read. Each retry needs an operator to resolve a request in that instant, so this is ample.
-const REQUEST_ATTEMPTS: usize = 5;
+use aggregate::LockedApply;
 
-/// Asks for `kind` on apply `apply_id`, or on its operation `operation_id`, and returns the pending
-/// request: a new one, or the one already pending for the same (apply, operation, kind), unchanged
-/// (its reason is kept).
+/// Asks for `new.kind` on its apply, or on one of its operations, and returns the request as stored
+/// once the transaction that records it is done: a new one (possibly already completed, when it was
+/// carried out at once or had nothing to do), or the one already pending for the same (apply,
+/// operation or whole apply, kind), unchanged. For a whole-apply `revert` or `skip_revert`, recorded
+/// per operation, the first operation's.
 ///
-/// Errors: [`StoreError::ApplyNotFound`]; [`StoreError::ApplyOperationNotFound`] for an operation that
-/// does not exist; [`StoreError::InvalidInput`] for an operation of another apply or a reason over
-/// 65,535 bytes. Nothing is written on error.
-pub fn request(
-    conn: &mut DbConnection,
-    apply_id: ApplyId,
-    operation_id: Option<ApplyOperationId>,
-    kind: ControlRequestKind,
-    reason: Option<&str>,
-) -> StoreResult<ControlRequest> {
-    if let Some(reason) = reason {
+/// Errors, with nothing written: [`StoreError::InvalidInput`] for a blank or over-long
+/// `requested_by`, a reason over 65,535 bytes, or an operation of another apply;
+/// [`StoreError::ApplyNotFound`]; [`StoreError::ApplyOperationNotFound`];
+/// [`StoreError::RequestRejected`] for a `revert` or `skip_revert` with nothing of its scope in
+/// `revert_window`, a `retry` of an operation that is not `failed` (or of a whole apply), a `cutover`
+/// on an apply that does not defer cutovers, a `release` naming an operation no failure holds back;
+/// [`StoreError::HaltedBy`] for a `retry` that an earlier failure holds back;
+/// [`StoreError::OppositeRequestPending`]; [`StoreError::TargetBusy`] for a retry whose target
+/// another apply took.
+pub fn request(conn: &mut DbConnection, new: &NewControlRequest) -> StoreResult<ControlRequest> {
+    validate::required_name("requested_by", &new.requested_by)?;
+    if let Some(reason) = &new.reason {
         validate::text("reason", reason, false)?;
     }
     db::retry_contention(conn, |conn| {
         db::apply_transaction(conn, |conn| {
-            let locked = aggregate::lock_apply(conn, apply_id)?
-                .ok_or(StoreError::ApplyNotFound { id: apply_id })?;
-            let request = record(conn, apply_id, operation_id, kind, reason)?;
+            let mut locked = aggregate::lock_apply(conn, new.apply_id)?
+                .ok_or(StoreError::ApplyNotFound { id: new.apply_id })?;
+            let id = record(conn, &locked, new)?;
+            locked.requests_pending = true;
             aggregate::refresh_locked(conn, &locked)?;
-            Ok(request)
+            // A current read: inside a caller's REPEATABLE READ transaction a plain one could miss
+            // a pending request another session committed after the snapshot.
+            db::first_current!(
+                conn,
+                reqs::table.find(id).select(ControlRequest::as_select())
+            )
+            .optional()?
+            .ok_or(StoreError::ControlRequestNotFound { id })
         })
     })
 }
 
-/// [`request`]'s writes, with the apply's row locked.
+/// The opposite kind, for the kinds that have one.
+fn opposite(kind: ControlRequestKind) -> Option<ControlRequestKind> {
+    match kind {
+        ControlRequestKind::Stop => Some(ControlRequestKind::Start),
+        ControlRequestKind::Start => Some(ControlRequestKind::Stop),
+        ControlRequestKind::Revert => Some(ControlRequestKind::SkipRevert),
+        ControlRequestKind::SkipRevert => Some(ControlRequestKind::Revert),
+        _ => None,
+    }
+}
+
+/// [`request`]'s writes, with the apply's row locked: the request's id.
 fn record(
     conn: &mut DbConnection,
-    apply_id: ApplyId,
-    operation_id: Option<ApplyOperationId>,
-    kind: ControlRequestKind,
-    reason: Option<&str>,
-) -> StoreResult<ControlRequest> {
-    if let Some(operation_id) = operation_id {
-        let owner = apply_operations::table
-            .find(operation_id)
-            .select(apply_operations::apply_id)
-            .first::<ApplyId>(conn)
-            .optional()?;
-        check_operation_owner(owner, operation_id, apply_id, "operation_id")?;
+    locked: &LockedApply,
+    new: &NewControlRequest,
+) -> StoreResult<ControlRequestId> {
+    let apply_id = new.apply_id;
+    let operation = match new.operation_id {
+        Some(operation_id) => {
+            let operation = super::apply_operations::get(conn, operation_id)?;
+            check_operation_owner(
+                operation.as_ref().map(|op| op.apply_id),
+                operation_id,
+                apply_id,
+                "operation_id",
+            )?;
+            operation
+        }
+        None => None,
+    };
+    if let Some(existing) = pending(conn, apply_id, new.operation_id, new.kind)? {
+        return Ok(existing.id);
     }
-    for _ in 0..REQUEST_ATTEMPTS {
-        let now = db::now();
-        let inserted = diesel::insert_into(reqs::table)
-            .values((
-                reqs::apply_id.eq(apply_id),
-                reqs::apply_operation_id.eq(operation_id),
-                reqs::kind.eq(kind),
-                reqs::status.eq(ControlRequestStatus::Pending),
-                reqs::reason.eq(reason),
-                reqs::created_at.eq(now),
-                reqs::updated_at.eq(now),
-            ))
-            .execute(conn);
-        let id = match inserted {
-            Ok(_) => ControlRequestId(db::last_insert_id(conn)?),
-            Err(err) if db::is_unique_violation_of(conn, &err, &PENDING_KEY) => {
-                match pending(conn, apply_id, operation_id, kind)? {
-                    Some(existing) => return Ok(existing),
-                    // Resolved between our insert and this read: ask again.
-                    None => continue,
+    let superseded = check_opposites(conn, apply_id, new)?;
+    let now = db::now();
+    let id = match new.kind {
+        ControlRequestKind::Revert | ControlRequestKind::SkipRevert => {
+            record_revert_decision(conn, locked, new, operation.as_ref())?
+        }
+        ControlRequestKind::Retry => record_retry(conn, locked, new, operation.as_ref())?,
+        ControlRequestKind::Release => {
+            if let Some(operation) = &operation {
+                if failure_holding_back(conn, operation)?.is_none() {
+                    return Err(rejected(
+                        new.kind,
+                        format!("no failure holds operation {} back", operation.id),
+                    ));
                 }
             }
-            Err(err) => return Err(err.into()),
-        };
-        return get(conn, id)?.ok_or(StoreError::ControlRequestNotFound { id });
+            let id = insert(conn, new, new.operation_id, ControlRequestStatus::Completed)?;
+            diesel::update(reqs::table.find(id))
+                .set((
+                    reqs::releases_through.eq(Some(locked.row.failure_seq)),
+                    reqs::completed_at.eq(now.nullable()),
+                ))
+                .execute(conn)?;
+            id
+        }
+        ControlRequestKind::Cutover => {
+            if !locked.row.defer_cutover {
+                return Err(rejected(
+                    new.kind,
+                    format!(
+                        "apply {apply_id} does not defer cutover; its operations cut over on their own"
+                    ),
+                ));
+            }
+            insert(conn, new, new.operation_id, ControlRequestStatus::Pending)?
+        }
+        // The refresh that ends the transaction stops or cancels what nobody drives (see
+        // [`enforce`]).
+        ControlRequestKind::Stop | ControlRequestKind::Cancel => {
+            insert(conn, new, new.operation_id, ControlRequestStatus::Pending)?
+        }
+        ControlRequestKind::Start => {
+            let id = insert(conn, new, new.operation_id, ControlRequestStatus::Pending)?;
+            act_on_undriven(conn, apply_id, new.operation_id, new.kind)?;
+            id
+        }
+    };
+    for opposite_id in superseded {
+        resolve_locked(
+            conn,
+            opposite_id,
+            ControlRequestStatus::Failed,
+            Some(&format!("superseded by {id}")),
+        )?;
     }
-    Err(StoreError::invalid(
-        "kind",
-        format!("the pending {kind} request kept being resolved while this one was being made; ask again"),
-    ))
+    Ok(id)
+}
+
+/// A rejected request.
+fn rejected(kind: ControlRequestKind, reason: String) -> StoreError {
+    StoreError::RequestRejected { kind, reason }
+}
+
+/// The pending opposite requests `new` supersedes (those its scope contains), or
+/// [`StoreError::OppositeRequestPending`] when one has a wider scope.
+fn check_opposites(
+    conn: &mut DbConnection,
+    apply_id: ApplyId,
+    new: &NewControlRequest,
+) -> StoreResult<Vec<ControlRequestId>> {
+    let Some(opposite) = opposite(new.kind) else {
+        return Ok(Vec::new());
+    };
+    let pending: Vec<(ControlRequestId, Option<ApplyOperationId>)> = reqs::table
+        .filter(reqs::apply_id.eq(apply_id))
+        .filter(reqs::kind.eq(opposite))
+        .filter(reqs::status.eq(ControlRequestStatus::Pending))
+        .select((reqs::id, reqs::apply_operation_id))
+        .load(conn)?;
+    let mut contained = Vec::new();
+    for (id, scope) in pending {
+        match (new.operation_id, scope) {
+            (Some(_), None) => {
+                return Err(StoreError::OppositeRequestPending { id, kind: opposite })
+            }
+            (None, _) => contained.push(id),
+            (Some(mine), Some(theirs)) if mine == theirs => contained.push(id),
+            (Some(_), Some(_)) => {}
+        }
+    }
+    Ok(contained)
+}
+
+/// Inserts a request of `new`'s kind for `scope` with `status` and returns its id.
+fn insert(
+    conn: &mut DbConnection,
+    new: &NewControlRequest,
+    scope: Option<ApplyOperationId>,
+    status: ControlRequestStatus,
+) -> StoreResult<ControlRequestId> {
+    let now = db::now();
+    diesel::insert_into(reqs::table)
+        .values((
+            reqs::apply_id.eq(new.apply_id),
+            reqs::apply_operation_id.eq(scope),
+            reqs::kind.eq(new.kind),
+            reqs::status.eq(status),
+            reqs::reason.eq(new.reason.as_deref()),
+            reqs::requested_by.eq(&new.requested_by),
+            reqs::created_at.eq(now),
+            reqs::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(ControlRequestId(db::last_insert_id(conn)?))
+}
+
+/// What a stop, cancel or start does at once to the operations of its scope that nobody drives (no
+/// lease, or an expired one): stop moves the stoppable ones to `stopped`, cancel the cancellable ones
+/// to `cancelled` (letting their targets go), start sends never-started `stopped` and `paused` ones
+/// back to `pending`. The operations under a live lease are left to their holders.
+fn act_on_undriven(
+    conn: &mut DbConnection,
+    apply_id: ApplyId,
+    scope: Option<ApplyOperationId>,
+    kind: ControlRequestKind,
+) -> StoreResult<()> {
+    let covered: fn(ApplyState) -> bool = match kind {
+        ControlRequestKind::Stop => is_stoppable,
+        ControlRequestKind::Cancel => is_cancellable,
+        _ => crate::state::is_resumable,
+    };
+    let states: Vec<ApplyState> = ApplyState::ALL
+        .into_iter()
+        .filter(|s| covered(*s))
+        .collect();
+    let now = db::now();
+    let mut target = diesel::update(apply_operations::table)
+        .filter(apply_operations::apply_id.eq(apply_id))
+        .filter(apply_operations::state.eq_any(states))
+        .filter(lease_free(now))
+        .into_boxed();
+    if let Some(id) = scope {
+        target = target.filter(apply_operations::id.eq(id));
+    }
+    match kind {
+        ControlRequestKind::Stop => {
+            target
+                .set((
+                    apply_operations::state.eq(ApplyState::Stopped),
+                    writer::unleased(),
+                    apply_operations::updated_at.eq(now),
+                ))
+                .execute(conn)?;
+        }
+        ControlRequestKind::Cancel => {
+            target
+                .set((
+                    apply_operations::state.eq(ApplyState::Cancelled),
+                    writer::unleased(),
+                    apply_operations::completed_at.eq(super::coalesce_timestamp(
+                        apply_operations::completed_at,
+                        now.nullable(),
+                    )),
+                    apply_operations::holds_target.eq(None::<bool>),
+                    apply_operations::failure_seq.eq(None::<i64>),
+                    apply_operations::updated_at.eq(now),
+                ))
+                .execute(conn)?;
+        }
+        _ => {
+            target
+                .filter(apply_operations::started_at.is_null())
+                .set((
+                    apply_operations::state.eq(ApplyState::Pending),
+                    writer::unleased(),
+                    apply_operations::updated_at.eq(now),
+                ))
+                .execute(conn)?;
+        }
+    }
+    Ok(())
+}
+
+/// The earlier failure that holds `operation` back under its failure policy, if any: the failure
+/// gate of the claims, and the sibling it found.
+fn failure_holding_back(
+    conn: &mut DbConnection,
+    operation: &ApplyOperation,
+) -> StoreResult<Option<ApplyOperationId>> {
+    let (passes, released): (bool, Option<i64>) = apply_operations::table
+        .find(operation.id)
+        .select((failure_gate(), released_through()))
+        .first(conn)?;
+    if passes {
+        return Ok(None);
+    }
+    let siblings = super::apply_operations::list_by_apply(conn, operation.apply_id)?;
+    let Some(index) = siblings.iter().position(|op| op.id == operation.id) else {
+        return Ok(None);
+    };
+    Ok(blocking_failure(&siblings, index, released).map(|failure| failure.id))
+}
+
+/// A `retry`: the `failed` operation becomes `failed_retryable` with `attempt` 0, its lease cleared,
+/// and its error message moves into the completed request's `result`.
+fn record_retry(
+    conn: &mut DbConnection,
+    locked: &LockedApply,
+    new: &NewControlRequest,
+    operation: Option<&ApplyOperation>,
+) -> StoreResult<ControlRequestId> {
+    let Some(operation) = operation else {
+        return Err(rejected(
+            new.kind,
+            "a retry names one failed operation (operation_id)".to_owned(),
+        ));
+    };
+    if operation.state != ApplyState::Failed {
+        return Err(rejected(
+            new.kind,
+            format!(
+                "operation {} is {}, not failed",
+                operation.id, operation.state
+            ),
+        ));
+    }
+    if let Some(by) = failure_holding_back(conn, operation)? {
+        return Err(StoreError::HaltedBy {
+            operation_id: operation.id,
+            by,
+        });
+    }
+    let now = db::now();
+    let moved = diesel::update(apply_operations::table.find(operation.id))
+        .set((
+            apply_operations::state.eq(ApplyState::FailedRetryable),
+            apply_operations::attempt.eq(0),
+            apply_operations::error_message.eq(None::<String>),
+            apply_operations::completed_at.eq(None::<chrono::NaiveDateTime>),
+            apply_operations::failure_seq.eq(None::<i64>),
+            apply_operations::holds_target.eq(Some(true)),
+            writer::unleased(),
+            apply_operations::updated_at.eq(now),
+        ))
+        .execute(conn);
+    if let Err(err) = moved {
+        return Err(targets::busy_or(
+            conn,
+            err,
+            Some(locked.row.id),
+            &locked.row.database_name,
+            &locked.row.environment,
+            &[operation.deployment.as_str()],
+        ));
+    }
+    let id = insert(
+        conn,
+        new,
+        Some(operation.id),
+        ControlRequestStatus::Completed,
+    )?;
+    diesel::update(reqs::table.find(id))
+        .set((
+            reqs::result.eq(operation.error_message.as_deref()),
+            reqs::completed_at.eq(now.nullable()),
+        ))
+        .execute(conn)?;
+    Ok(id)
+}
+
+/// A `revert` or `skip_revert`: one pending request per operation of its scope in `revert_window`
+/// (an operation that already has one keeps it). The first operation's request.
+fn record_revert_decision(
+    conn: &mut DbConnection,
+    locked: &LockedApply,
+    new: &NewControlRequest,
+    operation: Option<&ApplyOperation>,
+) -> StoreResult<ControlRequestId> {
+    let in_window: Vec<ApplyOperation> = match operation {
+        Some(op) if op.state == ApplyState::RevertWindow => vec![op.clone()],
+        Some(op) => {
+            return Err(rejected(
+                new.kind,
+                format!("operation {} is {}, not in revert_window", op.id, op.state),
+            ))
+        }
+        None => super::apply_operations::list_by_apply(conn, locked.row.id)?
+            .into_iter()
+            .filter(|op| op.state == ApplyState::RevertWindow)
+            .collect(),
+    };
+    let mut first = None;
+    for op in &in_window {
+        let id = match pending(conn, locked.row.id, Some(op.id), new.kind)? {
+            Some(existing) => existing.id,
+            None => insert(conn, new, Some(op.id), ControlRequestStatus::Pending)?,
+        };
+        first.get_or_insert(id);
+    }
+    first.ok_or_else(|| {
+        rejected(
+            new.kind,
+            format!(
+                "no operation of apply {} is in revert_window",
+                locked.row.id
+            ),
+        )
+    })
+}
+
+/// A pending request as the refresh reads it: its id, kind (`None`: a kind this version does not
+/// know, which stays pending and holds starts back) and scope (`None`: the whole apply).
+pub(super) type PendingRequest = (
+    ControlRequestId,
+    Option<ControlRequestKind>,
+    Option<ApplyOperationId>,
+);
+
+/// The pending requests of apply `apply_id`. One SELECT.
+pub(super) fn pending_of(
+    conn: &mut DbConnection,
+    apply_id: ApplyId,
+) -> StoreResult<Vec<PendingRequest>> {
+    let rows: Vec<(ControlRequestId, String, Option<ApplyOperationId>)> = reqs::table
+        .filter(reqs::apply_id.eq(apply_id))
+        .filter(reqs::status.eq(ControlRequestStatus::Pending))
+        .order((reqs::created_at.asc(), reqs::id.asc()))
+        .select((reqs::id, reqs::kind, reqs::apply_operation_id))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, kind, scope)| (id, ControlRequestKind::from_stored(&kind), scope))
+        .collect())
+}
+
+/// What pending stops and cancels do to the operations of their scope nobody drives: run by the
+/// refresh of every transaction that writes the apply, before it reads the operations, so an
+/// operation that comes into a covered state unheld while one is pending (inserted, retried, or
+/// written by an operator) is stopped or cancelled in the same transaction. A cancel first: it
+/// covers more.
+pub(super) fn enforce(
+    conn: &mut DbConnection,
+    apply_id: ApplyId,
+    pending: &[PendingRequest],
+) -> StoreResult<()> {
+    for kind in [ControlRequestKind::Cancel, ControlRequestKind::Stop] {
+        for (_, _, scope) in pending.iter().filter(|(_, k, _)| *k == Some(kind)) {
+            act_on_undriven(conn, apply_id, *scope, kind)?;
+        }
+    }
+    Ok(())
+}
+
+/// Completes, or fails, the `pending` requests that are done, given the apply's operations' states
+/// (`None`: a state this version does not know): see [`crate::state::progress`]. Run by the refresh,
+/// in the transaction of every state write, with the apply locked. An UPDATE per request settled.
+pub(super) fn settle(
+    conn: &mut DbConnection,
+    pending: &[PendingRequest],
+    operations: &[(ApplyOperationId, Option<ApplyState>)],
+    now: chrono::NaiveDateTime,
+) -> StoreResult<()> {
+    for (id, kind, scope) in pending {
+        let Some(kind) = kind else {
+            continue;
+        };
+        let states: Vec<Option<ApplyState>> = operations
+            .iter()
+            .filter(|(op, _)| scope.is_none_or(|scope| scope == *op))
+            .map(|(_, state)| *state)
+            .collect();
+        let (status, result) = match progress(*kind, &states) {
+            RequestProgress::Pending => continue,
+            RequestProgress::Done => (ControlRequestStatus::Completed, None),
+            RequestProgress::Failed(result) => (ControlRequestStatus::Failed, Some(result)),
+        };
+        diesel::update(reqs::table.find(*id))
+            .filter(reqs::status.eq(ControlRequestStatus::Pending))
+            .set((
+                reqs::status.eq(status),
+                reqs::result.eq(result),
+                reqs::completed_at.eq(Some(now)),
+                reqs::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
 }
 
 /// The pending request for exactly this (apply, operation or whole apply, kind), if any, as committed
-/// now: [`request`] reads it after its insert collided with it, so it must see the row the unique key
-/// saw even inside a caller's REPEATABLE READ transaction, whose snapshot may predate it. Looked up
-/// through the pending key itself (`pending_scope` is the operation id, 0 for the whole apply).
+/// now (a locking read, so a caller's REPEATABLE READ snapshot cannot hide it). Looked up through the
+/// pending key itself (`pending_scope` is the operation id, 0 for the whole apply).
 fn pending(
     conn: &mut DbConnection,
     apply_id: ApplyId,
@@ -153,15 +551,16 @@ pub fn complete(conn: &mut DbConnection, id: ControlRequestId) -> StoreResult<()
     resolve(conn, id, ControlRequestStatus::Completed, None)
 }
 
-/// Marks request `id` failed with `reason` (1 to 65,535 bytes; a repeat replaces it), stamping
-/// `completed_at` once. Failing a completed request is [`StoreError::ControlRequestResolved`].
-pub fn fail(conn: &mut DbConnection, id: ControlRequestId, reason: &str) -> StoreResult<()> {
-    validate::text("reason", reason, true)?;
-    resolve(conn, id, ControlRequestStatus::Failed, Some(reason))
+/// Marks request `id` failed with `result` (1 to 65,535 bytes; a repeat replaces it; the operator's
+/// reason is kept), stamping `completed_at` once. Failing a completed request is
+/// [`StoreError::ControlRequestResolved`].
+pub fn fail(conn: &mut DbConnection, id: ControlRequestId, result: &str) -> StoreResult<()> {
+    validate::text("result", result, true)?;
+    resolve(conn, id, ControlRequestStatus::Failed, Some(result))
 }
 
 /// Moves a pending (or already `status`) request to `status`, stamping `completed_at` once and, when
-/// given, replacing the reason. One UPDATE; a second statement only when it matched nothing.
+/// given, replacing the result. One UPDATE; a second statement only when it matched nothing.
 fn resolve(
     conn: &mut DbConnection,
     id: ControlRequestId,
@@ -185,7 +584,7 @@ fn resolve_locked(
     conn: &mut DbConnection,
     id: ControlRequestId,
     status: ControlRequestStatus,
-    reason: Option<&str>,
+    result: Option<&str>,
 ) -> StoreResult<()> {
     let now = db::now();
     let target = diesel::update(reqs::table.find(id))
@@ -198,9 +597,9 @@ fn resolve_locked(
         )),
         reqs::updated_at.eq(now),
     );
-    let matched = match reason {
-        Some(reason) => target
-            .set((resolution, reqs::reason.eq(reason)))
+    let matched = match result {
+        Some(result) => target
+            .set((resolution, reqs::result.eq(result)))
             .execute(conn)?,
         None => target.set(resolution).execute(conn)?,
     };

@@ -17,13 +17,14 @@ use std::time::Duration;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use super::claims::revert_decision_requested;
 use super::validate;
 use super::writer::{self, held_row, Writer};
 use crate::db::{self, DbConnection, UniqueKey};
 use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyOperationId, LeaseToken};
-use crate::schema::apply_operations as ops;
-use crate::state::ApplyState;
+use crate::schema::{apply_control_requests as reqs, apply_operations as ops};
+use crate::state::{ApplyState, ControlRequestKind, ControlRequestStatus};
 
 pub use super::validate::MAX_LEASE_TTL;
 pub use crate::models::OperationLease;
@@ -202,6 +203,34 @@ const EXTERNAL_ID_KEY: UniqueKey = UniqueKey {
     columns: &["external_id"],
 };
 
+/// The kinds of the pending control requests that cover the held operation: those naming it and
+/// those naming its whole apply, oldest first. A holder asks at least once per heartbeat and acts on
+/// them: a `cancel` ([`mark_terminal`] with `cancelled`) before a `stop` ([`update_state`] with
+/// `stopped`), and in `revert_window` a `revert` or `skip_revert` by releasing the operation to the
+/// cutover claim's revert arms. Kinds this version does not know are left out. One SELECT; it does
+/// not check the lease (a lost lease shows on the next write).
+pub fn pending_requests(
+    conn: &mut DbConnection,
+    lease: &OperationLease,
+) -> StoreResult<Vec<ControlRequestKind>> {
+    validate::lease(lease)?;
+    let kinds: Vec<String> = reqs::table
+        .filter(reqs::apply_id.eq(lease.apply_id))
+        .filter(reqs::status.eq(ControlRequestStatus::Pending))
+        .filter(
+            reqs::apply_operation_id
+                .is_null()
+                .or(reqs::apply_operation_id.eq(lease.operation_id)),
+        )
+        .order((reqs::created_at.asc(), reqs::id.asc()))
+        .select(reqs::kind)
+        .load(conn)?;
+    Ok(kinds
+        .iter()
+        .filter_map(|kind| ControlRequestKind::from_stored(kind))
+        .collect())
+}
+
 /// True while operation `lease.operation_id` still carries the lease (its token and owner). One
 /// SELECT. For a caller whose write through the lease failed with an unknown outcome (the connection
 /// died after sending it): on a new connection, this tells whether the lease is still held.
@@ -219,19 +248,43 @@ pub fn is_held(conn: &mut DbConnection, lease: &OperationLease) -> StoreResult<b
 /// Gives the operation up: clears owner, token and expiry, keeping the state, so any worker can claim
 /// it at once (as recovery, resume or retry, whichever its state calls for). The lease is spent: a
 /// second release, like any other write through it, is [`StoreError::LeaseLost`].
+///
+/// An operation in `revert_window` is kept by its holder until the window closes (it writes
+/// `completed`) or a `revert` or `skip_revert` request arrives, which the cutover claim's revert arms
+/// then take: releasing it otherwise is [`StoreError::HeldInRevertWindow`] and changes nothing.
 pub fn release(conn: &mut DbConnection, lease: &OperationLease) -> StoreResult<()> {
     validate::lease(lease)?;
-    let writer = Writer::Lease(lease);
-    let matched = writer.execute(
-        conn,
-        (
-            ops::lease_owner.eq(""),
-            ops::lease_token.eq(""),
-            ops::lease_acquired_at.eq(None::<NaiveDateTime>),
-            ops::lease_expires_at.eq(None::<NaiveDateTime>),
-        ),
-    )?;
-    writer.expect_row(conn, matched)
+    let matched = diesel::update(
+        held_row(lease.operation_id, lease.token.clone(), lease.owner.clone()).filter(releasable()),
+    )
+    .set(writer::unleased())
+    .execute(conn)?;
+    if matched > 0 {
+        return Ok(());
+    }
+    // Why not, in one read: gone, held by someone else, or kept in its revert window.
+    let still_held = ops::lease_token
+        .eq(lease.token.clone())
+        .and(ops::lease_owner.eq(lease.owner.clone()));
+    let found: Option<bool> = ops::table
+        .find(lease.operation_id)
+        .select(still_held)
+        .first(conn)
+        .optional()?;
+    let operation_id = lease.operation_id;
+    Err(match found {
+        None => StoreError::ApplyOperationNotFound { id: operation_id },
+        Some(false) => StoreError::LeaseLost { operation_id },
+        Some(true) => StoreError::HeldInRevertWindow { operation_id },
+    })
+}
+
+/// An operation its holder may release: anywhere but `revert_window`, unless a revert decision is
+/// pending for it.
+#[diesel::dsl::auto_type]
+fn releasable() -> _ {
+    let window: ApplyState = ApplyState::RevertWindow;
+    ops::state.ne(window).or(revert_decision_requested())
 }
 
 #[cfg(test)]

@@ -8,12 +8,12 @@ use diesel::prelude::*;
 use diesel::query_dsl::methods::ExecuteDsl;
 
 use super::aggregate::{self, LockedApply};
-use super::{coalesce_timestamp, targets, validate};
+use super::{claims, coalesce_timestamp, targets, validate};
 use crate::db::{self, DbConnection};
 use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyOperationId, LeaseToken, OperationLease};
 use crate::schema::apply_operations;
-use crate::state::ApplyState;
+use crate::state::{clears_lease, is_failure, ApplyState, ControlRequestKind};
 
 /// Who is writing an operation row, and so which rows an UPDATE may touch.
 #[derive(Clone, Copy)]
@@ -132,6 +132,126 @@ fn write_with_refresh(
     })
 }
 
+/// The lease columns of an operation nobody holds.
+#[allow(clippy::type_complexity)]
+pub(super) fn unleased() -> (
+    diesel::dsl::Eq<apply_operations::lease_owner, &'static str>,
+    diesel::dsl::Eq<apply_operations::lease_token, &'static str>,
+    diesel::dsl::Eq<apply_operations::lease_acquired_at, Option<chrono::NaiveDateTime>>,
+    diesel::dsl::Eq<apply_operations::lease_expires_at, Option<chrono::NaiveDateTime>>,
+) {
+    (
+        apply_operations::lease_owner.eq(""),
+        apply_operations::lease_token.eq(""),
+        apply_operations::lease_acquired_at.eq(None),
+        apply_operations::lease_expires_at.eq(None),
+    )
+}
+
+/// What a holder may not write while requests are pending (worker contract revision 2, points 4, 7,
+/// 10, 11), checked in the write's transaction with the apply locked. Operators' unguarded writes are
+/// not checked. Costs a statement only when the apply has a pending request, or for a cutover in an
+/// apply that defers cutovers:
+/// - `stopped` needs a pending `stop` covering the operation, `cancelled` a pending `cancel`
+///   ([`StoreError::NoPendingRequest`]);
+/// - `cutting_over` is refused while a stop or cancel covers it ([`StoreError::StopPending`]), and in
+///   an apply that defers cutovers unless it is already cutting over
+///   ([`StoreError::CutoverDeferred`]);
+/// - out of `revert_window`, only to `reverting` while a revert is pending and to `skipping_revert`
+///   while a skip-revert is ([`StoreError::RevertPending`]).
+fn leased_write_refusal(
+    conn: &mut DbConnection,
+    writer: Writer<'_>,
+    locked: Option<&LockedApply>,
+    state: ApplyState,
+) -> StoreResult<Option<StoreError>> {
+    let (Writer::Lease(lease), Some(locked)) = (writer, locked) else {
+        return Ok(None);
+    };
+    let operation_id = lease.operation_id;
+    let needs = match state {
+        ApplyState::Stopped => Some(ControlRequestKind::Stop),
+        ApplyState::Cancelled => Some(ControlRequestKind::Cancel),
+        _ => None,
+    };
+    let deferred_cutover = state == ApplyState::CuttingOver && locked.row.defer_cutover;
+    if !locked.requests_pending && !deferred_cutover {
+        return Ok(needs.map(|kind| StoreError::NoPendingRequest { operation_id, kind }));
+    }
+    // Not found: the write itself reports the missing row or the lost lease.
+    let Some(covering) = claims::covering(conn, operation_id)? else {
+        return Ok(None);
+    };
+    let current = ApplyState::from_stored(&covering.state);
+    match needs {
+        Some(ControlRequestKind::Stop) if !covering.stop => {
+            return Ok(Some(StoreError::NoPendingRequest {
+                operation_id,
+                kind: ControlRequestKind::Stop,
+            }))
+        }
+        Some(ControlRequestKind::Cancel) if !covering.cancel => {
+            return Ok(Some(StoreError::NoPendingRequest {
+                operation_id,
+                kind: ControlRequestKind::Cancel,
+            }))
+        }
+        _ => {}
+    }
+    if state == ApplyState::CuttingOver && current != Some(ApplyState::CuttingOver) {
+        if covering.stop || covering.cancel {
+            let kind = if covering.cancel {
+                ControlRequestKind::Cancel
+            } else {
+                ControlRequestKind::Stop
+            };
+            return Ok(Some(StoreError::StopPending { operation_id, kind }));
+        }
+        if deferred_cutover {
+            return Ok(Some(StoreError::CutoverDeferred { operation_id }));
+        }
+    }
+    if current == Some(ApplyState::RevertWindow) && state != ApplyState::RevertWindow {
+        if covering.revert && state != ApplyState::Reverting {
+            return Ok(Some(StoreError::RevertPending {
+                operation_id,
+                kind: ControlRequestKind::Revert,
+            }));
+        }
+        if covering.skip_revert && state != ApplyState::SkippingRevert {
+            return Ok(Some(StoreError::RevertPending {
+                operation_id,
+                kind: ControlRequestKind::SkipRevert,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// [`leased_write_refusal`] as a result: a refused write by a holder that has lost its lease is
+/// [`StoreError::LeaseLost`] (or the row is gone), as any write through a stale lease is.
+fn check_leased_write(
+    conn: &mut DbConnection,
+    writer: Writer<'_>,
+    locked: Option<&LockedApply>,
+    state: ApplyState,
+) -> StoreResult<()> {
+    let Some(refusal) = leased_write_refusal(conn, writer, locked, state)? else {
+        return Ok(());
+    };
+    if let Writer::Lease(lease) = writer {
+        let held = held_row(lease.operation_id, lease.token.clone(), lease.owner.clone())
+            .select(apply_operations::id)
+            .first::<ApplyOperationId>(conn)
+            .optional()?
+            .is_some();
+        if !held {
+            return Err(lease_miss(conn, lease.operation_id)?);
+        }
+    }
+    Err(refusal)
+}
+
 /// The error of an operation UPDATE: [`StoreError::TargetBusy`] when it would make the operation hold
 /// a target another apply holds, else the database's error.
 fn write_error(
@@ -179,15 +299,21 @@ pub(super) fn write_state(
                 return completion(conn, writer, locked, ApplyState::Failed, Some(&message));
             }
         }
-        let written = writer.execute(
-            conn,
-            (
-                apply_operations::state.eq(state),
-                apply_operations::completed_at.eq(None::<chrono::NaiveDateTime>),
-                apply_operations::holds_target.eq(targets::hold_for(state)),
-                apply_operations::updated_at.eq(db::now()),
-            ),
+        check_leased_write(conn, writer, locked, state)?;
+        let moved = (
+            apply_operations::state.eq(state),
+            apply_operations::completed_at.eq(None::<chrono::NaiveDateTime>),
+            apply_operations::holds_target.eq(targets::hold_for(state)),
+            apply_operations::failure_seq.eq(None::<i64>),
+            apply_operations::updated_at.eq(db::now()),
         );
+        // Nobody holds an operation in these states: the lease goes in the same UPDATE, so a holder
+        // that stalled past this write is fenced off (point 6 of the worker contract's revision 2).
+        let written = if clears_lease(state) {
+            writer.execute(conn, (moved, unleased()))
+        } else {
+            writer.execute(conn, moved)
+        };
         match written {
             Ok(matched) => writer.expect_row(conn, matched),
             Err(err) => Err(write_error(conn, err, writer, locked)),
@@ -220,6 +346,7 @@ fn budget_exhausted(
 
 pub(super) fn write_started(conn: &mut DbConnection, writer: Writer<'_>) -> StoreResult<()> {
     write_with_refresh(conn, writer, |conn, locked| {
+        check_leased_write(conn, writer, locked, ApplyState::Running)?;
         let now = db::now();
         let written = writer.execute(
             conn,
@@ -231,6 +358,7 @@ pub(super) fn write_started(conn: &mut DbConnection, writer: Writer<'_>) -> Stor
                 )),
                 apply_operations::completed_at.eq(None::<chrono::NaiveDateTime>),
                 apply_operations::holds_target.eq(Some(true)),
+                apply_operations::failure_seq.eq(None::<i64>),
                 apply_operations::updated_at.eq(now),
             ),
         );
@@ -286,6 +414,7 @@ pub(super) fn write_completion(
     error_message: Option<&str>,
 ) -> StoreResult<()> {
     write_with_refresh(conn, writer, |conn, locked| {
+        check_leased_write(conn, writer, locked, state)?;
         completion(conn, writer, locked, state, error_message)
     })
 }
@@ -323,14 +452,24 @@ fn completion(
                 stamp_completion,
                 apply_operations::error_message.eq(message.to_owned()),
                 apply_operations::holds_target.eq(None::<bool>),
+                apply_operations::failure_seq.eq(None::<i64>),
             ),
         ),
+        // A failure keeps the number it has (a repeat) or gets one from the refresh.
         (None, true) => writer.execute(conn, stamp_completion),
+        (None, false) if is_failure(state) => writer.execute(
+            conn,
+            (
+                stamp_completion,
+                apply_operations::holds_target.eq(None::<bool>),
+            ),
+        ),
         (None, false) => writer.execute(
             conn,
             (
                 stamp_completion,
                 apply_operations::holds_target.eq(None::<bool>),
+                apply_operations::failure_seq.eq(None::<i64>),
             ),
         ),
     };

@@ -108,10 +108,41 @@ fn each_blocker_is_built_and_the_claims_agree_with_every_verdict(db: &TestDb) {
     dead_lease(conn, rc[0]);
     expect(recovered, vec![Blocker::Claimable], conn);
 
-    // A pending stop.
-    let (stopped_apply, _) = rollout(conn, 1, Parallel, Halt);
-    request(conn, stopped_apply, None, ControlRequestKind::Stop);
-    expect(stopped_apply, vec![Blocker::StopPending], conn);
+    // A pending stop or cancel. Recording one stops (cancels) at once what nobody drives, and so
+    // does every write of the apply while it is pending: a pending operation under one is a row an
+    // operator wrote by hand. The first operation's holder keeps the request pending.
+    for (kind, blocker) in [
+        (ControlRequestKind::Stop, Blocker::StopPending),
+        (ControlRequestKind::Cancel, Blocker::CancelPending),
+    ] {
+        let (gated, g) = rollout(conn, 2, Parallel, Halt);
+        {
+            use applyops::schema::apply_operations as ops;
+            use diesel::prelude::*;
+            diesel::update(ops::table.find(g[0]))
+                .set((
+                    ops::state.eq(ApplyState::Running),
+                    ops::lease_owner.eq("holder"),
+                    ops::lease_token.eq("0123456789abcdef0123456789abcdef"),
+                    ops::lease_expires_at.eq(Some(until)),
+                ))
+                .execute(conn)
+                .unwrap();
+        }
+        request(conn, gated, None, kind);
+        force_state(conn, g[1], ApplyState::Pending);
+        expect(
+            gated,
+            vec![
+                Blocker::LeaseLive {
+                    owner: "holder".into(),
+                    expires_at: until,
+                },
+                blocker,
+            ],
+            conn,
+        );
+    }
 
     // Stopped without a start, and paused.
     let (idle, i) = rollout(conn, 2, Parallel, Halt);

@@ -189,12 +189,23 @@ fn never_claims_a_completing_state_or_stopped_even_long_expired(db: &TestDb) {
 }
 
 fn never_claims_paused(db: &TestDb) {
+    // Revision 2, point 13: paused is claimed only by the resume claim on a pending start.
     let conn = &mut db.conn();
     let (apply_id, ids) = rollout(conn, 1, Rolling, Halt);
+    force_started(conn, ids[0]);
     force_state(conn, ids[0], ApplyState::Paused);
     dead_lease(conn, ids[0]);
+    assert_eq!(claimed_id(conn), None, "not without a start");
     request(conn, apply_id, None, Kind::Start);
-    assert_eq!(claimed_id(conn), None);
+    let resumed = claim(conn, "w").expect("the resume claim takes it");
+    assert_eq!(
+        (
+            resumed.kind,
+            resumed.previous_state,
+            resumed.operation.state
+        ),
+        (ClaimKind::Resume, ApplyState::Paused, ApplyState::Resuming)
+    );
 }
 
 fn an_unknown_state_is_never_claimed(db: &TestDb) {
@@ -207,6 +218,7 @@ fn an_unknown_state_is_never_claimed(db: &TestDb) {
 fn stopped_with_a_pending_start_resumes(db: &TestDb) {
     let conn = &mut db.conn();
     let (apply_id, ids) = rollout(conn, 1, Rolling, Halt);
+    force_started(conn, ids[0]);
     force_state(conn, ids[0], ApplyState::Stopped);
     assert_eq!(claimed_id(conn), None, "stopped without a start stays put");
     request(conn, apply_id, None, Kind::Start);
@@ -219,8 +231,10 @@ fn stopped_with_a_pending_start_resumes(db: &TestDb) {
 fn a_start_naming_the_operation_resumes_only_it(db: &TestDb) {
     let conn = &mut db.conn();
     let (apply_id, ids) = rollout(conn, 2, Parallel, Halt);
-    force_state(conn, ids[0], ApplyState::Stopped);
-    force_state(conn, ids[1], ApplyState::Stopped);
+    for &id in &ids {
+        force_started(conn, id);
+        force_state(conn, id, ApplyState::Stopped);
+    }
     request(conn, apply_id, Some(ids[1]), Kind::Start);
     assert_eq!(claimed_id(conn), Some(ids[1]));
     assert_eq!(claimed_id(conn), None);
@@ -229,6 +243,7 @@ fn a_start_naming_the_operation_resumes_only_it(db: &TestDb) {
 fn stopped_with_a_completed_start_does_not_resume(db: &TestDb) {
     let conn = &mut db.conn();
     let (apply_id, ids) = rollout(conn, 1, Rolling, Halt);
+    force_started(conn, ids[0]);
     force_state(conn, ids[0], ApplyState::Stopped);
     let start = request(conn, apply_id, None, Kind::Start);
     control_requests::complete(conn, start).unwrap();
@@ -252,7 +267,11 @@ fn failed_retryable_within_budget_is_retried_with_attempt_plus_one(db: &TestDb) 
         conn,
     )
     .unwrap();
-    leases::release(conn, &first.lease).unwrap();
+    assert_eq!(
+        row(conn, ids[0]).1.expose(),
+        "",
+        "failed_retryable clears the lease in the same write"
+    );
     let retried = claim(conn, "w").expect("retried within budget");
     assert_eq!(retried.kind, ClaimKind::Retry);
     assert_eq!(retried.previous_state, ApplyState::FailedRetryable);
@@ -277,7 +296,6 @@ fn failed_retryable_at_the_budget_is_not_retried(db: &TestDb) {
             .expect("below the budget");
         assert_eq!(retried.operation.attempt, attempt);
         leases::update_state(conn, &retried.lease, ApplyState::FailedRetryable).unwrap();
-        leases::release(conn, &retried.lease).unwrap();
     }
     let (exhausted, _) = row(conn, ids[0]);
     assert_eq!(
@@ -314,13 +332,26 @@ fn an_exhausted_retry_does_not_hold_back_younger_rows(db: &TestDb) {
 }
 
 fn a_pending_stop_blocks_a_retry(db: &TestDb) {
+    // A retry recorded while a stop covering the operation is pending leaves it stopped at once (it
+    // is failed_retryable, which a stop covers, and nobody holds it): no retry claim takes it.
     let conn = &mut db.conn();
-    let (apply_id, ids) = rollout(conn, 1, Rolling, Halt);
-    force_state(conn, ids[0], ApplyState::FailedRetryable);
+    let (apply_id, ids) = rollout(conn, 2, Parallel, Continue);
+    let running = claim(conn, "w").unwrap();
+    let failing = claim(conn, "w").unwrap();
+    assert_eq!(
+        (running.operation.id, failing.operation.id),
+        (ids[0], ids[1])
+    );
+    leases::mark_failed(conn, &failing.lease, "boom").unwrap();
     let stop = request(conn, apply_id, None, Kind::Stop);
+    request(conn, apply_id, Some(ids[1]), Kind::Retry);
+    assert_eq!(row(conn, ids[1]).0.state, ApplyState::Stopped);
     assert_eq!(claimed_id(conn), None);
-    control_requests::complete(conn, stop).unwrap();
-    assert_eq!(claimed_id(conn), Some(ids[0]));
+    assert_eq!(
+        control_requests::get(conn, stop).unwrap().unwrap().status,
+        applyops::state::ControlRequestStatus::Pending,
+        "ids[0] still runs under its lease"
+    );
 }
 
 fn rolling_waits_for_every_earlier_sibling_to_complete(db: &TestDb) {
@@ -460,11 +491,16 @@ fn pause_blocks_on_a_failed_sibling_until_a_release(db: &TestDb) {
 }
 
 fn a_failed_release_keeps_a_paused_rollout_blocked(db: &TestDb) {
+    // Revision 2: a release is carried out when recorded; one recorded before a failure does not
+    // count for it, so the rollout stays paused.
     let conn = &mut db.conn();
     let (apply_id, ids) = rollout(conn, 2, Rolling, Pause);
-    apply_operations::mark_failed(conn, ids[0], "boom").unwrap();
     let release = request(conn, apply_id, None, Kind::Release);
-    control_requests::fail(conn, release, "operator withdrew it").unwrap();
+    assert!(matches!(
+        control_requests::fail(conn, release, "operator withdrew it"),
+        Err(StoreError::ControlRequestResolved { .. })
+    ));
+    apply_operations::mark_failed(conn, ids[0], "boom").unwrap();
     assert_eq!(claimed_id(conn), None);
 }
 
@@ -478,19 +514,27 @@ fn an_unknown_failure_policy_blocks_like_halt(db: &TestDb) {
 }
 
 fn a_pending_stop_blocks_starts_but_not_recovery(db: &TestDb) {
+    // Revision 2: recovery still takes a running operation whose holder's lease lapsed after the
+    // stop was recorded (the new holder sees the stop); the stop gate holds starts back.
     let conn = &mut db.conn();
     let (apply_id, ids) = rollout(conn, 2, Parallel, Halt);
-    force_state(conn, ids[0], ApplyState::Running);
-    dead_lease(conn, ids[0]);
-    let stop = request(conn, apply_id, None, Kind::Stop);
-    let recovered = claim(conn, "w").expect("recovery ignores the stop gate");
+    let held = claim(conn, "w").unwrap();
+    assert_eq!(held.operation.id, ids[0]);
+    let stop = request(conn, apply_id, Some(ids[0]), Kind::Stop);
+    expire_lease(conn, ids[0]);
     assert_eq!(
-        (recovered.operation.id, recovered.kind),
-        (ids[0], ClaimKind::Recovery)
+        claimed_id(conn),
+        Some(ids[1]),
+        "the stop names ids[0] only; ids[1] starts"
     );
-    assert_eq!(claimed_id(conn), None, "the pending start is gated");
-    control_requests::complete(conn, stop).unwrap();
-    assert_eq!(claimed_id(conn), Some(ids[1]));
+    // The claim that meets the covered operation stops it in place and takes nothing.
+    assert_eq!(claimed_id(conn), None);
+    assert_eq!(row(conn, ids[0]).0.state, ApplyState::Stopped);
+    assert_eq!(
+        control_requests::get(conn, stop).unwrap().unwrap().status,
+        applyops::state::ControlRequestStatus::Completed,
+        "the stop completed itself"
+    );
 }
 
 fn a_stopped_apply_does_not_hold_back_another_apply(db: &TestDb) {

@@ -5,7 +5,7 @@ use std::process::Command;
 use applyops::db::{self, Dropped};
 use applyops::models::{ApplyId, ApplyOperation, NewApply, NewApplyOperation, NewTask};
 use applyops::state::ControlRequestKind;
-use applyops::store::{applies, apply_operations, control_requests, tasks};
+use applyops::store::{applies, apply_operations, tasks};
 use diesel::prelude::*;
 
 use crate::backend_tests;
@@ -73,7 +73,8 @@ fn fill_every_table(conn: &mut applyops::DbConnection) -> ApplyId {
         ddl: "ALTER TABLE orders ADD COLUMN note TEXT".into(),
     };
     tasks::insert(conn, &task).unwrap();
-    control_requests::request(conn, apply_id, None, ControlRequestKind::Cutover, None).unwrap();
+    applyops::store::applies::set_defer_cutover(conn, apply_id, true).unwrap();
+    crate::fixtures::ask(conn, apply_id, None, ControlRequestKind::Cutover, None).unwrap();
     apply_id
 }
 

@@ -130,13 +130,23 @@ fn pause_blocks_cutover_until_a_release(db: &TestDb) {
 }
 
 fn a_pending_stop_blocks_automatic_cutover(db: &TestDb) {
+    // Revision 2: the copier still holds ids[0] at waiting_for_cutover when the stop is recorded;
+    // once it lets go, the cutover claim stops it in place instead of cutting it over.
     let conn = &mut db.conn();
     let (apply_id, ids) = rollout(conn, 2, Barrier, Halt);
-    force_state(conn, ids[0], ApplyState::WaitingForCutover);
+    let held = claim(conn, "copier").unwrap();
+    applyops::store::leases::update_state(conn, &held.lease, ApplyState::WaitingForCutover)
+        .unwrap();
     let stop = request(conn, apply_id, None, Kind::Stop);
+    assert_eq!(
+        row(conn, ids[1]).0.state,
+        ApplyState::Stopped,
+        "nobody drove it"
+    );
+    applyops::store::leases::release(conn, &held.lease).unwrap();
     assert_eq!(cutover_id(conn), None);
-    control_requests::complete(conn, stop).unwrap();
-    assert_eq!(cutover_id(conn), Some(ids[0]));
+    assert_eq!(row(conn, ids[0]).0.state, ApplyState::Stopped);
+    assert_eq!(status(conn, stop), ControlRequestStatus::Completed);
 }
 
 fn a_live_lease_is_not_cutover_claimed(db: &TestDb) {
@@ -185,11 +195,14 @@ fn an_operator_cuts_over_the_third_deployment_while_the_first_two_wait(db: &Test
 fn an_operation_request_does_not_bypass_the_stop_gate(db: &TestDb) {
     let conn = &mut db.conn();
     let (apply_id, ids) = deferred_waiting(conn, 2);
+    live_lease(conn, ids[1]);
     request(conn, apply_id, Some(ids[1]), Kind::Cutover);
     let stop = request(conn, apply_id, None, Kind::Stop);
-    assert_eq!(cutover_id(conn), None);
-    control_requests::complete(conn, stop).unwrap();
-    assert_eq!(cutover_id(conn), Some(ids[1]));
+    assert_eq!(row(conn, ids[0]).0.state, ApplyState::Stopped);
+    expire_lease(conn, ids[1]);
+    assert_eq!(cutover_id(conn), None, "stopped in place, not cut over");
+    assert_eq!(row(conn, ids[1]).0.state, ApplyState::Stopped);
+    assert_eq!(status(conn, stop), ControlRequestStatus::Completed);
 }
 
 fn a_whole_apply_request_keeps_the_order_and_completes_with_the_last_waiting(db: &TestDb) {

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use applyops::db::DbConnection;
 use applyops::models::{
-    ApplyId, ApplyOperation, ApplyOperationId, ControlRequestId, LeaseToken, NewApply,
-    NewApplyOperation,
+    ApplyId, ApplyOperation, ApplyOperationId, ControlRequest, ControlRequestId, LeaseToken,
+    NewApply, NewApplyOperation, NewControlRequest,
 };
 use applyops::schema::apply_operations as ops;
 use applyops::state::{ApplyState, ControlRequestKind, CutoverPolicy, FailurePolicy};
@@ -108,6 +108,18 @@ pub fn force_policy(
         .expect("force policy");
 }
 
+/// Stamps a row's `started_at`, as if it had run before (the resume claim takes only started rows).
+pub fn force_started(conn: &mut DbConnection, id: ApplyOperationId) {
+    let long_ago = chrono::NaiveDate::from_ymd_opt(2001, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
+    diesel::update(ops::table.find(id))
+        .set(ops::started_at.eq(Some(long_ago)))
+        .execute(conn)
+        .expect("force started");
+}
+
 /// Moves a row's lease expiry far into the past, as if its holder had died long ago.
 pub fn expire_lease(conn: &mut DbConnection, id: ApplyOperationId) {
     let long_ago = chrono::NaiveDate::from_ymd_opt(2001, 1, 1)
@@ -118,6 +130,20 @@ pub fn expire_lease(conn: &mut DbConnection, id: ApplyOperationId) {
         .set(ops::lease_expires_at.eq(Some(long_ago)))
         .execute(conn)
         .expect("expire lease");
+}
+
+/// Gives a row a live lease (an hour left), held by a worker the test does not drive.
+pub fn live_lease(conn: &mut DbConnection, id: ApplyOperationId) {
+    diesel::update(ops::table.find(id))
+        .set((
+            ops::lease_owner.eq("busy-worker"),
+            ops::lease_token.eq("fedcba9876543210fedcba9876543210"),
+            ops::lease_expires_at.eq(Some(
+                chrono::Utc::now().naive_utc() + chrono::Duration::hours(1),
+            )),
+        ))
+        .execute(conn)
+        .expect("live lease");
 }
 
 /// Gives a row a lease that is already expired, held by a worker that is gone.
@@ -145,6 +171,23 @@ pub fn row(conn: &mut DbConnection, id: ApplyOperationId) -> (ApplyOperation, Le
     (op, LeaseToken::from(token))
 }
 
+/// Who the tests' control requests are from.
+pub const OPERATOR: &str = "test-operator";
+
+/// Asks for a control request as [`OPERATOR`], with `reason`.
+pub fn ask(
+    conn: &mut DbConnection,
+    apply_id: ApplyId,
+    operation_id: Option<ApplyOperationId>,
+    kind: ControlRequestKind,
+    reason: Option<&str>,
+) -> applyops::StoreResult<ControlRequest> {
+    let mut new = NewControlRequest::new(apply_id, kind, OPERATOR);
+    new.operation_id = operation_id;
+    new.reason = reason.map(str::to_owned);
+    control_requests::request(conn, &new)
+}
+
 /// Files a control request.
 pub fn request(
     conn: &mut DbConnection,
@@ -152,7 +195,7 @@ pub fn request(
     operation_id: Option<ApplyOperationId>,
     kind: ControlRequestKind,
 ) -> ControlRequestId {
-    control_requests::request(conn, apply_id, operation_id, kind, None)
+    ask(conn, apply_id, operation_id, kind, None)
         .expect("request")
         .id
 }

@@ -15,7 +15,7 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
 use crate::backend_tests;
-use crate::fixtures::{claim, rollout};
+use crate::fixtures::{claim, force_state, live_lease, rollout};
 use crate::harness::{Kind, TestDb};
 
 /// A lease for operation `id` that no claim minted.
@@ -249,27 +249,25 @@ fn a_heartbeat_that_waited_for_the_lock_still_renews_into_the_future(db: &TestDb
 fn mysql_a_request_inside_a_callers_transaction_finds_the_pending_one_committed_meanwhile() {
     let db = TestDb::new(Kind::Mysql);
     let conn = &mut db.conn();
-    let (apply_id, _) = rollout(conn, 2, CutoverPolicy::Rolling, FailurePolicy::Halt);
+    let (apply_id, ids) = rollout(conn, 2, CutoverPolicy::Rolling, FailurePolicy::Halt);
+    // A holder drives the first operation, so the stop stays pending until it acts.
+    force_state(conn, ids[0], ApplyState::Running);
+    live_lease(conn, ids[0]);
     let other = &mut db.conn();
     let theirs = conn
         .transaction(|conn| {
             // The transaction's snapshot starts here (REPEATABLE READ on MySQL)...
             control_requests::list_pending(conn, apply_id)?;
             // ...and another session commits a stop after it.
-            let theirs = control_requests::request(
+            let theirs = crate::fixtures::ask(
                 other,
                 apply_id,
                 None,
                 ControlRequestKind::Stop,
                 Some("theirs"),
             )?;
-            let ours = control_requests::request(
-                conn,
-                apply_id,
-                None,
-                ControlRequestKind::Stop,
-                Some("ours"),
-            )?;
+            let ours =
+                crate::fixtures::ask(conn, apply_id, None, ControlRequestKind::Stop, Some("ours"))?;
             assert_eq!(
                 ours.id, theirs.id,
                 "the pending one is returned, not a second"

@@ -65,8 +65,18 @@ fn leased_failures_and_terminal_states_follow_the_unguarded_rules(db: &TestDb) {
         leases::update_state(conn, &b.lease, ApplyState::Completed),
         Err(StoreError::InvalidInput { field: "state", .. })
     ));
-    leases::mark_terminal(conn, &b.lease, ApplyState::Cancelled).unwrap();
-    assert_eq!(row(conn, ids[1]).0.state, ApplyState::Cancelled);
+    assert!(
+        matches!(
+            leases::mark_terminal(conn, &b.lease, ApplyState::Cancelled),
+            Err(StoreError::NoPendingRequest {
+                kind: applyops::state::ControlRequestKind::Cancel,
+                ..
+            })
+        ),
+        "a holder cancels only on a pending cancel"
+    );
+    leases::mark_terminal(conn, &b.lease, ApplyState::Reverted).unwrap();
+    assert_eq!(row(conn, ids[1]).0.state, ApplyState::Reverted);
 }
 
 fn an_expired_lease_nobody_stole_still_writes(db: &TestDb) {

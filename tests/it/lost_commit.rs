@@ -95,19 +95,26 @@ fn mysql_a_store_claim_returns_the_claim_whose_acknowledgement_was_lost() {
     .unwrap();
     // A resume claim: its start request must not be left pending for ever either.
     let claimed = store.claim_next(&opts("first")).unwrap().unwrap();
+    // Its holder stops it on an operator's stop (which clears the lease with the state).
+    store
+        .control_requests()
+        .request(&applyops::models::NewControlRequest::new(
+            apply_id,
+            applyops::state::ControlRequestKind::Stop,
+            "test-operator",
+        ))
+        .unwrap();
     store
         .leased(&claimed.lease)
         .update_state(ApplyState::Stopped)
         .unwrap();
-    store.release(&claimed.lease).unwrap();
     store
         .control_requests()
-        .request(
+        .request(&applyops::models::NewControlRequest::new(
             apply_id,
-            None,
             applyops::state::ControlRequestKind::Start,
-            None,
-        )
+            "test-operator",
+        ))
         .unwrap();
     proxy.arm(OnCommit::LoseAcknowledgement);
     let resumed = store

@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use crate::backend_tests;
 use crate::harness::{schema_snapshot, table_exists, tables, Kind, TestDb};
 
-const VERSIONS: [&str; 10] = [
+const VERSIONS: [&str; 11] = [
     "20261124000001",
     "20261124000002",
     "20261124000003",
@@ -22,6 +22,7 @@ const VERSIONS: [&str; 10] = [
     "20261125000005",
     "20261125000006",
     "20261205000001",
+    "20261205000002",
 ];
 const TABLES: [&str; 4] = [
     "applies",
@@ -44,7 +45,7 @@ enum Added {
 }
 
 /// What each migration adds, in VERSIONS order.
-const ADDED_BY_MIGRATION: [Added; 10] = [
+const ADDED_BY_MIGRATION: [Added; 11] = [
     Added::Table("applies"),
     Added::Table("apply_operations"),
     Added::Table("tasks"),
@@ -55,6 +56,7 @@ const ADDED_BY_MIGRATION: [Added; 10] = [
     Added::Index("applies", "applies_created_at_id_idx"),
     Added::Index("apply_operations", "apply_operations_target_key"),
     Added::Index("apply_operations", "apply_operations_external_id_key"),
+    Added::Column("apply_control_requests", "releases_through"),
 ];
 
 /// True while what migration `index` adds is present; `None` where it changes nothing observable on
@@ -210,7 +212,7 @@ fn before_the_target_key(conn: &mut applyops::DbConnection, second_state: &str) 
 }
 
 /// The target-key migration and those after it, oldest first.
-const AFTER_THE_TARGET_KEY: [&str; 2] = ["20261125000006", "20261205000001"];
+const AFTER_THE_TARGET_KEY: [&str; 3] = ["20261125000006", "20261205000001", "20261205000002"];
 
 fn the_target_key_migration_refuses_targets_held_twice_and_changes_nothing(db: &TestDb) {
     let conn = &mut db.conn();
@@ -412,7 +414,7 @@ fn pending_migrations_lists_what_is_missing_oldest_first(db: &TestDb) {
 fn fill_every_table(conn: &mut applyops::DbConnection) {
     use applyops::models::{NewApplyOperation, NewTask};
     use applyops::state::ControlRequestKind;
-    use applyops::store::{apply_operations, control_requests, tasks};
+    use applyops::store::{apply_operations, tasks};
     let apply_id = crate::fixtures::apply(conn, false);
     let operation_id =
         apply_operations::insert(conn, &NewApplyOperation::new(apply_id, "east")).unwrap();
@@ -423,7 +425,8 @@ fn fill_every_table(conn: &mut applyops::DbConnection) {
         ddl: "ALTER TABLE orders ADD COLUMN note TEXT".into(),
     };
     tasks::insert(conn, &task).unwrap();
-    control_requests::request(conn, apply_id, None, ControlRequestKind::Cutover, None).unwrap();
+    applyops::store::applies::set_defer_cutover(conn, apply_id, true).unwrap();
+    crate::fixtures::ask(conn, apply_id, None, ControlRequestKind::Cutover, None).unwrap();
 }
 
 /// The column names of every table.

@@ -56,7 +56,11 @@ fn rollout_reads_the_apply_its_operations_in_claim_order_their_tasks_and_pending
     let t2 = task(conn, apply_id, Some(ids[2]), "items");
     let loose = task(conn, apply_id, None, "audit");
     task(conn, other_apply, Some(other_ids[0]), "elsewhere");
-    let stop = request(conn, apply_id, None, ControlRequestKind::Stop);
+    // ids[0] runs under a live lease, so the stop stays pending; the apply defers its cutovers.
+    force_state(conn, ids[0], ApplyState::Running);
+    live_lease(conn, ids[0]);
+    applies::set_defer_cutover(conn, apply_id, true).unwrap();
+    let stop = request(conn, apply_id, Some(ids[0]), ControlRequestKind::Stop);
     let cutover = request(conn, apply_id, Some(ids[1]), ControlRequestKind::Cutover);
     let done = request(conn, apply_id, None, ControlRequestKind::Release);
     control_requests::complete(conn, done).unwrap();
@@ -113,6 +117,7 @@ fn delete_removes_a_finished_apply_and_everything_it_owns(db: &TestDb) {
     task(conn, kept, Some(kept_ids[0]), "d");
     let stop = request(conn, apply_id, None, ControlRequestKind::Stop);
     control_requests::complete(conn, stop).unwrap();
+    applies::set_defer_cutover(conn, apply_id, true).unwrap();
     request(conn, apply_id, Some(ids[3]), ControlRequestKind::Cutover);
     request(conn, kept, None, ControlRequestKind::Stop);
     apply_operations::mark_completed(conn, ids[0]).unwrap();

@@ -99,13 +99,22 @@ fn a_cancelled_earlier_sibling_never_blocks_the_cutover_order(db: &TestDb) {
     );
 }
 
+/// Makes operation `id` a failure (`failed` or `reverted`) through the store, which numbers it.
+fn fail_as(conn: &mut applyops::DbConnection, id: ApplyOperationId, failure: ApplyState) {
+    if failure == ApplyState::Failed {
+        apply_operations::mark_failed(conn, id, "boom").unwrap();
+    } else {
+        apply_operations::mark_terminal(conn, id, failure).unwrap();
+    }
+}
+
 /// For each failure policy and cutover policy: an earlier sibling in `failure` holds the second
 /// operation's start back exactly as the policy says.
 fn start_behind(conn: &mut applyops::DbConnection, failure: ApplyState) {
     for policy in [Rolling, Barrier, Parallel] {
         for on_failure in [Halt, Continue, Pause] {
             let (apply_id, ids) = rollout(conn, 2, policy, on_failure);
-            force_state(conn, ids[0], failure);
+            fail_as(conn, ids[0], failure);
             let label = format!("{failure} before {policy}/{on_failure}");
             match on_failure {
                 Halt => {
@@ -147,7 +156,7 @@ fn a_reverted_earlier_sibling_holds_the_cutover_back_exactly_like_a_failed_one(d
     for failure in [ApplyState::Failed, ApplyState::Reverted] {
         for (on_failure, cuts_over) in [(Halt, false), (Continue, true)] {
             let (apply_id, ids) = rollout(conn, 2, Barrier, on_failure);
-            force_state(conn, ids[0], failure);
+            fail_as(conn, ids[0], failure);
             force_state(conn, ids[1], ApplyState::WaitingForCutover);
             let label = format!("{failure} before barrier/{on_failure}");
             assert_eq!(cutover_id(conn).is_some(), cuts_over, "{label}");

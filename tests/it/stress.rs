@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use applyops::models::{ApplyId, ApplyOperation, ApplyOperationId, NewApplyOperation, NewTask};
 use applyops::state::{ApplyState, ControlRequestKind, CutoverPolicy, FailurePolicy};
 use applyops::store::claims::{self, ClaimKind, ClaimOptions, ClaimedOperation};
-use applyops::store::{apply_operations, control_requests, leases, tasks};
+use applyops::store::{apply_operations, leases, tasks};
 use applyops::{db, DbConnection, StoreError};
 
 use crate::backend_tests;
@@ -231,7 +231,7 @@ fn release_paused_rollouts(conn: &mut DbConnection, apply_ids: &[ApplyId]) {
             .iter()
             .any(|op| op.state == ApplyState::Failed);
         if failed {
-            control_requests::request(
+            crate::fixtures::ask(
                 conn,
                 *apply_id,
                 None,

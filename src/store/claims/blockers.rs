@@ -14,20 +14,20 @@ use diesel::prelude::*;
 use super::predicates::{
     concurrency_gate, copy_claimable, cutover_claimable, cutover_order_gate,
     cutover_requested_for_apply, cutover_requested_for_row, failure_gate, lease_free,
-    retry_budget_left, start_order_gate, start_requested, stop_gate, CUTOVER_CLAIMED_POLICIES,
+    released_through, request_pending_for_row, retry_budget_left, start_order_gate,
+    start_requested, stop_gate, CUTOVER_CLAIMED_POLICIES,
 };
 use crate::db::{self, DbConnection};
 use crate::error::StoreResult;
 use crate::models::{Apply, ApplyId, ApplyOperation, ApplyOperationId};
 use crate::schema::apply_operations as ops;
 use crate::state::{
-    cutover_order_passes, is_failure, is_settled, start_order_passes, ApplyState, FailurePolicy,
+    cutover_order_passes, is_failure, is_settled, lets_failure_through, start_order_passes,
+    ApplyState, ControlRequestKind, FailurePolicy,
 };
 use crate::store::{applies, apply_operations};
 
-/// Why an operation is not being taken by a claim, or that it would be. The reasons of the claims as
-/// they are built today; the spec's `CancelPending` comes with the cancel request (worker contract,
-/// revision 2).
+/// Why an operation is not being taken by a claim, or that it would be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Blocker {
@@ -40,7 +40,10 @@ pub enum Blocker {
     },
     /// A `stop` (or a request of a kind this version does not know) is pending for it or its apply.
     StopPending,
-    /// `stopped` with no pending `start`, or `paused` (no claim resumes a paused operation).
+    /// A `cancel` is pending for it or its apply (its holder cancels it, or the claim that meets it
+    /// once its lease is gone).
+    CancelPending,
+    /// `stopped` or `paused` with no pending `start`.
     AwaitingStart,
     /// An earlier sibling failed, and its `halt` policy does not let it pass.
     HaltedBy {
@@ -90,6 +93,7 @@ struct Gates {
     id: ApplyOperationId,
     lease_free: Option<bool>,
     stop_gate: bool,
+    cancel_pending: bool,
     failure_gate: bool,
     start_order: bool,
     start_requested: bool,
@@ -98,6 +102,7 @@ struct Gates {
     cutover_for_apply: bool,
     concurrency: Option<bool>,
     budget_left: Option<bool>,
+    released_through: Option<i64>,
     copy: Option<bool>,
     cutover: Option<bool>,
 }
@@ -120,6 +125,7 @@ pub fn blockers(
             ops::id,
             lease_free(now),
             stop_gate(),
+            request_pending_for_row(ControlRequestKind::Cancel),
             failure_gate(),
             start_order_gate(),
             start_requested(),
@@ -128,6 +134,7 @@ pub fn blockers(
             cutover_requested_for_apply(),
             concurrency_gate(),
             retry_budget_left(),
+            released_through(),
             copy_claimable(now),
             cutover_claimable(now),
         ))
@@ -164,14 +171,21 @@ fn reason(operations: &[ApplyOperation], index: usize, gates: &Gates, apply: &Ap
             expires_at: op.lease_expires_at.unwrap_or_default(),
         };
     }
-    let cutover_owned =
-        CUTOVER_CLAIMED_POLICIES.contains(&op.cutover_policy) && operations.len() > 1;
+    let cutover_owned = apply.defer_cutover
+        || (CUTOVER_CLAIMED_POLICIES.contains(&op.cutover_policy) && operations.len() > 1);
+    let stopped_by = || {
+        if gates.cancel_pending {
+            Blocker::CancelPending
+        } else {
+            Blocker::StopPending
+        }
+    };
     match op.state {
         ApplyState::Pending => {
             if !gates.stop_gate {
-                Blocker::StopPending
+                stopped_by()
             } else if !gates.failure_gate {
-                failure_blocker(operations, index)
+                failure_blocker(operations, index, gates.released_through)
             } else if !gates.start_order {
                 sibling_blocker(operations, index)
             } else if capped {
@@ -180,12 +194,13 @@ fn reason(operations: &[ApplyOperation], index: usize, gates: &Gates, apply: &Ap
                 Blocker::NoClaimArm
             }
         }
-        ApplyState::Stopped if !gates.start_requested => Blocker::AwaitingStart,
-        ApplyState::Stopped if capped => cap(),
-        ApplyState::Paused => Blocker::AwaitingStart,
+        ApplyState::Stopped | ApplyState::Paused if !gates.start_requested => {
+            Blocker::AwaitingStart
+        }
+        ApplyState::Stopped | ApplyState::Paused if capped => cap(),
         ApplyState::FailedRetryable => {
             if !gates.stop_gate {
-                Blocker::StopPending
+                stopped_by()
             } else if capped {
                 cap()
             } else if gates.budget_left != Some(true) {
@@ -196,11 +211,11 @@ fn reason(operations: &[ApplyOperation], index: usize, gates: &Gates, apply: &Ap
         }
         ApplyState::WaitingForCutover if cutover_owned => {
             if !gates.stop_gate {
-                Blocker::StopPending
+                stopped_by()
             } else if apply.defer_cutover && !gates.cutover_for_row && !gates.cutover_for_apply {
                 Blocker::AwaitingOperatorCutover
             } else if !gates.failure_gate {
-                failure_blocker(operations, index)
+                failure_blocker(operations, index, gates.released_through)
             } else if !gates.cutover_order {
                 cutover_order_blocker(operations, index)
             } else {
@@ -212,17 +227,35 @@ fn reason(operations: &[ApplyOperation], index: usize, gates: &Gates, apply: &Ap
 }
 
 /// The earliest earlier failure (failed or reverted) that the operation's failure policy does not let
-/// pass.
-fn failure_blocker(operations: &[ApplyOperation], index: usize) -> Blocker {
-    let op = &operations[index];
-    let failed = operations[..index]
-        .iter()
-        .find(|earlier| is_failure(earlier.state));
-    match (failed, op.on_failure) {
+/// pass, as a blocker.
+fn failure_blocker(
+    operations: &[ApplyOperation],
+    index: usize,
+    released_through: Option<i64>,
+) -> Blocker {
+    match (
+        blocking_failure(operations, index, released_through),
+        operations[index].on_failure,
+    ) {
         (Some(failed), FailurePolicy::Pause) => Blocker::PausedUntilRelease { id: failed.id },
         (Some(failed), _) => Blocker::HaltedBy { id: failed.id },
         (None, _) => Blocker::NoClaimArm,
     }
+}
+
+/// The earliest earlier failure of operation `index` (in claim order) that its failure policy does
+/// not let through, given the releases that reach `released_through` (see
+/// [`lets_failure_through`]). Names what the failure gate found.
+pub(in crate::store) fn blocking_failure(
+    operations: &[ApplyOperation],
+    index: usize,
+    released_through: Option<i64>,
+) -> Option<&ApplyOperation> {
+    let op = &operations[index];
+    operations[..index].iter().find(|earlier| {
+        is_failure(earlier.state)
+            && !lets_failure_through(op.on_failure, released_through, earlier.failure_seq)
+    })
 }
 
 /// The earliest earlier sibling the operation's start order waits for.

@@ -3,13 +3,13 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::predicates::{copy_claimable, only_row, walk_claim_index};
-use super::{Candidate, ClaimKind, Locked, CANDIDATE_PAGE};
+use super::predicates::{copy_claimable, only_row, request_pending_for_row, walk_claim_index};
+use super::{Candidate, ClaimKind, Locked, LockedRow, CANDIDATE_PAGE};
 use crate::db::{self, DbConnection, DbNow};
 use crate::error::StoreResult;
 use crate::models::{ApplyOperation, ApplyOperationId};
 use crate::schema::apply_operations as ops;
-use crate::state::ApplyState;
+use crate::state::{ApplyState, ControlRequestKind};
 
 /// The unlocked candidate read: the ids of the oldest (by `created_at`, `id`) rows the claim may take,
 /// walking the claim index, other than those in `passed`.
@@ -42,22 +42,30 @@ pub(super) fn candidates(
     Ok(candidate_read(db::now(), passed.to_vec()).load(conn)?)
 }
 
-/// Runs [`lock_read`] with the claim's row lock (MySQL `FOR UPDATE SKIP LOCKED`), selecting the row
-/// and the database's time as it reads the row.
+/// Runs [`lock_read`] with the claim's row lock (MySQL `FOR UPDATE SKIP LOCKED`), selecting the row,
+/// the database's time as it reads the row, and the pending requests that cover it.
 pub(super) fn lock(conn: &mut DbConnection, id: ApplyOperationId) -> StoreResult<Locked> {
-    let row: Option<(ApplyOperation, NaiveDateTime)> = db::first_for_claim!(
-        conn,
-        lock_read(db::now(), id).select((ApplyOperation::as_select(), db::now_when_read()))
-    )
-    .optional()?;
-    Ok(row)
+    let row: Option<(ApplyOperation, NaiveDateTime, bool, bool, bool, bool)> =
+        db::first_for_claim!(
+            conn,
+            lock_read(db::now(), id).select((
+                ApplyOperation::as_select(),
+                db::now_when_read(),
+                request_pending_for_row(ControlRequestKind::Stop),
+                request_pending_for_row(ControlRequestKind::Cancel),
+                request_pending_for_row(ControlRequestKind::Revert),
+                request_pending_for_row(ControlRequestKind::SkipRevert),
+            ))
+        )
+        .optional()?;
+    Ok(row.map(LockedRow::of))
 }
 
-/// Why the copy claim took a row in `previous_state`.
-pub(super) fn kind_of(previous_state: ApplyState) -> ClaimKind {
-    match previous_state {
+/// Why the copy claim takes a locked row.
+pub(super) fn kind_of(locked: &LockedRow) -> ClaimKind {
+    match locked.row.state {
         ApplyState::Pending => ClaimKind::Start,
-        ApplyState::Stopped => ClaimKind::Resume,
+        ApplyState::Stopped | ApplyState::Paused => ClaimKind::Resume,
         ApplyState::FailedRetryable => ClaimKind::Retry,
         _ => ClaimKind::Recovery,
     }

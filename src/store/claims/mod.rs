@@ -42,7 +42,6 @@ use crate::db::{self, DbConnection};
 use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyId, ApplyOperation, ApplyOperationId};
 use crate::schema::apply_operations as ops;
-use crate::state::ApplyState;
 
 mod blockers;
 mod copy;
@@ -51,8 +50,11 @@ mod predicates;
 mod take;
 
 pub use crate::models::{ClaimKind, ClaimedOperation, UnknownClaim};
+pub(super) use blockers::blocking_failure;
 pub use blockers::{blockers, Blocker};
-pub(super) use predicates::release_requested as release_counted;
+pub(super) use predicates::{
+    failure_gate, lease_free, released_through, request_pending_for_row, revert_decision_requested,
+};
 
 pub use crate::models::DEFAULT_MAX_ATTEMPTS;
 
@@ -144,8 +146,42 @@ pub fn claim_next_cutover(
     )
 }
 
-/// A candidate locked for the claim: the row, and the database's time when the lock read it.
-type Locked = Option<(ApplyOperation, NaiveDateTime)>;
+/// A candidate locked for the claim: the row, the database's time when the lock read it, and the
+/// pending requests that cover it.
+#[derive(Debug)]
+struct LockedRow {
+    row: ApplyOperation,
+    now: NaiveDateTime,
+    stop: bool,
+    cancel: bool,
+    revert: bool,
+    skip_revert: bool,
+}
+
+impl LockedRow {
+    fn of(
+        (row, now, stop, cancel, revert, skip_revert): (
+            ApplyOperation,
+            NaiveDateTime,
+            bool,
+            bool,
+            bool,
+            bool,
+        ),
+    ) -> Self {
+        LockedRow {
+            row,
+            now,
+            stop,
+            cancel,
+            revert,
+            skip_revert,
+        }
+    }
+}
+
+/// [`LockedRow`], or `None` when the candidate was gone or locked.
+type Locked = Option<LockedRow>;
 
 /// A candidate the unlocked read found: the operation and its apply.
 type Candidate = (ApplyOperationId, ApplyId);
@@ -170,7 +206,7 @@ fn claim(
     options: &ClaimOptions,
     mut candidates: impl FnMut(&mut DbConnection, &[ApplyOperationId]) -> StoreResult<Vec<Candidate>>,
     mut lock: impl FnMut(&mut DbConnection, ApplyOperationId) -> StoreResult<Locked>,
-    kind_of: fn(ApplyState) -> ClaimKind,
+    kind_of: fn(&LockedRow) -> ClaimKind,
 ) -> StoreResult<Option<ClaimedOperation>> {
     let mut page = candidates(conn, &[])?;
     if page.is_empty() {
@@ -216,12 +252,18 @@ fn claim(
                             }
                             continue;
                         };
+                        let mut moved = false;
                         for &id in ids {
-                            let Some((row, now)) = lock(conn, id)? else {
+                            let Some(locked) = lock(conn, id)? else {
                                 continue;
                             };
-                            let kind = kind_of(row.state);
-                            let Some(claimed) = take::take(conn, row, kind, now, options, &token)?
+                            if let Some(state) = take::in_place(&locked) {
+                                moved |= take::move_in_place(conn, &locked.row, state, locked.now)?;
+                                continue;
+                            }
+                            let kind = kind_of(&locked);
+                            let Some(claimed) =
+                                take::take(conn, locked.row, kind, locked.now, options, &token)?
                             else {
                                 continue;
                             };
@@ -234,6 +276,9 @@ fn claim(
                             }
                             aggregate::refresh_locked(conn, &apply)?;
                             return Ok((Some(claimed), skipped));
+                        }
+                        if moved {
+                            aggregate::refresh_locked(conn, &apply)?;
                         }
                     }
                     Ok((None, skipped))
@@ -365,4 +410,40 @@ pub fn explain_claim_lock(
             .select((ApplyOperation::as_select(), db::now_when_read()))
             .limit(1)
     )?)
+}
+
+/// The pending requests that cover one operation, and its stored state: what a leased write checks
+/// before it stops, cancels, cuts over or leaves `revert_window` (worker contract revision 2).
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub(in crate::store) struct Covering {
+    /// The operation's state as stored.
+    pub(in crate::store) state: String,
+    /// A pending `stop` names it or its apply.
+    pub(in crate::store) stop: bool,
+    /// A pending `cancel` names it or its apply.
+    pub(in crate::store) cancel: bool,
+    /// A pending `revert` names it.
+    pub(in crate::store) revert: bool,
+    /// A pending `skip_revert` names it.
+    pub(in crate::store) skip_revert: bool,
+}
+
+/// [`Covering`] for operation `id`, in one SELECT (`None`: no such operation), from the same
+/// predicate the claims use for each kind.
+pub(in crate::store) fn covering(
+    conn: &mut DbConnection,
+    id: ApplyOperationId,
+) -> StoreResult<Option<Covering>> {
+    use crate::state::ControlRequestKind as Kind;
+    Ok(ops::table
+        .find(id)
+        .select((
+            ops::state,
+            request_pending_for_row(Kind::Stop),
+            request_pending_for_row(Kind::Cancel),
+            request_pending_for_row(Kind::Revert),
+            request_pending_for_row(Kind::SkipRevert),
+        ))
+        .first(conn)
+        .optional()?)
 }

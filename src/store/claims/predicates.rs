@@ -10,13 +10,15 @@
 //! get the strictest behaviour (`rolling`, `halt`) anyway. Sibling, request and apply conditions
 //! are correlated subqueries on their own indexes.
 
-use diesel::dsl::{exists, not};
+#[cfg(test)]
+use crate::state::failure_states;
+use diesel::dsl::{exists, max, not};
 use diesel::prelude::*;
 
 use crate::db::DbNow;
 use crate::schema::{applies, apply_control_requests as reqs, apply_operations as ops};
 use crate::state::{
-    cutover_order_passing, failure_states, start_order_passing, ApplyState, ControlRequestKind,
+    cutover_order_passing, start_order_passing, ApplyState, ControlRequestKind,
     ControlRequestStatus, CutoverPolicy, FailurePolicy,
 };
 
@@ -31,31 +33,37 @@ use sibling_alias::siblings;
 pub(super) const CUTOVER_CLAIMED_POLICIES: [CutoverPolicy; 2] =
     [CutoverPolicy::Barrier, CutoverPolicy::Parallel];
 
-/// The states the cutover claim's recovery takes over.
-const CUTOVER_RECOVERABLE: [ApplyState; 2] = [ApplyState::CuttingOver, ApplyState::RevertWindow];
-
-/// The request kinds that never hold a start back. Every other pending kind does: `stop`, and any
-/// kind this version does not know (a hand-written `'STOP'`, a newer tool's kind), so the stop gate
-/// fails closed.
-const KINDS_THAT_LET_STARTS_PASS: [ControlRequestKind; 3] = [
+/// The request kinds that never hold a start back. Every other pending kind does: `stop`, `cancel`,
+/// and any kind this version does not know (a hand-written `'STOP'`, a newer tool's kind), so the stop
+/// gate fails closed.
+const KINDS_THAT_LET_STARTS_PASS: [ControlRequestKind; 6] = [
     ControlRequestKind::Start,
     ControlRequestKind::Release,
     ControlRequestKind::Cutover,
+    ControlRequestKind::Revert,
+    ControlRequestKind::SkipRevert,
+    ControlRequestKind::Retry,
 ];
 
-/// The active states the copy claim's recovery takes over unconditionally: all of
-/// [`ApplyState::is_active`] but `waiting_for_cutover`, which it takes only where the copy claim owns
-/// the cutover.
+/// The active states the copy claim's recovery takes over whatever the policy: all of
+/// [`ApplyState::is_active`] but `waiting_for_cutover` (taken only where the copy claim owns the
+/// cutover) and `revert_window` (taken unless a revert or skip-revert request claims it).
 fn recoverable_states() -> Vec<ApplyState> {
     ApplyState::ALL
         .into_iter()
-        .filter(|state| state.is_active() && *state != ApplyState::WaitingForCutover)
+        .filter(|state| {
+            state.is_active()
+                && !matches!(
+                    state,
+                    ApplyState::WaitingForCutover | ApplyState::RevertWindow
+                )
+        })
         .collect()
 }
 
 /// **Free lease**: no lease, or one that has expired by `now`.
 #[diesel::dsl::auto_type]
-pub(super) fn lease_free(now: DbNow) -> _ {
+pub(in crate::store) fn lease_free(now: DbNow) -> _ {
     let none: &'static str = "";
     ops::lease_token
         .eq(none)
@@ -110,7 +118,7 @@ fn requests_for_row() -> _ {
 /// for the row's apply or for the row.
 #[diesel::dsl::auto_type]
 pub(super) fn stop_gate() -> _ {
-    let pass: [ControlRequestKind; 3] = KINDS_THAT_LET_STARTS_PASS;
+    let pass: [ControlRequestKind; 6] = KINDS_THAT_LET_STARTS_PASS;
     let pending: ControlRequestStatus = ControlRequestStatus::Pending;
     not(exists(
         requests_for_row()
@@ -120,21 +128,29 @@ pub(super) fn stop_gate() -> _ {
     ))
 }
 
-/// A pending or completed `release` for the row's apply or for the row. The apply refresh reads it
-/// too, so the derived state lets a `pause` operation pass a failure exactly when the claims do.
+/// The highest `releases_through` of the completed releases naming the row's apply or the row (NULL:
+/// none). A `pause` row passes an earlier failure numbered at most this. The apply refresh reads it
+/// too, so the derived state lets a failure through exactly when the claims do.
 #[diesel::dsl::auto_type]
-///
-/// The statuses it counts in, asked for or done (a failed release does not count), are spelled as
-/// two equalities rather than `IN`: Diesel never caches a statement with an `IN` list, and the apply
-/// refresh runs this on every state write.
-pub(in crate::store) fn release_requested() -> _ {
+pub(in crate::store) fn released_through() -> _ {
     let release: ControlRequestKind = ControlRequestKind::Release;
-    let pending: ControlRequestStatus = ControlRequestStatus::Pending;
     let completed: ControlRequestStatus = ControlRequestStatus::Completed;
+    let highest: diesel::helper_types::max<reqs::releases_through> = max(reqs::releases_through);
+    requests_for_row()
+        .filter(reqs::kind.eq(release))
+        .filter(reqs::status.eq(completed))
+        .select(highest)
+        .single_value()
+}
+
+/// A pending request of `kind` for the row's apply or for the row.
+#[diesel::dsl::auto_type]
+pub(in crate::store) fn request_pending_for_row(kind: ControlRequestKind) -> _ {
+    let pending: ControlRequestStatus = ControlRequestStatus::Pending;
     exists(
         requests_for_row()
-            .filter(reqs::kind.eq(release))
-            .filter(reqs::status.eq(pending).or(reqs::status.eq(completed)))
+            .filter(reqs::kind.eq(kind))
+            .filter(reqs::status.eq(pending))
             .select(reqs::id),
     )
 }
@@ -143,29 +159,158 @@ pub(in crate::store) fn release_requested() -> _ {
 #[diesel::dsl::auto_type]
 pub(super) fn start_requested() -> _ {
     let start: ControlRequestKind = ControlRequestKind::Start;
-    let pending: ControlRequestStatus = ControlRequestStatus::Pending;
-    exists(
-        requests_for_row()
-            .filter(reqs::kind.eq(start))
-            .filter(reqs::status.eq(pending))
-            .select(reqs::id),
-    )
+    let pending: request_pending_for_row = request_pending_for_row(start);
+    pending
 }
 
-/// **The failure gate**: a failed or reverted earlier sibling lets the row pass only under its failure
-/// policy: there is none, or the policy is `continue`, or it is `pause` and the apply has a pending or
-/// completed `release`. Under every cutover policy, `parallel` included.
+/// A pending `revert` or `skip_revert` for the row (both are recorded per operation).
 #[diesel::dsl::auto_type]
-pub(super) fn failure_gate() -> _ {
-    let failures: Vec<ApplyState> = failure_states();
-    let continue_: FailurePolicy = FailurePolicy::Continue;
-    let pause: FailurePolicy = FailurePolicy::Pause;
-    not(exists(
-        earlier_siblings().filter(sibling_state().eq_any(failures)),
-    ))
-    .or(ops::on_failure.eq(continue_))
-    .or(ops::on_failure.eq(pause).and(release_requested()))
+pub(in crate::store) fn revert_decision_requested() -> _ {
+    let revert: ControlRequestKind = ControlRequestKind::Revert;
+    let skip: ControlRequestKind = ControlRequestKind::SkipRevert;
+    let revert_pending: request_pending_for_row = request_pending_for_row(revert);
+    let skip_pending: request_pending_for_row = request_pending_for_row(skip);
+    revert_pending.or(skip_pending)
 }
+
+/// **The failure gate**: every failed or reverted earlier sibling is let through by the row's failure
+/// policy: `continue` always; `pause` when a completed release naming the row or its apply reaches the
+/// failure's sequence number (a failure recorded after the release pauses the rollout again); `halt`
+/// never. Under every cutover policy, `parallel` included. A failure without a number is never
+/// released. The same rule as [`crate::state::lets_failure_through`], per earlier failure.
+pub(in crate::store) fn failure_gate() -> FailureGate {
+    FailureGate
+}
+
+/// The type of [`failure_gate`], named as `auto_type` names a call's type.
+#[allow(non_camel_case_types)]
+pub(in crate::store) type failure_gate = FailureGate;
+
+/// The SQL of [`failure_gate`], written out as one fragment with bound values: a correlated
+/// `NOT EXISTS` over the earlier failures whose condition holds another correlated subquery (the
+/// releases' highest `releases_through`). Spelled with Diesel's DSL, the nested correlated
+/// subqueries over an alias made rustc use more than 16 GB to type-check the claims (measured); as a
+/// fragment its type is one unit struct, and its statement can be cached.
+#[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
+pub(in crate::store) struct FailureGate;
+
+impl diesel::expression::Expression for FailureGate {
+    type SqlType = diesel::sql_types::Bool;
+}
+
+impl diesel::expression::AppearsOnTable<ops::table> for FailureGate {}
+
+impl diesel::expression::SelectableExpression<ops::table> for FailureGate {}
+
+impl diesel::expression::ValidGrouping<()> for FailureGate {
+    type IsAggregate = diesel::expression::is_aggregate::Never;
+}
+
+/// Bound by [`FailureGate`]: no release at all.
+const NEVER_RELEASED: i64 = -1;
+/// Bound by [`FailureGate`]: a failure without a number is above every release.
+const UNNUMBERED: i64 = i64::MAX;
+
+impl<DB> diesel::query_builder::QueryFragment<DB> for FailureGate
+where
+    DB: diesel::backend::Backend
+        + diesel::sql_types::HasSqlType<diesel::sql_types::Text>
+        + diesel::sql_types::HasSqlType<diesel::sql_types::BigInt>,
+    str: diesel::serialize::ToSql<diesel::sql_types::Text, DB>,
+    i64: diesel::serialize::ToSql<diesel::sql_types::BigInt, DB>,
+{
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, DB>,
+    ) -> QueryResult<()> {
+        use diesel::sql_types::{BigInt, Text};
+        const OPS: &str = "apply_operations";
+        const FAILED: &str = "failed_sibling";
+        const RELEASE: &str = "granted_release";
+        // `alias`.`column`
+        fn column<DB: diesel::backend::Backend>(
+            out: &mut diesel::query_builder::AstPass<'_, '_, DB>,
+            table: &str,
+            column: &str,
+        ) -> QueryResult<()> {
+            out.push_identifier(table)?;
+            out.push_sql(".");
+            out.push_identifier(column)
+        }
+        out.push_sql("NOT EXISTS (SELECT 1 FROM ");
+        out.push_identifier(OPS)?;
+        out.push_sql(" AS ");
+        out.push_identifier(FAILED)?;
+        out.push_sql(" WHERE ");
+        column(&mut out, FAILED, "apply_id")?;
+        out.push_sql(" = ");
+        column(&mut out, OPS, "apply_id")?;
+        out.push_sql(" AND (");
+        column(&mut out, FAILED, "created_at")?;
+        out.push_sql(" < ");
+        column(&mut out, OPS, "created_at")?;
+        out.push_sql(" OR (");
+        column(&mut out, FAILED, "created_at")?;
+        out.push_sql(" = ");
+        column(&mut out, OPS, "created_at")?;
+        out.push_sql(" AND ");
+        column(&mut out, FAILED, "id")?;
+        out.push_sql(" < ");
+        column(&mut out, OPS, "id")?;
+        out.push_sql(")) AND ");
+        column(&mut out, FAILED, "state")?;
+        out.push_sql(" IN (");
+        for (i, state) in FAILURE_STATES.iter().enumerate() {
+            if i > 0 {
+                out.push_sql(", ");
+            }
+            out.push_bind_param::<Text, str>(state.as_str())?;
+        }
+        out.push_sql(") AND NOT (");
+        column(&mut out, OPS, "on_failure")?;
+        out.push_sql(" = ");
+        out.push_bind_param::<Text, str>(FailurePolicy::Continue.as_str())?;
+        out.push_sql(" OR (");
+        column(&mut out, OPS, "on_failure")?;
+        out.push_sql(" = ");
+        out.push_bind_param::<Text, str>(FailurePolicy::Pause.as_str())?;
+        out.push_sql(" AND COALESCE((SELECT MAX(");
+        column(&mut out, RELEASE, "releases_through")?;
+        out.push_sql(") FROM ");
+        out.push_identifier("apply_control_requests")?;
+        out.push_sql(" AS ");
+        out.push_identifier(RELEASE)?;
+        out.push_sql(" WHERE ");
+        column(&mut out, RELEASE, "apply_id")?;
+        out.push_sql(" = ");
+        column(&mut out, OPS, "apply_id")?;
+        out.push_sql(" AND (");
+        column(&mut out, RELEASE, "apply_operation_id")?;
+        out.push_sql(" IS NULL OR ");
+        column(&mut out, RELEASE, "apply_operation_id")?;
+        out.push_sql(" = ");
+        column(&mut out, OPS, "id")?;
+        out.push_sql(") AND ");
+        column(&mut out, RELEASE, "kind")?;
+        out.push_sql(" = ");
+        out.push_bind_param::<Text, str>(ControlRequestKind::Release.as_str())?;
+        out.push_sql(" AND ");
+        column(&mut out, RELEASE, "status")?;
+        out.push_sql(" = ");
+        out.push_bind_param::<Text, str>(ControlRequestStatus::Completed.as_str())?;
+        out.push_sql("), ");
+        out.push_bind_param::<BigInt, i64>(&NEVER_RELEASED)?;
+        out.push_sql(") >= COALESCE(");
+        column(&mut out, FAILED, "failure_seq")?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, i64>(&UNNUMBERED)?;
+        out.push_sql("))))");
+        Ok(())
+    }
+}
+
+/// The failure states, as [`crate::state::failure_states`] lists them (checked by a unit test).
+const FAILURE_STATES: [ApplyState; 2] = [ApplyState::Failed, ApplyState::Reverted];
 
 /// **The rolling gate**: every earlier sibling is `completed` or `cancelled` (a failure is the
 /// failure gate's business; see [`crate::state::start_order_passes`]). Applies to `rolling` and to
@@ -265,25 +410,42 @@ pub(super) fn start_rule() -> _ {
         .and(concurrency_gate())
 }
 
-/// **Recovery** (copy claim): an active state other than `waiting_for_cutover`, or
-/// `waiting_for_cutover` where the copy claim owns the cutover (`rolling`, or a
-/// single-operation apply). No order or stop gate, so the new holder can see a stop and act on it.
+/// **Recovery** (copy claim): an active state other than `waiting_for_cutover` and `revert_window`;
+/// `revert_window` unless a revert or skip-revert request is pending for it (the cutover claim's revert
+/// arms take it then); `waiting_for_cutover` where the copy claim owns the cutover (see
+/// [`cutover_owned`]). No order or stop gate: an operation a pending stop or cancel covers is moved to
+/// `stopped` or `cancelled` in place by the claim instead of being taken.
 #[diesel::dsl::auto_type]
 pub(super) fn recovery_rule() -> _ {
     let recoverable: Vec<ApplyState> = recoverable_states();
     let waiting: ApplyState = ApplyState::WaitingForCutover;
-    let claimed: [CutoverPolicy; 2] = CUTOVER_CLAIMED_POLICIES;
-    ops::state.eq_any(recoverable).or(ops::state
-        .eq(waiting)
-        .and(ops::cutover_policy.ne_all(claimed).or(not(has_sibling()))))
+    let window: ApplyState = ApplyState::RevertWindow;
+    ops::state
+        .eq_any(recoverable)
+        .or(ops::state.eq(window).and(not(revert_decision_requested())))
+        .or(ops::state.eq(waiting).and(not(cutover_owned())))
 }
 
-/// **Resume**: `stopped` with a pending `start` for its apply or for it, within the concurrency cap.
+/// **The cutover belongs to the cutover claim**: the row's apply defers its cutovers (then every
+/// operation, `rolling` and lone ones included, waits at `waiting_for_cutover` for an operator's
+/// request), or the row is `barrier` or `parallel` in an apply with more than one operation.
+#[diesel::dsl::auto_type]
+pub(super) fn cutover_owned() -> _ {
+    let claimed: [CutoverPolicy; 2] = CUTOVER_CLAIMED_POLICIES;
+    let deferred: apply_defers_cutover = apply_defers_cutover(true);
+    deferred.or(ops::cutover_policy.eq_any(claimed).and(has_sibling()))
+}
+
+/// **Resume**: `stopped` or `paused`, started before (a never-started one goes back to `pending` when
+/// the start is recorded), with a pending `start` for its apply or for it, within the concurrency cap.
 #[diesel::dsl::auto_type]
 pub(super) fn resume_rule() -> _ {
     let stopped: ApplyState = ApplyState::Stopped;
+    let paused: ApplyState = ApplyState::Paused;
     ops::state
         .eq(stopped)
+        .or(ops::state.eq(paused))
+        .and(ops::started_at.is_not_null())
         .and(start_requested())
         .and(concurrency_gate())
 }
@@ -402,25 +564,36 @@ pub(super) fn directed_cutover_rule() -> _ {
     )
 }
 
-/// What the cutover claim takes: a free lease on a readable `barrier` or `parallel` operation of an apply with
-/// more than one operation, either `waiting_for_cutover` past the stop gate and due (automatically or
-/// by request), or in `cutting_over` / `revert_window` (recovery).
+/// What the cutover claim takes: a free lease on a readable row and
+/// - **cutover**: `waiting_for_cutover` whose cutover it owns ([`cutover_owned`]), past the stop gate,
+///   due automatically or by request;
+/// - **recovery**: `cutting_over`, or `revert_window` with no revert decision pending, whose cutover it
+///   owns;
+/// - **revert** / **skip revert**: `revert_window` with a pending `revert` or `skip_revert`, under any
+///   policy;
+/// - **stop in place**: `waiting_for_cutover` whose cutover it owns while a stop or cancel covers it
+///   (the claim moves it to `stopped` or `cancelled` and takes nothing).
 #[diesel::dsl::auto_type]
 pub(super) fn cutover_claimable(now: DbNow) -> _ {
-    let claimed: [CutoverPolicy; 2] = CUTOVER_CLAIMED_POLICIES;
     let waiting: ApplyState = ApplyState::WaitingForCutover;
-    let recoverable: [ApplyState; 2] = CUTOVER_RECOVERABLE;
+    let cutting_over: ApplyState = ApplyState::CuttingOver;
+    let window: ApplyState = ApplyState::RevertWindow;
     let free: lease_free = lease_free(now);
-    free.and(readable_policies())
-        .and(ops::cutover_policy.eq_any(claimed))
-        .and(has_sibling())
-        .and(
-            ops::state
-                .eq(waiting)
-                .and(stop_gate())
-                .and(automatic_cutover_rule().or(directed_cutover_rule()))
-                .or(ops::state.eq_any(recoverable)),
-        )
+    free.and(readable_policies()).and(
+        cutover_owned()
+            .and(
+                ops::state
+                    .eq(waiting)
+                    .and(
+                        stop_gate()
+                            .and(automatic_cutover_rule().or(directed_cutover_rule()))
+                            .or(not(stop_gate())),
+                    )
+                    .or(ops::state.eq(cutting_over))
+                    .or(ops::state.eq(window).and(not(revert_decision_requested()))),
+            )
+            .or(ops::state.eq(window).and(revert_decision_requested())),
+    )
 }
 
 /// The rows the candidate read walks: those in a claimable state, through
@@ -440,4 +613,14 @@ pub(super) fn walk_claim_index() -> _ {
 #[diesel::dsl::auto_type]
 pub(super) fn only_row(id: crate::models::ApplyOperationId) -> _ {
     ops::id.ge(id).and(ops::id.le(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_failure_gate_binds_the_failure_states_of_the_state_module() {
+        assert_eq!(FAILURE_STATES.to_vec(), failure_states());
+    }
 }

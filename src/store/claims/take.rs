@@ -9,19 +9,21 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::predicates::{lease_free, retry_budget_left, stop_gate};
-use super::{ClaimKind, ClaimOptions, ClaimedOperation};
+use super::{ClaimKind, ClaimOptions, ClaimedOperation, LockedRow};
 use crate::db::{self, DbConnection};
 use crate::error::StoreResult;
 use crate::models::{ApplyOperation, LeaseToken, OperationLease};
 use crate::schema::apply_operations as ops;
-use crate::state::ApplyState;
+use crate::state::{is_cancellable, is_stoppable, ApplyState};
 use crate::store::leases;
+use crate::store::writer::unleased;
 
 /// The row as claim `kind` leaves it, taken at `now` by `owner` until `expires_at`:
 /// - **start**: `running`, `started_at` stamped once;
 /// - **retry**: `running`, `attempt` + 1, error message cleared;
 /// - **resume**: `resuming`;
 /// - **cutover**: `cutting_over`;
+/// - **revert** / **skip revert**: `reverting` / `skipping_revert`;
 /// - **recovery**: the state is kept;
 ///
 /// and in every case the new lease (`lease_owner`, `lease_acquired_at`, `lease_expires_at`) and
@@ -45,6 +47,8 @@ pub(super) fn transition(
         }
         ClaimKind::Resume => row.state = ApplyState::Resuming,
         ClaimKind::Cutover => row.state = ApplyState::CuttingOver,
+        ClaimKind::Revert => row.state = ApplyState::Reverting,
+        ClaimKind::SkipRevert => row.state = ApplyState::SkippingRevert,
         ClaimKind::Recovery => {}
     }
     owner.clone_into(&mut row.lease_owner);
@@ -108,7 +112,9 @@ pub(super) fn take(
     let target = match kind {
         ClaimKind::Start | ClaimKind::Cutover => target.filter(stop_gate()),
         ClaimKind::Retry => target.filter(stop_gate()).filter(retry_budget_left()),
-        ClaimKind::Recovery | ClaimKind::Resume => target,
+        ClaimKind::Recovery | ClaimKind::Resume | ClaimKind::Revert | ClaimKind::SkipRevert => {
+            target
+        }
     };
     let next = transition(row, kind, &options.owner, now, expires_at);
     let matched = target.set(ClaimChanges::of(&next, token)).execute(conn)?;
@@ -130,4 +136,49 @@ pub(super) fn take(
         kind,
         lease,
     }))
+}
+
+/// Where a claim that meets an operation a pending stop or cancel covers (its lease expired or was
+/// released) moves it instead of taking it: `cancelled` when a cancel covers it, else `stopped`; `None`
+/// when neither applies. Only the recovery arms and the cutover claim's waiting rows get here: a
+/// start, resume or retry arm never selects a covered row.
+pub(super) fn in_place(locked: &LockedRow) -> Option<ApplyState> {
+    if locked.cancel && is_cancellable(locked.row.state) {
+        Some(ApplyState::Cancelled)
+    } else if locked.stop && is_stoppable(locked.row.state) {
+        Some(ApplyState::Stopped)
+    } else {
+        None
+    }
+}
+
+/// Moves a locked row to `state` (`stopped` or `cancelled`) in place: lease cleared, a cancelled one
+/// stamped completed and letting its target go. Guarded like [`take`]: same state, free lease.
+pub(super) fn move_in_place(
+    conn: &mut DbConnection,
+    row: &ApplyOperation,
+    state: ApplyState,
+    now: NaiveDateTime,
+) -> StoreResult<bool> {
+    let target = diesel::update(ops::table)
+        .filter(ops::id.eq(row.id))
+        .filter(ops::state.eq(row.state))
+        .filter(lease_free(db::now()));
+    let matched = if state == ApplyState::Cancelled {
+        target
+            .set((
+                ops::state.eq(state),
+                unleased(),
+                ops::completed_at.eq(Some(now)),
+                ops::holds_target.eq(None::<bool>),
+                ops::failure_seq.eq(None::<i64>),
+                ops::updated_at.eq(now),
+            ))
+            .execute(conn)?
+    } else {
+        target
+            .set((ops::state.eq(state), unleased(), ops::updated_at.eq(now)))
+            .execute(conn)?
+    };
+    Ok(matched > 0)
 }
