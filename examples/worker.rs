@@ -80,7 +80,10 @@ struct Shared {
     stats: BTreeMap<&'static str, AtomicU64>,
 }
 
-const STATS: [&str; 18] = [
+/// The first [`STATS`] entries are claim kinds; the rest are outcomes.
+const CLAIM_KINDS: usize = 7;
+
+const STATS: [&str; 19] = [
     "start",
     "recovery",
     "resume",
@@ -93,6 +96,7 @@ const STATS: [&str; 18] = [
     "stopped",
     "cancelled",
     "handed_to_revert",
+    "request_races",
     "lease_lost",
     "heartbeats",
     "checkpoints",
@@ -393,7 +397,7 @@ fn drive(sh: &Shared, who: &str, claimed: ClaimedOperation) {
     // The copy engine's resume point: how many steps earlier holders finished, saved after every
     // step. A recovery claim hands back the dead holder's last checkpoint.
     let steps_done = op.engine_state.as_deref().and_then(checkpoint_steps);
-    if let Some(steps) = steps_done {
+    if let (Some(steps), ClaimKind::Recovery | ClaimKind::Resume) = (steps_done, kind) {
         sh.count("resumed_from_checkpoint");
         info!(worker = %who, op = %op.id, steps, "resuming from the last checkpoint");
     }
@@ -504,11 +508,20 @@ impl Job<'_> {
                 return Ok(outcome);
             }
             let leased = store.leased(&self.lease);
-            match next {
-                ApplyState::Completed => leased.mark_completed()?,
-                ApplyState::Reverted => leased.mark_terminal(next)?,
-                ApplyState::Running => leased.mark_started()?,
-                _ => leased.update_state(next)?,
+            let written = match next {
+                ApplyState::Completed => leased.mark_completed(),
+                ApplyState::Reverted => leased.mark_terminal(next),
+                ApplyState::Running => leased.mark_started(),
+                _ => leased.update_state(next),
+            };
+            match written {
+                // A stop, cancel or revert decision arrived between our look and the write: the
+                // store refused the write; act on the request instead (next round).
+                Err(StoreError::StopPending { .. } | StoreError::RevertPending { .. }) => {
+                    self.sh.count("request_races");
+                    continue;
+                }
+                other => other?,
             }
             info!(worker = %self.who, op = %self.op.id, from = %state, to = %next, "moved");
             self.op.state = next;
@@ -635,8 +648,8 @@ fn summarize(sh: &Shared, seeded: &[ApplyId]) -> Result<(), Box<dyn Error>> {
     };
     let mut summary = format!(
         "claims: {}\noutcomes: {}\n",
-        line(&STATS[..5]),
-        line(&STATS[5..])
+        line(&STATS[..CLAIM_KINDS]),
+        line(&STATS[CLAIM_KINDS..])
     );
 
     let ours = format!("{}-worker-", sh.owner_prefix);

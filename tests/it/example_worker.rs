@@ -145,6 +145,7 @@ backend_tests!(
     the_example_worker_keeps_working_when_stderr_and_stdout_are_closed,
     exit_when_idle_waits_out_a_dead_workers_lease_and_finishes_its_work,
     a_worker_killed_mid_copy_is_resumed_from_its_checkpoint,
+    operators_requests_interleaved_into_an_eight_worker_drain_all_finish,
 );
 
 fn the_example_worker_drains_its_seeded_applies(db: &TestDb) {
@@ -328,5 +329,172 @@ fn the_example_worker_never_shows_the_password_and_prints_errors_with_display() 
                 "{url}: Debug output:\n{output}"
             );
         }
+    }
+}
+
+/// A small deterministic generator (xorshift64*) for the operators' choices.
+struct Dice(u64);
+
+impl Dice {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+    }
+}
+
+/// Worker contract revision 2, point 17: operators' stop, start, cancel, release, retry and cutover
+/// requests (and operator-written failures) interleaved at random into a drain by the example worker
+/// with 8 threads. At the end, after a whole-apply cancel of whatever is unsettled: every request is
+/// completed or failed, every operation settled, every apply's state its derivation, and the workers
+/// counted no error (a lost lease is not one).
+fn operators_requests_interleaved_into_an_eight_worker_drain_all_finish(db: &TestDb) {
+    use applyops::models::{ApplyId, NewControlRequest, NewRollout, NewRolloutOperation};
+    use applyops::state::{is_settled, ControlRequestKind as Kind, ControlRequestStatus};
+    use applyops::store::{applies, apply_operations, control_requests};
+    use applyops::StoreError;
+
+    worker_binary();
+    let conn = &mut db.conn();
+    let policies = [
+        CutoverPolicy::Rolling,
+        CutoverPolicy::Barrier,
+        CutoverPolicy::Parallel,
+    ];
+    let failures = [
+        FailurePolicy::Halt,
+        FailurePolicy::Continue,
+        FailurePolicy::Pause,
+    ];
+    let mut apply_ids: Vec<ApplyId> = Vec::new();
+    for a in 0..24 {
+        let mut new = NewRollout::new(format!("stress-{a}"), format!("db{a}"), "prod", "stress")
+            .with_defer_cutover(a % 4 == 3);
+        for d in ["east", "west", "north"] {
+            new.operations.push(
+                NewRolloutOperation::new(d)
+                    .with_cutover_policy(policies[a % 3])
+                    .with_on_failure(failures[(a / 3) % 3]),
+            );
+        }
+        apply_ids.push(applies::create_rollout(conn, &new).unwrap().apply.id);
+    }
+    let mut worker = spawn_worker(
+        db.url(),
+        &[
+            "--seed",
+            "0",
+            "--workers",
+            "8",
+            "--step-ms",
+            "40",
+            "--lease-ttl-ms",
+            "3000",
+        ],
+    );
+    let mut dice = Dice(0x9e37_79b9_7f4a_7c15);
+    let kinds = [
+        Kind::Stop,
+        Kind::Start,
+        Kind::Start,
+        Kind::Cancel,
+        Kind::Release,
+        Kind::Retry,
+        Kind::Cutover,
+    ];
+    let mut recorded = 0;
+    for _ in 0..500 {
+        let apply_id = apply_ids[dice.below(apply_ids.len())];
+        let ops = apply_operations::list_by_apply(conn, apply_id).unwrap();
+        let op = &ops[dice.below(ops.len())];
+        // One action in eight is an operator's failure of an operation nobody holds.
+        if dice.below(8) == 0 {
+            if op.state == ApplyState::Pending && op.lease_owner.is_empty() {
+                apply_operations::mark_failed(conn, op.id, "operator says no").unwrap();
+            }
+            continue;
+        }
+        let kind = kinds[dice.below(kinds.len())];
+        // Cancels are final: fewer of them, and only for one operation.
+        let whole = kind != Kind::Cancel && kind != Kind::Retry && dice.below(2) == 0;
+        let mut new = NewControlRequest::new(apply_id, kind, "stress-operator");
+        if !whole {
+            new = new.for_operation(op.id);
+        }
+        match control_requests::request(conn, &new) {
+            Ok(_) => recorded += 1,
+            Err(
+                StoreError::RequestRejected { .. }
+                | StoreError::HaltedBy { .. }
+                | StoreError::OppositeRequestPending { .. }
+                | StoreError::TargetBusy { .. },
+            ) => {}
+            Err(err) => panic!("{kind} on apply {apply_id}: {err}"),
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        recorded > 100,
+        "the operators got requests through: {recorded}"
+    );
+    // Wind down: cancel whatever is unsettled (what is cutting over or in its window finishes).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut unsettled = 0;
+        for &apply_id in &apply_ids {
+            let ops = apply_operations::list_by_apply(conn, apply_id).unwrap();
+            if ops.iter().any(|op| !is_settled(op.state)) {
+                unsettled += 1;
+                let cancel = NewControlRequest::new(apply_id, Kind::Cancel, "stress-operator");
+                control_requests::request(conn, &cancel).unwrap();
+            }
+        }
+        let pending: usize = apply_ids
+            .iter()
+            .map(|&a| control_requests::list_pending(conn, a).unwrap().len())
+            .sum();
+        if unsettled == 0 && pending == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{unsettled} applies unsettled, {pending} requests pending after 90 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stopped = Command::new("kill")
+        .args(["-INT", &worker.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let status = wait_at_most(&mut worker, Duration::from_secs(60));
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(worker.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    assert!(status.success(), "worker exit {status}: {stdout}");
+    assert!(
+        stdout.contains(" errors=0"),
+        "no errors but lost leases:\n{stdout}"
+    );
+    eprintln!("{recorded} requests recorded; the worker's summary:\n{stdout}");
+    for &apply_id in &apply_ids {
+        let stored = applies::get(conn, apply_id).unwrap().unwrap();
+        assert_eq!(
+            applies::refresh(conn, apply_id).unwrap(),
+            stored,
+            "apply {apply_id}: its state is its derivation"
+        );
+        let all: Vec<ControlRequestStatus> = {
+            use applyops::schema::apply_control_requests as reqs;
+            reqs::table
+                .filter(reqs::apply_id.eq(apply_id))
+                .select(reqs::status)
+                .load(conn)
+                .unwrap()
+        };
+        assert!(all.iter().all(|s| matches!(
+            s,
+            ControlRequestStatus::Completed | ControlRequestStatus::Failed
+        )));
     }
 }

@@ -180,7 +180,64 @@ backend_tests!(
     pending_migrations_lists_what_is_missing_oldest_first,
     the_target_key_migration_refuses_targets_held_twice_and_changes_nothing,
     the_target_key_migration_backfills_names_and_holds,
+    the_request_revision_numbers_failures_and_completes_pending_releases,
 );
+
+/// Revision 2's migration (the newest) numbers existing failures per apply in claim order, gives the
+/// apply the last number, and completes a release still pending from revision 1 with that number,
+/// so it keeps releasing the failures it released before.
+fn the_request_revision_numbers_failures_and_completes_pending_releases(db: &TestDb) {
+    use applyops::schema::{applies, apply_control_requests as reqs, apply_operations as ops};
+    let conn = &mut db.conn();
+    assert_eq!(
+        db::revert_last_migration(conn).unwrap().as_deref(),
+        Some("20261205000002")
+    );
+    for statement in [
+        "INSERT INTO applies (id, apply_identifier, database_name, environment, deployment, state, \
+         created_at, updated_at) VALUES (1, 'a1', 'shop', 'production', 'east', 'running', \
+         '2026-01-01 00:00:00', '2026-01-01 00:00:00')",
+        "INSERT INTO apply_operations (id, apply_id, deployment, state, created_at, updated_at) \
+         VALUES (1, 1, 'east', 'reverted', '2026-01-01 00:00:02', '2026-01-01 00:00:00'), \
+         (2, 1, 'west', 'failed', '2026-01-01 00:00:01', '2026-01-01 00:00:00'), \
+         (3, 1, 'north', 'pending', '2026-01-01 00:00:03', '2026-01-01 00:00:00')",
+        "INSERT INTO apply_control_requests (id, apply_id, kind, status, created_at, updated_at) \
+         VALUES (1, 1, 'release', 'pending', '2026-01-01 00:00:04', '2026-01-01 00:00:04'), \
+         (2, 1, 'release', 'failed', '2026-01-01 00:00:04', '2026-01-01 00:00:04')",
+    ] {
+        diesel::sql_query(statement).execute(conn).unwrap();
+    }
+    assert_eq!(db::run_migrations(conn).unwrap(), ["20261205000002"]);
+    let seqs: Vec<(i64, Option<i64>)> = ops::table
+        .order(ops::id)
+        .select((ops::id, ops::failure_seq))
+        .load(conn)
+        .unwrap();
+    assert_eq!(seqs, [(1, Some(2)), (2, Some(1)), (3, None)], "claim order");
+    let last: i64 = applies::table
+        .find(1_i64)
+        .select(applies::failure_seq)
+        .first(conn)
+        .unwrap();
+    assert_eq!(last, 2);
+    let releases: Vec<(i64, String, Option<i64>, bool)> = reqs::table
+        .order(reqs::id)
+        .select((
+            reqs::id,
+            reqs::status,
+            reqs::releases_through,
+            reqs::completed_at.is_not_null(),
+        ))
+        .load(conn)
+        .unwrap();
+    assert_eq!(
+        releases,
+        [
+            (1, "completed".to_owned(), Some(2), true),
+            (2, "failed".to_owned(), None, false)
+        ]
+    );
+}
 
 /// Reverts the target-key migration (and the one after it) and writes rows as an older version could: two
 /// applies of `shop`/`production`, each with an operation for `east` in state `state2` for the
