@@ -21,6 +21,7 @@ backend_tests!(
     a_reverted_earlier_sibling_holds_starts_back_exactly_like_a_failed_one,
     a_reverted_earlier_sibling_holds_the_cutover_back_exactly_like_a_failed_one,
     parallel_operations_honour_their_failure_policy,
+    a_start_racing_the_siblings_completion_is_stamped_after_it,
 );
 
 /// The blocker `blockers` gives operation `id` of `apply_id`.
@@ -190,4 +191,35 @@ fn parallel_operations_honour_their_failure_policy(db: &TestDb) {
     applyops::store::leases::mark_failed(conn, &first.lease, "boom").unwrap();
     assert_eq!(claimed_id(conn), Some(free[1]));
     assert_eq!(claimed_id(conn), Some(free[2]));
+}
+
+/// Revision 2, point 1: a claim stamps `started_at` with a clock read after its reads, so a rolling
+/// operation that started because its sibling completed never shows a start before that completion,
+/// even when the claim was sent while the completion was still in flight. 50 races of a claimer
+/// polling against the completion of the earlier sibling.
+fn a_start_racing_the_siblings_completion_is_stamped_after_it(db: &TestDb) {
+    use applyops::store::{claims, leases};
+    for _ in 0..50 {
+        let conn = &mut db.conn();
+        let (_, ids) = rollout(conn, 2, Rolling, Halt);
+        let first = claim(conn, "first").unwrap();
+        let mut racer = db.conn();
+        let second = ids[1];
+        let claimer = std::thread::spawn(move || loop {
+            if let Some(claimed) = claims::claim_next(&mut racer, &opts("racer")).unwrap() {
+                assert_eq!(claimed.operation.id, second);
+                return claimed;
+            }
+        });
+        leases::mark_completed(conn, &first.lease).unwrap();
+        let started = claimer.join().unwrap();
+        let completed_at = row(conn, ids[0]).0.completed_at.unwrap();
+        let started_at = row(conn, ids[1]).0.started_at.unwrap();
+        assert!(
+            started_at >= completed_at,
+            "started {started_at} before its sibling completed at {completed_at}"
+        );
+        assert_eq!(started.operation.started_at, Some(started_at));
+        assert!(started.lease.acquired_at >= completed_at);
+    }
 }
