@@ -521,6 +521,13 @@ impl Job<'_> {
                     self.sh.count("request_races");
                     continue;
                 }
+                // An operator turned deferred cutover on since we claimed it: park it for the
+                // cutover claim.
+                Err(StoreError::CutoverDeferred { .. }) => {
+                    self.sh.count("request_races");
+                    store.release(&self.lease)?;
+                    return Ok(Outcome::Parked);
+                }
                 other => other?,
             }
             info!(worker = %self.who, op = %self.op.id, from = %state, to = %next, "moved");
@@ -563,16 +570,28 @@ impl Job<'_> {
         let pending = leased.pending_requests()?;
         let asked = |kind| pending.contains(&kind);
         let state = self.op.state;
+        // A request superseded (a start after the stop) or resolved between our look and the
+        // write: the store says NoPendingRequest and writes nothing; carry on.
         if asked(ControlRequestKind::Cancel) && is_cancellable(state) {
-            leased.mark_terminal(ApplyState::Cancelled)?;
-            store.release(&self.lease)?;
-            info!(worker = %self.who, op = %self.op.id, "cancelled on request");
-            return Ok(Some(Outcome::Cancelled));
+            match leased.mark_terminal(ApplyState::Cancelled) {
+                Err(StoreError::NoPendingRequest { .. }) => self.sh.count("request_races"),
+                other => {
+                    other?;
+                    store.release(&self.lease)?;
+                    info!(worker = %self.who, op = %self.op.id, "cancelled on request");
+                    return Ok(Some(Outcome::Cancelled));
+                }
+            }
         }
         if asked(ControlRequestKind::Stop) && is_stoppable(state) {
-            leased.update_state(ApplyState::Stopped)?;
-            info!(worker = %self.who, op = %self.op.id, "stopped on request");
-            return Ok(Some(Outcome::Stopped));
+            match leased.update_state(ApplyState::Stopped) {
+                Err(StoreError::NoPendingRequest { .. }) => self.sh.count("request_races"),
+                other => {
+                    other?;
+                    info!(worker = %self.who, op = %self.op.id, "stopped on request");
+                    return Ok(Some(Outcome::Stopped));
+                }
+            }
         }
         if state == ApplyState::RevertWindow
             && (asked(ControlRequestKind::Revert) || asked(ControlRequestKind::SkipRevert))

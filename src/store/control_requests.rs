@@ -616,8 +616,8 @@ fn resolve_locked(
     })
 }
 
-/// Completes the pending `cutover` request that names operation `operation_id`, or else, when no
-/// other operation of the apply is still `waiting_for_cutover`, the apply's whole-apply one. Called by
+/// Completes the pending `cutover` request that names operation `operation_id`, and, when no other
+/// operation of the apply is still `waiting_for_cutover`, the apply's whole-apply one. Called by
 /// the cutover claim in its transaction.
 pub(super) fn complete_cutover(
     conn: &mut DbConnection,
@@ -634,12 +634,9 @@ pub(super) fn complete_cutover(
         .filter(reqs::apply_id.eq(apply_id))
         .filter(reqs::kind.eq(ControlRequestKind::Cutover))
         .filter(reqs::status.eq(ControlRequestStatus::Pending));
-    let named = diesel::update(pending_cutover.filter(reqs::apply_operation_id.eq(operation_id)))
+    diesel::update(pending_cutover.filter(reqs::apply_operation_id.eq(operation_id)))
         .set(completion)
         .execute(conn)?;
-    if named > 0 {
-        return Ok(());
-    }
     let others_waiting = apply_operations::table
         .filter(apply_operations::apply_id.eq(apply_id))
         .filter(apply_operations::id.ne(operation_id))

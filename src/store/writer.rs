@@ -13,7 +13,9 @@ use crate::db::{self, DbConnection};
 use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyOperationId, LeaseToken, OperationLease};
 use crate::schema::apply_operations;
-use crate::state::{clears_lease, is_failure, ApplyState, ControlRequestKind};
+use crate::state::{
+    clears_lease, is_cancellable, is_failure, is_stoppable, ApplyState, ControlRequestKind,
+};
 
 /// Who is writing an operation row, and so which rows an UPDATE may touch.
 #[derive(Clone, Copy)]
@@ -68,6 +70,29 @@ impl Writer<'_> {
         }
     }
 
+    /// Like [`execute`](Self::execute), for a write that moves the operation out of its state into a
+    /// non-completing one: through a lease, only while the operation is not settled. A settled
+    /// operation keeps its holder's lease (a repeated completion succeeds), but its holder can never
+    /// move it on again: such a write is [`StoreError::LeaseLost`] (only an operator's retry revives a
+    /// settled operation).
+    pub(super) fn execute_moving<V>(self, conn: &mut DbConnection, changes: V) -> QueryResult<usize>
+    where
+        V: AsChangeset<Target = apply_operations::table>,
+        diesel::dsl::Update<operator_row, V>: ExecuteDsl<DbConnection>,
+        diesel::dsl::Update<unsettled_held_row, V>: ExecuteDsl<DbConnection>,
+    {
+        match self {
+            Writer::Operator(id) => diesel::update(operator_row(id)).set(changes).execute(conn),
+            Writer::Lease(lease) => diesel::update(unsettled_held_row(
+                lease.operation_id,
+                lease.token.clone(),
+                lease.owner.clone(),
+            ))
+            .set(changes)
+            .execute(conn),
+        }
+    }
+
     /// Rejects a lease that cannot be a real one before any SQL runs.
     pub(super) fn check(self) -> StoreResult<()> {
         match self {
@@ -90,6 +115,25 @@ pub(super) fn held_row(operation_id: ApplyOperationId, token: LeaseToken, owner:
         .filter(apply_operations::id.eq(operation_id))
         .filter(apply_operations::lease_token.eq(token))
         .filter(apply_operations::lease_owner.eq(owner))
+}
+
+/// [`held_row`] while the operation is not settled. Four inequalities rather than `NOT IN`, so the
+/// statement is cached.
+#[diesel::dsl::auto_type]
+pub(super) fn unsettled_held_row(
+    operation_id: ApplyOperationId,
+    token: LeaseToken,
+    owner: String,
+) -> _ {
+    let completed: ApplyState = ApplyState::Completed;
+    let failed: ApplyState = ApplyState::Failed;
+    let cancelled: ApplyState = ApplyState::Cancelled;
+    let reverted: ApplyState = ApplyState::Reverted;
+    let held: held_row = held_row(operation_id, token, owner);
+    held.filter(apply_operations::state.ne(completed))
+        .filter(apply_operations::state.ne(failed))
+        .filter(apply_operations::state.ne(cancelled))
+        .filter(apply_operations::state.ne(reverted))
 }
 
 /// Why a leased write matched no row: the row is gone, or its token is no longer the lease's.
@@ -183,14 +227,17 @@ fn leased_write_refusal(
         return Ok(None);
     };
     let current = ApplyState::from_stored(&covering.state);
+    // A request covers an operation only in the states it covers: a stop never stops a cutover in
+    // flight, a cancel never cancels one.
+    let covers = |covered: fn(ApplyState) -> bool| current.is_some_and(covered);
     match needs {
-        Some(ControlRequestKind::Stop) if !covering.stop => {
+        Some(ControlRequestKind::Stop) if !covering.stop || !covers(is_stoppable) => {
             return Ok(Some(StoreError::NoPendingRequest {
                 operation_id,
                 kind: ControlRequestKind::Stop,
             }))
         }
-        Some(ControlRequestKind::Cancel) if !covering.cancel => {
+        Some(ControlRequestKind::Cancel) if !covering.cancel || !covers(is_cancellable) => {
             return Ok(Some(StoreError::NoPendingRequest {
                 operation_id,
                 kind: ControlRequestKind::Cancel,
@@ -294,12 +341,12 @@ pub(super) fn write_state(
         ));
     }
     write_with_refresh(conn, writer, |conn, locked| {
+        check_leased_write(conn, writer, locked, state)?;
         if state == ApplyState::FailedRetryable {
             if let Some(message) = budget_exhausted(conn, writer, locked)? {
                 return completion(conn, writer, locked, ApplyState::Failed, Some(&message));
             }
         }
-        check_leased_write(conn, writer, locked, state)?;
         let moved = (
             apply_operations::state.eq(state),
             apply_operations::completed_at.eq(None::<chrono::NaiveDateTime>),
@@ -310,9 +357,9 @@ pub(super) fn write_state(
         // Nobody holds an operation in these states: the lease goes in the same UPDATE, so a holder
         // that stalled past this write is fenced off (point 6 of the worker contract's revision 2).
         let written = if clears_lease(state) {
-            writer.execute(conn, (moved, unleased()))
+            writer.execute_moving(conn, (moved, unleased()))
         } else {
-            writer.execute(conn, moved)
+            writer.execute_moving(conn, moved)
         };
         match written {
             Ok(matched) => writer.expect_row(conn, matched),
@@ -348,7 +395,7 @@ pub(super) fn write_started(conn: &mut DbConnection, writer: Writer<'_>) -> Stor
     write_with_refresh(conn, writer, |conn, locked| {
         check_leased_write(conn, writer, locked, ApplyState::Running)?;
         let now = db::now();
-        let written = writer.execute(
+        let written = writer.execute_moving(
             conn,
             (
                 apply_operations::state.eq(ApplyState::Running),

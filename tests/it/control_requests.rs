@@ -49,7 +49,52 @@ backend_tests!(
     defer_cutover_parks_rolling_and_lone_operations_for_the_cutover_claim,
     writes_into_unheld_states_clear_the_lease,
     pending_requests_lists_what_covers_the_held_operation,
+    a_holder_cannot_move_on_an_operation_an_operator_settled,
+    one_cutover_claim_completes_the_operations_and_the_whole_apply_request,
 );
+
+fn a_holder_cannot_move_on_an_operation_an_operator_settled(db: &TestDb) {
+    let conn = &mut db.conn();
+    let (_, ids, held) = held_rollout(conn, 1, Rolling, Halt);
+    apply_operations::mark_failed(conn, ids[0], "operator says no").unwrap();
+    for write in [
+        leases::update_state(conn, &held.lease, ApplyState::WaitingForCutover),
+        leases::mark_started(conn, &held.lease),
+    ] {
+        assert!(
+            matches!(write, Err(StoreError::LeaseLost { .. })),
+            "{write:?}"
+        );
+    }
+    assert_eq!(
+        state(conn, ids[0]),
+        ApplyState::Failed,
+        "only a retry revives it"
+    );
+    leases::mark_failed(conn, &held.lease, "agreed").unwrap();
+}
+
+fn one_cutover_claim_completes_the_operations_and_the_whole_apply_request(db: &TestDb) {
+    let conn = &mut db.conn();
+    let apply_id = apply(conn, true);
+    let id = apply_operations::insert(
+        conn,
+        &applyops::models::NewApplyOperation::new(apply_id, "only"),
+    )
+    .unwrap();
+    force_started(conn, id);
+    force_state(conn, id, ApplyState::WaitingForCutover);
+    let named = request(conn, apply_id, Some(id), Kind::Cutover);
+    let whole = request(conn, apply_id, None, Kind::Cutover);
+    let cut = claim_cutover(conn, "w").unwrap();
+    assert_eq!(cut.operation.id, id);
+    assert_eq!(status(conn, named), ControlRequestStatus::Completed);
+    assert_eq!(
+        status(conn, whole),
+        ControlRequestStatus::Completed,
+        "nothing else waits for it"
+    );
+}
 
 /// The request as stored.
 fn stored(conn: &mut DbConnection, id: ControlRequestId) -> ControlRequest {
@@ -411,6 +456,22 @@ fn a_stop_never_stops_a_cutover_in_flight(db: &TestDb) {
     ));
     leases::update_state(conn, &held.lease, ApplyState::RevertWindow).unwrap();
     leases::mark_completed(conn, &held.lease).unwrap();
+    // With a stop pending (another holder keeps it so), a holder in cutting_over still may not
+    // stop: the stop does not cover a cutover in flight.
+    let (apply_id, _, first) = held_rollout(conn, 2, Parallel, Halt);
+    let second = claim(conn, "other").unwrap();
+    leases::update_state(conn, &first.lease, ApplyState::CuttingOver).unwrap();
+    let stop = request(conn, apply_id, None, Kind::Stop);
+    assert_eq!(status(conn, stop), ControlRequestStatus::Pending);
+    assert!(matches!(
+        leases::update_state(conn, &first.lease, ApplyState::Stopped),
+        Err(StoreError::NoPendingRequest {
+            kind: Kind::Stop,
+            ..
+        })
+    ));
+    leases::update_state(conn, &second.lease, ApplyState::Stopped).unwrap();
+    assert_eq!(status(conn, stop), ControlRequestStatus::Completed);
 }
 
 fn while_a_stop_is_pending_a_holder_cannot_cut_over(db: &TestDb) {

@@ -184,8 +184,8 @@ backend_tests!(
 );
 
 /// Revision 2's migration (the newest) numbers existing failures per apply in claim order, gives the
-/// apply the last number, and completes a release still pending from revision 1 with that number,
-/// so it keeps releasing the failures it released before.
+/// apply the last number, completes a release still pending from revision 1 with that number (so it
+/// keeps releasing the failures it released before), and clears leases left on pending operations.
 fn the_request_revision_numbers_failures_and_completes_pending_releases(db: &TestDb) {
     use applyops::schema::{applies, apply_control_requests as reqs, apply_operations as ops};
     let conn = &mut db.conn();
@@ -201,6 +201,9 @@ fn the_request_revision_numbers_failures_and_completes_pending_releases(db: &Tes
          VALUES (1, 1, 'east', 'reverted', '2026-01-01 00:00:02', '2026-01-01 00:00:00'), \
          (2, 1, 'west', 'failed', '2026-01-01 00:00:01', '2026-01-01 00:00:00'), \
          (3, 1, 'north', 'pending', '2026-01-01 00:00:03', '2026-01-01 00:00:00')",
+        "UPDATE apply_operations SET lease_owner = 'w', lease_token = \
+         '0123456789abcdef0123456789abcdef', lease_expires_at = '2030-01-01 00:00:00' \
+         WHERE id IN (1, 3)",
         "INSERT INTO apply_control_requests (id, apply_id, kind, status, created_at, updated_at) \
          VALUES (1, 1, 'release', 'pending', '2026-01-01 00:00:04', '2026-01-01 00:00:04'), \
          (2, 1, 'release', 'failed', '2026-01-01 00:00:04', '2026-01-01 00:00:04')",
@@ -214,6 +217,16 @@ fn the_request_revision_numbers_failures_and_completes_pending_releases(db: &Tes
         .load(conn)
         .unwrap();
     assert_eq!(seqs, [(1, Some(2)), (2, Some(1)), (3, None)], "claim order");
+    let tokens: Vec<String> = ops::table
+        .order(ops::id)
+        .select(ops::lease_token)
+        .load(conn)
+        .unwrap();
+    assert_eq!(
+        tokens,
+        ["0123456789abcdef0123456789abcdef", "", ""],
+        "a pending operation holds no lease; a settled one keeps its holder's"
+    );
     let last: i64 = applies::table
         .find(1_i64)
         .select(applies::failure_seq)

@@ -8,7 +8,8 @@
 -- * apply_operations.claimable now includes 'paused' (the resume claim takes a paused operation on a
 --   pending start). The generated column is dropped and added again with its index, at the end of
 --   the table, in one ALTER.
--- Backfill: every failed or reverted operation gets a number, in claim order per apply, and its
+-- Backfill: leases left on pending, stopped, paused and failed_retryable operations are cleared;
+-- every failed or reverted operation gets a number, in claim order per apply, and its
 -- apply the last one; every release (pending or completed) gets releases_through = its apply's
 -- number, so it keeps releasing the failures it released before, and a pending release is completed.
 -- Each DDL step is guarded and the backfill is idempotent, so a run cut off half-way can be repeated.
@@ -70,3 +71,8 @@ UPDATE apply_control_requests r
        r.completed_at = COALESCE(r.completed_at, UTC_TIMESTAMP(6)),
        r.status = 'completed'
  WHERE r.kind = 'release' AND r.status IN ('pending', 'completed') AND r.releases_through IS NULL;
+-- Nobody holds an operation in pending, stopped, paused or failed_retryable (point 6): clear leases a
+-- revision-1 holder left there.
+UPDATE apply_operations
+   SET lease_owner = '', lease_token = '', lease_acquired_at = NULL, lease_expires_at = NULL
+ WHERE state IN ('pending', 'stopped', 'paused', 'failed_retryable') AND lease_token <> '';

@@ -27,3 +27,6 @@ UPDATE apply_control_requests
        completed_at = COALESCE(completed_at, strftime('%Y-%m-%d %H:%M:%f', 'now')),
        status = 'completed'
  WHERE kind = 'release' AND status IN ('pending', 'completed');
+UPDATE apply_operations
+   SET lease_owner = '', lease_token = '', lease_acquired_at = NULL, lease_expires_at = NULL
+ WHERE state IN ('pending', 'stopped', 'paused', 'failed_retryable') AND lease_token <> '';

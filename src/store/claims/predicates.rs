@@ -163,6 +163,17 @@ pub(super) fn start_requested() -> _ {
     pending
 }
 
+/// A pending `stop` or `cancel` for the row's apply or for the row (a pending request of a kind
+/// this version does not know holds starts back too, but moves nothing in place).
+#[diesel::dsl::auto_type]
+fn stop_or_cancel_requested() -> _ {
+    let stop: ControlRequestKind = ControlRequestKind::Stop;
+    let cancel: ControlRequestKind = ControlRequestKind::Cancel;
+    let stop_pending: request_pending_for_row = request_pending_for_row(stop);
+    let cancel_pending: request_pending_for_row = request_pending_for_row(cancel);
+    stop_pending.or(cancel_pending)
+}
+
 /// A pending `revert` or `skip_revert` for the row (both are recorded per operation).
 #[diesel::dsl::auto_type]
 pub(in crate::store) fn revert_decision_requested() -> _ {
@@ -587,7 +598,7 @@ pub(super) fn cutover_claimable(now: DbNow) -> _ {
                     .and(
                         stop_gate()
                             .and(automatic_cutover_rule().or(directed_cutover_rule()))
-                            .or(not(stop_gate())),
+                            .or(stop_or_cancel_requested()),
                     )
                     .or(ops::state.eq(cutting_over))
                     .or(ops::state.eq(window).and(not(revert_decision_requested()))),
