@@ -308,14 +308,15 @@ fn worker_loop(sh: &Shared, i: usize) {
     }
 }
 
-/// The operation in a claimable state whose live lease expires first, if any: work that nobody can
+/// The operation in flight whose live lease expires first, if any: work that nobody can
 /// claim now but someone will be able to once that lease is released or expires. Whoever holds it
 /// (another process, alive or dead, or one of our threads), and whatever apply it is in: the claims
 /// take from the whole database, so that is the scope `--exit-when-idle` waits on.
 fn pending_lease(store: &Store) -> StoreResult<Option<ApplyOperation>> {
     let conn = &mut *store.connection()?;
+    // Only operations in flight carry an expiry (a settled one keeps its holder's token, not the
+    // expiry), so a live one means work that comes back once the lease ends.
     Ok(ops::table
-        .filter(ops::claimable.eq(true))
         .filter(ops::lease_token.ne(""))
         // The claims' own test of a live lease, on the same (database) clock.
         .filter(ops::lease_expires_at.gt(applyops::db::now().nullable()))

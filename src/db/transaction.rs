@@ -172,6 +172,28 @@ macro_rules! first_for_claim {
 }
 pub(crate) use first_for_claim;
 
+/// Loads `$first UNION ALL $second` on the backend's own connection (Diesel's `MultiBackend` cannot
+/// render a combination). Each side keeps its own ORDER BY and LIMIT: MySQL wraps it in
+/// parentheses, SQLite in `SELECT * FROM (…)`. The rows come back in that order, the first side's
+/// first.
+macro_rules! load_union_all {
+    ($conn:expr, $first:expr, $second:expr) => {
+        match $conn {
+            #[cfg(feature = "mysql")]
+            $crate::db::DbConnection::Mysql(inner) => ::diesel::RunQueryDsl::load(
+                ::diesel::query_dsl::CombineDsl::union_all($first, $second),
+                inner,
+            ),
+            #[cfg(feature = "sqlite")]
+            $crate::db::DbConnection::Sqlite(inner) => ::diesel::RunQueryDsl::load(
+                ::diesel::query_dsl::CombineDsl::union_all($first, $second),
+                inner,
+            ),
+        }
+    };
+}
+pub(crate) use load_union_all;
+
 /// Loads the first row of `$query` as it is committed now, whatever snapshot the surrounding
 /// transaction reads from: MySQL `FOR UPDATE`, a locking read, which reads the latest committed row
 /// (a plain read in a REPEATABLE READ transaction sees the transaction's snapshot, which can miss a

@@ -477,12 +477,16 @@ fn completion(
 ) -> StoreResult<()> {
     debug_assert!(completes(state));
     let now = db::now();
+    // A settled operation keeps its holder's token and owner (a repeat under the lease succeeds) but
+    // not the expiry: the claims find expired leases through an index on it, which so holds only
+    // operations still in flight.
     let stamp_completion = (
         apply_operations::state.eq(state),
         apply_operations::completed_at.eq(coalesce_timestamp(
             apply_operations::completed_at,
             now.nullable(),
         )),
+        apply_operations::lease_expires_at.eq(None::<chrono::NaiveDateTime>),
         apply_operations::updated_at.eq(now),
     );
     let written = match (error_message, state == ApplyState::Failed) {

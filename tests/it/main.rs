@@ -10,6 +10,7 @@ mod apply_operations;
 mod blockers;
 mod checkpoints;
 mod claim_locks;
+mod claim_walk;
 mod claims;
 mod cli;
 mod concurrency;

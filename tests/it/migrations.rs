@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use crate::backend_tests;
 use crate::harness::{schema_snapshot, table_exists, tables, Kind, TestDb};
 
-const VERSIONS: [&str; 11] = [
+const VERSIONS: [&str; 12] = [
     "20261124000001",
     "20261124000002",
     "20261124000003",
@@ -23,6 +23,7 @@ const VERSIONS: [&str; 11] = [
     "20261125000006",
     "20261205000001",
     "20261205000002",
+    "20261205000003",
 ];
 const TABLES: [&str; 4] = [
     "applies",
@@ -45,7 +46,7 @@ enum Added {
 }
 
 /// What each migration adds, in VERSIONS order.
-const ADDED_BY_MIGRATION: [Added; 11] = [
+const ADDED_BY_MIGRATION: [Added; 12] = [
     Added::Table("applies"),
     Added::Table("apply_operations"),
     Added::Table("tasks"),
@@ -57,6 +58,7 @@ const ADDED_BY_MIGRATION: [Added; 11] = [
     Added::Index("apply_operations", "apply_operations_target_key"),
     Added::Index("apply_operations", "apply_operations_external_id_key"),
     Added::Column("apply_control_requests", "releases_through"),
+    Added::Index("apply_operations", "apply_operations_lease_expiry_idx"),
 ];
 
 /// True while what migration `index` adds is present; `None` where it changes nothing observable on
@@ -189,10 +191,12 @@ backend_tests!(
 fn the_request_revision_numbers_failures_and_completes_pending_releases(db: &TestDb) {
     use applyops::schema::{applies, apply_control_requests as reqs, apply_operations as ops};
     let conn = &mut db.conn();
-    assert_eq!(
-        db::revert_last_migration(conn).unwrap().as_deref(),
-        Some("20261205000002")
-    );
+    for version in ["20261205000003", "20261205000002"] {
+        assert_eq!(
+            db::revert_last_migration(conn).unwrap().as_deref(),
+            Some(version)
+        );
+    }
     for statement in [
         "INSERT INTO applies (id, apply_identifier, database_name, environment, deployment, state, \
          created_at, updated_at) VALUES (1, 'a1', 'shop', 'production', 'east', 'running', \
@@ -210,7 +214,10 @@ fn the_request_revision_numbers_failures_and_completes_pending_releases(db: &Tes
     ] {
         diesel::sql_query(statement).execute(conn).unwrap();
     }
-    assert_eq!(db::run_migrations(conn).unwrap(), ["20261205000002"]);
+    assert_eq!(
+        db::run_migrations(conn).unwrap(),
+        ["20261205000002", "20261205000003"]
+    );
     let seqs: Vec<(i64, Option<i64>)> = ops::table
         .order(ops::id)
         .select((ops::id, ops::failure_seq))
@@ -282,7 +289,12 @@ fn before_the_target_key(conn: &mut applyops::DbConnection, second_state: &str) 
 }
 
 /// The target-key migration and those after it, oldest first.
-const AFTER_THE_TARGET_KEY: [&str; 3] = ["20261125000006", "20261205000001", "20261205000002"];
+const AFTER_THE_TARGET_KEY: [&str; 4] = [
+    "20261125000006",
+    "20261205000001",
+    "20261205000002",
+    "20261205000003",
+];
 
 fn the_target_key_migration_refuses_targets_held_twice_and_changes_nothing(db: &TestDb) {
     let conn = &mut db.conn();

@@ -171,6 +171,14 @@ fn apply_operations_has_its_unique_and_secondary_indexes(db: &TestDb) {
         unique(&["external_id"])
     );
     assert_eq!(
+        index_exists(
+            conn,
+            "apply_operations",
+            "apply_operations_lease_expiry_idx"
+        ),
+        plain(&["lease_expires_at"])
+    );
+    assert_eq!(
         index_exists(conn, "apply_operations", "no_such_index"),
         None
     );

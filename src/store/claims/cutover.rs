@@ -34,12 +34,38 @@ pub(super) fn lock_read(now: DbNow, id: ApplyOperationId) -> _ {
     ops::table.filter(row).filter(claimable)
 }
 
-/// Runs [`candidate_read`].
+/// The unlocked read of expired leases the claim may take over (recovery), oldest expiry first,
+/// through `apply_operations_lease_expiry_idx`: operations under a lease are not in the claim index
+/// (worker contract revision 2, point 14), so the walk never reads past them and recovery finds
+/// them here instead, before the walk.
+#[diesel::dsl::auto_type]
+pub(super) fn expired_read(now: DbNow, passed: Vec<ApplyOperationId>) -> _ {
+    let claimable: cutover_claimable = cutover_claimable(now);
+    let page: i64 = CANDIDATE_PAGE;
+    ops::table
+        .filter(ops::lease_expires_at.le(now.nullable()))
+        .filter(claimable)
+        .filter(ops::id.ne_all(passed))
+        .order((ops::lease_expires_at.asc(), ops::id.asc()))
+        .select((ops::id, ops::apply_id))
+        .limit(page)
+}
+
+/// Runs [`expired_read`] and [`candidate_read`] as one statement (`UNION ALL`): the expired leases
+/// first, then the walk.
 pub(super) fn candidates(
     conn: &mut DbConnection,
     passed: &[ApplyOperationId],
 ) -> StoreResult<Vec<Candidate>> {
-    Ok(candidate_read(db::now(), passed.to_vec()).load(conn)?)
+    let now = db::now();
+    let mut found: Vec<Candidate> = db::load_union_all!(
+        conn,
+        expired_read(now, passed.to_vec()),
+        candidate_read(now, passed.to_vec())
+    )?;
+    let mut seen = std::collections::HashSet::new();
+    found.retain(|(id, _)| seen.insert(*id));
+    Ok(found)
 }
 
 /// Runs [`lock_read`] with the claim's row lock (MySQL `FOR UPDATE SKIP LOCKED`), selecting the row,

@@ -1,0 +1,145 @@
+//! Worker contract revision 2, point 14: operations under a live lease cost a claim no row reads.
+//! On MySQL, with 500 live leases on operations older than 10,000 claimable ones, a claim reads about
+//! as many rows (the server's `Handler_read_*` counters) as the same claim with no lease at all: the
+//! claim index holds only unheld rows, and expired leases are found through the expiry index.
+
+use applyops::db::DbConnection;
+use applyops::schema::{applies, apply_operations as ops};
+use applyops::state::{ApplyState, CutoverPolicy};
+use applyops::store::claims;
+use diesel::prelude::*;
+
+use crate::harness::{Kind, TestDb};
+
+const APPLIES: i64 = 1_050;
+const DEPLOYMENTS: i64 = 10;
+/// The oldest operations (the first 50 applies') run under a live lease.
+const HELD: i64 = 500;
+
+fn seed(conn: &mut DbConnection) {
+    let DbConnection::Mysql(conn) = conn else {
+        panic!("seeded on MySQL only")
+    };
+    let at = chrono::NaiveDate::from_ymd_opt(2026, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
+    let apply_rows: Vec<_> = (0..APPLIES)
+        .map(|a| {
+            (
+                applies::apply_identifier.eq(format!("apply-{a}")),
+                applies::database_name.eq(format!("db-{a}")),
+                applies::environment.eq("production"),
+                applies::deployment.eq("main"),
+                applies::state.eq(ApplyState::Running),
+                applies::created_at.eq(at),
+                applies::updated_at.eq(at),
+            )
+        })
+        .collect();
+    for chunk in apply_rows.chunks(500) {
+        diesel::insert_into(applies::table)
+            .values(chunk)
+            .execute(conn)
+            .unwrap();
+    }
+    let live_until = chrono::NaiveDate::from_ymd_opt(2030, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
+    let mut op_rows = Vec::new();
+    for a in 0..APPLIES {
+        for d in 0..DEPLOYMENTS {
+            let n = a * DEPLOYMENTS + d;
+            let held = n < HELD;
+            let created = at + chrono::Duration::seconds(n);
+            op_rows.push((
+                ops::apply_id.eq(a + 1),
+                ops::deployment.eq(format!("deployment-{d}")),
+                ops::database_name.eq(format!("db-{a}")),
+                ops::environment.eq("production"),
+                ops::state.eq(if held {
+                    ApplyState::Running
+                } else {
+                    ApplyState::Pending
+                }),
+                ops::cutover_policy.eq(CutoverPolicy::Parallel),
+                ops::lease_owner.eq(if held { "busy" } else { "" }),
+                ops::lease_token.eq(if held {
+                    "0123456789abcdef0123456789abcdef"
+                } else {
+                    ""
+                }),
+                ops::lease_expires_at.eq(held.then_some(live_until)),
+                ops::created_at.eq(created),
+                ops::updated_at.eq(created),
+            ));
+        }
+    }
+    for chunk in op_rows.chunks(1_000) {
+        diesel::insert_into(ops::table)
+            .values(chunk)
+            .execute(conn)
+            .unwrap();
+    }
+    diesel::sql_query("ANALYZE TABLE applies, apply_operations, apply_control_requests")
+        .execute(conn)
+        .unwrap();
+}
+
+#[derive(QueryableByName)]
+struct Status {
+    #[diesel(sql_type = diesel::sql_types::Text, column_name = "Value")]
+    value: String,
+}
+
+/// The session's `Handler_read_*` counters, summed: the rows and index entries it has read.
+fn rows_read(conn: &mut DbConnection) -> i64 {
+    diesel::sql_query("SHOW SESSION STATUS LIKE 'Handler_read%'")
+        .load::<Status>(conn)
+        .unwrap()
+        .iter()
+        .map(|s| s.value.parse::<i64>().unwrap())
+        .sum()
+}
+
+/// Rows read by one claim, which must take a pending operation.
+fn one_claim(conn: &mut DbConnection, owner: &str) -> i64 {
+    let before = rows_read(conn);
+    let claimed = claims::claim_next(conn, &crate::fixtures::opts(owner))
+        .unwrap()
+        .expect("a pending operation");
+    let after = rows_read(conn);
+    assert_eq!(claimed.operation.state, ApplyState::Running);
+    assert_eq!(claimed.previous_state, ApplyState::Pending);
+    // The reads of the counters themselves are in both numbers alike.
+    after - before
+}
+
+#[test]
+fn mysql_live_leases_cost_a_claim_no_row_reads() {
+    let db = TestDb::new(Kind::Mysql);
+    let conn = &mut db.conn();
+    seed(conn);
+    let with_leases = one_claim(conn, "a");
+    // The same table with no lease anywhere: the held operations settle (and let their leases go).
+    diesel::update(ops::table.filter(ops::lease_token.ne("")))
+        .set((
+            ops::state.eq(ApplyState::Completed),
+            ops::lease_owner.eq(""),
+            ops::lease_token.eq(""),
+            ops::lease_expires_at.eq(None::<chrono::NaiveDateTime>),
+        ))
+        .execute(conn)
+        .unwrap();
+    let without = one_claim(conn, "b");
+    eprintln!(
+        "rows read by one claim: {with_leases} with {HELD} live leases ahead of 10,000 pending \
+         operations, {without} with none"
+    );
+    assert!(
+        with_leases <= without + 20,
+        "{HELD} live leases cost the claim {} more row reads",
+        with_leases - without
+    );
+}
