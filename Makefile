@@ -8,7 +8,8 @@
 #                      workflow (run, redo, revert, revert --all, print-schema) reports an error
 #   make migrate       run migrations on DATABASE_URL (default sqlite://applyops.db)
 #   make doc           build the rustdoc (warnings are errors)
-#   make bench         measure the pool's test_on_check_out cost (reported as ratios)
+#   make bench         measure the pool's test_on_check_out cost and applyops calls against the raw
+#                      mysql crate (both reported as ratios)
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -86,3 +87,4 @@ doc: deps
 
 bench: deps
 	$(CARGO) bench --bench pool_checkout
+	$(CARGO) bench --bench floor

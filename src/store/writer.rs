@@ -28,8 +28,9 @@ pub(crate) enum Writer<'a> {
 
 impl Writer<'_> {
     /// Runs the UPDATE that writes `changes` to the row, filtered by the lease when there is one,
-    /// and returns the rows it matched. Two concrete statements, not one boxed one: Diesel caches a
-    /// statement it can name by type, and re-prepares a boxed one on every call.
+    /// and returns the rows it matched. Two concrete statements, not one boxed one. Diesel 2.3 never
+    /// caches a prepared UPDATE (its `UpdateStatement` marks itself unsafe to cache), so each call
+    /// prepares the statement anew (`cargo bench --bench floor` counts it).
     pub(super) fn execute<V>(self, conn: &mut DbConnection, changes: V) -> QueryResult<usize>
     where
         V: AsChangeset<Target = apply_operations::table>,
@@ -117,8 +118,8 @@ pub(super) fn held_row(operation_id: ApplyOperationId, token: LeaseToken, owner:
         .filter(apply_operations::lease_owner.eq(owner))
 }
 
-/// [`held_row`] while the operation is not settled. Four inequalities rather than `NOT IN`, so the
-/// statement is cached.
+/// [`held_row`] while the operation is not settled: four inequalities rather than `NOT IN`, so the
+/// statement has one fixed SQL text.
 #[diesel::dsl::auto_type]
 pub(super) fn unsettled_held_row(
     operation_id: ApplyOperationId,
