@@ -2,9 +2,11 @@
 //!
 //! [`claim_next`] is the copy claim and [`claim_next_cutover`] the cutover claim of the worker
 //! contract. Each is an unlocked read followed by one [claim transaction](crate::db):
-//! 1. An unlocked SELECT reads the ids of the oldest candidates (up to 16) by (`created_at`, `id`),
-//!    walking `apply_operations_claim_idx` (`claimable`, `created_at`, `id`): only rows in a claimable
-//!    state, already in claim order, so it stops once it has enough. Sibling, request and apply
+//! 1. An unlocked SELECT reads candidate ids in one `UNION ALL`: up to 16 expired leases (recovery)
+//!    through `apply_operations_lease_expiry_idx`, oldest expiry first, then up to 16 of the oldest
+//!    rows by (`created_at`, `id`) walking `apply_operations_claim_idx` (`claimable`, `created_at`,
+//!    `id`): only rows in a claimable state that nobody holds, already in claim order, so it stops
+//!    once it has enough and never reads past an operation under a lease. Sibling, request and apply
 //!    conditions are correlated subqueries on their own indexes. Nothing found: the claim ends here,
 //!    with no transaction.
 //! 2. In the transaction, the oldest candidate is locked by the same conditions narrowed to that one
@@ -89,24 +91,29 @@ impl ClaimOptions {
 }
 
 /// Claims the oldest operation the copy claim may take, or returns `None` when there is none or a
-/// concurrent claimer took it first (not an error).
+/// concurrent claimer took it first (not an error). Expired leases (recovery) are looked at first,
+/// through the expiry index; then the oldest unheld rows by (`created_at`, `id`).
 ///
 /// A row is claimable when its lease is free (none, expired, or released) and one of these holds:
-/// 1. **Start**: `pending`, no pending `stop` for its apply or for it, no blocking earlier sibling under
-///    its [`CutoverPolicy`](crate::state::CutoverPolicy), and a `failed` earlier sibling only as its
-///    [`FailurePolicy`](crate::state::FailurePolicy) allows. Becomes `running`; `started_at` is stamped
-///    once.
-/// 2. **Recovery**: an [active](ApplyState::is_active) state, `waiting_for_cutover` only under
-///    `rolling` or in a single-operation apply. State kept. No order or stop
-///    gate, so the new holder can see a stop and act on it.
-/// 3. **Resume**: `stopped` with a pending `start` request for its apply or for it. Becomes `resuming`.
-/// 4. **Retry**: `failed_retryable` with `attempt` below its apply's `max_attempts` and no pending
-///    `stop`. Becomes
-///    `running` with `attempt` + 1 and the error message cleared.
+/// 1. **Start**: `pending`, no pending `stop` or `cancel` for its apply or for it, no blocking earlier
+///    sibling under its [`CutoverPolicy`](crate::state::CutoverPolicy) (a `cancelled` one never
+///    blocks), every earlier failure (`failed`, `reverted`) let through by its
+///    [`FailurePolicy`](crate::state::FailurePolicy), and within its apply's `max_concurrency`.
+///    Becomes `running`; `started_at` is stamped once.
+/// 2. **Recovery**: an [active](crate::state::ApplyState::is_active) state; `waiting_for_cutover`
+///    only where the copy claim owns the cutover (`rolling` or a single-operation apply, and the apply
+///    does not defer cutovers); `revert_window` unless a revert decision is pending. State kept. No
+///    order gate; an operation a pending stop or cancel covers is moved to `stopped` or `cancelled`
+///    in place instead, and not taken.
+/// 3. **Resume**: `stopped` or `paused`, started before, with a pending `start` request for its apply
+///    or for it, within the cap. Becomes `resuming`.
+/// 4. **Retry**: `failed_retryable` with `attempt` below its apply's `max_attempts`, no pending stop,
+///    within the cap. Becomes `running` with `attempt` + 1 and the error message cleared.
 ///
-/// Never: the completing states or `stopped` without a start (even with an expired lease), `paused`, a
-/// live lease, a state or a policy this version does not know (the row could not be handed out typed). Every claim mints a new token and stamps `lease_acquired_at` and `lease_expires_at` from
-/// the database's clock.
+/// Never: the settled states, `stopped` or `paused` without a start, a live lease, a state or a policy
+/// this version does not know (the row could not be handed out typed). Every claim mints a new token
+/// and stamps `started_at`, `lease_acquired_at` and `lease_expires_at` from the database's clock as
+/// it reads the row (`SYSDATE(6)` on MySQL).
 ///
 /// Errors: [`StoreError::InvalidInput`] for bad [`ClaimOptions`], before any SQL.
 pub fn claim_next(
@@ -117,19 +124,25 @@ pub fn claim_next(
     claim(conn, options, copy::candidates, copy::lock, copy::kind_of)
 }
 
-/// Claims the oldest operation whose cutover is due, or returns `None`. Only operations whose
-/// `cutover_policy` is `barrier` or `parallel`, in an apply with more than one operation, with a free
-/// lease:
+/// Claims the oldest operation whose cutover is due, or that an operator's revert decision names,
+/// or returns `None`. The cutover belongs to this claim for `barrier` and `parallel` operations in an
+/// apply with more than one operation, and for every operation of an apply that defers cutovers. With
+/// a free lease:
 /// 1. **Automatic** (the apply's `defer_cutover` is false): `waiting_for_cutover`, every earlier
-///    sibling `completed` (so one in `revert_window` still blocks) with the same failure-policy
-///    exemptions as a start, and no pending `stop`. Becomes `cutting_over`.
+///    sibling `completed` or `cancelled` (so one in `revert_window` still blocks), every earlier
+///    failure let through by the failure policy, and no pending `stop`. Becomes `cutting_over`.
 /// 2. **Operator-directed** (`defer_cutover` is true): `waiting_for_cutover`, no pending `stop`, and a
 ///    pending `cutover` request naming this operation (which bypasses the sibling order, so an operator
 ///    can cut over any deployment while the others wait) or naming the whole apply (which keeps the
 ///    automatic order). Becomes `cutting_over`. In the same transaction the request naming the
-///    operation is completed; a whole-apply request is completed by the claim that leaves no other
-///    operation of the apply `waiting_for_cutover`.
-/// 3. **Recovery**: `cutting_over` or `revert_window`; the lease moves, the state is kept.
+///    operation is completed, and a whole-apply request once no other operation of the apply is
+///    `waiting_for_cutover`.
+/// 3. **Recovery**: `cutting_over`, or `revert_window` with no revert decision pending; the lease
+///    moves, the state is kept.
+/// 4. **Revert** / **skip revert** (any policy): `revert_window` with a pending `revert` /
+///    `skip_revert` for it. Becomes `reverting` / `skipping_revert`.
+/// 5. **Stop in place**: `waiting_for_cutover` covered by a pending stop or cancel is moved to
+///    `stopped` / `cancelled`, and not taken.
 ///
 /// Errors: [`StoreError::InvalidInput`] for bad options.
 pub fn claim_next_cutover(
