@@ -30,6 +30,8 @@
 
 mod common;
 
+use common::SeedApply;
+
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -64,23 +66,6 @@ const BATCH: usize = 1_000;
 const LEASE_TTL: Duration = Duration::from_secs(600);
 /// A worker gives up (panics) after this many errors: something is broken, not contended.
 const MAX_ERRORS_PER_WORKER: usize = 1_000;
-
-#[derive(Insertable)]
-#[diesel(table_name = applies)]
-#[diesel(treat_none_as_default_value = false)]
-struct SeedApply {
-    id: i64,
-    apply_identifier: String,
-    database_name: String,
-    environment: String,
-    deployment: String,
-    state: ApplyState,
-    created_at: NaiveDateTime,
-    updated_at: NaiveDateTime,
-    started_at: Option<NaiveDateTime>,
-    completed_at: Option<NaiveDateTime>,
-    defer_cutover: bool,
-}
 
 #[derive(Insertable)]
 #[diesel(table_name = apply_operations)]

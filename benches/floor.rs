@@ -82,6 +82,8 @@
 
 mod common;
 
+use common::SeedApply;
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Mutex;
@@ -261,23 +263,6 @@ fn mirrored(case: Case) -> &'static [&'static str] {
 // ---------------------------------------------------------------------------------------------
 // Seeding.
 // ---------------------------------------------------------------------------------------------
-
-#[derive(Insertable)]
-#[diesel(table_name = applies)]
-#[diesel(treat_none_as_default_value = false)]
-struct SeedApply {
-    id: i64,
-    apply_identifier: String,
-    database_name: String,
-    environment: String,
-    deployment: String,
-    state: ApplyState,
-    created_at: NaiveDateTime,
-    updated_at: NaiveDateTime,
-    started_at: Option<NaiveDateTime>,
-    completed_at: Option<NaiveDateTime>,
-    defer_cutover: bool,
-}
 
 #[derive(Insertable)]
 #[diesel(table_name = apply_operations)]

@@ -1,5 +1,10 @@
 //! What the benchmarks share.
 
+use applyops::schema::applies;
+use applyops::state::ApplyState;
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
 /// The MySQL server the benchmarks use: `TEST_DATABASE_URL` with any database path dropped, else
 /// `mysql://root@127.0.0.1:3306` (the test suite's default).
 pub fn mysql_server() -> String {
@@ -12,4 +17,22 @@ pub fn mysql_server() -> String {
             )
         })
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned())
+}
+
+/// An `applies` row as the benchmarks seed it, every column given.
+#[derive(Insertable)]
+#[diesel(table_name = applies)]
+#[diesel(treat_none_as_default_value = false)]
+pub struct SeedApply {
+    pub id: i64,
+    pub apply_identifier: String,
+    pub database_name: String,
+    pub environment: String,
+    pub deployment: String,
+    pub state: ApplyState,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub started_at: Option<NaiveDateTime>,
+    pub completed_at: Option<NaiveDateTime>,
+    pub defer_cutover: bool,
 }

@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::predicates::{cutover_claimable, only_row, request_pending_for_row, walk_claim_index};
-use super::{Candidate, ClaimKind, Locked, LockedRow, CANDIDATE_PAGE};
+use super::{load_candidates, Candidate, ClaimKind, Locked, LockedRow, CANDIDATE_PAGE};
 use crate::db::{self, DbConnection, DbNow};
 use crate::error::StoreResult;
 use crate::models::{ApplyOperation, ApplyOperationId};
@@ -58,14 +58,11 @@ pub(super) fn candidates(
     passed: &[ApplyOperationId],
 ) -> StoreResult<Vec<Candidate>> {
     let now = db::now();
-    let mut found: Vec<Candidate> = db::load_union_all!(
+    load_candidates!(
         conn,
         expired_read(now, passed.to_vec()),
         candidate_read(now, passed.to_vec())
-    )?;
-    let mut seen = std::collections::HashSet::new();
-    found.retain(|(id, _)| seen.insert(*id));
-    Ok(found)
+    )
 }
 
 /// Runs [`lock_read`] with the claim's row lock (MySQL `FOR UPDATE SKIP LOCKED`), selecting the row,

@@ -159,6 +159,20 @@ pub fn claim_next_cutover(
     )
 }
 
+/// Runs a claim's candidate reads, `$expired` (expired leases, through the expiry index) then `$walk`
+/// (the claim index), as one `UNION ALL` statement, and returns the candidates in that order, each
+/// once.
+macro_rules! load_candidates {
+    ($conn:expr, $expired:expr, $walk:expr) => {{
+        let mut found: Vec<$crate::store::claims::Candidate> =
+            $crate::db::load_union_all!($conn, $expired, $walk)?;
+        let mut seen = std::collections::HashSet::new();
+        found.retain(|(id, _)| seen.insert(*id));
+        Ok(found)
+    }};
+}
+use load_candidates;
+
 /// A candidate locked for the claim: the row, the database's time when the lock read it, and the
 /// pending requests that cover it.
 #[derive(Debug)]
