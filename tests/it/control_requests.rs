@@ -96,6 +96,15 @@ fn one_cutover_claim_completes_the_operations_and_the_whole_apply_request(db: &T
     );
 }
 
+/// Asserts that recording a request was refused as [`StoreError::RequestRejected`] for `kind`.
+#[track_caller]
+fn assert_rejected(recorded: applyops::StoreResult<ControlRequest>, kind: Kind) {
+    assert!(
+        matches!(&recorded, Err(StoreError::RequestRejected { kind: k, .. }) if *k == kind),
+        "expected {kind} to be rejected: {recorded:?}"
+    );
+}
+
 /// The request as stored.
 fn stored(conn: &mut DbConnection, id: ControlRequestId) -> ControlRequest {
     control_requests::get(conn, id).unwrap().unwrap()
@@ -639,13 +648,10 @@ fn a_release_lets_through_only_the_failures_before_it(db: &TestDb) {
 fn a_release_naming_an_operation_no_failure_holds_back_is_rejected(db: &TestDb) {
     let conn = &mut db.conn();
     let (apply_id, ids) = rollout(conn, 2, Parallel, Pause);
-    assert!(matches!(
+    assert_rejected(
         ask(conn, apply_id, Some(ids[1]), Kind::Release, None),
-        Err(StoreError::RequestRejected {
-            kind: Kind::Release,
-            ..
-        })
-    ));
+        Kind::Release,
+    );
     assert!(control_requests::list_pending(conn, apply_id)
         .unwrap()
         .is_empty());
@@ -689,20 +695,11 @@ fn a_retry_makes_a_failed_operation_retryable_from_attempt_zero(db: &TestDb) {
 fn a_retry_is_rejected_unless_the_operation_failed_and_nothing_holds_it_back(db: &TestDb) {
     let conn = &mut db.conn();
     let (apply_id, ids) = rollout(conn, 2, Parallel, Halt);
-    assert!(matches!(
+    assert_rejected(
         ask(conn, apply_id, Some(ids[0]), Kind::Retry, None),
-        Err(StoreError::RequestRejected {
-            kind: Kind::Retry,
-            ..
-        })
-    ));
-    assert!(matches!(
-        ask(conn, apply_id, None, Kind::Retry, None),
-        Err(StoreError::RequestRejected {
-            kind: Kind::Retry,
-            ..
-        })
-    ));
+        Kind::Retry,
+    );
+    assert_rejected(ask(conn, apply_id, None, Kind::Retry, None), Kind::Retry);
     apply_operations::mark_failed(conn, ids[0], "first").unwrap();
     apply_operations::mark_failed(conn, ids[1], "second").unwrap();
     assert!(matches!(
@@ -810,21 +807,15 @@ fn a_whole_apply_revert_is_one_request_per_operation_in_the_window(db: &TestDb) 
         reverts,
         [(Kind::Revert, Some(ids[0])), (Kind::Revert, Some(ids[1]))]
     );
-    assert!(matches!(
+    assert_rejected(
         ask(conn, apply_id, Some(ids[2]), Kind::Revert, None),
-        Err(StoreError::RequestRejected {
-            kind: Kind::Revert,
-            ..
-        })
-    ));
+        Kind::Revert,
+    );
     let (none_in_window, _) = rollout(conn, 1, Rolling, Halt);
-    assert!(matches!(
+    assert_rejected(
         ask(conn, none_in_window, None, Kind::SkipRevert, None),
-        Err(StoreError::RequestRejected {
-            kind: Kind::SkipRevert,
-            ..
-        })
-    ));
+        Kind::SkipRevert,
+    );
 }
 
 fn a_holder_keeps_an_operation_in_revert_window(db: &TestDb) {
@@ -841,13 +832,10 @@ fn a_holder_keeps_an_operation_in_revert_window(db: &TestDb) {
 fn a_cutover_request_needs_an_apply_that_defers_cutover(db: &TestDb) {
     let conn = &mut db.conn();
     let (apply_id, _) = rollout(conn, 2, Parallel, Halt);
-    assert!(matches!(
+    assert_rejected(
         ask(conn, apply_id, None, Kind::Cutover, None),
-        Err(StoreError::RequestRejected {
-            kind: Kind::Cutover,
-            ..
-        })
-    ));
+        Kind::Cutover,
+    );
 }
 
 fn defer_cutover_parks_rolling_and_lone_operations_for_the_cutover_claim(db: &TestDb) {
