@@ -177,14 +177,16 @@ fn write_with_refresh(
     })
 }
 
-/// The lease columns of an operation nobody holds.
-#[allow(clippy::type_complexity)]
-pub(super) fn unleased() -> (
+/// The changeset of [`unleased`].
+pub(super) type Unleased = (
     diesel::dsl::Eq<apply_operations::lease_owner, &'static str>,
     diesel::dsl::Eq<apply_operations::lease_token, &'static str>,
     diesel::dsl::Eq<apply_operations::lease_acquired_at, Option<chrono::NaiveDateTime>>,
     diesel::dsl::Eq<apply_operations::lease_expires_at, Option<chrono::NaiveDateTime>>,
-) {
+);
+
+/// The lease columns of an operation nobody holds.
+pub(super) fn unleased() -> Unleased {
     (
         apply_operations::lease_owner.eq(""),
         apply_operations::lease_token.eq(""),
@@ -478,52 +480,58 @@ fn completion(
 ) -> StoreResult<()> {
     debug_assert!(completes(state));
     let now = db::now();
-    // A settled operation keeps its holder's token and owner (a repeat under the lease succeeds) but
-    // not the expiry: the claims find expired leases through an index on it, which so holds only
-    // operations still in flight.
     let stamp_completion = (
         apply_operations::state.eq(state),
         apply_operations::completed_at.eq(coalesce_timestamp(
             apply_operations::completed_at,
             now.nullable(),
         )),
-        apply_operations::lease_expires_at.eq(None::<chrono::NaiveDateTime>),
         apply_operations::updated_at.eq(now),
     );
+    // A holder's settling write keeps its token and owner (a repeat under the lease succeeds) but not
+    // the expiry: the claims find expired leases through an index on it, which so holds only
+    // operations in flight. An operator settling an operation someone holds takes it from them: the
+    // whole lease goes in the same UPDATE, so the holder finds it lost ([`StoreError::LeaseLost`])
+    // rather than its lease left on a row it no longer drives. A macro rather than a generic
+    // function: each arm is one concrete statement.
+    macro_rules! settle {
+        ($changes:expr) => {
+            match writer {
+                Writer::Operator(id) => diesel::update(operator_row(id))
+                    .set(($changes, unleased()))
+                    .execute(conn),
+                Writer::Lease(_) => writer.execute(
+                    conn,
+                    (
+                        $changes,
+                        apply_operations::lease_expires_at.eq(None::<chrono::NaiveDateTime>),
+                    ),
+                ),
+            }
+        };
+    }
     let written = match (error_message, state == ApplyState::Failed) {
-        (Some(message), true) => writer.execute(
-            conn,
-            (
-                stamp_completion,
-                apply_operations::error_message.eq(message.to_owned()),
-            ),
-        ),
-        (Some(message), false) => writer.execute(
-            conn,
-            (
-                stamp_completion,
-                apply_operations::error_message.eq(message.to_owned()),
-                apply_operations::holds_target.eq(None::<bool>),
-                apply_operations::failure_seq.eq(None::<i64>),
-            ),
-        ),
+        (Some(message), true) => settle!((
+            stamp_completion,
+            apply_operations::error_message.eq(message.to_owned()),
+        )),
+        (Some(message), false) => settle!((
+            stamp_completion,
+            apply_operations::error_message.eq(message.to_owned()),
+            apply_operations::holds_target.eq(None::<bool>),
+            apply_operations::failure_seq.eq(None::<i64>),
+        )),
         // A failure keeps the number it has (a repeat) or gets one from the refresh.
-        (None, true) => writer.execute(conn, stamp_completion),
-        (None, false) if is_failure(state) => writer.execute(
-            conn,
-            (
-                stamp_completion,
-                apply_operations::holds_target.eq(None::<bool>),
-            ),
-        ),
-        (None, false) => writer.execute(
-            conn,
-            (
-                stamp_completion,
-                apply_operations::holds_target.eq(None::<bool>),
-                apply_operations::failure_seq.eq(None::<i64>),
-            ),
-        ),
+        (None, true) => settle!(stamp_completion),
+        (None, false) if is_failure(state) => settle!((
+            stamp_completion,
+            apply_operations::holds_target.eq(None::<bool>),
+        )),
+        (None, false) => settle!((
+            stamp_completion,
+            apply_operations::holds_target.eq(None::<bool>),
+            apply_operations::failure_seq.eq(None::<i64>),
+        )),
     };
     match written {
         Ok(matched) => writer.expect_row(conn, matched),

@@ -71,7 +71,13 @@ fn a_holder_cannot_move_on_an_operation_an_operator_settled(db: &TestDb) {
         ApplyState::Failed,
         "only a retry revives it"
     );
-    leases::mark_failed(conn, &held.lease, "agreed").unwrap();
+    assert!(
+        matches!(
+            leases::mark_failed(conn, &held.lease, "agreed"),
+            Err(StoreError::LeaseLost { .. })
+        ),
+        "the operator's settling write took the lease: not even a repeat of it goes through"
+    );
 }
 
 fn one_cutover_claim_completes_the_operations_and_the_whole_apply_request(db: &TestDb) {

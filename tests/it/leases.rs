@@ -21,6 +21,7 @@ backend_tests!(
     a_lease_with_an_empty_token_or_owner_fails_closed_writing_nothing,
     a_write_for_a_deleted_operation_is_not_found,
     a_lease_only_writes_its_own_operation,
+    an_operators_settling_write_takes_the_lease_and_its_holder_finds_it_lost,
 );
 
 fn leased_writes_drive_the_operation_and_repeat_idempotently(db: &TestDb) {
@@ -221,4 +222,39 @@ fn a_lease_only_writes_its_own_operation(db: &TestDb) {
     ));
     assert_eq!(row(conn, ids[1]).1, b.lease.token);
     assert_eq!(row(conn, ids[1]).0.state, ApplyState::Running);
+}
+
+fn an_operators_settling_write_takes_the_lease_and_its_holder_finds_it_lost(db: &TestDb) {
+    let conn = &mut db.conn();
+    let (_, ids) = rollout(conn, 3, applyops::state::CutoverPolicy::Parallel, Halt);
+    let held: Vec<_> = (0..3).map(|_| claim(conn, "w").unwrap()).collect();
+    apply_operations::mark_failed(conn, ids[0], "operator says no").unwrap();
+    apply_operations::mark_terminal(conn, ids[1], ApplyState::Cancelled).unwrap();
+    apply_operations::mark_completed(conn, ids[2]).unwrap();
+    for (lease, id) in held.iter().map(|h| &h.lease).zip(&ids) {
+        let (op, token) = row(conn, *id);
+        assert!(
+            op.lease_owner.is_empty() && token.expose().is_empty() && op.lease_expires_at.is_none(),
+            "operation {id} in {} still carries a lease: {op:?}",
+            op.state
+        );
+        assert!(
+            matches!(
+                leases::mark_started(conn, lease),
+                Err(StoreError::LeaseLost { operation_id }) if operation_id == *id
+            ),
+            "its holder cannot move operation {id} on"
+        );
+        assert!(
+            matches!(
+                leases::mark_completed(conn, lease),
+                Err(StoreError::LeaseLost { .. })
+            ),
+            "nor settle operation {id} again"
+        );
+        assert!(matches!(
+            leases::release(conn, lease),
+            Err(StoreError::LeaseLost { .. })
+        ));
+    }
 }
