@@ -29,6 +29,16 @@ use crate::store::{applies, apply_operations, claims, control_requests, leases, 
 /// filtered out (e.g. `RUST_LOG=info` with `tracing-subscriber`), a span costs one cached
 /// "disabled" check.
 ///
+/// **A connection the server closed while it sat in the pool** (restart, failover, `KILL`,
+/// `wait_timeout`) costs no error: the pool pings a connection idle for longer than
+/// [`PoolConfig::ping_after_idle`] before handing it out, and a call whose very first statement
+/// finds its connection lost (MySQL's "Lost connection" or "gone away", before anything succeeded on
+/// the connection in this call) is run once more on a new connection. Nothing of the first try can
+/// have taken effect but that first statement, and every call retried is safe to repeat from the
+/// start: a read, a transaction (its first statement is `BEGIN`), or one idempotent leased write.
+/// [`Store::run`] and [`Store::write_transaction`] take a closure that runs once and are not
+/// retried.
+///
 /// ```
 /// use applyops::models::{NewApply, NewApplyOperation};
 /// use applyops::{PoolConfig, Store};
@@ -83,6 +93,28 @@ impl Store {
     #[tracing::instrument(name = "store.connection", level = "trace", skip_all)]
     pub fn connection(&self) -> StoreResult<PooledConnection> {
         Ok(self.pool.get()?)
+    }
+
+    /// Runs `call` on a pooled connection and, when its first statement finds the connection lost
+    /// (see the type's docs), once more on a new one; the dead connection is dropped, not returned
+    /// to the pool.
+    fn with_connection<T>(
+        &self,
+        mut call: impl FnMut(&mut DbConnection) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let mut conn = self.connection()?;
+        let before = db::statements_succeeded(&conn);
+        match call(&mut conn) {
+            Err(err)
+                if db::is_connection_lost(&err) && db::statements_succeeded(&conn) == before =>
+            {
+                db::discard_on_return(&mut conn);
+                drop(conn);
+                tracing::debug!(error = %err, "the pooled connection was dead; once more on a new one");
+                call(&mut *self.connection()?)
+            }
+            other => other,
+        }
     }
 
     /// Runs pending migrations (see [`db::run_migrations`]).
@@ -142,9 +174,11 @@ impl Store {
         fields(owner = %options.owner)
     )]
     pub fn claim_next(&self, options: &ClaimOptions) -> StoreResult<Option<ClaimedOperation>> {
-        let mut conn = self.connection()?;
-        let claimed = claims::claim_next(&mut conn, options);
-        self.resolving_unknown(conn, claimed)
+        let claimed = self.with_connection(|conn| {
+            let claimed = claims::claim_next(conn, options);
+            discarding_on_unknown(conn, claimed)
+        });
+        self.resolving_unknown(claimed)
     }
 
     /// The cutover claim: see [`claims::claim_next_cutover`]. Resolves an unacknowledged COMMIT like
@@ -159,9 +193,11 @@ impl Store {
         &self,
         options: &ClaimOptions,
     ) -> StoreResult<Option<ClaimedOperation>> {
-        let mut conn = self.connection()?;
-        let claimed = claims::claim_next_cutover(&mut conn, options);
-        self.resolving_unknown(conn, claimed)
+        let claimed = self.with_connection(|conn| {
+            let claimed = claims::claim_next_cutover(conn, options);
+            discarding_on_unknown(conn, claimed)
+        });
+        self.resolving_unknown(claimed)
     }
 
     /// Finds out on a fresh pooled connection whether a claim whose COMMIT went unacknowledged took
@@ -174,20 +210,14 @@ impl Store {
         claims::resolve_unknown(&mut *self.connection()?, unknown)
     }
 
-    /// A claim's result, with [`StoreError::ClaimOutcomeUnknown`] resolved. The connection the claim
-    /// used goes back to the pool first, marked to be dropped when its COMMIT failed. When the fresh
-    /// connection fails too, the original error is returned, so the caller still holds what it needs
-    /// to resolve the claim later.
+    /// A claim's result, with [`StoreError::ClaimOutcomeUnknown`] resolved on a fresh connection
+    /// (the claim's own went back to the pool marked to be dropped: [`discarding_on_unknown`]).
+    /// When the fresh connection fails too, the original error is returned, so the caller still
+    /// holds what it needs to resolve the claim later.
     fn resolving_unknown(
         &self,
-        mut claim_conn: PooledConnection,
         claimed: StoreResult<Option<ClaimedOperation>>,
     ) -> StoreResult<Option<ClaimedOperation>> {
-        if matches!(claimed, Err(StoreError::ClaimOutcomeUnknown(_))) {
-            // Its connection failed at COMMIT: the pool must not hand it out for the check below.
-            db::discard_on_return(&mut claim_conn);
-        }
-        drop(claim_conn);
         match claimed {
             Err(StoreError::ClaimOutcomeUnknown(unknown)) => {
                 match self.resolve_unknown_claim(&unknown) {
@@ -212,17 +242,17 @@ impl Store {
         fields(operation_id = %lease.operation_id)
     )]
     pub fn heartbeat(&self, lease: &mut OperationLease) -> StoreResult<NaiveDateTime> {
-        leases::heartbeat(&mut *self.connection()?, lease)
+        self.with_connection(|conn| leases::heartbeat(conn, lease))
     }
 
     /// Gives `lease`'s operation up: see [`leases::release`].
     ///
-    /// When the release fails with a database error (for instance the connection died after the
-    /// UPDATE was sent, so it may have been applied), a fresh pooled connection checks whether the
-    /// row still carries the lease: if not, the operation is no longer held through it and this
-    /// returns `Ok`, so a lost acknowledgement is not reported as a failure (and a retry would
-    /// otherwise say [`StoreError::LeaseLost`]). If it still does, or the check fails too, the
-    /// original error is returned.
+    /// When the release fails with a database error (for instance the connection died, before or
+    /// after the UPDATE reached the server), a fresh pooled connection checks whether the row still
+    /// carries the lease: if not, the operation is no longer held through it and this returns `Ok`,
+    /// so a lost acknowledgement is not reported as a failure (and a retry would otherwise say
+    /// [`StoreError::LeaseLost`]); if it does, the release never took effect and runs once more on
+    /// that connection. When that fails too, the original error is returned.
     #[tracing::instrument(
         name = "store.release",
         level = "debug",
@@ -239,16 +269,34 @@ impl Store {
         }
         drop(conn);
         match released {
-            Err(StoreError::Database(err)) => match self
-                .connection()
-                .and_then(|mut conn| leases::is_held(&mut conn, lease))
-            {
-                Ok(false) => Ok(()),
-                _ => Err(StoreError::Database(err)),
-            },
+            Err(StoreError::Database(err)) => {
+                let again = |conn: &mut DbConnection| {
+                    if leases::is_held(conn, lease)? {
+                        leases::release(conn, lease)
+                    } else {
+                        Ok(())
+                    }
+                };
+                self.connection()
+                    .and_then(|mut conn| again(&mut conn))
+                    .map_err(|_| StoreError::Database(err))
+            }
             other => other,
         }
     }
+}
+
+/// `claimed`, after marking `conn` to be dropped when the claim's COMMIT failed
+/// ([`StoreError::ClaimOutcomeUnknown`]): the pool must not hand it out for the check that resolves
+/// the claim.
+fn discarding_on_unknown(
+    conn: &mut DbConnection,
+    claimed: StoreResult<Option<ClaimedOperation>>,
+) -> StoreResult<Option<ClaimedOperation>> {
+    if matches!(claimed, Err(StoreError::ClaimOutcomeUnknown(_))) {
+        db::discard_on_return(conn);
+    }
+    claimed
 }
 
 /// Generates a handle type from a list of store functions: each method checks a connection out of the
@@ -277,7 +325,7 @@ macro_rules! handle {
                         $($arg = ?$arg),*
                     )
                     .entered();
-                    $module::$name(&mut *self.store.connection()?, $($arg),*)
+                    self.store.with_connection(|conn| $module::$name(conn, $($arg),*))
                 }
             )+
         }
@@ -305,7 +353,8 @@ macro_rules! handle {
                         $($arg = ?$arg),*
                     )
                     .entered();
-                    $module::$name(&mut *self.store.connection()?, self.lease, $($arg),*)
+                    self.store
+                        .with_connection(|conn| $module::$name(conn, self.lease, $($arg),*))
                 }
             )+
         }

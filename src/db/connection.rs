@@ -11,6 +11,8 @@ use super::url::DatabaseUrl;
 use super::{sqlite, url};
 use crate::error::{StoreError, StoreResult};
 
+#[cfg(feature = "mysql")]
+pub use multi::MysqlConn;
 pub use multi::{DbConnection, MultiBackend};
 
 mod multi {
@@ -19,7 +21,7 @@ mod multi {
     #![allow(missing_docs)]
 
     #[cfg(feature = "mysql")]
-    use diesel::mysql::MysqlConnection;
+    pub use crate::db::mysql_connection::MysqlConn;
     #[cfg(feature = "sqlite")]
     use diesel::sqlite::SqliteConnection;
 
@@ -31,9 +33,10 @@ mod multi {
     /// [`backend`](DbConnection::backend) rather than on the variants to stay feature-independent.
     #[derive(diesel::MultiConnection)]
     pub enum DbConnection {
-        /// MySQL 8.0+ or MariaDB 10.6+.
+        /// MySQL 8.0+ or MariaDB 10.6+: Diesel's `MysqlConnection` with its transaction statements
+        /// prepared once (see [`MysqlConn`]).
         #[cfg(feature = "mysql")]
-        Mysql(MysqlConnection),
+        Mysql(MysqlConn),
         /// SQLite (bundled libsqlite3), a file or `:memory:`.
         #[cfg(feature = "sqlite")]
         Sqlite(SqliteConnection),
@@ -145,6 +148,42 @@ pub fn establish_with(url: &str, options: &ConnectOptions) -> StoreResult<DbConn
         // `parse` has already refused a backend this build lacks; still an error, never a panic.
         #[cfg(not(all(feature = "mysql", feature = "sqlite")))]
         other => Err(DatabaseUrl::not_compiled_in(url, other.backend())),
+    }
+}
+
+/// How many statements have succeeded on `conn` since it was opened, on MySQL; always 0 on SQLite,
+/// whose connections no server can close. Compared before and after a call, it tells whether the
+/// call's first statement was the one that failed.
+pub fn statements_succeeded(conn: &DbConnection) -> u64 {
+    match conn {
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(inner) => inner.statements_succeeded(),
+        #[cfg(feature = "sqlite")]
+        DbConnection::Sqlite(_) => 0,
+    }
+}
+
+/// True for an error that says the connection to the MySQL server is gone (the client library's
+/// "Lost connection to … server during query" and "… server has gone away"; Diesel reports them
+/// as unknown database errors, by message only).
+pub fn is_connection_lost(err: &StoreError) -> bool {
+    match err {
+        StoreError::Database(diesel::result::Error::DatabaseError(_, info)) => {
+            let message = info.message();
+            message.starts_with("Lost connection to") || message.contains("server has gone away")
+        }
+        _ => false,
+    }
+}
+
+/// How long a pooled connection has been idle, or `None` for a SQLite one (which has no server to
+/// drop it, and so never needs a ping).
+pub(crate) fn idle_for(conn: &DbConnection) -> Option<Duration> {
+    match conn {
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(inner) => Some(inner.idle_for()),
+        #[cfg(feature = "sqlite")]
+        DbConnection::Sqlite(_) => None,
     }
 }
 

@@ -26,17 +26,22 @@ mod migration_plan;
 mod migrations;
 #[cfg(feature = "mysql")]
 mod mysql;
+#[cfg(feature = "mysql")]
+mod mysql_connection;
 mod now;
 mod pool;
+mod reuse;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod transaction;
 mod unique_key;
 mod url;
 
+#[cfg(feature = "mysql")]
+pub use connection::MysqlConn;
 pub use connection::{
-    establish, establish_with, Backend, ConnectOptions, DbConnection, MultiBackend,
-    MAX_SQLITE_BUSY_TIMEOUT,
+    establish, establish_with, is_connection_lost, statements_succeeded, Backend, ConnectOptions,
+    DbConnection, MultiBackend, MAX_SQLITE_BUSY_TIMEOUT,
 };
 pub use migration_plan::{
     ensure_migrated, pending_migrations, preview_revert, revert_last_migration_checked, Dropped,
@@ -47,6 +52,7 @@ pub use migrations::{
 };
 pub use now::{now, now_when_read, now_when_read_plus, DbNow, DbNowWhenRead, DbNowWhenReadPlus};
 pub use pool::{pool, ConnectionManager, DbPool, PoolConfig, PooledConnection, MAX_POOL_DURATION};
+pub(crate) use reuse::{cached_update, none_of, one_of, CachedUpdate};
 pub use transaction::{discard_on_return, write_transaction};
 pub use url::{redact_url, DatabaseUrl};
 

@@ -8,6 +8,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Integer, Nullable, Text};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 
+use super::mysql_connection::MysqlConn;
 use super::ViolatedKey;
 use crate::error::{StoreError, StoreResult};
 
@@ -19,9 +20,16 @@ pub(super) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/
 /// language is pinned to English because the store reads the server's duplicate-key message to tell
 /// which unique key was violated (Diesel reports no key name): a server started with another
 /// `lc_messages` would otherwise turn `ApplyOperationExists` into a plain database error.
+///
+/// The session is READ COMMITTED, set once here rather than before each transaction: every
+/// transaction of the store locks what it decides on first (the apply's row, the claimed row), and
+/// at READ COMMITTED each later statement reads what was committed before that lock was granted (a
+/// REPEATABLE READ snapshot can be taken before the wait and miss the commit it waited for); a
+/// locking read keeps only the rows it returns, and no gap locks are taken. Callers' own
+/// transactions on these connections run at READ COMMITTED too.
 const SESSION_SETUP: &str = "SET SESSION sql_mode = 'ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES,STRICT_ALL_TABLES,\
 NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00', \
-lc_messages = 'en_US'";
+lc_messages = 'en_US'; SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED";
 
 define_sql_function! {
     /// MySQL's id of the last AUTO_INCREMENT value this connection generated.
@@ -49,10 +57,10 @@ define_sql_function! {
     fn release_lock(name: Nullable<Text>) -> Nullable<BigInt>;
 }
 
-pub(super) fn connect(url: &str) -> StoreResult<MysqlConnection> {
+pub(super) fn connect(url: &str) -> StoreResult<MysqlConn> {
     let mut conn = MysqlConnection::establish(url)?;
     conn.batch_execute(SESSION_SETUP)?;
-    Ok(conn)
+    Ok(MysqlConn::new(conn))
 }
 
 /// `EXPLAIN` of `query`, one line per plan row with the columns that show index use.
@@ -87,17 +95,6 @@ where
             )
         })
         .collect())
-}
-
-/// Begins a READ COMMITTED transaction at the top level: `SET TRANSACTION …; BEGIN` sent as one batch
-/// (one round trip for both, where a separate `SET TRANSACTION` statement cost a prepare, an execute
-/// and a close), registered with Diesel's transaction manager like its own `BEGIN`.
-pub(super) fn begin_read_committed(conn: &mut MysqlConnection) -> QueryResult<()> {
-    use diesel::connection::AnsiTransactionManager;
-    AnsiTransactionManager::begin_transaction_sql(
-        conn,
-        "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; BEGIN",
-    )
 }
 
 pub(super) fn last_insert_id(conn: &mut MysqlConnection) -> QueryResult<i64> {

@@ -29,16 +29,23 @@ pub struct PoolConfig {
     /// Connections are replaced after this long, well before MySQL's default `wait_timeout` (8 h)
     /// closes them from the server side. Default 30 min.
     pub max_lifetime: Option<Duration>,
-    /// Ping each connection (`SELECT 1`) before handing it out, replacing it if the server dropped it.
+    /// Check a connection before handing it out, replacing it if the server dropped it: a MySQL
+    /// connection idle for longer than [`ping_after_idle`](Self::ping_after_idle) is pinged
+    /// (`SELECT 1`, one round trip); one used more recently is handed out as it is, and a SQLite
+    /// one (no server can drop it) always. Default `true`.
     ///
-    /// Default `true`, chosen after measuring (`cargo bench --bench pool_checkout`, MariaDB 10.11 on
-    /// loopback): the ping adds about 75 µs to a MySQL checkout, which makes a one-statement read
-    /// about 4x slower (≈45 → ≈180 µs) and a one-statement write about 1.1x slower; on SQLite it is
-    /// lost in the noise. We pay it because without it a connection the server closed (restart,
-    /// failover, `wait_timeout`, `KILL`) stays in the pool: Diesel cannot tell it is dead, so every
-    /// checkout of it fails until `max_lifetime` retires it. Callers that read in bulk can check one
-    /// connection out ([`crate::Store::connection`]) and run many store functions on it, paying once.
+    /// Without any check, a connection the server closed (restart, failover, `wait_timeout`,
+    /// `KILL`) would stay in the pool: Diesel cannot tell it is dead, so every checkout of it would
+    /// fail until `max_lifetime` retired it. A ping on every checkout cost about 75 µs on loopback,
+    /// which made a one-statement read about 4x slower (`cargo bench --bench pool_checkout`). A
+    /// connection that died within `ping_after_idle` of its last use is caught by the
+    /// [`Store`](crate::Store) instead, which runs a call whose first statement finds the connection
+    /// lost once more on a new one.
     pub test_on_check_out: bool,
+    /// How long a MySQL connection may sit idle before a checkout pings it (with
+    /// [`test_on_check_out`](Self::test_on_check_out)). Default 5 s; `Duration::ZERO` pings on every
+    /// checkout.
+    pub ping_after_idle: Duration,
     /// SQLite only: see [`ConnectOptions::sqlite_busy_timeout`]. Default 30 s.
     pub sqlite_busy_timeout: Duration,
 }
@@ -52,6 +59,7 @@ impl Default for PoolConfig {
             idle_timeout: Some(Duration::from_secs(10 * 60)),
             max_lifetime: Some(Duration::from_secs(30 * 60)),
             test_on_check_out: true,
+            ping_after_idle: Duration::from_secs(5),
             sqlite_busy_timeout: ConnectOptions::default().sqlite_busy_timeout,
         }
     }
@@ -108,15 +116,25 @@ fn positive_duration(field: &'static str, value: Duration) -> StoreResult<()> {
 pub struct ConnectionManager {
     url: String,
     options: ConnectOptions,
+    ping_after_idle: Duration,
 }
 
 impl ConnectionManager {
-    /// A manager for `url` (see [`DatabaseUrl::parse`]).
+    /// A manager for `url` (see [`DatabaseUrl::parse`]) that pings a connection on checkout (with
+    /// the pool's `test_on_check_out`) once it has been idle for [`PoolConfig::ping_after_idle`]'s
+    /// default.
     pub fn new(url: impl Into<String>, options: ConnectOptions) -> Self {
         ConnectionManager {
             url: url.into(),
             options,
+            ping_after_idle: PoolConfig::default().ping_after_idle,
         }
+    }
+
+    /// This manager, pinging a connection on checkout once it has been idle for `idle`.
+    pub fn ping_after_idle(mut self, idle: Duration) -> Self {
+        self.ping_after_idle = idle;
+        self
     }
 }
 
@@ -125,6 +143,7 @@ impl std::fmt::Debug for ConnectionManager {
         f.debug_struct("ConnectionManager")
             .field("url", &super::redact_url(&self.url))
             .field("options", &self.options)
+            .field("ping_after_idle", &self.ping_after_idle)
             .finish()
     }
 }
@@ -137,8 +156,14 @@ impl r2d2::ManageConnection for ConnectionManager {
         establish_with(&self.url, &self.options)
     }
 
+    /// Pings only a MySQL connection idle for longer than the manager's `ping_after_idle`.
     fn is_valid(&self, conn: &mut DbConnection) -> Result<(), StoreError> {
-        conn.ping().map_err(StoreError::from)
+        match super::connection::idle_for(conn) {
+            Some(idle) if idle > self.ping_after_idle || self.ping_after_idle.is_zero() => {
+                conn.ping().map_err(StoreError::from)
+            }
+            _ => Ok(()),
+        }
     }
 
     fn has_broken(&self, conn: &mut DbConnection) -> bool {
@@ -184,7 +209,8 @@ pub fn pool(url: &str, config: PoolConfig) -> StoreResult<DbPool> {
     {
         return Err(StoreError::invalid("min_idle", "must not exceed max_size"));
     }
-    let manager = ConnectionManager::new(url, config.connect_options());
+    let manager = ConnectionManager::new(url, config.connect_options())
+        .ping_after_idle(config.ping_after_idle);
     let pool = r2d2::Pool::builder()
         .max_size(config.max_size)
         .min_idle(config.min_idle)

@@ -7,8 +7,6 @@ use diesel::connection::TransactionManager;
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 
-#[cfg(feature = "mysql")]
-use super::mysql;
 use super::DbConnection;
 use crate::error::{StoreError, StoreResult};
 
@@ -98,8 +96,7 @@ pub(crate) enum TransactionOutcome<T> {
 /// at the caller's isolation level.
 ///
 /// A COMMIT that fails is reported as [`TransactionOutcome::Unknown`], never as a plain error: the
-/// server may have committed before the connection failed (Diesel sends COMMIT and then a
-/// `COM_SET_OPTION`, and either can be the one that finds the connection dead).
+/// server may have committed before the connection failed.
 pub(crate) fn claim_transaction<T, F>(
     conn: &mut DbConnection,
     f: F,
@@ -115,8 +112,9 @@ where
         return write_transaction(conn, f).map(TransactionOutcome::Committed);
     }
     match conn {
+        // READ COMMITTED: the session's level (`db::mysql`).
         #[cfg(feature = "mysql")]
-        DbConnection::Mysql(inner) => mysql::begin_read_committed(inner)?,
+        DbConnection::Mysql(_) => Manager::begin_transaction(conn)?,
         #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(inner) => {
             AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE")?

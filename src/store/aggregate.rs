@@ -233,16 +233,19 @@ pub(crate) fn refresh_locked(conn: &mut DbConnection, locked: &LockedApply) -> S
         && apply.completed_at == completed_at
         && apply.failure_seq == failure_seq;
     if !unchanged {
-        diesel::update(applies::table.find(apply.id))
-            .set((
+        db::cached_update(
+            applies::table,
+            applies::id.eq(apply.id),
+            (
                 applies::state.eq(state),
                 applies::error_message.eq(error_message),
                 applies::started_at.eq(started_at),
                 applies::completed_at.eq(completed_at),
                 applies::failure_seq.eq(failure_seq),
                 applies::updated_at.eq(now),
-            ))
-            .execute(conn)?;
+            ),
+        )
+        .execute(conn)?;
     }
     // A failed operation holds its target while something in its apply is unsettled.
     let failed_should_hold = !all_settled;
@@ -270,9 +273,12 @@ fn number_failures(
         let failure = ApplyState::from_stored(&fact.state).is_some_and(is_failure);
         if failure && fact.failure_seq.is_none() {
             last += 1;
-            diesel::update(ops::table.find(fact.id))
-                .set(ops::failure_seq.eq(Some(last)))
-                .execute(conn)?;
+            db::cached_update(
+                ops::table,
+                ops::id.eq(fact.id),
+                ops::failure_seq.eq(Some(last)),
+            )
+            .execute(conn)?;
             fact.failure_seq = Some(last);
         }
     }

@@ -489,15 +489,19 @@ pub(super) fn settle(
             RequestProgress::Done => (ControlRequestStatus::Completed, None),
             RequestProgress::Failed(result) => (ControlRequestStatus::Failed, Some(result)),
         };
-        diesel::update(reqs::table.find(*id))
-            .filter(reqs::status.eq(ControlRequestStatus::Pending))
-            .set((
+        db::cached_update(
+            reqs::table,
+            reqs::id
+                .eq(*id)
+                .and(reqs::status.eq(ControlRequestStatus::Pending)),
+            (
                 reqs::status.eq(status),
                 reqs::result.eq(result),
                 reqs::completed_at.eq(Some(now)),
                 reqs::updated_at.eq(now),
-            ))
-            .execute(conn)?;
+            ),
+        )
+        .execute(conn)?;
     }
     Ok(())
 }

@@ -254,10 +254,12 @@ pub fn is_held(conn: &mut DbConnection, lease: &OperationLease) -> StoreResult<b
 /// then take: releasing it otherwise is [`StoreError::HeldInRevertWindow`] and changes nothing.
 pub fn release(conn: &mut DbConnection, lease: &OperationLease) -> StoreResult<()> {
     validate::lease(lease)?;
-    let matched = diesel::update(
-        held_row(lease.operation_id, lease.token.clone(), lease.owner.clone()).filter(releasable()),
+    let matched = db::cached_update(
+        ops::table,
+        writer::is_held_by(lease.operation_id, lease.token.clone(), lease.owner.clone())
+            .and(releasable()),
+        writer::unleased(),
     )
-    .set(writer::unleased())
     .execute(conn)?;
     if matched > 0 {
         return Ok(());

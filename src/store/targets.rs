@@ -119,9 +119,14 @@ pub(crate) fn set_failed_holds(
     let failed = ops::table
         .filter(ops::apply_id.eq(apply.id))
         .filter(ops::state.eq(ApplyState::Failed));
-    let written = diesel::update(failed)
-        .set(ops::holds_target.eq(hold.then_some(true)))
-        .execute(conn);
+    let written = db::cached_update(
+        ops::table,
+        ops::apply_id
+            .eq(apply.id)
+            .and(ops::state.eq(ApplyState::Failed)),
+        ops::holds_target.eq(hold.then_some(true)),
+    )
+    .execute(conn);
     match written {
         Ok(_) => Ok(()),
         Err(err) => {

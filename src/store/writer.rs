@@ -28,23 +28,23 @@ pub(crate) enum Writer<'a> {
 
 impl Writer<'_> {
     /// Runs the UPDATE that writes `changes` to the row, filtered by the lease when there is one,
-    /// and returns the rows it matched. Two concrete statements, not one boxed one. Diesel 2.3 never
-    /// caches a prepared UPDATE (its `UpdateStatement` marks itself unsafe to cache), so each call
-    /// prepares the statement anew (`cargo bench --bench floor` counts it).
+    /// and returns the rows it matched. Two concrete statements, not one boxed one, each prepared
+    /// once per connection ([`db::Reuse`]; Diesel alone would prepare an UPDATE anew on every call).
     pub(super) fn execute<V>(self, conn: &mut DbConnection, changes: V) -> QueryResult<usize>
     where
         V: AsChangeset<Target = apply_operations::table>,
-        diesel::dsl::Update<operator_row, V>: ExecuteDsl<DbConnection>,
-        diesel::dsl::Update<held_row, V>: ExecuteDsl<DbConnection>,
+        Update<is_operation, V>: ExecuteDsl<DbConnection>,
+        Update<is_held_by, V>: ExecuteDsl<DbConnection>,
     {
         match self {
-            Writer::Operator(id) => diesel::update(operator_row(id)).set(changes).execute(conn),
-            Writer::Lease(lease) => diesel::update(held_row(
-                lease.operation_id,
-                lease.token.clone(),
-                lease.owner.clone(),
-            ))
-            .set(changes)
+            Writer::Operator(id) => {
+                db::cached_update(apply_operations::table, is_operation(id), changes).execute(conn)
+            }
+            Writer::Lease(lease) => db::cached_update(
+                apply_operations::table,
+                is_held_by(lease.operation_id, lease.token.clone(), lease.owner.clone()),
+                changes,
+            )
             .execute(conn),
         }
     }
@@ -79,17 +79,18 @@ impl Writer<'_> {
     pub(super) fn execute_moving<V>(self, conn: &mut DbConnection, changes: V) -> QueryResult<usize>
     where
         V: AsChangeset<Target = apply_operations::table>,
-        diesel::dsl::Update<operator_row, V>: ExecuteDsl<DbConnection>,
-        diesel::dsl::Update<unsettled_held_row, V>: ExecuteDsl<DbConnection>,
+        Update<is_operation, V>: ExecuteDsl<DbConnection>,
+        Update<is_unsettled_held_by, V>: ExecuteDsl<DbConnection>,
     {
         match self {
-            Writer::Operator(id) => diesel::update(operator_row(id)).set(changes).execute(conn),
-            Writer::Lease(lease) => diesel::update(unsettled_held_row(
-                lease.operation_id,
-                lease.token.clone(),
-                lease.owner.clone(),
-            ))
-            .set(changes)
+            Writer::Operator(id) => {
+                db::cached_update(apply_operations::table, is_operation(id), changes).execute(conn)
+            }
+            Writer::Lease(lease) => db::cached_update(
+                apply_operations::table,
+                is_unsettled_held_by(lease.operation_id, lease.token.clone(), lease.owner.clone()),
+                changes,
+            )
             .execute(conn),
         }
     }
@@ -103,25 +104,36 @@ impl Writer<'_> {
     }
 }
 
-/// The operation row with this id, whoever holds it.
+/// The UPDATE of the operation rows `W` selects, prepared once per connection.
+pub(super) type Update<W, V> =
+    db::CachedUpdate<apply_operations::table, W, <V as AsChangeset>::Changeset>;
+
+/// The operation with this id, whoever holds it.
 #[diesel::dsl::auto_type]
-pub(super) fn operator_row(operation_id: ApplyOperationId) -> _ {
-    apply_operations::table.filter(apply_operations::id.eq(operation_id))
+pub(super) fn is_operation(operation_id: ApplyOperationId) -> _ {
+    apply_operations::id.eq(operation_id)
+}
+
+/// The operation while it carries this token and owner.
+#[diesel::dsl::auto_type]
+pub(super) fn is_held_by(operation_id: ApplyOperationId, token: LeaseToken, owner: String) -> _ {
+    apply_operations::id
+        .eq(operation_id)
+        .and(apply_operations::lease_token.eq(token))
+        .and(apply_operations::lease_owner.eq(owner))
 }
 
 /// The operation row while it carries this token and owner.
 #[diesel::dsl::auto_type]
 pub(super) fn held_row(operation_id: ApplyOperationId, token: LeaseToken, owner: String) -> _ {
-    apply_operations::table
-        .filter(apply_operations::id.eq(operation_id))
-        .filter(apply_operations::lease_token.eq(token))
-        .filter(apply_operations::lease_owner.eq(owner))
+    let held: is_held_by = is_held_by(operation_id, token, owner);
+    apply_operations::table.filter(held)
 }
 
-/// [`held_row`] while the operation is not settled: four inequalities rather than `NOT IN`, so the
+/// [`is_held_by`] while the operation is not settled: four inequalities rather than `NOT IN`, so the
 /// statement has one fixed SQL text.
 #[diesel::dsl::auto_type]
-pub(super) fn unsettled_held_row(
+pub(super) fn is_unsettled_held_by(
     operation_id: ApplyOperationId,
     token: LeaseToken,
     owner: String,
@@ -130,11 +142,11 @@ pub(super) fn unsettled_held_row(
     let failed: ApplyState = ApplyState::Failed;
     let cancelled: ApplyState = ApplyState::Cancelled;
     let reverted: ApplyState = ApplyState::Reverted;
-    let held: held_row = held_row(operation_id, token, owner);
-    held.filter(apply_operations::state.ne(completed))
-        .filter(apply_operations::state.ne(failed))
-        .filter(apply_operations::state.ne(cancelled))
-        .filter(apply_operations::state.ne(reverted))
+    let held: is_held_by = is_held_by(operation_id, token, owner);
+    held.and(apply_operations::state.ne(completed))
+        .and(apply_operations::state.ne(failed))
+        .and(apply_operations::state.ne(cancelled))
+        .and(apply_operations::state.ne(reverted))
 }
 
 /// Why a leased write matched no row: the row is gone, or its token is no longer the lease's.
@@ -497,9 +509,12 @@ fn completion(
     macro_rules! settle {
         ($changes:expr) => {
             match writer {
-                Writer::Operator(id) => diesel::update(operator_row(id))
-                    .set(($changes, unleased()))
-                    .execute(conn),
+                Writer::Operator(id) => db::cached_update(
+                    apply_operations::table,
+                    is_operation(id),
+                    ($changes, unleased()),
+                )
+                .execute(conn),
                 Writer::Lease(_) => writer.execute(
                     conn,
                     (

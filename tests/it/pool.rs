@@ -105,7 +105,8 @@ fn mysql_a_connection_the_server_killed_is_replaced_on_checkout() {
     admin_connection()
         .batch_execute(&format!("KILL CONNECTION {killed}"))
         .unwrap();
-    // The checkout ping sees the dead connection and the pool opens a new one: the call succeeds.
+    // Used a moment ago, the connection is handed out without a ping; the insert's first statement
+    // finds it lost, and the store runs the insert once more on a new connection: the call succeeds.
     crate::fixtures::ensure_apply(&mut db.conn(), ApplyId(1));
     let id = store
         .apply_operations()
@@ -117,6 +118,86 @@ fn mysql_a_connection_the_server_killed_is_replaced_on_checkout() {
         "SELECT CAST(CONNECTION_ID() AS SIGNED) AS value",
     );
     assert_ne!(replacement, killed);
+}
+
+/// The connection's `Questions`, this read included.
+fn questions(conn: &mut DbConnection) -> i64 {
+    int(
+        conn,
+        "SELECT CAST(VARIABLE_VALUE AS SIGNED) AS value FROM information_schema.SESSION_STATUS \
+         WHERE VARIABLE_NAME = 'QUESTIONS'",
+    )
+}
+
+#[test]
+fn mysql_a_connection_used_within_ping_after_idle_is_handed_out_without_a_ping() {
+    let db = TestDb::new(Kind::Mysql);
+    let pool = db::pool(db.url(), small(1)).unwrap();
+    let first = questions(&mut pool.get().unwrap());
+    let second = questions(&mut pool.get().unwrap());
+    assert_eq!(second - first, 1, "the read alone: no ping on checkout");
+
+    let always = PoolConfig {
+        ping_after_idle: Duration::ZERO,
+        ..small(1)
+    };
+    let pool = db::pool(db.url(), always).unwrap();
+    let first = questions(&mut pool.get().unwrap());
+    let second = questions(&mut pool.get().unwrap());
+    assert_eq!(
+        second - first,
+        2,
+        "ping_after_idle 0: a ping on every checkout"
+    );
+}
+
+#[test]
+fn mysql_a_connection_idle_past_ping_after_idle_is_pinged_and_replaced_when_dead() {
+    let db = TestDb::new(Kind::Mysql);
+    let config = PoolConfig {
+        ping_after_idle: Duration::from_millis(100),
+        ..small(1)
+    };
+    let pool = db::pool(db.url(), config).unwrap();
+    let killed = int(
+        &mut pool.get().unwrap(),
+        "SELECT CAST(CONNECTION_ID() AS SIGNED) AS value",
+    );
+    admin_connection()
+        .batch_execute(&format!("KILL CONNECTION {killed}"))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // No store retry here: the checkout itself must hand out a live connection.
+    let replacement = int(
+        &mut pool.get().unwrap(),
+        "SELECT CAST(CONNECTION_ID() AS SIGNED) AS value",
+    );
+    assert_ne!(replacement, killed);
+}
+
+#[test]
+fn mysql_a_read_through_the_store_survives_a_connection_killed_just_after_use() {
+    let db = TestDb::new(Kind::Mysql);
+    let store = Store::open(db.url(), small(1)).unwrap();
+    crate::fixtures::ensure_apply(&mut db.conn(), ApplyId(1));
+    let id = store
+        .apply_operations()
+        .insert(&NewApplyOperation::new(ApplyId(1), "a"))
+        .unwrap();
+    for round in 0..3 {
+        let killed = int(
+            &mut store.connection().unwrap(),
+            "SELECT CAST(CONNECTION_ID() AS SIGNED) AS value",
+        );
+        admin_connection()
+            .batch_execute(&format!("KILL CONNECTION {killed}"))
+            .unwrap();
+        let read = store.apply_operations().get(id);
+        assert!(
+            matches!(read, Ok(Some(_))),
+            "round {round}: the read ran once more on a new connection: {read:?}"
+        );
+    }
 }
 
 #[test]

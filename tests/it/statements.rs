@@ -1,6 +1,10 @@
-//! Statements per store operation, counted by the server (MySQL/MariaDB session status `Questions`).
-//! Every state write is one UPDATE of the operation in a transaction that locks its apply first and
-//! refreshes the apply's derived state last, on the found and the not-found path alike.
+//! Statements per store operation, counted by the server: MySQL/MariaDB session status `Questions`
+//! (every command but a prepare) per call, and `Com_stmt_prepare` (the prepares) over warm calls,
+//! which must be 0, so that a warm call's round trips are its `Questions`. Every state write is one
+//! UPDATE of the operation in a transaction that locks its apply first and refreshes the apply's
+//! derived state last, on the found and the not-found path alike. The session is READ COMMITTED from
+//! the start (no `SET TRANSACTION` per transaction), `BEGIN`, `COMMIT` and `ROLLBACK` are one
+//! prepared statement each, and after its first use on a connection no statement is prepared again.
 
 use applyops::db::DbConnection;
 use applyops::models::{ApplyId, ApplyOperationId, NewApplyOperation, NewTask};
@@ -17,8 +21,19 @@ struct Status {
     value: String,
 }
 
-fn questions(conn: &mut DbConnection) -> i64 {
+/// The session's `Questions`: the commands it sent, prepares aside.
+fn round_trips(conn: &mut DbConnection) -> i64 {
     diesel::sql_query("SHOW SESSION STATUS LIKE 'Questions'")
+        .get_result::<Status>(conn)
+        .unwrap()
+        .value
+        .parse()
+        .unwrap()
+}
+
+/// The session's `Com_stmt_prepare`.
+fn prepares(conn: &mut DbConnection) -> i64 {
+    diesel::sql_query("SHOW SESSION STATUS LIKE 'Com_stmt_prepare'")
         .get_result::<Status>(conn)
         .unwrap()
         .value
@@ -28,11 +43,21 @@ fn questions(conn: &mut DbConnection) -> i64 {
 
 /// Statements the server saw while `op` ran, net of the counter reads themselves.
 fn statements<T>(conn: &mut DbConnection, op: impl FnOnce(&mut DbConnection) -> T) -> (i64, T) {
-    let a = questions(conn);
-    let b = questions(conn);
+    let a = round_trips(conn);
+    let b = round_trips(conn);
     let read_cost = b - a;
     let out = op(conn);
-    let c = questions(conn);
+    let c = round_trips(conn);
+    (c - b - read_cost, out)
+}
+
+/// Statements prepared while `op` ran, net of the counter reads themselves.
+fn prepared<T>(conn: &mut DbConnection, op: impl FnOnce(&mut DbConnection) -> T) -> (i64, T) {
+    let a = prepares(conn);
+    let b = prepares(conn);
+    let read_cost = b - a;
+    let out = op(conn);
+    let c = prepares(conn);
     (c - b - read_cost, out)
 }
 
@@ -42,8 +67,7 @@ fn mysql_statements_per_operation() {
     let conn = &mut db.conn();
     crate::fixtures::ensure_apply(conn, ApplyId(1));
     crate::fixtures::ensure_apply(conn, ApplyId(99));
-    // Warm Diesel's prepared-statement cache so the first-use PREPARE is not in the numbers
-    // (the server does not count PREPARE in Questions either way).
+    // Warm the prepared-statement cache so the first-use PREPAREs are not in the numbers.
     let warm = store::insert(conn, &NewApplyOperation::new(ApplyId(99), "warm")).unwrap();
     store::mark_started(conn, warm).unwrap();
 
@@ -52,8 +76,8 @@ fn mysql_statements_per_operation() {
     });
     assert_eq!(
         n,
-        1 + 6 + 4,
-        "insert: SET TRANSACTION (READ COMMITTED) + transaction + locking the apply, INSERT, LAST_INSERT_ID(), the refresh's read \
+        2 + 4,
+        "insert: BEGIN and COMMIT + locking the apply, INSERT, LAST_INSERT_ID(), the refresh's read \
          (a pending operation leaves a pending apply as it is)"
     );
     let (n, conflict) = statements(conn, |c| {
@@ -62,8 +86,8 @@ fn mysql_statements_per_operation() {
     assert!(conflict.is_err());
     assert_eq!(
         n,
-        1 + 6 + 2,
-        "conflicting insert: SET TRANSACTION + transaction (rolled back) + locking the apply, INSERT"
+        2 + 2,
+        "conflicting insert: BEGIN and ROLLBACK + locking the apply, INSERT"
     );
     let (n, _) = statements(conn, |c| {
         store::insert(c, &NewApplyOperation::new(ApplyId(1), ""))
@@ -96,22 +120,22 @@ fn mysql_statements_per_operation() {
         let numbering = i64::from(name == "mark_failed");
         assert_eq!(
             n,
-            1 + 6 + 4 + numbering,
-            "{name} on an existing row: SET TRANSACTION + transaction + locking the apply, the UPDATE, the refresh's \
+            2 + 4 + numbering,
+            "{name} on an existing row: BEGIN and COMMIT + locking the apply, the UPDATE, the refresh's \
              read and its write of the apply"
         );
         let (n, repeat) = statements(conn, |c| update(c, id));
         repeat.unwrap();
         assert_eq!(
             n,
-            1 + 6 + 3,
+            2 + 3,
             "{name} repeated: the derived state is unchanged, so the apply is not rewritten"
         );
         let (n, missing) = statements(conn, |c| update(c, ApplyOperationId(987_654)));
         assert!(missing.is_err());
         assert_eq!(
             n,
-            1 + 6 + 2,
+            2 + 2,
             "{name} on a missing row: the apply lock finds nothing, the UPDATE matches nothing"
         );
     }
@@ -131,22 +155,22 @@ fn mysql_statements_per_operation() {
         table_name: "t".into(),
         ddl: "ALTER TABLE t ADD c INT".into(),
     };
-    // Diesel sends BEGIN and COMMIT through `batch_execute`, which wraps the query in two
-    // COM_SET_OPTION commands (multi-statements on, then off); the server counts each, so a
-    // transaction's BEGIN and COMMIT cost 3 each here.
+    // Diesel alone sends BEGIN and COMMIT through `batch_execute`, which wraps the query in two
+    // COM_SET_OPTION commands (multi-statements on, then off): 3 round trips each. `db::MysqlConn`
+    // runs them as prepared statements instead.
     let (n, _) = statements(conn, |c| {
         c.transaction(|_| Ok::<_, diesel::result::Error>(()))
             .unwrap()
     });
     assert_eq!(
-        n, 6,
-        "an empty Diesel transaction: BEGIN and COMMIT, 3 each"
+        n, 2,
+        "an empty Diesel transaction: BEGIN and COMMIT, 1 each"
     );
     let (n, _) = statements(conn, |c| tasks::insert(c, &task).unwrap());
     assert_eq!(
         n,
-        6 + 3,
-        "linked task insert: transaction + SELECT … FOR UPDATE, INSERT, LAST_INSERT_ID()"
+        2 + 3,
+        "linked task insert: BEGIN and COMMIT + SELECT … FOR UPDATE, INSERT, LAST_INSERT_ID()"
     );
     let unlinked = NewTask {
         apply_operation_id: None,
@@ -160,17 +184,21 @@ fn mysql_statements_per_operation() {
     let (n, _) = statements(conn, |c| store::delete_by_apply(c, ApplyId(1)).unwrap());
     assert_eq!(
         n,
-        6 + 2,
-        "delete_by_apply: transaction + DELETE, UPDATE tasks"
+        2 + 2,
+        "delete_by_apply: BEGIN and COMMIT + DELETE, UPDATE tasks"
     );
     let (n, _) = statements(conn, |c| store::delete_by_apply(c, ApplyId(1)).unwrap());
-    assert_eq!(n, 6 + 1, "delete_by_apply of nothing: transaction + DELETE");
+    assert_eq!(
+        n,
+        2 + 1,
+        "delete_by_apply of nothing: BEGIN and COMMIT + DELETE"
+    );
 }
 
-/// The worker contract's statement costs: a claim is the unlocked candidate read, then SET
-/// TRANSACTION, the transaction bracket (6, see above), locking the apply's row, the one-row SELECT
-/// … FOR UPDATE SKIP LOCKED, the UPDATE and the apply refresh's read (and its write when the
-/// derived state changes); one that finds nothing is the candidate read alone. A leased state write
+/// The worker contract's round trips: a claim is the unlocked candidate read, then BEGIN, locking the
+/// apply's row, the one-row SELECT … FOR UPDATE SKIP LOCKED, the UPDATE, the apply refresh's read
+/// (and its write when the derived state changes) and COMMIT; one that finds nothing is the
+/// candidate read alone. A leased state write
 /// is a transaction with the apply lock, the UPDATE and the refresh; heartbeat and release, which
 /// change no state, are the UPDATE (and reading the new expiry back).
 #[test]
@@ -190,22 +218,22 @@ fn mysql_statements_per_claim_and_leased_write() {
     let mut claimed = claimed.expect("claimable");
     assert_eq!(
         n,
-        1 + 1 + 6 + 4,
-        "claim_next: candidate SELECT + SET TRANSACTION + BEGIN/COMMIT + locking the apply + \
-         locking SELECT + UPDATE + the refresh's read (the apply stays running: no write)"
+        1 + 2 + 4,
+        "claim_next: candidate SELECT + BEGIN and COMMIT + locking the apply + locking SELECT + \
+         UPDATE + the refresh's read (the apply stays running: no write)"
     );
     let (n, _) = statements(conn, |c| {
         leases::update_state(c, &claimed.lease, ApplyState::WaitingForCutover).unwrap()
     });
     assert_eq!(
         n,
-        1 + 6 + 3,
-        "a leased write: SET TRANSACTION + transaction + locking the apply, the UPDATE, the refresh's read"
+        2 + 3,
+        "a leased write: BEGIN and COMMIT + locking the apply, the UPDATE, the refresh's read"
     );
     let (n, _) = statements(conn, |c| {
         leases::update_state(c, &claimed.lease, ApplyState::WaitingForCutover).unwrap()
     });
-    assert_eq!(n, 1 + 6 + 3, "the same write again");
+    assert_eq!(n, 2 + 3, "the same write again");
     let (n, _) = statements(conn, |c| leases::heartbeat(c, &mut claimed.lease).unwrap());
     assert_eq!(n, 2, "heartbeat: UPDATE + reading the stored expiry");
     let (n, _) = statements(conn, |c| {
@@ -244,7 +272,8 @@ fn mysql_a_rollout_is_read_in_the_same_statements_whatever_its_size() {
     let db = TestDb::new(Kind::Mysql);
     let conn = &mut db.conn();
     let mut counts = Vec::new();
-    for size in [1, 10] {
+    // The first size warms the statement cache; the next two are counted.
+    for size in [2, 1, 10] {
         let (apply_id, ids) = rollout(conn, size, CutoverPolicy::Rolling, FailurePolicy::Halt);
         for (n, id) in ids.iter().enumerate() {
             for t in 0..3 {
@@ -265,12 +294,8 @@ fn mysql_a_rollout_is_read_in_the_same_statements_whatever_its_size() {
         assert_eq!(read.operations.len(), size);
         counts.push(n);
     }
-    assert_eq!(counts[0], counts[1], "1 and 10 operations");
-    assert_eq!(
-        counts[0],
-        3 + 4 + 3,
-        "BEGIN (with Diesel's session options), 4 SELECTs, COMMIT"
-    );
+    assert_eq!(counts[1], counts[2], "1 and 10 operations");
+    assert_eq!(counts[1], 1 + 4 + 1, "BEGIN, 4 SELECTs, COMMIT");
 }
 
 #[test]
@@ -307,16 +332,47 @@ fn mysql_create_rollout_takes_the_same_statements_for_1_and_50_operations() {
     assert_eq!(one, fifty, "1 and 50 operations with 10 tasks each");
     assert_eq!(
         one,
-        1 + 6 + 7,
-        "SET TRANSACTION + transaction + INSERT apply, LAST_INSERT_ID(), INSERT operations, SELECT them, INSERT \
+        2 + 7,
+        "BEGIN and COMMIT + INSERT apply, LAST_INSERT_ID(), INSERT operations, SELECT them, INSERT \
          tasks, SELECT them, SELECT the apply"
     );
+    // Not counted above: a multi-row INSERT has as many placeholders as rows, so the operations'
+    // INSERT, the tasks' INSERT and the tasks' SELECT by operation ids take a new SQL text per size
+    // and are prepared on every call (Diesel does not cache them).
     let (none, _) = statements(conn, |c| {
         applies::create_rollout(c, &rollout("bare", 3, 0)).unwrap()
     });
-    assert_eq!(
-        none,
-        1 + 6 + 5,
-        "without tasks: no task INSERT nor task SELECT"
+    assert_eq!(none, 2 + 5, "without tasks: no task INSERT nor task SELECT");
+}
+
+/// After its first use on a connection, no statement of a claim, a leased write, a heartbeat, a
+/// checkpoint, a release or an operator's write is prepared again: each is executed from the
+/// connection's statement cache, its SQL text not re-sent.
+#[test]
+fn mysql_warm_claims_and_writes_prepare_nothing() {
+    use applyops::state::{CutoverPolicy, FailurePolicy};
+    use applyops::store::{claims, leases};
+
+    let db = TestDb::new(Kind::Mysql);
+    let conn = &mut db.conn();
+    crate::fixtures::rollout(conn, 6, CutoverPolicy::Parallel, FailurePolicy::Halt);
+    let options = crate::fixtures::opts("counted");
+    let cycle = |c: &mut DbConnection| {
+        let mut claimed = claims::claim_next(c, &options).unwrap().expect("claimable");
+        leases::heartbeat(c, &mut claimed.lease).unwrap();
+        leases::save_engine_state(c, &claimed.lease, b"step").unwrap();
+        leases::update_state(c, &claimed.lease, ApplyState::WaitingForCutover).unwrap();
+        leases::release(c, &claimed.lease).unwrap();
+        store::update_state(c, claimed.operation.id, ApplyState::Running).unwrap();
+        store::mark_completed(c, claimed.operation.id).unwrap();
+    };
+    let (first, ()) = prepared(conn, cycle);
+    assert!(
+        first > 0,
+        "the first cycle prepares its statements: {first}"
     );
+    for round in 0..3 {
+        let (n, ()) = prepared(conn, cycle);
+        assert_eq!(n, 0, "round {round} prepared {n} statements again");
+    }
 }

@@ -19,7 +19,7 @@ pub(super) fn candidate_read(now: DbNow, passed: Vec<ApplyOperationId>) -> _ {
     let page: i64 = CANDIDATE_PAGE;
     walk_claim_index()
         .filter(claimable)
-        .filter(ops::id.ne_all(passed))
+        .filter(db::none_of(ops::id, passed))
         .order((ops::created_at.asc(), ops::id.asc()))
         .select((ops::id, ops::apply_id))
         .limit(page)
@@ -45,7 +45,7 @@ pub(super) fn expired_read(now: DbNow, passed: Vec<ApplyOperationId>) -> _ {
     ops::table
         .filter(ops::lease_expires_at.le(now.nullable()))
         .filter(claimable)
-        .filter(ops::id.ne_all(passed))
+        .filter(db::none_of(ops::id, passed))
         .order((ops::lease_expires_at.asc(), ops::id.asc()))
         .select((ops::id, ops::apply_id))
         .limit(page)

@@ -15,7 +15,7 @@ use crate::state::failure_states;
 use diesel::dsl::{exists, max, not};
 use diesel::prelude::*;
 
-use crate::db::DbNow;
+use crate::db::{self, DbNow};
 use crate::schema::{applies, apply_control_requests as reqs, apply_operations as ops};
 use crate::state::{
     cutover_order_passing, start_order_passing, ApplyState, ControlRequestKind,
@@ -122,7 +122,7 @@ pub(super) fn stop_gate() -> _ {
     let pending: ControlRequestStatus = ControlRequestStatus::Pending;
     not(exists(
         requests_for_row()
-            .filter(reqs::kind.ne_all(pass))
+            .filter(db::none_of(reqs::kind, pass))
             .filter(reqs::status.eq(pending))
             .select(reqs::id),
     ))
@@ -330,7 +330,7 @@ const FAILURE_STATES: [ApplyState; 2] = [ApplyState::Failed, ApplyState::Reverte
 pub(super) fn rolling_gate() -> _ {
     let passing: Vec<ApplyState> = start_order_passing(CutoverPolicy::Rolling);
     not(exists(
-        earlier_siblings().filter(sibling_state().ne_all(passing)),
+        earlier_siblings().filter(db::none_of(sibling_state(), passing)),
     ))
 }
 
@@ -341,7 +341,7 @@ pub(super) fn rolling_gate() -> _ {
 pub(super) fn barrier_gate() -> _ {
     let passing: Vec<ApplyState> = start_order_passing(CutoverPolicy::Barrier);
     not(exists(
-        earlier_siblings().filter(sibling_state().ne_all(passing)),
+        earlier_siblings().filter(db::none_of(sibling_state(), passing)),
     ))
 }
 
@@ -356,7 +356,7 @@ pub(super) fn start_order_gate() -> _ {
         .eq(barrier)
         .and(barrier_gate())
         .or(ops::cutover_policy.eq(parallel))
-        .or(ops::cutover_policy.ne_all(claimed).and(rolling_gate()))
+        .or(db::none_of(ops::cutover_policy, claimed).and(rolling_gate()))
 }
 
 /// The driven states: active, except the parked `waiting_for_cutover` and `revert_window`.
@@ -382,7 +382,7 @@ fn driven_siblings() -> _ {
     let driven: Vec<ApplyState> = driven_states();
     siblings
         .filter(siblings.field(ops::apply_id).eq(ops::apply_id))
-        .filter(siblings.field(ops::state).eq_any(driven))
+        .filter(db::one_of(siblings.field(ops::state), driven))
         .count()
         .single_value()
 }
@@ -431,8 +431,7 @@ pub(super) fn recovery_rule() -> _ {
     let recoverable: Vec<ApplyState> = recoverable_states();
     let waiting: ApplyState = ApplyState::WaitingForCutover;
     let window: ApplyState = ApplyState::RevertWindow;
-    ops::state
-        .eq_any(recoverable)
+    db::one_of(ops::state, recoverable)
         .or(ops::state.eq(window).and(not(revert_decision_requested())))
         .or(ops::state.eq(waiting).and(not(cutover_owned())))
 }
@@ -444,7 +443,7 @@ pub(super) fn recovery_rule() -> _ {
 pub(super) fn cutover_owned() -> _ {
     let claimed: [CutoverPolicy; 2] = CUTOVER_CLAIMED_POLICIES;
     let deferred: apply_defers_cutover = apply_defers_cutover(true);
-    deferred.or(ops::cutover_policy.eq_any(claimed).and(has_sibling()))
+    deferred.or(db::one_of(ops::cutover_policy, claimed).and(has_sibling()))
 }
 
 /// **Resume**: `stopped` or `paused`, started before (a never-started one goes back to `pending` when
@@ -481,9 +480,7 @@ pub(super) fn retry_rule() -> _ {
 pub(super) fn readable_policies() -> _ {
     let cutover: &'static [CutoverPolicy] = CutoverPolicy::ALL;
     let failure: &'static [FailurePolicy] = FailurePolicy::ALL;
-    ops::cutover_policy
-        .eq_any(cutover)
-        .and(ops::on_failure.eq_any(failure))
+    db::one_of(ops::cutover_policy, cutover).and(db::one_of(ops::on_failure, failure))
 }
 
 /// What the copy claim takes: a free lease on a readable row and one of start, recovery, resume or
@@ -517,7 +514,7 @@ fn apply_defers_cutover(deferred: bool) -> _ {
 pub(super) fn cutover_order_gate() -> _ {
     let passing: Vec<ApplyState> = cutover_order_passing();
     not(exists(
-        earlier_siblings().filter(sibling_state().ne_all(passing)),
+        earlier_siblings().filter(db::none_of(sibling_state(), passing)),
     ))
 }
 

@@ -10,13 +10,22 @@ use diesel::prelude::*;
 
 use super::predicates::{lease_free, retry_budget_left, stop_gate};
 use super::{ClaimKind, ClaimOptions, ClaimedOperation, LockedRow};
-use crate::db::{self, DbConnection};
+use crate::db::{self, DbConnection, MultiBackend};
 use crate::error::StoreResult;
 use crate::models::{ApplyOperation, LeaseToken, OperationLease};
 use crate::schema::apply_operations as ops;
 use crate::state::{is_cancellable, is_stoppable, ApplyState};
 use crate::store::leases;
 use crate::store::writer::unleased;
+
+/// The WHERE of a claim's UPDATE: the row as read, its lease free, and the kind's gates.
+type Guard = Box<
+    dyn BoxableExpression<
+        ops::table,
+        MultiBackend,
+        SqlType = diesel::sql_types::Nullable<diesel::sql_types::Bool>,
+    >,
+>;
 
 /// The row as claim `kind` leaves it, taken at `now` by `owner` until `expires_at`:
 /// - **start**: `running`, `started_at` stamped once;
@@ -103,21 +112,24 @@ pub(super) fn take(
 ) -> StoreResult<Option<ClaimedOperation>> {
     let previous_state = row.state;
     let expires_at = leases::expiry(now, options.lease_ttl);
-    let target = diesel::update(ops::table)
-        .into_boxed()
-        .filter(ops::id.eq(row.id))
-        .filter(ops::state.eq(previous_state))
-        .filter(ops::attempt.eq(row.attempt))
-        .filter(lease_free(db::now()));
-    let target = match kind {
-        ClaimKind::Start | ClaimKind::Cutover => target.filter(stop_gate()),
-        ClaimKind::Retry => target.filter(stop_gate()).filter(retry_budget_left()),
-        ClaimKind::Recovery | ClaimKind::Resume | ClaimKind::Revert | ClaimKind::SkipRevert => {
-            target
+    // One statement per kind's guard, each prepared once per connection.
+    let mut guard: Guard = Box::new(
+        ops::id
+            .eq(row.id)
+            .and(ops::state.eq(previous_state))
+            .and(ops::attempt.eq(row.attempt))
+            .and(lease_free(db::now())),
+    );
+    match kind {
+        ClaimKind::Start | ClaimKind::Cutover => guard = Box::new(guard.and(stop_gate())),
+        ClaimKind::Retry => {
+            guard = Box::new(guard.and(stop_gate()).and(retry_budget_left()));
         }
-    };
+        ClaimKind::Recovery | ClaimKind::Resume | ClaimKind::Revert | ClaimKind::SkipRevert => {}
+    }
     let next = transition(row, kind, &options.owner, now, expires_at);
-    let matched = target.set(ClaimChanges::of(&next, token)).execute(conn)?;
+    let matched =
+        db::cached_update(ops::table, guard, ClaimChanges::of(&next, token)).execute(conn)?;
     if matched == 0 {
         return Ok(None);
     }
@@ -160,25 +172,31 @@ pub(super) fn move_in_place(
     state: ApplyState,
     now: NaiveDateTime,
 ) -> StoreResult<bool> {
-    let target = diesel::update(ops::table)
-        .filter(ops::id.eq(row.id))
-        .filter(ops::state.eq(row.state))
-        .filter(lease_free(db::now()));
+    let guard = ops::id
+        .eq(row.id)
+        .and(ops::state.eq(row.state))
+        .and(lease_free(db::now()));
     let matched = if state == ApplyState::Cancelled {
-        target
-            .set((
+        db::cached_update(
+            ops::table,
+            guard,
+            (
                 ops::state.eq(state),
                 unleased(),
                 ops::completed_at.eq(Some(now)),
                 ops::holds_target.eq(None::<bool>),
                 ops::failure_seq.eq(None::<i64>),
                 ops::updated_at.eq(now),
-            ))
-            .execute(conn)?
+            ),
+        )
+        .execute(conn)?
     } else {
-        target
-            .set((ops::state.eq(state), unleased(), ops::updated_at.eq(now)))
-            .execute(conn)?
+        db::cached_update(
+            ops::table,
+            guard,
+            (ops::state.eq(state), unleased(), ops::updated_at.eq(now)),
+        )
+        .execute(conn)?
     };
     Ok(matched > 0)
 }

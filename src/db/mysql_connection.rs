@@ -1,0 +1,241 @@
+//! The MySQL/MariaDB connection of [`DbConnection`](super::DbConnection): Diesel's
+//! `MysqlConnection` with what a store's round trips need on top.
+//!
+//! - **Transaction statements prepared once.** Diesel's transaction manager sends `BEGIN`,
+//!   `COMMIT` and `ROLLBACK` through `batch_execute`, which on MySQL turns multi-statement mode on
+//!   and off around the text query: three round trips each. Here they run as statements the
+//!   connection's statement cache prepares once: one round trip each. A server that refuses to
+//!   prepare one (MySQL 8 does not prepare `BEGIN`; MariaDB does) gets it as text from then on.
+//!   Savepoints and every other batch go to Diesel's `batch_execute` unchanged, and Diesel's own
+//!   transaction manager keeps the depth and the error handling.
+//! - **Its last use, timed**, so the pool pings only a connection that has been idle (see
+//!   [`PoolConfig::ping_after_idle`](super::PoolConfig::ping_after_idle)).
+//!
+//! Everything else is Diesel's `MysqlConnection`, which this dereferences to.
+
+use std::ops::{Deref, DerefMut};
+use std::time::{Duration, Instant};
+
+use diesel::connection::{
+    AnsiTransactionManager, CacheSize, Connection, ConnectionSealed, DefaultLoadingMode,
+    Instrumentation, LoadConnection, MultiConnectionHelper, SimpleConnection, TransactionManager,
+};
+use diesel::expression::QueryMetadata;
+use diesel::migration::MigrationConnection;
+use diesel::mysql::{Mysql, MysqlConnection};
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::r2d2::R2D2Connection;
+use diesel::result::{ConnectionResult, Error as DieselError, QueryResult};
+
+/// Diesel's `MysqlConnection` with its transaction statements prepared once and its last use
+/// timed: see the [module](self) docs. Open one with [`establish`](super::establish).
+pub struct MysqlConn {
+    inner: MysqlConnection,
+    last_used: Instant,
+    /// False once the server refused to prepare a transaction statement: they go as text since.
+    prepares_transactions: bool,
+    /// Statements (and batches) that succeeded on this connection.
+    succeeded: u64,
+}
+
+impl MysqlConn {
+    pub(super) fn new(inner: MysqlConnection) -> Self {
+        MysqlConn {
+            inner,
+            last_used: Instant::now(),
+            prepares_transactions: true,
+            succeeded: 0,
+        }
+    }
+
+    /// How long since the connection last ran a statement (or was opened).
+    pub fn idle_for(&self) -> Duration {
+        self.last_used.elapsed()
+    }
+
+    /// How many statements and batches have succeeded on this connection since it was opened.
+    pub fn statements_succeeded(&self) -> u64 {
+        self.succeeded
+    }
+
+    /// True while `BEGIN`, `COMMIT` and `ROLLBACK` run as prepared statements; false once the server
+    /// refused to prepare one and they go as text.
+    pub fn prepares_transaction_statements(&self) -> bool {
+        self.prepares_transactions
+    }
+
+    /// Records the outcome of a statement: a success counts, and either way the connection was used
+    /// now.
+    fn used<T>(&mut self, result: QueryResult<T>) -> QueryResult<T> {
+        self.last_used = Instant::now();
+        if result.is_ok() {
+            self.succeeded += 1;
+        }
+        result
+    }
+}
+
+impl std::fmt::Debug for MysqlConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MysqlConn")
+            .field("idle_for", &self.idle_for())
+            .field("prepares_transactions", &self.prepares_transactions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Deref for MysqlConn {
+    type Target = MysqlConnection;
+
+    fn deref(&self) -> &MysqlConnection {
+        &self.inner
+    }
+}
+
+impl DerefMut for MysqlConn {
+    fn deref_mut(&mut self) -> &mut MysqlConnection {
+        &mut self.inner
+    }
+}
+
+/// `BEGIN`, `COMMIT` or `ROLLBACK` as a statement the statement cache can keep (keyed by its SQL).
+#[derive(Debug, Clone, Copy)]
+struct TransactionStatement(&'static str);
+
+impl TransactionStatement {
+    /// The statement Diesel's transaction manager sends as `sql`, if it is one of these.
+    fn of(sql: &str) -> Option<Self> {
+        ["BEGIN", "COMMIT", "ROLLBACK"]
+            .into_iter()
+            .find(|known| *known == sql)
+            .map(TransactionStatement)
+    }
+}
+
+impl QueryId for TransactionStatement {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl QueryFragment<Mysql> for TransactionStatement {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Mysql>) -> QueryResult<()> {
+        out.push_sql(self.0);
+        Ok(())
+    }
+}
+
+/// True for the server's refusal to prepare a statement (`ER_UNSUPPORTED_PS`, 1295). The session
+/// pins `lc_messages` to English, and Diesel reports no error number.
+fn is_unsupported_prepare(err: &DieselError) -> bool {
+    matches!(err, DieselError::DatabaseError(_, info)
+        if info.message().contains("not supported in the prepared statement protocol"))
+}
+
+impl SimpleConnection for MysqlConn {
+    fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
+        let result = match TransactionStatement::of(query) {
+            Some(statement) if self.prepares_transactions => {
+                match self.inner.execute_returning_count(&statement) {
+                    Err(err) if is_unsupported_prepare(&err) => {
+                        tracing::debug!(
+                            statement = query,
+                            "the server does not prepare transaction statements; sending them as text"
+                        );
+                        self.prepares_transactions = false;
+                        self.inner.batch_execute(query)
+                    }
+                    other => other.map(drop),
+                }
+            }
+            _ => self.inner.batch_execute(query),
+        };
+        self.used(result)
+    }
+}
+
+impl ConnectionSealed for MysqlConn {}
+
+impl Connection for MysqlConn {
+    type Backend = Mysql;
+    type TransactionManager = AnsiTransactionManager;
+
+    /// Opens a bare connection, without applyops' session settings: use
+    /// [`establish`](super::establish).
+    fn establish(database_url: &str) -> ConnectionResult<Self> {
+        MysqlConnection::establish(database_url).map(MysqlConn::new)
+    }
+
+    fn execute_returning_count<T>(&mut self, source: &T) -> QueryResult<usize>
+    where
+        T: QueryFragment<Mysql> + QueryId,
+    {
+        let result = self.inner.execute_returning_count(source);
+        self.used(result)
+    }
+
+    fn transaction_state(&mut self) -> &mut AnsiTransactionManager {
+        self.inner.transaction_state()
+    }
+
+    fn instrumentation(&mut self) -> &mut dyn Instrumentation {
+        self.inner.instrumentation()
+    }
+
+    fn set_instrumentation(&mut self, instrumentation: impl Instrumentation) {
+        self.inner.set_instrumentation(instrumentation);
+    }
+
+    fn set_prepared_statement_cache_size(&mut self, size: CacheSize) {
+        self.inner.set_prepared_statement_cache_size(size);
+    }
+}
+
+impl LoadConnection<DefaultLoadingMode> for MysqlConn {
+    type Cursor<'conn, 'query> =
+        <MysqlConnection as LoadConnection<DefaultLoadingMode>>::Cursor<'conn, 'query>;
+    type Row<'conn, 'query> =
+        <MysqlConnection as LoadConnection<DefaultLoadingMode>>::Row<'conn, 'query>;
+
+    fn load<'conn, 'query, T>(
+        &'conn mut self,
+        source: T,
+    ) -> QueryResult<Self::Cursor<'conn, 'query>>
+    where
+        T: Query + QueryFragment<Mysql> + QueryId + 'query,
+        Mysql: QueryMetadata<T::SqlType>,
+    {
+        self.last_used = Instant::now();
+        let cursor = self.inner.load(source);
+        if cursor.is_ok() {
+            self.succeeded += 1;
+        }
+        cursor
+    }
+}
+
+impl MultiConnectionHelper for MysqlConn {
+    fn to_any<'a>(lookup: &mut ()) -> &mut (dyn std::any::Any + 'a) {
+        lookup
+    }
+
+    fn from_any(lookup: &mut dyn std::any::Any) -> Option<&mut ()> {
+        lookup.downcast_mut()
+    }
+}
+
+impl R2D2Connection for MysqlConn {
+    fn ping(&mut self) -> QueryResult<()> {
+        let result = self.inner.ping();
+        self.used(result)
+    }
+
+    fn is_broken(&mut self) -> bool {
+        AnsiTransactionManager::is_broken_transaction_manager(self)
+    }
+}
+
+impl MigrationConnection for MysqlConn {
+    fn setup(&mut self) -> QueryResult<usize> {
+        self.inner.setup()
+    }
+}
