@@ -29,7 +29,8 @@ pub(crate) enum Writer<'a> {
 impl Writer<'_> {
     /// Runs the UPDATE that writes `changes` to the row, filtered by the lease when there is one,
     /// and returns the rows it matched. Two concrete statements, not one boxed one, each prepared
-    /// once per connection ([`db::Reuse`]; Diesel alone would prepare an UPDATE anew on every call).
+    /// once per connection ([`db::cached_update`]; Diesel alone would prepare an UPDATE anew on every
+    /// call).
     pub(super) fn execute<V>(self, conn: &mut DbConnection, changes: V) -> QueryResult<usize>
     where
         V: AsChangeset<Target = apply_operations::table>,
