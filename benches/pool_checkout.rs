@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use applyops::models::{ApplyId, ApplyOperationId, NewApplyOperation};
 use applyops::{PoolConfig, Store};
@@ -24,9 +24,11 @@ struct Variant {
 }
 
 fn open(url: &str, test_on_check_out: bool, name: &'static str) -> Variant {
+    // "ping on" pings every checkout (`ping_after_idle` 0), the cost the idle rule now avoids.
     let config = PoolConfig {
         max_size: 1,
         test_on_check_out,
+        ping_after_idle: Duration::ZERO,
         ..PoolConfig::default()
     };
     let store = Store::open(url, config).expect("open pool");
