@@ -88,3 +88,4 @@ doc: deps
 bench: deps
 	$(CARGO) bench --bench pool_checkout
 	$(CARGO) bench --bench floor
+	$(CARGO) bench --bench claim_leases

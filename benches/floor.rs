@@ -16,12 +16,12 @@
 //! # Method
 //!
 //! **applyops** runs through a [`Store`] with a one-connection pool (`PoolConfig { max_size: 1,
-//! .. }`, defaults otherwise, so `test_on_check_out` is on and every call includes the pool's
-//! checkout ping, as in production). **raw** is one `mysql::Conn` held for the whole run, its
+//! .. }`, defaults otherwise, as in production: `test_on_check_out` is on, and the checkout pings
+//! a connection only after `ping_after_idle`, 5 s, which a busy run never reaches). **raw** is one `mysql::Conn` held for the whole run, its
 //! statements prepared once and reused; `BEGIN` and `COMMIT` are text queries (one round trip
 //! each). It gets the session settings applyops gives its connections (`sql_mode`, UTC
-//! `time_zone`, `lc_messages`), READ COMMITTED as the session's isolation level (applyops sets it
-//! per transaction, in the same round trip as its `BEGIN`), and `CLIENT_FOUND_ROWS`, so an UPDATE
+//! `time_zone`, `lc_messages`), READ COMMITTED as the session's isolation level (as applyops sets it
+//! at connect), and `CLIENT_FOUND_ROWS`, so an UPDATE
 //! reports rows matched, as on Diesel's connections; each raw write checks that it matched its
 //! row.
 //!
@@ -76,9 +76,11 @@
 //! the side's own session counters (exact: for applyops read on the pool's only connection,
 //! checked to stay the same connection; for raw on its held connection). Every counter read is
 //! itself counted; the cost of one read is measured by two reads back to back and subtracted.
-//! These show where applyops's extra time goes: the checkout ping is one more question per call,
-//! Diesel's `BEGIN` and `COMMIT` count three each (`COM_SET_OPTION` around them), and Diesel 2.3
-//! never caches an UPDATE's prepared statement, so every UPDATE is prepared again on every call.
+//! These show where applyops's extra time goes. Before issue 10's claim-cost work they showed the
+//! checkout ping (one more question per call), Diesel's `BEGIN` and `COMMIT` at three each
+//! (`COM_SET_OPTION` around them) and every UPDATE prepared again on every call; now a warm call
+//! prepares nothing and the statement counts differ only where applyops does more work (the
+//! claim's candidate read and apply lock, the insert's apply lock and refresh).
 
 mod common;
 
@@ -1154,8 +1156,8 @@ fn run(url: &str, admin: &mut MysqlConnection, show_sql: bool) {
          rounds' µs per call"
     );
     println!(
-        "applyops: Store on a one-connection pool (test_on_check_out = true, the default: every \
-         call includes a checkout ping); raw: one held connection, statements prepared once"
+        "applyops: Store on a one-connection pool (defaults: a checkout pings only a connection \
+         idle past ping_after_idle); raw: one held connection, statements prepared once"
     );
     for warning in &warnings {
         println!("{warning}");

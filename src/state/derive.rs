@@ -118,6 +118,19 @@ fn blocked_by<'v, 'a>(
         .filter(move |later| !is_settled(later.state) && !lets_through(later, &operations[index]))
 }
 
+/// True when a start claim, which moves one `pending` operation to `running` (and so marks it
+/// started), cannot change an apply whose operations derive to `derived`: the derivation after it
+/// is `derived` again. So the claim can skip reading the operations back.
+///
+/// It holds for `running` without a message. Such an apply has no failure, `failed_retryable`,
+/// `running_degraded`, `reverting` or `cutting_over` operation (rules 4, 5, 7, 8 and 10 would have
+/// matched), and some operation is not in W (rule 9). One more `running` operation keeps all of
+/// that true and makes rule 6 fail, so rule 11 matches again. A property test checks it for every
+/// rollout of up to 8 operations it generates.
+pub fn start_keeps(derived: &Derived) -> bool {
+    derived.state == ApplyState::Running && derived.error_message.is_none()
+}
+
 /// The apply's state, from its operations in claim order. The first rule that matches wins:
 ///
 /// | # | when | state |
@@ -598,6 +611,43 @@ mod tests {
                 })
         }
 
+        /// A plain pending operation: `rolling`, `halt`, never released.
+        const PLAIN: OperationView<'static> = OperationView {
+            state: Pending,
+            cutover_policy: Rolling,
+            on_failure: FailurePolicy::Halt,
+            started: false,
+            released_through: None,
+            failure_seq: None,
+            deployment: "d",
+            error_message: None,
+        };
+
+        /// An operation in a state a `running` apply without a message can hold (no failure, no
+        /// `failed_retryable`, `running_degraded`, `reverting` or `cutting_over`), so that
+        /// `start_keeps` is often true of a generated rollout.
+        fn quiet_view() -> impl Strategy<Value = OperationView<'static>> {
+            let quiet: Vec<ApplyState> = ApplyState::ALL
+                .into_iter()
+                .filter(|&s| {
+                    !is_failure(s)
+                        && !matches!(
+                            s,
+                            FailedRetryable | RunningDegraded | Reverting | CuttingOver
+                        )
+                })
+                .collect();
+            (view(), 0..quiet.len()).prop_map(move |(view, state)| {
+                let state = quiet[state];
+                OperationView {
+                    state,
+                    started: view.started || state != Pending,
+                    failure_seq: None,
+                    ..view
+                }
+            })
+        }
+
         /// Whether a start claim would take operation `i` now, by the rules the derivation assumes:
         /// its start order (rolling: earlier siblings done; barrier: at or past the barrier;
         /// parallel: none), a failure being judged by its failure policy instead.
@@ -642,6 +692,45 @@ mod tests {
                 if ops.iter().any(|op| op.state.is_active() || op.started) {
                     prop_assert_ne!(state, Pending);
                 }
+            }
+
+            #[test]
+            fn a_start_leaves_an_apply_start_keeps_as_it_is(
+                quiet in prop::collection::vec(quiet_view(), 0..6),
+                with_running in any::<bool>(),
+                running_at in any::<prop::sample::Index>(),
+                pending_at in any::<prop::sample::Index>(),
+                pick in any::<prop::sample::Index>(),
+            ) {
+                // Half the time a running operation (so the apply is then `running`), and always
+                // a pending one (the one a start would take), anywhere in claim order.
+                let mut ops = quiet;
+                if with_running {
+                    let running = OperationView {
+                        state: Running,
+                        started: true,
+                        ..ops.first().copied().unwrap_or(PLAIN)
+                    };
+                    ops.insert(running_at.index(ops.len() + 1), running);
+                }
+                let pending = OperationView {
+                    state: Pending,
+                    started: false,
+                    ..PLAIN
+                };
+                ops.insert(pending_at.index(ops.len() + 1), pending);
+                let before = derive_apply_state(&ops);
+                let pending: Vec<usize> =
+                    (0..ops.len()).filter(|&i| ops[i].state == Pending).collect();
+                prop_assume!(start_keeps(&before) && !pending.is_empty());
+                let mut after = ops.clone();
+                let i = pending[pick.index(pending.len())];
+                after[i] = OperationView {
+                    state: Running,
+                    started: true,
+                    ..after[i]
+                };
+                prop_assert_eq!(derive_apply_state(&after), before, "{:?}", ops);
             }
         }
     }

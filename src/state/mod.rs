@@ -21,8 +21,8 @@ mod sql;
 mod vocabulary;
 
 pub use derive::{
-    derive_apply_state, is_driven, is_failure, is_settled, lets_failure_through, Derived,
-    OperationView,
+    derive_apply_state, is_driven, is_failure, is_settled, lets_failure_through, start_keeps,
+    Derived, OperationView,
 };
 pub use order::{
     cutover_order_passes, cutover_order_passing, failure_states, start_order_passes,

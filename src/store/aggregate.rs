@@ -23,8 +23,8 @@ use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyId, ApplyOperationId, ControlRequestId};
 use crate::schema::{applies, apply_control_requests as reqs, apply_operations as ops};
 use crate::state::{
-    derive_apply_state, is_failure, is_settled, ApplyState, ControlRequestStatus, CutoverPolicy,
-    Derived, FailurePolicy, OperationView,
+    derive_apply_state, is_failure, is_settled, start_keeps, ApplyState, ControlRequestStatus,
+    CutoverPolicy, Derived, FailurePolicy, OperationView,
 };
 
 /// An apply row as the per-apply lock reads it: what the refresh compares against and what the
@@ -144,6 +144,25 @@ pub(crate) fn lock_apply_of_request(
         .select(reqs::apply_id)
         .single_value();
     lock_apply_row!(first_current, conn, applies::id.nullable().eq(apply_id))
+}
+
+/// True when a start claim (one `pending` operation to `running`) leaves `locked`'s apply as it is,
+/// so the claim need not refresh it: the apply is stored `running` with no message, started and not
+/// completed, with no pending control request (which a refresh would carry forward). The stored state
+/// is the derivation (every state write refreshes it), and a start keeps such a derivation
+/// ([`state::start_keeps`](crate::state::start_keeps), a property test); no failure can be left to
+/// number or to hold a target, since a `running` apply has none. Saves the claim the refresh's read.
+pub(crate) fn start_leaves_as_is(locked: &LockedApply) -> bool {
+    let row = &locked.row;
+    !locked.requests_pending
+        && row.started_at.is_some()
+        && row.completed_at.is_none()
+        && ApplyState::from_stored(&row.state).is_some_and(|state| {
+            start_keeps(&Derived {
+                state,
+                error_message: row.error_message.clone(),
+            })
+        })
 }
 
 /// What the refresh reads of one operation: the raw vocabulary columns (an unknown value must not fail

@@ -197,8 +197,8 @@ fn mysql_statements_per_operation() {
 
 /// The worker contract's round trips: a claim is the unlocked candidate read, then BEGIN, locking the
 /// apply's row, the one-row SELECT … FOR UPDATE SKIP LOCKED, the UPDATE, the apply refresh's read
-/// (and its write when the derived state changes) and COMMIT; one that finds nothing is the
-/// candidate read alone. A leased state write
+/// (and its write when the derived state changes) and COMMIT; a start in an apply already running
+/// skips the refresh (it could change nothing); one that finds nothing is the candidate read alone. A leased state write
 /// is a transaction with the apply lock, the UPDATE and the refresh; heartbeat and release, which
 /// change no state, are the UPDATE (and reading the new expiry back).
 #[test]
@@ -208,7 +208,8 @@ fn mysql_statements_per_claim_and_leased_write() {
 
     let db = TestDb::new(Kind::Mysql);
     let conn = &mut db.conn();
-    crate::fixtures::rollout(conn, 3, CutoverPolicy::Parallel, FailurePolicy::Halt);
+    let (apply_id, _) =
+        crate::fixtures::rollout(conn, 3, CutoverPolicy::Parallel, FailurePolicy::Halt);
     let options = crate::fixtures::opts("counted");
     // Warm the prepared-statement cache.
     let warm = claims::claim_next(conn, &options).unwrap().unwrap();
@@ -218,9 +219,17 @@ fn mysql_statements_per_claim_and_leased_write() {
     let mut claimed = claimed.expect("claimable");
     assert_eq!(
         n,
-        1 + 2 + 4,
-        "claim_next: candidate SELECT + BEGIN and COMMIT + locking the apply + locking SELECT + \
-         UPDATE + the refresh's read (the apply stays running: no write)"
+        1 + 2 + 3,
+        "claim_next starting an operation of a running apply: candidate SELECT + BEGIN and COMMIT + \
+         locking the apply + locking SELECT + UPDATE, no refresh"
+    );
+    let stored = applyops::store::applies::get(conn, apply_id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        applyops::store::applies::refresh(conn, apply_id).unwrap(),
+        stored,
+        "the skipped refresh would have changed nothing"
     );
     let (n, _) = statements(conn, |c| {
         leases::update_state(c, &claimed.lease, ApplyState::WaitingForCutover).unwrap()
@@ -260,6 +269,15 @@ fn mysql_statements_per_claim_and_leased_write() {
     assert_eq!(
         n, 1,
         "an empty claim: the candidate SELECT alone, no transaction"
+    );
+    crate::fixtures::rollout(conn, 2, CutoverPolicy::Parallel, FailurePolicy::Halt);
+    let (n, first) = statements(conn, |c| claims::claim_next(c, &options).unwrap());
+    assert!(first.is_some());
+    assert_eq!(
+        n,
+        1 + 2 + 5,
+        "the first claim of a pending apply: candidate SELECT + BEGIN and COMMIT + locking the \
+         apply + locking SELECT + UPDATE + the refresh's read and its write (pending → running)"
     );
 }
 

@@ -222,7 +222,8 @@ type Candidate = (ApplyOperationId, ApplyId);
 ///    [claim transaction](db::claim_transaction) that locks the apply's row (claims are serialised
 ///    per apply, apply row first), then locks its candidates one at a time (`lock`: the same rules
 ///    narrowed to that row, MySQL `FOR UPDATE SKIP LOCKED`), takes the first that still qualifies
-///    (`take`), and refreshes the apply's derived state. On MySQL one apply per transaction, so a
+///    (`take`), and refreshes the apply's derived state (unless the take is a start in a running apply,
+///    which cannot change it: `aggregate::start_leaves_as_is`). On MySQL one apply per transaction, so a
 ///    claim never waits for one apply's lock while holding another's; on SQLite, whose write lock is
 ///    the whole database's, one transaction for the page. When every candidate is gone, the next
 ///    ones are read, passing over those tried.
@@ -289,6 +290,8 @@ fn claim(
                                 continue;
                             }
                             let kind = kind_of(&locked);
+                            let from_pending =
+                                locked.row.state == crate::state::ApplyState::Pending;
                             let Some(claimed) =
                                 take::take(conn, locked.row, kind, locked.now, options, &token)?
                             else {
@@ -301,7 +304,15 @@ fn claim(
                                     claimed.operation.id,
                                 )?;
                             }
-                            aggregate::refresh_locked(conn, &apply)?;
+                            // A start in a running apply changes nothing the refresh keeps: its
+                            // read is saved (`aggregate::start_leaves_as_is`).
+                            let unchanged = kind == ClaimKind::Start
+                                && from_pending
+                                && !moved
+                                && aggregate::start_leaves_as_is(&apply);
+                            if !unchanged {
+                                aggregate::refresh_locked(conn, &apply)?;
+                            }
                             return Ok((Some(claimed), skipped));
                         }
                         if moved {
