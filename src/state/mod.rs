@@ -21,7 +21,7 @@ mod sql;
 mod vocabulary;
 
 pub use derive::{
-    derive_apply_state, is_driven, is_failure, is_settled, lets_failure_through, start_keeps,
+    after_start, derive_apply_state, is_driven, is_failure, is_settled, lets_failure_through,
     Derived, OperationView,
 };
 pub use order::{

@@ -23,7 +23,7 @@ use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyId, ApplyOperationId, ControlRequestId};
 use crate::schema::{applies, apply_control_requests as reqs, apply_operations as ops};
 use crate::state::{
-    derive_apply_state, is_failure, is_settled, start_keeps, ApplyState, ControlRequestStatus,
+    after_start, derive_apply_state, is_failure, is_settled, ApplyState, ControlRequestStatus,
     CutoverPolicy, Derived, FailurePolicy, OperationView,
 };
 
@@ -146,23 +146,50 @@ pub(crate) fn lock_apply_of_request(
     lock_apply_row!(first_current, conn, applies::id.nullable().eq(apply_id))
 }
 
-/// True when a start claim (one `pending` operation to `running`) leaves `locked`'s apply as it is,
-/// so the claim need not refresh it: the apply is stored `running` with no message, started and not
-/// completed, with no pending control request (which a refresh would carry forward). The stored state
-/// is the derivation (every state write refreshes it), and a start keeps such a derivation
-/// ([`state::start_keeps`](crate::state::start_keeps), a property test); no failure can be left to
-/// number or to hold a target, since a `running` apply has none. Saves the claim the refresh's read.
-pub(crate) fn start_leaves_as_is(locked: &LockedApply) -> bool {
+/// Keeps `locked`'s apply current after a start claim (one `pending` operation moved to `running`)
+/// in the claim's transaction, without reading the operations, when the stored row alone decides
+/// what the apply becomes ([`state::after_start`](crate::state::after_start), with a property
+/// test): a pending apply is written `running` and started; a running one, already started, is
+/// left alone. The stored state is the derivation, because every state write refreshes it. An apply
+/// that is pending or running without a message has no failure to number and no failed operation
+/// holding a target, and whatever else the refresh touches is written the same way here.
+///
+/// Returns `false`, having done nothing, when the refresh must run instead: a pending control
+/// request (the refresh carries those forward), or a stored state that `after_start` cannot decide
+/// from. One UPDATE of the apply when it changes, none otherwise.
+pub(crate) fn refresh_after_start(
+    conn: &mut DbConnection,
+    locked: &LockedApply,
+) -> StoreResult<bool> {
     let row = &locked.row;
-    !locked.requests_pending
-        && row.started_at.is_some()
-        && row.completed_at.is_none()
-        && ApplyState::from_stored(&row.state).is_some_and(|state| {
-            start_keeps(&Derived {
-                state,
-                error_message: row.error_message.clone(),
-            })
-        })
+    if locked.requests_pending {
+        return Ok(false);
+    }
+    let Some(state) = ApplyState::from_stored(&row.state) else {
+        return Ok(false);
+    };
+    let Some(next) = after_start(&Derived {
+        state,
+        error_message: row.error_message.clone(),
+    }) else {
+        return Ok(false);
+    };
+    if next.state == state && row.started_at.is_some() && row.completed_at.is_none() {
+        return Ok(true);
+    }
+    db::cached_update(
+        applies::table,
+        applies::id.eq(row.id),
+        (
+            applies::state.eq(next.state),
+            applies::error_message.eq(next.error_message),
+            applies::started_at.eq(row.started_at.or(Some(locked.now))),
+            applies::completed_at.eq(None::<NaiveDateTime>),
+            applies::updated_at.eq(locked.now),
+        ),
+    )
+    .execute(conn)?;
+    Ok(true)
 }
 
 /// What the refresh reads of one operation: the raw vocabulary columns (an unknown value must not fail

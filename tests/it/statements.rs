@@ -272,12 +272,21 @@ fn mysql_statements_per_claim_and_leased_write() {
     );
     crate::fixtures::rollout(conn, 2, CutoverPolicy::Parallel, FailurePolicy::Halt);
     let (n, first) = statements(conn, |c| claims::claim_next(c, &options).unwrap());
-    assert!(first.is_some());
+    let first = first.expect("claimable");
     assert_eq!(
         n,
-        1 + 2 + 5,
+        1 + 2 + 4,
         "the first claim of a pending apply: candidate SELECT + BEGIN and COMMIT + locking the \
-         apply + locking SELECT + UPDATE + the refresh's read and its write (pending → running)"
+         apply + locking SELECT + UPDATE + writing the apply running (its row tells, no read)"
+    );
+    let stored = applyops::store::applies::get(conn, first.operation.apply_id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.state, ApplyState::Running);
+    assert_eq!(
+        applyops::store::applies::refresh(conn, first.operation.apply_id).unwrap(),
+        stored,
+        "what the claim wrote is the derivation"
     );
 }
 

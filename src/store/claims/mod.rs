@@ -222,8 +222,8 @@ type Candidate = (ApplyOperationId, ApplyId);
 ///    [claim transaction](db::claim_transaction) that locks the apply's row (claims are serialised
 ///    per apply, apply row first), then locks its candidates one at a time (`lock`: the same rules
 ///    narrowed to that row, MySQL `FOR UPDATE SKIP LOCKED`), takes the first that still qualifies
-///    (`take`), and refreshes the apply's derived state (unless the take is a start in a running apply,
-///    which cannot change it: `aggregate::start_leaves_as_is`). On MySQL one apply per transaction, so a
+///    (`take`), and refreshes the apply's derived state (after a start, from the apply's row alone
+///    when it tells: `aggregate::refresh_after_start`). On MySQL one apply per transaction, so a
 ///    claim never waits for one apply's lock while holding another's; on SQLite, whose write lock is
 ///    the whole database's, one transaction for the page. When every candidate is gone, the next
 ///    ones are read, passing over those tried.
@@ -304,13 +304,13 @@ fn claim(
                                     claimed.operation.id,
                                 )?;
                             }
-                            // A start in a running apply changes nothing the refresh keeps: its
-                            // read is saved (`aggregate::start_leaves_as_is`).
-                            let unchanged = kind == ClaimKind::Start
+                            // After a start, the apply's row alone usually tells what the apply
+                            // becomes: the refresh's read of the operations is saved.
+                            let kept = kind == ClaimKind::Start
                                 && from_pending
                                 && !moved
-                                && aggregate::start_leaves_as_is(&apply);
-                            if !unchanged {
+                                && aggregate::refresh_after_start(conn, &apply)?;
+                            if !kept {
                                 aggregate::refresh_locked(conn, &apply)?;
                             }
                             return Ok((Some(claimed), skipped));
