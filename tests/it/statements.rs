@@ -197,10 +197,10 @@ fn mysql_statements_per_operation() {
 
 /// The worker contract's round trips: a claim is the unlocked candidate read, then BEGIN, locking the
 /// apply's row, the one-row SELECT … FOR UPDATE SKIP LOCKED, the UPDATE, the apply refresh's read
-/// (and its write when the derived state changes) and COMMIT; a start in an apply already running
-/// skips the refresh (it could change nothing); one that finds nothing is the candidate read alone. A leased state write
-/// is a transaction with the apply lock, the UPDATE and the refresh; heartbeat and release, which
-/// change no state, are the UPDATE (and reading the new expiry back).
+/// (and its write when the derived state changes) and COMMIT; a start needs no read of the
+/// operations (the apply's row tells what it becomes); one that finds nothing is the candidate read
+/// alone. A leased state write is a transaction with the apply lock, the UPDATE and the refresh;
+/// heartbeat and release, which change no state, are the UPDATE (and reading the new expiry back).
 #[test]
 fn mysql_statements_per_claim_and_leased_write() {
     use applyops::state::{CutoverPolicy, FailurePolicy};
@@ -229,7 +229,7 @@ fn mysql_statements_per_claim_and_leased_write() {
     assert_eq!(
         applyops::store::applies::refresh(conn, apply_id).unwrap(),
         stored,
-        "the skipped refresh would have changed nothing"
+        "the refresh the claim did without would have changed nothing"
     );
     let (n, _) = statements(conn, |c| {
         leases::update_state(c, &claimed.lease, ApplyState::WaitingForCutover).unwrap()
