@@ -169,8 +169,8 @@ pub fn statements_succeeded(conn: &DbConnection) -> u64 {
 pub fn is_connection_lost(err: &StoreError) -> bool {
     match err {
         StoreError::Database(diesel::result::Error::DatabaseError(_, info)) => {
-            let message = info.message();
-            message.starts_with("Lost connection to") || message.contains("server has gone away")
+            let message = info.message().to_ascii_lowercase();
+            message.starts_with("lost connection to") || message.contains("server has gone away")
         }
         _ => false,
     }
@@ -250,5 +250,42 @@ mod tests {
         }
         // Refused, not opened: no database file was created.
         assert!(!std::path::Path::new(&file).exists());
+    }
+}
+
+#[cfg(test)]
+mod connection_lost_tests {
+    use super::*;
+    use diesel::result::{DatabaseErrorKind, Error};
+
+    fn database_error(message: &str) -> StoreError {
+        StoreError::Database(Error::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new(message.to_owned()),
+        ))
+    }
+
+    #[test]
+    fn the_client_librarys_lost_connection_messages_are_connection_lost() {
+        for message in [
+            "Lost connection to server during query",
+            "Lost connection to MySQL server during query",
+            "MySQL server has gone away",
+            "Server has gone away",
+        ] {
+            assert!(is_connection_lost(&database_error(message)), "{message}");
+        }
+    }
+
+    #[test]
+    fn other_errors_are_not_connection_lost() {
+        for message in [
+            "Duplicate entry 'x' for key 'k'",
+            "Deadlock found when trying to get lock; try restarting transaction",
+            "Table 'x.y' doesn't exist",
+        ] {
+            assert!(!is_connection_lost(&database_error(message)), "{message}");
+        }
+        assert!(!is_connection_lost(&StoreError::Database(Error::NotFound)));
     }
 }
