@@ -408,16 +408,31 @@ pub(super) fn retry_budget_left() -> _ {
         .gt(ops::attempt.nullable())
 }
 
-/// **Start**: `pending`, past the stop gate, the start order, the failure gate and the concurrency
-/// cap.
+/// **Start**, the part of the rule that is its own: `pending`, past the start order and the failure
+/// gate. The stop gate and the concurrency cap complete it; [`driving_rules`] applies them once for
+/// the start, resume and retry rules together.
 #[diesel::dsl::auto_type]
 pub(super) fn start_rule() -> _ {
     let pending: ApplyState = ApplyState::Pending;
     ops::state
         .eq(pending)
-        .and(stop_gate())
         .and(start_order_gate())
         .and(failure_gate())
+}
+
+/// The claims that move an operation into a driven state, with the gates they share: **start**
+/// ([`start_rule`]) and **retry** ([`retry_rule`]) past the stop gate, or **resume**
+/// ([`resume_rule`]); each within the concurrency cap. Every gate is spelled once, so the database
+/// sets up each of its subqueries once per statement rather than once per rule. The row's state is
+/// tested before the stop gate, and the cap last, so a row that no rule can take costs no
+/// subquery it does not need.
+#[diesel::dsl::auto_type]
+pub(super) fn driving_rules() -> _ {
+    let gated: [ApplyState; 2] = [ApplyState::Pending, ApplyState::FailedRetryable];
+    resume_rule()
+        .or(db::one_of(ops::state, gated)
+            .and(stop_gate())
+            .and(start_rule().or(retry_rule())))
         .and(concurrency_gate())
 }
 
@@ -446,8 +461,9 @@ pub(super) fn cutover_owned() -> _ {
     deferred.or(db::one_of(ops::cutover_policy, claimed).and(has_sibling()))
 }
 
-/// **Resume**: `stopped` or `paused`, started before (a never-started one goes back to `pending` when
-/// the start is recorded), with a pending `start` for its apply or for it, within the concurrency cap.
+/// **Resume**, the part of the rule that is its own: `stopped` or `paused`, started before (a
+/// never-started one goes back to `pending` when the start is recorded), with a pending `start` for
+/// its apply or for it. The concurrency cap completes it ([`driving_rules`]).
 #[diesel::dsl::auto_type]
 pub(super) fn resume_rule() -> _ {
     let stopped: ApplyState = ApplyState::Stopped;
@@ -457,19 +473,14 @@ pub(super) fn resume_rule() -> _ {
         .or(ops::state.eq(paused))
         .and(ops::started_at.is_not_null())
         .and(start_requested())
-        .and(concurrency_gate())
 }
 
-/// **Retry**: `failed_retryable` with retry budget left, past the stop gate, within the concurrency
-/// cap.
+/// **Retry**, the part of the rule that is its own: `failed_retryable` with retry budget left. The
+/// stop gate and the concurrency cap complete it ([`driving_rules`]).
 #[diesel::dsl::auto_type]
 pub(super) fn retry_rule() -> _ {
     let retryable: ApplyState = ApplyState::FailedRetryable;
-    ops::state
-        .eq(retryable)
-        .and(retry_budget_left())
-        .and(stop_gate())
-        .and(concurrency_gate())
+    ops::state.eq(retryable).and(retry_budget_left())
 }
 
 /// **A readable row**: its cutover and failure policies are values this version knows. A claim hands
@@ -483,17 +494,13 @@ pub(super) fn readable_policies() -> _ {
     db::one_of(ops::cutover_policy, cutover).and(db::one_of(ops::on_failure, failure))
 }
 
-/// What the copy claim takes: a free lease on a readable row and one of start, recovery, resume or
-/// retry.
+/// What the copy claim takes: a free lease on a readable row and one of recovery, or start, resume
+/// or retry ([`driving_rules`]).
 #[diesel::dsl::auto_type]
 pub(super) fn copy_claimable(now: DbNow) -> _ {
     let free: lease_free = lease_free(now);
-    free.and(readable_policies()).and(
-        start_rule()
-            .or(recovery_rule())
-            .or(resume_rule())
-            .or(retry_rule()),
-    )
+    free.and(readable_policies())
+        .and(recovery_rule().or(driving_rules()))
 }
 
 /// The row's apply has `defer_cutover` = `deferred`. A row whose apply is missing matches neither.
