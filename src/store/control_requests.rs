@@ -634,13 +634,16 @@ pub(super) fn complete_cutover(
         reqs::completed_at.eq(now.nullable()),
         reqs::updated_at.eq(now),
     );
-    let pending_cutover = reqs::table
-        .filter(reqs::apply_id.eq(apply_id))
-        .filter(reqs::kind.eq(ControlRequestKind::Cutover))
-        .filter(reqs::status.eq(ControlRequestStatus::Pending));
-    diesel::update(pending_cutover.filter(reqs::apply_operation_id.eq(operation_id)))
-        .set(completion)
-        .execute(conn)?;
+    let pending_cutover = reqs::apply_id
+        .eq(apply_id)
+        .and(reqs::kind.eq(ControlRequestKind::Cutover))
+        .and(reqs::status.eq(ControlRequestStatus::Pending));
+    db::cached_update(
+        reqs::table,
+        pending_cutover.and(reqs::apply_operation_id.eq(operation_id)),
+        completion,
+    )
+    .execute(conn)?;
     let others_waiting = apply_operations::table
         .filter(apply_operations::apply_id.eq(apply_id))
         .filter(apply_operations::id.ne(operation_id))
@@ -650,9 +653,12 @@ pub(super) fn complete_cutover(
         .optional()?
         .is_some();
     if !others_waiting {
-        diesel::update(pending_cutover.filter(reqs::apply_operation_id.is_null()))
-            .set(completion)
-            .execute(conn)?;
+        db::cached_update(
+            reqs::table,
+            pending_cutover.and(reqs::apply_operation_id.is_null()),
+            completion,
+        )
+        .execute(conn)?;
     }
     Ok(())
 }

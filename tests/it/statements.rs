@@ -372,9 +372,9 @@ fn mysql_create_rollout_takes_the_same_statements_for_1_and_50_operations() {
     assert_eq!(none, 2 + 5, "without tasks: no task INSERT nor task SELECT");
 }
 
-/// After its first use on a connection, no statement of a claim, a leased write, a heartbeat, a
-/// checkpoint, a release or an operator's write is prepared again: each is executed from the
-/// connection's statement cache, its SQL text not re-sent.
+/// After its first use on a connection, no statement of a claim (copy or cutover), a leased write,
+/// a heartbeat, a checkpoint, a release or an operator's write is prepared again: each is executed
+/// from the connection's statement cache, its SQL text not re-sent.
 #[test]
 fn mysql_warm_claims_and_writes_prepare_nothing() {
     use applyops::state::{CutoverPolicy, FailurePolicy};
@@ -390,6 +390,13 @@ fn mysql_warm_claims_and_writes_prepare_nothing() {
         leases::save_engine_state(c, &claimed.lease, b"step").unwrap();
         leases::update_state(c, &claimed.lease, ApplyState::WaitingForCutover).unwrap();
         leases::release(c, &claimed.lease).unwrap();
+        // The cutover claim completes the cutover requests naming the operation and its apply
+        // (none here): its UPDATEs are prepared once too.
+        let cut = claims::claim_next_cutover(c, &options)
+            .unwrap()
+            .expect("a due cutover");
+        assert_eq!(cut.operation.id, claimed.operation.id);
+        leases::release(c, &cut.lease).unwrap();
         store::update_state(c, claimed.operation.id, ApplyState::Running).unwrap();
         store::mark_completed(c, claimed.operation.id).unwrap();
     };
