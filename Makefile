@@ -1,5 +1,8 @@
 # applyops developer commands. `make test` is the one CI runs; it installs what it needs first.
 #
+#   make demo          see it work: three rollouts driven by four workers on an embedded SQLite database
+#                      (no server), with an operator's retry and cutover, shown by `applyops watch`;
+#                      `make demo DATABASE_URL=sqlite:///tmp/d.db` keeps the database to inspect
 #   make test          install missing system packages, then run the whole suite
 #   make lint          rustfmt check + clippy with -D warnings
 #   make check-features  each backend alone: check, clippy and unit tests with only `sqlite` and only
@@ -16,7 +19,7 @@ CARGO ?= cargo
 DATABASE_URL ?= sqlite://applyops.db
 export DATABASE_URL
 
-.PHONY: test lint check-features schema-check migrate doc bench deps diesel-cli
+.PHONY: demo test lint check-features schema-check migrate doc bench deps diesel-cli
 
 # The MySQL client library and pkg-config are needed to build Diesel's mysql backend (mysqlclient-sys,
 # our default `mysql` feature); libsqlite3-dev is needed by the diesel CLI's sqlite feature (the crate
@@ -42,6 +45,12 @@ deps:
 diesel-cli: deps
 	@command -v diesel >/dev/null 2>&1 || \
 	  $(CARGO) install diesel_cli --locked --no-default-features --features mysql,sqlite
+
+# DATABASE_URL only when given on the command line or in the environment (not this file's default):
+# without it the demo creates target/demo/applyops-demo.db afresh.
+demo: deps
+	$(CARGO) build --bin applyops --example worker
+	$(if $(filter command line environment,$(origin DATABASE_URL)),DATABASE_URL='$(DATABASE_URL)',env -u DATABASE_URL) ./demo/run.sh
 
 test: deps
 	$(CARGO) test --all-targets

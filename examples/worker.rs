@@ -4,7 +4,12 @@
 //! ```text
 //! cargo run --example worker -- --database-url sqlite:///tmp/worker-demo.db --seed 5 --exit-when-idle
 //! cargo run --example worker -- --database-url mysql://root@127.0.0.1:3306/worker_demo --workers 8
+//! cargo run --example worker -- --step-ms 300 --fail-once ap-south   # as `make demo` runs it
 //! ```
+//!
+//! `--fail-once DEPLOYMENT` (repeatable) makes the first attempt of every operation for that
+//! deployment fail after its first step (`mark_failed`), so that an operator's `applyops retry`
+//! can be shown; the retried attempt succeeds.
 //!
 //! It logs through `tracing` to stderr, filtered by `RUST_LOG` (default `info`;
 //! `RUST_LOG=info,applyops=debug` adds a line per store call with its duration). Logging never takes
@@ -40,7 +45,7 @@ use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::EnvFilter;
 
 const USAGE: &str = "usage: worker [--database-url URL] [--workers N] [--seed APPLIES] \
-[--lease-ttl-ms MS] [--step-ms MS] [--exit-when-idle]";
+[--lease-ttl-ms MS] [--step-ms MS] [--exit-when-idle] [--fail-once DEPLOYMENT]...";
 const DEPLOYMENTS: [&str; 3] = ["us-east", "us-west", "eu-central"];
 const POLICIES: [CutoverPolicy; 3] = [
     CutoverPolicy::Rolling,
@@ -62,6 +67,9 @@ struct Config {
     lease_ttl: Duration,
     step: Duration,
     exit_when_idle: bool,
+    /// `--fail-once`: the deployments whose first attempt fails after its first step (a simulated
+    /// copy failure, recorded with `mark_failed`), so an operator's `retry` can be shown.
+    fail_once: Vec<String>,
 }
 
 /// What every thread shares. The `Store` is a pool: each call checks a connection out briefly.
@@ -83,7 +91,7 @@ struct Shared {
 /// The first [`STATS`] entries are claim kinds; the rest are outcomes.
 const CLAIM_KINDS: usize = 7;
 
-const STATS: [&str; 19] = [
+const STATS: [&str; 20] = [
     "start",
     "recovery",
     "resume",
@@ -103,6 +111,7 @@ const STATS: [&str; 19] = [
     "resumed_from_checkpoint",
     "released_on_shutdown",
     "errors",
+    "failed_on_purpose",
 ];
 
 impl Shared {
@@ -355,6 +364,8 @@ enum Outcome {
     Released,
     /// A state no claim should hand out: released untouched.
     Unexpected,
+    /// Failed on purpose (`--fail-once`): recorded `failed`, left for an operator's retry.
+    FailedOnPurpose,
 }
 
 /// One claimed operation, driven under its lease.
@@ -418,6 +429,7 @@ fn drive(sh: &Shared, who: &str, claimed: ClaimedOperation) {
         Ok(Outcome::Cancelled) => sh.count("cancelled"),
         Ok(Outcome::HandedToRevert) => sh.count("handed_to_revert"),
         Ok(Outcome::Unexpected) => sh.count("errors"),
+        Ok(Outcome::FailedOnPurpose) => sh.count("failed_on_purpose"),
         Ok(Outcome::Released) => {
             sh.count("released_on_shutdown");
             info!(worker = %who, op = %id, state = %job.op.state, "released on shutdown");
@@ -500,6 +512,22 @@ impl Job<'_> {
             };
             self.work()?;
             self.steps_done += 1;
+            if state == ApplyState::Running
+                && self.op.attempt == 0
+                && self.sh.cfg.fail_once.contains(&self.op.deployment)
+            {
+                store
+                    .leased(&self.lease)
+                    .mark_failed("simulated copy failure (--fail-once); retry it")?;
+                warn!(
+                    worker = %self.who,
+                    op = %self.op.id,
+                    deployment = %self.op.deployment,
+                    "failed on purpose (--fail-once)"
+                );
+                store.release(&self.lease)?;
+                return Ok(Outcome::FailedOnPurpose);
+            }
             store
                 .leased(&self.lease)
                 .save_engine_state(&self.steps_done.to_be_bytes())?;
@@ -725,6 +753,7 @@ fn parse_args() -> Result<Option<Config>, String> {
         lease_ttl: Duration::from_secs(10),
         step: Duration::from_millis(20),
         exit_when_idle: false,
+        fail_once: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -738,6 +767,7 @@ fn parse_args() -> Result<Option<Config>, String> {
             "--lease-ttl-ms" => cfg.lease_ttl = Duration::from_millis(number(value()?)?),
             "--step-ms" => cfg.step = Duration::from_millis(number(value()?)?),
             "--exit-when-idle" => cfg.exit_when_idle = true,
+            "--fail-once" => cfg.fail_once.push(value()?),
             "-h" | "--help" => {
                 writeln!(io::stdout(), "{USAGE}").ok();
                 return Ok(None);

@@ -6,11 +6,11 @@ use chrono::NaiveDateTime;
 
 use crate::models::{
     Apply, ApplyId, ApplyOperation, ApplyOperationId, ClaimedOperation, ControlRequest,
-    ControlRequestId, DeletedRollout, NewApply, NewApplyOperation, NewControlRequest, NewRollout,
-    NewTask, OperationLease, Rollout, Task, TaskId, UnknownClaim,
+    ControlRequestId, DeletedRollout, LiveLease, NewApply, NewApplyOperation, NewControlRequest,
+    NewRollout, NewTask, OperationLease, Rollout, Task, TaskId, UnknownClaim,
 };
 use crate::state::{ApplyState, ControlRequestKind};
-use crate::store::applies::{ApplyFilter, Blocker, Page};
+use crate::store::applies::{ApplyFilter, ApplyProgress, Blocker, Page};
 use crate::store::claims::ClaimOptions;
 use crate::store::{applies, apply_operations, claims, control_requests, leases, tasks};
 
@@ -163,6 +163,12 @@ impl Store {
     /// The `apply_control_requests` store.
     pub fn control_requests(&self) -> ControlRequestsHandle<'_> {
         ControlRequestsHandle { store: self }
+    }
+
+    /// Operators' reads of the leases workers hold (for writes through a lease, see
+    /// [`Store::leased`]).
+    pub fn leases(&self) -> LeasesHandle<'_> {
+        LeasesHandle { store: self }
     }
 
     /// The copy claim: see [`claims::claim_next`]. A claim whose COMMIT went unacknowledged is
@@ -377,6 +383,13 @@ handle! {
 }
 
 handle! {
+    /// [`crate::store::leases`] reads for operators, on pooled connections.
+    LeasesHandle => leases {
+        fn live(owner_prefix: Option<&str>) -> Vec<LiveLease>;
+    }
+}
+
+handle! {
     /// [`crate::store::control_requests`] on pooled connections.
     ControlRequestsHandle => control_requests {
         fn request(new: &NewControlRequest) -> ControlRequest;
@@ -418,6 +431,7 @@ handle! {
         fn rollout(id: ApplyId) -> Option<Rollout>;
         fn delete(id: ApplyId) -> DeletedRollout;
         fn list(filter: &ApplyFilter) -> Page<Apply>;
+        fn progress(ids: &[ApplyId]) -> Vec<ApplyProgress>;
         fn counts_by_state(filter: &ApplyFilter) -> Vec<(ApplyState, i64)>;
         fn create_rollout(new: &NewRollout) -> Rollout;
         fn refresh(id: ApplyId) -> Apply;

@@ -113,3 +113,37 @@ mod tests {
         assert_eq!(serde_json::from_str::<LeaseToken>(&json).unwrap(), token);
     }
 }
+
+/// A lease some worker holds now, as [`leases::live`](crate::store::leases::live) lists them for
+/// operators. Carries no token: a listing never hands out the right to write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveLease {
+    /// The held operation.
+    pub operation_id: ApplyOperationId,
+    /// Its apply.
+    pub apply_id: ApplyId,
+    /// Its deployment.
+    pub deployment: String,
+    /// Its state.
+    pub state: crate::state::ApplyState,
+    /// The holder (the claim's `owner`).
+    pub owner: String,
+    /// When the holder's claim took it (UTC).
+    #[serde(default, with = "super::rfc3339::option")]
+    pub acquired_at: Option<NaiveDateTime>,
+    /// When it expires unless renewed (UTC).
+    #[serde(with = "super::rfc3339")]
+    pub expires_at: NaiveDateTime,
+    /// The database's time when it was listed (UTC): `expires_at` minus this is how long is left.
+    #[serde(with = "super::rfc3339")]
+    pub read_at: NaiveDateTime,
+}
+
+impl LiveLease {
+    /// How long the lease has left as of [`LiveLease::read_at`] (zero once it has expired).
+    pub fn expires_in(&self) -> Duration {
+        (self.expires_at - self.read_at)
+            .to_std()
+            .unwrap_or_default()
+    }
+}

@@ -24,7 +24,7 @@ pub use apply_operation::{ApplyOperation, NewApplyOperation};
 pub use claim::{ClaimKind, ClaimedOperation, UnknownClaim};
 pub use control_request::{ControlRequest, NewControlRequest};
 pub use ids::{ApplyId, ApplyOperationId, ControlRequestId, TaskId};
-pub use lease::{LeaseToken, OperationLease};
+pub use lease::{LeaseToken, LiveLease, OperationLease};
 pub use rollout::{
     DeletedRollout, NewRollout, NewRolloutOperation, NewRolloutTask, Rollout, RolloutOperation,
 };

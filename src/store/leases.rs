@@ -22,7 +22,7 @@ use super::validate;
 use super::writer::{self, held_row, Writer};
 use crate::db::{self, DbConnection, UniqueKey};
 use crate::error::{StoreError, StoreResult};
-use crate::models::{ApplyOperationId, LeaseToken};
+use crate::models::{ApplyOperation, ApplyOperationId, LeaseToken, LiveLease};
 use crate::schema::{apply_control_requests as reqs, apply_operations as ops};
 use crate::state::{ApplyState, ControlRequestKind, ControlRequestStatus};
 
@@ -287,6 +287,39 @@ pub fn release(conn: &mut DbConnection, lease: &OperationLease) -> StoreResult<(
 fn releasable() -> _ {
     let window: ApplyState = ApplyState::RevertWindow;
     ops::state.ne(window).or(revert_decision_requested())
+}
+
+/// Every lease held now (not expired by the database's clock, not released), soonest expiry first,
+/// for operators: which worker holds what, and for how long yet. `owner_prefix` keeps only holders
+/// whose name starts with it (compared exactly, case-sensitively, on every backend). One SELECT,
+/// through the lease expiry index.
+///
+/// A stored state this version does not know is [`StoreError::UnknownState`], naming the row.
+pub fn live(conn: &mut DbConnection, owner_prefix: Option<&str>) -> StoreResult<Vec<LiveLease>> {
+    let now = db::now();
+    let none: &'static str = "";
+    let rows: Vec<(ApplyOperation, NaiveDateTime)> = ops::table
+        .filter(ops::lease_expires_at.gt(now.nullable()))
+        .filter(ops::lease_token.ne(none))
+        .order((ops::lease_expires_at.asc(), ops::id.asc()))
+        .select((ApplyOperation::as_select(), db::now_when_read()))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter(|(op, _)| owner_prefix.is_none_or(|prefix| op.lease_owner.starts_with(prefix)))
+        .filter_map(|(op, read_at)| {
+            Some(LiveLease {
+                expires_at: op.lease_expires_at?,
+                operation_id: op.id,
+                apply_id: op.apply_id,
+                deployment: op.deployment,
+                state: op.state,
+                owner: op.lease_owner,
+                acquired_at: op.lease_acquired_at,
+                read_at,
+            })
+        })
+        .collect())
 }
 
 #[cfg(test)]

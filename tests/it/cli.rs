@@ -321,7 +321,7 @@ fn cli_names_a_sqlite_path_whose_directory_does_not_exist() {
 
 #[test]
 fn cli_never_suggests_revert_for_a_mistyped_subcommand() {
-    for typo in ["retry", "revrt", "reverse", "rever"] {
+    for typo in ["revrt", "reverse", "rever"] {
         let (ok, out, err) = applyops("sqlite://x.db", &[typo]);
         assert!(!ok);
         assert_eq!(out, "");

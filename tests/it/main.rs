@@ -23,6 +23,7 @@ mod hardening;
 mod leases;
 mod lost_commit;
 mod migrations;
+mod operator_cli;
 mod pool;
 mod proxy;
 mod rollouts;

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# `make demo`: applyops end to end on an embedded SQLite database, no server needed.
+#
+# 1. migrates the database ($DATABASE_URL, default sqlite://target/demo/applyops-demo.db, created
+#    afresh each run; with DATABASE_URL given it is kept and reused, to inspect afterwards);
+# 2. creates three rollouts from demo/: rolling, barrier with cutovers on an operator's request,
+#    parallel with one deployment (ap-south) whose first attempt fails;
+# 3. runs the example worker with four worker threads in the background;
+# 4. plays the operator in the background: retries ap-south once it has failed, and cuts the
+#    barrier rollout over once all its deployments wait at the barrier;
+# 5. shows `applyops watch` until the three applies settle, then `applyops applies`.
+#
+# Exits non-zero if any step fails or an apply does not complete within DEMO_TIMEOUT seconds
+# (default 180). Logs: target/demo/{workers,operator}.log.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+APPLYOPS=${APPLYOPS:-target/debug/applyops}
+WORKER=${WORKER:-target/debug/examples/worker}
+DEMO_TIMEOUT=${DEMO_TIMEOUT:-180}
+out=target/demo
+mkdir -p "$out"
+if [ -z "${DATABASE_URL:-}" ]; then
+    rm -f "$out/applyops-demo.db" "$out/applyops-demo.db-wal" "$out/applyops-demo.db-shm"
+    DATABASE_URL="sqlite://$out/applyops-demo.db"
+fi
+export DATABASE_URL
+stamp=$(date +%s)
+
+echo "== database: $DATABASE_URL"
+"$APPLYOPS" migrate
+
+echo "== creating three rollouts"
+for file in rolling.toml barrier.json parallel.toml; do
+    sed "s/@STAMP@/$stamp/" "demo/$file" >"$out/$file"
+    "$APPLYOPS" create --file "$out/$file" | head -1
+done
+rolling=demo-rolling-$stamp
+barrier=demo-barrier-$stamp
+parallel=demo-parallel-$stamp
+
+echo "== starting the example worker (4 worker threads) in the background"
+"$WORKER" --database-url "$DATABASE_URL" --workers 4 --step-ms 400 --lease-ttl-ms 5000 \
+    --fail-once ap-south >"$out/workers.log" 2>&1 &
+workers=$!
+operator=
+cleanup() {
+    kill -INT "$workers" 2>/dev/null || true
+    wait "$workers" 2>/dev/null || true
+    if [ -n "$operator" ]; then
+        kill "$operator" 2>/dev/null || true
+        wait "$operator" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
+
+# The operator: retry the failed deployment, cut the barrier rollout over.
+(
+    set -e
+    "$APPLYOPS" wait "$parallel" --deployment ap-south --state failed --timeout "$DEMO_TIMEOUT"
+    "$APPLYOPS" retry "$parallel" --deployment ap-south --by demo-operator \
+        --reason "transient failure"
+    for deployment in us-east us-west eu-central; do
+        "$APPLYOPS" wait "$barrier" --deployment "$deployment" --state waiting_for_cutover \
+            --timeout "$DEMO_TIMEOUT"
+    done
+    "$APPLYOPS" cutover "$barrier" --by demo-operator --reason "all deployments at the barrier"
+) >"$out/operator.log" 2>&1 &
+operator=$!
+
+echo "== watching until the applies settle"
+"$APPLYOPS" watch "$rolling" "$barrier" "$parallel" --interval-ms 300 --timeout "$DEMO_TIMEOUT"
+wait "$operator"
+operator=
+echo
+echo "== what the operator did (target/demo/operator.log)"
+cat "$out/operator.log"
+echo
+echo "== applyops applies"
+"$APPLYOPS" applies
+for apply in "$rolling" "$barrier" "$parallel"; do
+    "$APPLYOPS" wait "$apply" --state completed --timeout 1 >/dev/null
+done
+echo
+echo "all three rollouts completed; inspect with: DATABASE_URL=$DATABASE_URL $APPLYOPS status $parallel"
