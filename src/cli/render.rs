@@ -42,9 +42,10 @@ impl Style {
             .load_style(presets::NOTHING)
             .set_content_arrangement(ContentArrangement::Dynamic)
             .set_header(header.iter().map(|name| Cell::new(*name)));
-        if !self.tty {
-            table.set_width(PLAIN_WIDTH);
-        }
+        // The terminal's width; 80 columns off a terminal, or when the terminal reports no
+        // usable width (a pseudo-terminal that was never sized says 0).
+        let terminal = if self.tty { table.width() } else { None };
+        table.set_width(terminal.filter(|width| *width >= 40).unwrap_or(PLAIN_WIDTH));
         if !self.colour {
             table.force_no_tty();
         }

@@ -13,6 +13,7 @@ fn new_apply(identifier: &str) -> NewApply {
 }
 
 backend_tests!(
+    progress_counts_each_applys_operations_and_completed_ones_in_the_order_asked,
     insert_then_get_round_trips,
     a_taken_identifier_is_apply_exists,
     fields_are_validated_before_any_sql,
@@ -114,4 +115,25 @@ fn defer_cutover_is_stored_and_can_be_switched(db: &TestDb) {
         store::set_defer_cutover(conn, ApplyId(9_999), true),
         Err(StoreError::ApplyNotFound { id: ApplyId(9_999) })
     ));
+}
+
+/// `applies::progress`: per apply asked for, in that order, its operations and how many are
+/// `completed`; an apply with none counts 0 of 0, an unknown one too; nothing asked, nothing read.
+fn progress_counts_each_applys_operations_and_completed_ones_in_the_order_asked(db: &TestDb) {
+    use applyops::state::{CutoverPolicy, FailurePolicy};
+    use applyops::store::apply_operations;
+    let conn = &mut db.conn();
+    let (busy, ops) =
+        crate::fixtures::rollout(conn, 3, CutoverPolicy::Parallel, FailurePolicy::Halt);
+    apply_operations::mark_completed(conn, ops[0]).unwrap();
+    apply_operations::mark_completed(conn, ops[2]).unwrap();
+    let empty = crate::fixtures::apply(conn, false);
+    let unknown = ApplyId(busy.get() + 1_000);
+    let progress = store::progress(conn, &[empty, unknown, busy]).unwrap();
+    let counts: Vec<(ApplyId, i64, i64)> = progress
+        .iter()
+        .map(|p| (p.apply_id, p.operations, p.completed))
+        .collect();
+    assert_eq!(counts, [(empty, 0, 0), (unknown, 0, 0), (busy, 3, 2)]);
+    assert!(store::progress(conn, &[]).unwrap().is_empty());
 }

@@ -12,6 +12,7 @@ use crate::fixtures::*;
 use crate::harness::TestDb;
 
 backend_tests!(
+    live_lists_held_leases_soonest_expiry_first_and_filters_by_owner_prefix,
     leased_writes_drive_the_operation_and_repeat_idempotently,
     leased_failures_and_terminal_states_follow_the_unguarded_rules,
     an_expired_lease_nobody_stole_still_writes,
@@ -257,4 +258,61 @@ fn an_operators_settling_write_takes_the_lease_and_its_holder_finds_it_lost(db: 
             Err(StoreError::LeaseLost { .. })
         ));
     }
+}
+
+/// `leases::live`: the leases held now, soonest expiry first, by the database's clock; not a
+/// released one nor an expired one; `owner_prefix` compared exactly (case and `%` included).
+fn live_lists_held_leases_soonest_expiry_first_and_filters_by_owner_prefix(db: &TestDb) {
+    use applyops::state::CutoverPolicy::Parallel;
+    let conn = &mut db.conn();
+    let (apply_id, _) = rollout(conn, 5, Parallel, Halt);
+    let long = claims::claim_next(
+        conn,
+        &ClaimOptions::new("Fleet-a", Duration::from_secs(600)),
+    )
+    .unwrap()
+    .unwrap();
+    let short = claims::claim_next(conn, &ClaimOptions::new("fleet-b", Duration::from_secs(60)))
+        .unwrap()
+        .unwrap();
+    let released = claims::claim_next(conn, &opts("fleet-c")).unwrap().unwrap();
+    leases::release(conn, &released.lease).unwrap();
+    let expired = claims::claim_next(conn, &opts("fleet-d")).unwrap().unwrap();
+    expire_lease(conn, expired.operation.id);
+    // The released row is claimable again: this claim takes it.
+    let percent = claims::claim_next(conn, &opts("fl%et")).unwrap().unwrap();
+    assert_eq!(percent.operation.id, released.operation.id);
+    let live = leases::live(conn, None).unwrap();
+    let held: Vec<_> = live
+        .iter()
+        .map(|l| (l.operation_id, l.owner.as_str()))
+        .collect();
+    assert_eq!(
+        held,
+        [
+            (short.operation.id, "fleet-b"),
+            (percent.operation.id, "fl%et"),
+            (long.operation.id, "Fleet-a")
+        ],
+        "soonest expiry first"
+    );
+    let lease = &live[2];
+    assert_eq!(lease.apply_id, apply_id);
+    assert_eq!(lease.state, ApplyState::Running);
+    assert_eq!(lease.expires_at, long.lease.expires_at);
+    let left = lease.expires_in();
+    assert!(
+        left > Duration::from_secs(590) && left <= Duration::from_secs(600),
+        "{left:?}"
+    );
+    let mut owners = |prefix: &str| -> Vec<String> {
+        leases::live(conn, Some(prefix))
+            .unwrap()
+            .into_iter()
+            .map(|l| l.owner)
+            .collect()
+    };
+    assert_eq!(owners("fleet"), ["fleet-b"], "case-sensitive");
+    assert_eq!(owners("fl%"), ["fl%et"], "% is a plain character");
+    assert!(owners("zzz").is_empty());
 }

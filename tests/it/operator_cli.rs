@@ -143,6 +143,7 @@ backend_tests!(
     cli_watch_off_a_terminal_prints_changes_until_settled,
     cli_watch_json_prints_status_documents_and_times_out_with_exit_1,
     cli_tables_fit_80_columns_without_colour_off_a_terminal,
+    cli_watch_on_a_terminal_draws_bars_and_colour_unless_no_color,
 );
 
 fn cli_create_from_toml_prints_the_apply_and_its_deployments(db: &TestDb) {
@@ -714,4 +715,45 @@ fn cli_tables_fit_80_columns_without_colour_off_a_terminal(db: &TestDb) {
             "{args:?}: no colour off a terminal"
         );
     }
+}
+
+/// `watch` on a pseudo-terminal (util-linux `script`, from Debian's essential `bsdutils`): progress
+/// bars drawn in place and coloured states, no colour under `NO_COLOR`.
+fn cli_watch_on_a_terminal_draws_bars_and_colour_unless_no_color(db: &TestDb) {
+    let id = create(db, "cli-tty", "shop");
+    for op in operation_ids(db, id) {
+        apply_operations::mark_completed(&mut db.conn(), op).unwrap();
+    }
+    let on_tty = |no_color: bool| {
+        let command = format!(
+            "{} --database-url '{}' watch cli-tty --timeout 20",
+            env!("CARGO_BIN_EXE_applyops"),
+            db.url()
+        );
+        let mut script = std::process::Command::new("script");
+        script
+            .args(["-qfec", &command, "/dev/null"])
+            .env_remove("DATABASE_URL")
+            .env_remove("NO_COLOR")
+            .stdin(std::process::Stdio::null());
+        if no_color {
+            script.env("NO_COLOR", "1");
+        }
+        let output = script.output().expect("run script");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let coloured = on_tty(false);
+    assert!(coloured.contains("3/3 completed"), "{coloured}");
+    assert!(
+        coloured.contains("] completed"),
+        "a bar per deployment: {coloured}"
+    );
+    assert!(
+        coloured.contains("\u{1b}[32m"),
+        "green, on a terminal: {coloured:?}"
+    );
+    let plain = on_tty(true);
+    assert!(plain.contains("] completed"), "{plain}");
+    assert!(!plain.contains("\u{1b}[32m"), "NO_COLOR: {plain:?}");
 }
