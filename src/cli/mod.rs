@@ -254,6 +254,12 @@ pub fn run(cli: Cli, style: Style, out: &mut impl Write, warn: &mut impl Write) 
             revert_migration(&cli.database_url, &args, out)
         }
         Command::List { apply_id } => list(&cli.database_url, apply_id, out, warn),
+        Command::Create { file, json } => {
+            // The file is read and parsed before the database is opened.
+            let rollout = read_rollout(&file)?;
+            let store = open(&cli.database_url)?;
+            create(&store, &rollout, json, style, out)
+        }
         command => {
             let store = open(&cli.database_url)?;
             match command {
@@ -270,7 +276,6 @@ pub fn run(cli: Cli, style: Style, out: &mut impl Write, warn: &mut impl Write) 
                 }
                 Command::Watch(args) => watch::run(&store, &args, style, out),
                 Command::Wait(args) => wait(&store, &args, out),
-                Command::Create { file, json } => create(&store, &file, json, style, out),
                 Command::Stop(args) => requests::run(&store, ControlRequestKind::Stop, &args, out),
                 Command::Start(args) => {
                     requests::run(&store, ControlRequestKind::Start, &args, out)
@@ -304,7 +309,9 @@ pub fn run(cli: Cli, style: Style, out: &mut impl Write, warn: &mut impl Write) 
                 Command::Leases { owner, json } => {
                     leases(&store, owner.as_deref(), json, style, out)
                 }
-                Command::Migrate | Command::List { .. } => unreachable!("handled above"),
+                Command::Migrate | Command::List { .. } | Command::Create { .. } => {
+                    unreachable!("handled above")
+                }
             }
         }
     }
@@ -654,14 +661,8 @@ fn applies(store: &Store, args: &AppliesArgs, style: Style, out: &mut impl Write
     Ok(())
 }
 
-/// `create`.
-fn create(
-    store: &Store,
-    file: &std::path::Path,
-    json: bool,
-    style: Style,
-    out: &mut impl Write,
-) -> CommandResult {
+/// The rollout in `file`: TOML for a `.toml` name, JSON otherwise.
+fn read_rollout(file: &std::path::Path) -> Result<NewRollout, Failure> {
     let text = std::fs::read_to_string(file).map_err(|err| {
         Failure::Refused(format!(
             "cannot read {}: {err}; nothing was created",
@@ -671,23 +672,37 @@ fn create(
     let is_toml = file
         .extension()
         .is_some_and(|ext| ext.eq_ignore_ascii_case("toml"));
-    let rollout: NewRollout = if is_toml {
+    if is_toml {
         toml::from_str(&text).map_err(|err| {
+            let line = err
+                .span()
+                .map(|span| text[..span.start].lines().count().max(1));
             Failure::Refused(format!(
-                "{} is not a valid rollout: {}; nothing was created",
+                "{} is not a valid rollout: {}{}; nothing was created",
                 file.display(),
-                err.message().trim_end()
+                err.message().trim_end(),
+                line.map_or_else(String::new, |line| format!(" at line {line}"))
             ))
-        })?
+        })
     } else {
         serde_json::from_str(&text).map_err(|err| {
             Failure::Refused(format!(
                 "{} is not a valid rollout: {err}; nothing was created",
                 file.display()
             ))
-        })?
-    };
-    let created = store.create_rollout(&rollout).map_err(|err| match err {
+        })
+    }
+}
+
+/// `create`.
+fn create(
+    store: &Store,
+    rollout: &NewRollout,
+    json: bool,
+    style: Style,
+    out: &mut impl Write,
+) -> CommandResult {
+    let created = store.create_rollout(rollout).map_err(|err| match err {
         StoreError::InvalidInput { .. }
         | StoreError::TargetBusy { .. }
         | StoreError::ApplyExists { .. } => Failure::Refused(format!("{err}; nothing was created")),
@@ -774,14 +789,7 @@ fn leases(
         writeln!(out, "no live leases").ok();
         return Ok(());
     }
-    let mut table = style.table(&[
-        "OPERATION",
-        "APPLY",
-        "DEPLOYMENT",
-        "STATE",
-        "OWNER",
-        "EXPIRES IN",
-    ]);
+    let mut table = style.table(&["OP", "APPLY", "DEPLOYMENT", "STATE", "OWNER", "EXPIRES"]);
     for lease in &leases {
         table.add_row(vec![
             Cell::new(lease.operation_id),

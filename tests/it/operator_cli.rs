@@ -585,7 +585,7 @@ fn cli_leases_lists_live_leases_and_filters_by_owner(db: &TestDb) {
     assert!(east[0]["expires_in_seconds"].as_f64().unwrap() > 0.0);
     assert!(east[0].get("token").is_none() && !east[0].to_string().contains("lease_token"));
     let text = ok(db, &["leases"]);
-    assert!(text.starts_with("OPERATION"), "{text}");
+    assert!(text.starts_with("OP "), "{text}");
     assert!(text.contains("west-worker-1"), "{text}");
 }
 
