@@ -28,7 +28,8 @@
 //!    own transactions; the claim rules are named predicates in `store::claims`.
 //! 7. [`Store`]: a pool-owning facade for worker binaries.
 //!
-//! The `applyops` binary and the example worker sit on top, as users of the crate.
+//! 8. The `applyops` binary (`src/main.rs`, `src/cli/`) and the example worker sit on top, as users of
+//!    the crate: they import it as `applyops::…`, never through `crate::` paths.
 //!
 //! ```
 //! use applyops::models::{NewRollout, NewRolloutOperation};
