@@ -4,6 +4,8 @@
 #                      (no server), with an operator's retry and cutover, shown by `applyops watch`;
 #                      `make demo DATABASE_URL=sqlite:///tmp/d.db` keeps the database to inspect
 #   make test          install missing system packages, then run the whole suite
+#   make cluster-test  start a 3-node MariaDB Galera cluster on loopback (child processes, temp
+#                      datadirs), run tests/cluster.rs against it, always stop it
 #   make lint          rustfmt check + clippy with -D warnings
 #   make check-features  each backend alone: check, clippy and unit tests with only `sqlite` and only
 #                      `mysql`, and no mysqlclient-sys in the SQLite-only dependency tree
@@ -19,7 +21,7 @@ CARGO ?= cargo
 DATABASE_URL ?= sqlite://applyops.db
 export DATABASE_URL
 
-.PHONY: demo test lint check-features schema-check migrate doc bench deps diesel-cli
+.PHONY: demo cluster-test cluster-deps test lint check-features schema-check migrate doc bench deps diesel-cli
 
 # The MySQL client library and pkg-config are needed to build Diesel's mysql backend (mysqlclient-sys,
 # our default `mysql` feature); libsqlite3-dev is needed by the diesel CLI's sqlite feature (the crate
@@ -51,6 +53,32 @@ diesel-cli: deps
 demo: deps
 	$(CARGO) build --bin applyops --example worker
 	$(if $(filter command line environment,$(origin DATABASE_URL)),DATABASE_URL='$(DATABASE_URL)',env -u DATABASE_URL) ./demo/run.sh
+
+# Galera (galera-4), rsync for SST, and MariaDB's server binaries for the cluster's nodes.
+cluster-deps: deps
+	@missing=""; \
+	[ -e /usr/lib/galera/libgalera_smm.so ] || missing="$$missing galera-4"; \
+	command -v rsync >/dev/null 2>&1 || missing="$$missing rsync"; \
+	[ -x /usr/sbin/mariadbd ] || missing="$$missing mariadb-server"; \
+	command -v mariadb-install-db >/dev/null 2>&1 || missing="$$missing mariadb-server"; \
+	command -v ss >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing:$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing \
+	      || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; }; \
+	  else \
+	    echo "missing system packages:$$missing"; exit 1; \
+	  fi; \
+	fi
+
+# The tests are #[ignore]d in `make test` (they need the cluster); here they run, one at a time
+# (each loads the whole cluster), against nodes scripts/cluster.sh starts and always stops.
+cluster-test: cluster-deps
+	$(CARGO) build --example worker
+	$(CARGO) test --test cluster --no-run
+	WORKER_BIN=$(CURDIR)/target/debug/examples/worker timeout --foreground 900 ./scripts/cluster.sh \
+	  $(CARGO) test --test cluster -- --ignored --test-threads=1 --nocapture
 
 test: deps
 	$(CARGO) test --all-targets

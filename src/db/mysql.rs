@@ -57,10 +57,41 @@ define_sql_function! {
     fn release_lock(name: Nullable<Text>) -> Nullable<BigInt>;
 }
 
+/// What a connection to a node of a Galera cluster (`wsrep_on`) sets once: causal reads. Every
+/// `SELECT`, `SHOW` and `BEGIN` first waits until this node has applied what any node committed
+/// before it was sent, so a claim's gates (a stop, a failure, an earlier sibling) and its
+/// concurrency cap read what another node's workers and operators wrote. Only reads wait: a write
+/// that raced a write on another node fails certification instead.
+///
+/// And a 20 s `wait_timeout`: MariaDB 10.11 with galera-4 was seen to consume a prepared statement of
+/// a transaction that conflicted with a replicated write without ever answering it (the session
+/// idle, the client waiting). The server then closes the session after 20 s idle, so the client
+/// gets a lost connection instead of waiting for ever. The pool pings a connection idle for longer
+/// than `ping_after_idle` (5 s by default) at checkout, so one the server closed is replaced.
+const CLUSTER_SESSION_SETUP: &str = "SET SESSION wsrep_sync_wait = 1, wait_timeout = 20";
+
 pub(super) fn connect(url: &str) -> StoreResult<MysqlConn> {
     let mut conn = MysqlConnection::establish(url)?;
     conn.batch_execute(SESSION_SETUP)?;
+    if is_galera_node(&mut conn)? {
+        conn.batch_execute(CLUSTER_SESSION_SETUP)?;
+        return Ok(MysqlConn::new(conn).on_cluster_node());
+    }
     Ok(MysqlConn::new(conn))
+}
+
+/// True when the server is a node of a Galera cluster (`wsrep_on` is `ON`). A server without the
+/// variable (MySQL) is not.
+fn is_galera_node(conn: &mut MysqlConnection) -> QueryResult<bool> {
+    #[derive(QueryableByName)]
+    struct Variable {
+        #[diesel(sql_type = Text, column_name = "Value")]
+        value: String,
+    }
+    let found: Vec<Variable> = diesel::sql_query("SHOW VARIABLES LIKE 'wsrep_on'").load(conn)?;
+    Ok(found
+        .iter()
+        .any(|variable| variable.value.eq_ignore_ascii_case("ON")))
 }
 
 /// `EXPLAIN` of `query`, one line per plan row with the columns that show index use.
@@ -140,6 +171,9 @@ fn with_migration_lock<T>(
             "names no database; migrations need one (mysql://user:password@host:port/DATABASE)",
         ));
     }
+    if is_galera_node(conn)? {
+        return with_cluster_migration_lock(conn, wait, run);
+    }
     let acquired: Option<i64> =
         diesel::select(get_lock(migration_lock_name(), wait_secs)).get_result(conn)?;
     match acquired {
@@ -157,6 +191,100 @@ fn with_migration_lock<T>(
     // Released explicitly so a pooled connection does not keep it; it would also go with the session.
     let released =
         diesel::select(release_lock(migration_lock_name())).get_result::<Option<i64>>(conn);
+    match (result, released) {
+        (Ok(value), Ok(_)) => Ok(value),
+        (Err(err), _) => Err(err),
+        (Ok(_), Err(err)) => Err(err.into()),
+    }
+}
+
+/// How long the cluster migration lock stays taken without its holder releasing it (a runner that
+/// died mid-migration): after that, another runner may take it.
+const CLUSTER_LOCK_TTL_SECS: i64 = 600;
+
+/// The cluster's migration lock: `GET_LOCK` is local to one node of a Galera cluster, so runners on
+/// two nodes would both migrate. This lock is a row, `__applyops_migration_lock`, taken by an
+/// UPDATE in its own (autocommit) transaction, which Galera certifies cluster-wide: of two nodes
+/// taking it at once, one fails certification (a deadlock error) and waits like a runner that
+/// found it taken. Released by the holder; a holder that died loses it after
+/// [`CLUSTER_LOCK_TTL_SECS`]. Waits up to `wait`, then [`StoreError::MigrationLockTimeout`].
+fn with_cluster_migration_lock<T>(
+    conn: &mut MysqlConnection,
+    wait: Duration,
+    run: impl FnOnce(&mut MysqlConnection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    use diesel::sql_types::BigInt;
+    // Both statements are idempotent; a certification conflict between two nodes running them at
+    // once is retried.
+    let prepare = |conn: &mut MysqlConnection| -> QueryResult<()> {
+        conn.batch_execute(
+            "CREATE TABLE IF NOT EXISTS __applyops_migration_lock (\
+             id TINYINT NOT NULL PRIMARY KEY, holder VARCHAR(64) NOT NULL, \
+             expires_at DATETIME(6) NOT NULL) ENGINE=InnoDB",
+        )?;
+        diesel::sql_query(
+            "INSERT IGNORE INTO __applyops_migration_lock (id, holder, expires_at) \
+             VALUES (1, '', '1970-01-01 00:00:00')",
+        )
+        .execute(conn)
+        .map(drop)
+    };
+    let token = {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).map_err(|err| StoreError::Random(err.to_string()))?;
+        bytes
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect::<String>()
+    };
+    let deadline = std::time::Instant::now() + wait;
+    let lost_race = super::transaction::is_lost_race;
+    loop {
+        match prepare(conn) {
+            Ok(()) => break,
+            Err(err) if lost_race(&err) && std::time::Instant::now() < deadline => {}
+            Err(err) => return Err(err.into()),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    loop {
+        let taken = diesel::sql_query(
+            "UPDATE __applyops_migration_lock SET holder = ?, \
+             expires_at = UTC_TIMESTAMP(6) + INTERVAL ? SECOND \
+             WHERE id = 1 AND (holder = '' OR expires_at < UTC_TIMESTAMP(6))",
+        )
+        .bind::<Text, _>(&token)
+        .bind::<BigInt, _>(CLUSTER_LOCK_TTL_SECS)
+        .execute(conn);
+        match taken {
+            Ok(1) => break,
+            Ok(_) => {}
+            Err(err) if lost_race(&err) => {}
+            Err(err) => return Err(err.into()),
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(StoreError::MigrationLockTimeout {
+                waited_secs: wait.as_secs(),
+            });
+        }
+        let mut jitter = [0u8; 1];
+        let _ = getrandom::fill(&mut jitter);
+        std::thread::sleep(Duration::from_millis(100 + u64::from(jitter[0])));
+    }
+    let result = run(conn);
+    let mut released = Ok(0);
+    for _ in 0..10 {
+        released = diesel::sql_query(
+            "UPDATE __applyops_migration_lock SET holder = '', \
+             expires_at = '1970-01-01 00:00:00' WHERE id = 1 AND holder = ?",
+        )
+        .bind::<Text, _>(&token)
+        .execute(conn);
+        match &released {
+            Err(err) if lost_race(err) => std::thread::sleep(Duration::from_millis(50)),
+            _ => break,
+        }
+    }
     match (result, released) {
         (Ok(value), Ok(_)) => Ok(value),
         (Err(err), _) => Err(err),

@@ -36,6 +36,8 @@ pub struct MysqlConn {
     prepares_transactions: bool,
     /// Statements (and batches) that succeeded on this connection.
     succeeded: u64,
+    /// The server is a node of a Galera cluster (`wsrep_on`).
+    cluster_node: bool,
 }
 
 impl MysqlConn {
@@ -45,7 +47,19 @@ impl MysqlConn {
             last_used: Instant::now(),
             prepares_transactions: true,
             succeeded: 0,
+            cluster_node: false,
         }
+    }
+
+    /// Marks the connection as one to a node of a Galera cluster.
+    pub(super) fn on_cluster_node(mut self) -> Self {
+        self.cluster_node = true;
+        self
+    }
+
+    /// True when the server is a node of a Galera cluster (`wsrep_on` was `ON` at connect).
+    pub fn is_cluster_node(&self) -> bool {
+        self.cluster_node
     }
 
     /// How long since the connection last ran a statement (or was opened).

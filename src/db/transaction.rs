@@ -123,6 +123,9 @@ where
     match f(conn) {
         Ok(value) => match Manager::commit_transaction(conn) {
             Ok(()) => Ok(TransactionOutcome::Committed(value)),
+            // A COMMIT refused as a lost race (a Galera node's certification failure, reported as
+            // a deadlock) was rolled back: a known outcome, the caller's to retry.
+            Err(error) if is_lost_race(&error) => Err(StoreError::Database(error)),
             Err(error) => Ok(TransactionOutcome::Unknown { value, error }),
         },
         Err(err) => match Manager::rollback_transaction(conn) {
@@ -212,19 +215,47 @@ macro_rules! first_current {
 }
 pub(crate) use first_current;
 
+/// True when `conn` talks to a node of a Galera cluster (never for SQLite).
+pub(crate) fn is_cluster_node(conn: &DbConnection) -> bool {
+    match conn {
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(inner) => inner.is_cluster_node(),
+        #[cfg(feature = "sqlite")]
+        DbConnection::Sqlite(_) => false,
+    }
+}
+
+/// True while `conn` is inside a transaction (the caller's, or one of ours).
+pub(crate) fn in_transaction(conn: &mut DbConnection) -> StoreResult<bool> {
+    type Manager = <DbConnection as Connection>::TransactionManager;
+    Ok(Manager::transaction_manager_status_mut(conn)
+        .transaction_depth()?
+        .is_some())
+}
+
 /// How many times [`retry_contention`] runs a write that keeps losing deadlocks.
 pub(crate) const CONTENTION_ATTEMPTS: u32 = 5;
 
 /// True for an error that means the transaction lost a race and was rolled back by the database: a
 /// deadlock (MySQL 1213, which Diesel reports as a serialisation failure) or a serialisation failure.
 pub(crate) fn is_contention(err: &StoreError) -> bool {
-    matches!(
-        err,
-        StoreError::Database(DieselError::DatabaseError(
-            diesel::result::DatabaseErrorKind::SerializationFailure,
-            _
-        ))
-    )
+    matches!(err, StoreError::Database(source) if is_lost_race(source))
+}
+
+/// True for a database error that means the statement or transaction lost a race and was rolled
+/// back: a deadlock (MySQL 1213; on a Galera node also a certification failure or a brute-force
+/// abort by a replicated write), which Diesel reports as a serialisation failure.
+pub(crate) fn is_lost_race(err: &DieselError) -> bool {
+    match err {
+        DieselError::DatabaseError(diesel::result::DatabaseErrorKind::SerializationFailure, _) => {
+            true
+        }
+        // The same error from a statement sent as text (a COMMIT the server would not prepare),
+        // which Diesel does not classify: 1213's message (sessions pin `lc_messages = en_US`).
+        DieselError::DatabaseError(_, info) => info.message().starts_with("Deadlock found"),
+        DieselError::RollbackErrorOnCommit { commit_error, .. } => is_lost_race(commit_error),
+        _ => false,
+    }
 }
 
 /// Runs `f` (which opens its own transaction) again when it loses a deadlock, up to

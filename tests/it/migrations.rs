@@ -662,3 +662,28 @@ fn mysql_an_interrupted_wait_for_the_migration_lock_is_not_called_a_timeout() {
     }
     assert!(tables(&mut db.conn()).is_empty(), "nothing was migrated");
 }
+
+/// On a single server (not a Galera node) nothing of the cluster mode is on: the session does not
+/// wait for causal reads, the connection says it is no cluster node, and migrations serialise with
+/// `GET_LOCK`, creating no lock table (the cluster's lock row is `tests/cluster.rs`'s business).
+#[test]
+fn mysql_a_single_server_is_not_run_as_a_cluster_node() {
+    #[derive(QueryableByName)]
+    struct Value {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        value: i64,
+    }
+    let db = TestDb::unmigrated(Kind::Mysql);
+    let conn = &mut db.conn();
+    let db::DbConnection::Mysql(inner) = &*conn else {
+        panic!("a MySQL connection");
+    };
+    assert!(!inner.is_cluster_node());
+    let wait: Value = diesel::sql_query("SELECT @@SESSION.wsrep_sync_wait AS value")
+        .get_result(conn)
+        .unwrap();
+    assert_eq!(wait.value, 0);
+    db::run_migrations(conn).unwrap();
+    assert!(!table_exists(conn, "__applyops_migration_lock"));
+    assert!(table_exists(conn, "apply_operations"));
+}

@@ -321,7 +321,22 @@ fn claim(
                     }
                     Ok((None, skipped))
                 })
-            })?;
+            });
+            let outcome = match outcome {
+                // Lost every retry to other claimers (a deadlock; on a Galera cluster, a
+                // certification failure because another node took the row): a lost race, not an
+                // error. The batch's candidates are passed over like rows found taken. Inside a
+                // caller's transaction the database rolled that whole transaction back: the error
+                // is the caller's.
+                Err(StoreError::Contention { .. }) if !db::in_transaction(conn)? => {
+                    passed.extend(batch.into_iter().flat_map(|(_, ids)| ids));
+                    if batches.is_empty() {
+                        batches = wait_for_busy(conn, &mut busy, &mut passed);
+                    }
+                    continue;
+                }
+                other => other?,
+            };
             match outcome {
                 db::TransactionOutcome::Committed((Some(claimed), _)) => return Ok(Some(claimed)),
                 db::TransactionOutcome::Committed((None, skipped)) => {
@@ -351,11 +366,7 @@ fn claim(
                 }
             }
             if batches.is_empty() {
-                // Every other candidate is gone: now wait for the busy applies, one at a time.
-                batches = std::mem::take(&mut busy)
-                    .into_iter()
-                    .map(|group| (vec![group], true))
-                    .collect();
+                batches = wait_for_busy(conn, &mut busy, &mut passed);
             }
         }
         if page.len() < CANDIDATE_PAGE as usize {
@@ -363,6 +374,25 @@ fn claim(
         }
         page = candidates(conn, &passed)?;
     }
+}
+
+/// Once every other candidate of the page is gone: the batches that wait for the applies another
+/// transaction held (`busy`), one apply at a time. Not on a node of a Galera cluster: there a
+/// transaction waiting for a row lock can be aborted by a write replicated from another node, and
+/// MariaDB 10.11 was seen to leave the waiting client without an answer (a claim blocked for
+/// minutes, the server's session idle), so a claim there passes busy applies over like rows another
+/// claimer took.
+fn wait_for_busy(
+    conn: &DbConnection,
+    busy: &mut Vec<Group>,
+    passed: &mut Vec<ApplyOperationId>,
+) -> VecDeque<(Vec<Group>, bool)> {
+    let busy = std::mem::take(busy);
+    if db::is_cluster_node(conn) {
+        passed.extend(busy.into_iter().flat_map(|(_, ids)| ids));
+        return VecDeque::new();
+    }
+    busy.into_iter().map(|group| (vec![group], true)).collect()
 }
 
 /// An apply and its candidates, in page order.

@@ -1,0 +1,412 @@
+//! applyops on a 3-node MariaDB Galera cluster: `make cluster-test` starts the nodes
+//! (`scripts/cluster.sh`), runs these tests with `--ignored`, and stops the nodes. They need
+//! `CLUSTER_URLS` (one `mysql://…` server URL per node), `CLUSTER_PIDS` (the nodes' pids, for the
+//! memory bound) and `WORKER_BIN` (the built example worker); `make test` compiles them but skips
+//! them.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use applyops::db::{self, DbConnection};
+use applyops::models::{ApplyId, NewControlRequest, NewRollout, NewRolloutOperation};
+use applyops::state::{ApplyState, ControlRequestKind, CutoverPolicy};
+use applyops::store::claims::ClaimOptions;
+use applyops::store::{applies, apply_operations, claims, control_requests};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+
+/// Each node's peak resident memory must stay below this (MariaDB with a 64 MB buffer pool and a
+/// 32 MB gcache, as `scripts/cluster.sh` starts it).
+const NODE_RSS_BOUND_KB: u64 = 1024 * 1024;
+
+/// The nodes' server URLs.
+fn nodes() -> Vec<String> {
+    let urls = std::env::var("CLUSTER_URLS")
+        .expect("CLUSTER_URLS is unset: run these tests with `make cluster-test`");
+    let nodes: Vec<String> = urls.split(',').map(str::to_owned).collect();
+    assert_eq!(nodes.len(), 3, "three nodes: {urls}");
+    nodes
+}
+
+/// A database of its own on the cluster, created on node 0 and dropped at the end; `url(n)` is its
+/// URL on node n.
+struct ClusterDb {
+    nodes: Vec<String>,
+    name: String,
+}
+
+impl ClusterDb {
+    fn new() -> ClusterDb {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let nodes = nodes();
+        let name = format!(
+            "applyops_c_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut admin = MysqlConnection::establish(&nodes[0]).unwrap();
+        admin
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
+            ))
+            .unwrap();
+        ClusterDb { nodes, name }
+    }
+
+    fn url(&self, node: usize) -> String {
+        format!("{}/{}", self.nodes[node], self.name)
+    }
+
+    /// A connection to node `node`, once the database has reached it.
+    fn conn(&self, node: usize) -> DbConnection {
+        connect(&self.url(node))
+    }
+
+    /// Migrated from node 0.
+    fn migrated() -> ClusterDb {
+        let db = ClusterDb::new();
+        db::run_migrations(&mut db.conn(0)).unwrap();
+        db
+    }
+}
+
+impl Drop for ClusterDb {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = MysqlConnection::establish(&self.nodes[0]) {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {}", self.name));
+        }
+    }
+}
+
+/// A connection to `url`, retried for up to 10 s while the database has not reached that node yet
+/// (a `CREATE DATABASE` replicates in total order, but the node answers before the others run it).
+fn connect(url: &str) -> DbConnection {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match db::establish(url) {
+            Ok(conn) => return conn,
+            Err(err) if Instant::now() < deadline => {
+                eprintln!("waiting for {url}: {err}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(err) => panic!("connect to {url}: {err}"),
+        }
+    }
+}
+
+/// A rollout of `deployments` operations under `policy` on its own database name.
+fn rollout(n: usize, deployments: usize, policy: CutoverPolicy) -> NewRollout {
+    (0..deployments).fold(
+        NewRollout::new(
+            format!("c-{n}"),
+            format!("db{n}"),
+            "production",
+            "cluster-test",
+        ),
+        |rollout, d| {
+            rollout.operation(
+                NewRolloutOperation::new(format!("d{d}"))
+                    .with_cutover_policy(policy)
+                    .task("t", "ALTER TABLE t ADD COLUMN c INT"),
+            )
+        },
+    )
+}
+
+/// Peak resident memory of each node (`VmHWM`), in kB.
+fn node_peak_rss_kb() -> Vec<u64> {
+    let pids = std::env::var("CLUSTER_PIDS").expect("CLUSTER_PIDS");
+    pids.split(',')
+        .map(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .unwrap_or_else(|err| panic!("node pid {pid}: {err}"));
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|value| value.trim().trim_end_matches(" kB").trim().parse().ok())
+                .expect("VmHWM")
+        })
+        .collect()
+}
+
+fn assert_nodes_rss_bounded() {
+    let rss = node_peak_rss_kb();
+    eprintln!("node peak RSS (kB): {rss:?}");
+    for (node, kb) in rss.iter().enumerate() {
+        assert!(
+            *kb < NODE_RSS_BOUND_KB,
+            "node {node} peaked at {kb} kB, over the bound of {NODE_RSS_BOUND_KB} kB"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs the Galera cluster: make cluster-test"]
+fn connections_to_a_cluster_node_read_causally() {
+    let db = ClusterDb::new();
+    let conn = &mut db.conn(1);
+    #[derive(QueryableByName)]
+    struct Value {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        value: i64,
+    }
+    let wait: Value = diesel::sql_query("SELECT @@SESSION.wsrep_sync_wait AS value")
+        .get_result(conn)
+        .unwrap();
+    assert_eq!(wait.value, 1, "reads wait for what any node committed");
+}
+
+#[test]
+#[ignore = "needs the Galera cluster: make cluster-test"]
+fn migrations_run_from_three_nodes_at_once_all_succeed_and_apply_each_version_once() {
+    for round in 0..3 {
+        let db = ClusterDb::new();
+        let start = Arc::new(Barrier::new(3));
+        let runners: Vec<_> = (0..3)
+            .map(|node| {
+                let url = db.url(node);
+                let start = Arc::clone(&start);
+                std::thread::spawn(move || {
+                    let conn = &mut connect(&url);
+                    start.wait();
+                    db::run_migrations(conn)
+                })
+            })
+            .collect();
+        let applied: Vec<Vec<String>> = runners
+            .into_iter()
+            .map(|runner| runner.join().unwrap().expect("every runner succeeds"))
+            .collect();
+        let mut all: Vec<String> = applied.concat();
+        let total = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(
+            total,
+            all.len(),
+            "round {round}: a version applied twice: {applied:?}"
+        );
+        assert_eq!(
+            applied
+                .iter()
+                .filter(|versions| !versions.is_empty())
+                .count(),
+            1,
+            "round {round}: one runner applies, the others find nothing pending: {applied:?}"
+        );
+        for node in 0..3 {
+            assert!(db::pending_migrations(&mut db.conn(node))
+                .unwrap()
+                .is_empty());
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs the Galera cluster: make cluster-test"]
+fn sixteen_threads_on_three_nodes_racing_for_one_row_take_exactly_one_lease() {
+    let db = ClusterDb::migrated();
+    for round in 0..20 {
+        let created =
+            applies::create_rollout(&mut db.conn(0), &rollout(round, 1, CutoverPolicy::Rolling))
+                .unwrap();
+        let start = Arc::new(Barrier::new(16));
+        let racers: Vec<_> = (0..16)
+            .map(|i| {
+                let url = db.url(i % 3);
+                let start = Arc::clone(&start);
+                std::thread::spawn(move || {
+                    let conn = &mut connect(&url);
+                    let options = ClaimOptions::new(format!("racer-{i}"), Duration::from_secs(60));
+                    start.wait();
+                    claims::claim_next(conn, &options)
+                })
+            })
+            .collect();
+        let results: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+        let errors: Vec<String> = results
+            .iter()
+            .filter_map(|r| r.as_ref().err().map(ToString::to_string))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "round {round}: lost races are not errors: {errors:?}"
+        );
+        let winners = results.iter().filter(|r| matches!(r, Ok(Some(_)))).count();
+        assert_eq!(winners, 1, "round {round}: exactly one lease");
+        let op = &created.operations[0].operation;
+        for node in 0..3 {
+            let row = apply_operations::get(&mut db.conn(node), op.id)
+                .unwrap()
+                .unwrap();
+            assert_eq!(row.state, ApplyState::Running, "node {node}");
+            assert!(row.lease_owner.starts_with("racer-"), "node {node}");
+        }
+        apply_operations::mark_completed(&mut db.conn(0), op.id).unwrap();
+    }
+}
+
+#[test]
+#[ignore = "needs the Galera cluster: make cluster-test"]
+fn a_stop_recorded_on_one_node_is_never_passed_by_a_claim_on_another() {
+    let db = ClusterDb::migrated();
+    let (creator, operator, claimer) = (&mut db.conn(0), &mut db.conn(1), &mut db.conn(2));
+    let options = ClaimOptions::new("claimer", Duration::from_secs(60));
+    let tries = 1_000;
+    for n in 0..tries {
+        let created =
+            applies::create_rollout(creator, &rollout(n, 2, CutoverPolicy::Parallel)).unwrap();
+        let apply_id: ApplyId = created.apply.id;
+        control_requests::request(
+            operator,
+            &NewControlRequest::new(apply_id, ControlRequestKind::Stop, "operator"),
+        )
+        .unwrap();
+        let claimed = claims::claim_next(claimer, &options).unwrap();
+        if let Some(claimed) = claimed {
+            assert!(
+                claimed.operation.apply_id != apply_id,
+                "try {n}: a claim on node 2 started an operation of apply {apply_id} after its \
+                 stop committed on node 1"
+            );
+            apply_operations::mark_completed(creator, claimed.operation.id).unwrap();
+        }
+        let states: Vec<ApplyState> = apply_operations::list_by_apply(claimer, apply_id)
+            .unwrap()
+            .into_iter()
+            .map(|op| op.state)
+            .collect();
+        assert_eq!(
+            states,
+            [ApplyState::Stopped, ApplyState::Stopped],
+            "try {n}"
+        );
+        applies::delete(creator, apply_id).ok();
+    }
+}
+
+/// Seeds 30 rollouts of 3 operations (every policy) on node 0, then runs one example worker
+/// process (two threads) on each of `worker_nodes` until the database is drained. Checks each
+/// worker's summary (exit 0, no error: a lease lost to a claim on another node is not one), that
+/// every operation was started exactly once, and that every node holds every operation
+/// `completed` and every apply `completed`, as derived. Returns the drain's wall time.
+fn drain(worker_nodes: &[usize]) -> Duration {
+    let db = ClusterDb::migrated();
+    let worker = std::env::var("WORKER_BIN").expect("WORKER_BIN: the built example worker");
+    let policies = [
+        CutoverPolicy::Rolling,
+        CutoverPolicy::Barrier,
+        CutoverPolicy::Parallel,
+    ];
+    let conn = &mut db.conn(0);
+    let mut operations = 0;
+    for n in 0..30 {
+        let created = applies::create_rollout(conn, &rollout(n, 3, policies[n % 3])).unwrap();
+        operations += created.operations.len() as u64;
+    }
+    let started = Instant::now();
+    let children: Vec<_> = worker_nodes
+        .iter()
+        .map(|&node| {
+            Command::new(&worker)
+                .args(["--database-url", &db.url(node), "--workers", "2"])
+                .args([
+                    "--step-ms",
+                    "5",
+                    "--lease-ttl-ms",
+                    "10000",
+                    "--exit-when-idle",
+                ])
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("run the example worker")
+        })
+        .collect();
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|child| child.wait_with_output().unwrap())
+        .collect();
+    let elapsed = started.elapsed();
+    let mut starts = 0;
+    for (worker, output) in outputs.iter().enumerate() {
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "worker {worker} on node {}: {stdout}\n{stderr}",
+            worker_nodes[worker]
+        );
+        let counts = summary_counts(&stdout);
+        assert_eq!(
+            counts.get("errors"),
+            Some(&0),
+            "worker {worker}: {stdout}\n{stderr}"
+        );
+        starts += counts["start"];
+    }
+    assert_eq!(starts, operations, "every operation started exactly once");
+    for node in 0..3 {
+        let conn = &mut db.conn(node);
+        let filter = applies::ApplyFilter {
+            limit: Some(1_000),
+            ..Default::default()
+        };
+        let page = applies::list(conn, &filter).unwrap();
+        assert_eq!(page.items.len(), 30, "node {node}");
+        for apply in page.items {
+            let states: Vec<ApplyState> = apply_operations::list_by_apply(conn, apply.id)
+                .unwrap()
+                .into_iter()
+                .map(|op| op.state)
+                .collect();
+            assert_eq!(
+                states,
+                [ApplyState::Completed; 3],
+                "node {node}, apply {}",
+                apply.id
+            );
+            assert_eq!(
+                apply.state,
+                ApplyState::Completed,
+                "node {node}: derived state"
+            );
+            assert!(apply.completed_at.is_some(), "node {node}");
+        }
+    }
+    elapsed
+}
+
+/// Workers spread over the three nodes drain as the same workers on one node do, with no error
+/// other than lost leases; the drain times of both are printed.
+#[test]
+#[ignore = "needs the Galera cluster: make cluster-test"]
+fn workers_on_three_nodes_drain_every_rollout_with_no_error() {
+    let one_node = drain(&[0, 0, 0]);
+    let three_nodes = drain(&[0, 1, 2]);
+    eprintln!(
+        "drain of 90 operations by 3 worker processes: one node {one_node:?}, three nodes \
+         {three_nodes:?} ({:.2}x)",
+        three_nodes.as_secs_f64() / one_node.as_secs_f64()
+    );
+    assert_nodes_rss_bounded();
+}
+
+#[test]
+#[ignore = "needs the Galera cluster: make cluster-test"]
+fn every_nodes_peak_memory_stays_under_the_bound() {
+    assert_nodes_rss_bounded();
+}
+
+/// Counts of `key=value` pairs in a worker's summary lines.
+fn summary_counts(stdout: &str) -> BTreeMap<String, u64> {
+    stdout
+        .split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .filter_map(|(key, value)| Some((key.to_owned(), value.parse().ok()?)))
+        .collect()
+}
