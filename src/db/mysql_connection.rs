@@ -27,8 +27,15 @@ use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::r2d2::R2D2Connection;
 use diesel::result::{ConnectionResult, Error as DieselError, QueryResult};
 
-/// Diesel's `MysqlConnection` with its transaction statements prepared once and its last use
-/// timed: see the [module](self) docs. Open one with [`establish`](super::establish).
+/// Diesel's `MysqlConnection` with what a store's round trips need on top, which it dereferences
+/// to:
+/// - `BEGIN`, `COMMIT` and `ROLLBACK` run as statements prepared once per connection (one round
+///   trip each instead of Diesel's three); a server that refuses to prepare one gets it as text;
+/// - its last use is timed, so the pool pings only a connection that has been idle (see
+///   [`PoolConfig::ping_after_idle`](super::PoolConfig::ping_after_idle));
+/// - it knows whether the server is a node of a Galera cluster ([`MysqlConn::is_cluster_node`]).
+///
+/// Open one with [`establish`](super::establish).
 pub struct MysqlConn {
     inner: MysqlConnection,
     last_used: Instant,
