@@ -458,6 +458,19 @@ fn resolve_deployment(
     )))
 }
 
+/// The apply `apply` names and, when `deployment` is given, its operation for that deployment.
+fn resolve_target(
+    store: &Store,
+    apply: &str,
+    deployment: Option<&str>,
+) -> Result<(Apply, Option<ApplyOperation>), Failure> {
+    let apply = resolve_apply(store, apply)?;
+    let operation = deployment
+        .map(|deployment| resolve_deployment(store, &apply, deployment))
+        .transpose()?;
+    Ok((apply, operation))
+}
+
 /// The database's time now (read with the leases), falling back to this machine's clock when
 /// nothing was read.
 fn read_time(leases: &[applyops::models::LiveLease]) -> NaiveDateTime {
@@ -727,12 +740,7 @@ fn create(
 
 /// `wait`.
 fn wait(store: &Store, args: &WaitArgs, out: &mut impl Write) -> CommandResult {
-    let apply = resolve_apply(store, &args.apply)?;
-    let operation = args
-        .deployment
-        .as_deref()
-        .map(|deployment| resolve_deployment(store, &apply, deployment))
-        .transpose()?;
+    let (apply, operation) = resolve_target(store, &args.apply, args.deployment.as_deref())?;
     let deadline = std::time::Instant::now() + Duration::from_secs(args.timeout);
     loop {
         let state = match &operation {

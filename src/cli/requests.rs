@@ -8,9 +8,9 @@ use applyops::models::NewControlRequest;
 use applyops::state::{ControlRequestKind, ControlRequestStatus};
 use applyops::{Store, StoreError};
 
-use super::views::{DeploymentStateDoc, RequestDoc, RequestOutcomeDoc};
+use super::views::{DeploymentStateDoc, RequestDoc, RequestOutcome, RequestOutcomeDoc};
 use super::RevertArgs;
-use super::{print_json, resolve_apply, resolve_deployment, CommandResult, Failure, RequestArgs};
+use super::{print_json, resolve_target, CommandResult, Failure, RequestArgs};
 
 /// `revert APPLY …` as a request: `--by` is required, and the migration flags do not belong.
 pub fn revert_args(args: RevertArgs) -> Result<RequestArgs, Failure> {
@@ -68,12 +68,7 @@ pub fn run(
     args: &RequestArgs,
     out: &mut impl Write,
 ) -> CommandResult {
-    let apply = resolve_apply(store, &args.apply)?;
-    let operation = args
-        .deployment
-        .as_deref()
-        .map(|deployment| resolve_deployment(store, &apply, deployment))
-        .transpose()?;
+    let (apply, operation) = resolve_target(store, &args.apply, args.deployment.as_deref())?;
     let operation_id = operation.as_ref().map(|op| op.id);
     let was_pending = store
         .control_requests()
@@ -110,10 +105,10 @@ pub fn run(
         .map(|op| op.operation.clone())
         .collect();
     let outcome = match (&was_pending, request.status) {
-        (Some(pending), _) if pending.id == request.id => "already_pending",
-        (_, ControlRequestStatus::Pending) => "recorded",
-        (_, ControlRequestStatus::Completed) => "completed",
-        (_, ControlRequestStatus::Failed) => "failed",
+        (Some(pending), _) if pending.id == request.id => RequestOutcome::AlreadyPending,
+        (_, ControlRequestStatus::Pending) => RequestOutcome::Recorded,
+        (_, ControlRequestStatus::Completed) => RequestOutcome::Completed,
+        (_, ControlRequestStatus::Failed) => RequestOutcome::Failed,
     };
     let doc = RequestOutcomeDoc {
         request: RequestDoc::new(&request, &operations),
@@ -147,14 +142,14 @@ pub fn run(
     )
     .ok();
     let did = match outcome {
-        "already_pending" => format!(
+        RequestOutcome::AlreadyPending => format!(
             "already pending since {}: nothing new recorded; {}",
             doc.request.created_at,
             what_happens(kind)
         ),
-        "recorded" => format!("recorded, pending: {}", what_happens(kind)),
-        "completed" => "carried out at once (completed)".to_owned(),
-        _ => format!(
+        RequestOutcome::Recorded => format!("recorded, pending: {}", what_happens(kind)),
+        RequestOutcome::Completed => "carried out at once".to_owned(),
+        RequestOutcome::Failed => format!(
             "failed: {}",
             doc.request
                 .result

@@ -278,12 +278,24 @@ pub struct LeasesDoc {
 }
 
 /// What a request command did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestOutcome {
+    /// A new request, pending: workers carry it out.
+    Recorded,
+    /// An identical request was pending; nothing new was recorded.
+    AlreadyPending,
+    /// Carried out at once.
+    Completed,
+    /// Refused by what it found (its `result` says why).
+    Failed,
+}
+
+/// What a request command did, as `--json` prints it.
 #[derive(Debug, Serialize)]
 pub struct RequestOutcomeDoc {
     pub request: RequestDoc,
-    /// `recorded` (new, pending: workers carry it out), `already_pending` (an identical request was
-    /// pending; nothing new was recorded), `completed` (carried out at once) or `failed`.
-    pub outcome: &'static str,
+    pub outcome: RequestOutcome,
     /// The apply's deployments and their states right after.
     pub operations: Vec<DeploymentStateDoc>,
     /// The apply's state right after.
