@@ -320,14 +320,15 @@ pub fn run(cli: Cli, style: Style, out: &mut impl Write, warn: &mut impl Write) 
 /// A store on `url` whose schema is current (a command on an older schema would fail on a missing
 /// table or column). Two connections: `watch` reads while nothing else runs.
 fn open(url: &str) -> Result<Store, Failure> {
+    // One connection first: a wrong URL or an unreachable server fails at once with the
+    // connection's own error, not after the pool's wait for a connection.
+    db::ensure_migrated(&mut db::establish(url)?)?;
     let config = PoolConfig {
         max_size: 2,
         min_idle: Some(1),
         ..PoolConfig::default()
     };
-    let store = Store::open(url, config)?;
-    store.run(db::ensure_migrated)?;
-    Ok(store)
+    Ok(Store::open(url, config)?)
 }
 
 /// `migrate`.

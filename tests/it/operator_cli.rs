@@ -757,3 +757,26 @@ fn cli_watch_on_a_terminal_draws_bars_and_colour_unless_no_color(db: &TestDb) {
     assert!(plain.contains("] completed"), "{plain}");
     assert!(!plain.contains("\u{1b}[32m"), "NO_COLOR: {plain:?}");
 }
+
+/// A server that refuses connections fails a read command with exit 1 and the connection's own
+/// error at once, not the pool's "timed out waiting for connection" after its wait.
+#[test]
+fn cli_an_unreachable_server_fails_at_once_with_exit_1() {
+    let output = Command::cargo_bin("applyops")
+        .unwrap()
+        .env_remove("DATABASE_URL")
+        .args([
+            "--database-url",
+            "mysql://root@127.0.0.1:1/nowhere",
+            "applies",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.starts_with("applyops: could not connect to the database"),
+        "{err}"
+    );
+    assert!(!err.contains("timed out"), "{err}");
+}
