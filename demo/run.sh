@@ -15,8 +15,9 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-APPLYOPS=${APPLYOPS:-target/debug/applyops}
-WORKER=${WORKER:-target/debug/examples/worker}
+target=${CARGO_TARGET_DIR:-target}
+APPLYOPS=${APPLYOPS:-$target/debug/applyops}
+WORKER=${WORKER:-$target/debug/examples/worker}
 DEMO_TIMEOUT=${DEMO_TIMEOUT:-180}
 out=target/demo
 mkdir -p "$out"
