@@ -325,3 +325,46 @@ where
         TransactionOutcome::Unknown { error, .. } => Err(error.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::result::DatabaseErrorKind;
+
+    fn database_error(kind: DatabaseErrorKind, message: &str) -> DieselError {
+        DieselError::DatabaseError(kind, Box::new(message.to_owned()))
+    }
+
+    #[test]
+    fn a_deadlock_is_a_lost_race_however_diesel_classified_it() {
+        let deadlock = "Deadlock found when trying to get lock; try restarting transaction";
+        assert!(is_lost_race(&database_error(
+            DatabaseErrorKind::SerializationFailure,
+            deadlock
+        )));
+        // A text statement's error (a COMMIT sent as text) is not classified by Diesel.
+        assert!(is_lost_race(&database_error(
+            DatabaseErrorKind::Unknown,
+            deadlock
+        )));
+        // A COMMIT that failed and whose rollback failed too.
+        assert!(is_lost_race(&DieselError::RollbackErrorOnCommit {
+            rollback_error: Box::new(DieselError::BrokenTransactionManager),
+            commit_error: Box::new(database_error(DatabaseErrorKind::Unknown, deadlock)),
+        }));
+    }
+
+    #[test]
+    fn other_errors_are_not_lost_races() {
+        assert!(!is_lost_race(&database_error(
+            DatabaseErrorKind::Unknown,
+            "Lock wait timeout exceeded; try restarting transaction"
+        )));
+        assert!(!is_lost_race(&database_error(
+            DatabaseErrorKind::UniqueViolation,
+            "Duplicate entry '1' for key 'PRIMARY'"
+        )));
+        assert!(!is_lost_race(&DieselError::NotFound));
+        assert!(!is_contention(&StoreError::Database(DieselError::NotFound)));
+    }
+}
