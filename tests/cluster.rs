@@ -116,6 +116,15 @@ fn rollout(n: usize, deployments: usize, policy: CutoverPolicy) -> NewRollout {
     )
 }
 
+/// The states of an apply's operations, in claim order.
+fn states(conn: &mut DbConnection, apply_id: ApplyId) -> Vec<ApplyState> {
+    apply_operations::list_by_apply(conn, apply_id)
+        .unwrap()
+        .into_iter()
+        .map(|op| op.state)
+        .collect()
+}
+
 /// Peak resident memory of each node (`VmHWM`), in kB.
 fn node_peak_rss_kb() -> Vec<u64> {
     let pids = std::env::var("CLUSTER_PIDS").expect("CLUSTER_PIDS");
@@ -274,13 +283,8 @@ fn a_stop_recorded_on_one_node_is_never_passed_by_a_claim_on_another() {
             );
             apply_operations::mark_completed(creator, claimed.operation.id).unwrap();
         }
-        let states: Vec<ApplyState> = apply_operations::list_by_apply(claimer, apply_id)
-            .unwrap()
-            .into_iter()
-            .map(|op| op.state)
-            .collect();
         assert_eq!(
-            states,
+            states(claimer, apply_id),
             [ApplyState::Stopped, ApplyState::Stopped],
             "try {n}"
         );
@@ -359,13 +363,8 @@ fn drain(worker_nodes: &[usize]) -> Duration {
         let page = applies::list(conn, &filter).unwrap();
         assert_eq!(page.items.len(), 30, "node {node}");
         for apply in page.items {
-            let states: Vec<ApplyState> = apply_operations::list_by_apply(conn, apply.id)
-                .unwrap()
-                .into_iter()
-                .map(|op| op.state)
-                .collect();
             assert_eq!(
-                states,
+                states(conn, apply.id),
                 [ApplyState::Completed; 3],
                 "node {node}, apply {}",
                 apply.id

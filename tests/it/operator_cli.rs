@@ -197,28 +197,34 @@ fn cli_create_from_json_prints_the_status_document(db: &TestDb) {
     assert_eq!(doc["pending_requests"], Value::Array(vec![]));
 }
 
+/// `create --file NAME` of a file holding `text`, expected to fail with exit 1 saying nothing was
+/// created; returns stderr.
+fn create_fails(db: &TestDb, name: &str, text: &str) -> String {
+    let file = rollout_file(name, text);
+    let err = fails(db, &["create", "--file", file.path.to_str().unwrap()], 1);
+    assert!(err.contains("nothing was created"), "{err}");
+    err
+}
+
 fn cli_create_names_the_bad_field_and_writes_nothing(db: &TestDb) {
-    let missing = rollout_file(
+    let head = "apply_identifier = \"x\"\ndatabase_name = \"d\"\nenvironment = \"e\"\nrequested_by = \"r\"\n";
+    let err = create_fails(
+        db,
         "r.json",
         r#"{"apply_identifier": "x", "database_name": "d", "environment": "e", "operations": []}"#,
     );
-    let err = fails(db, &["create", "--file", missing.path.to_str().unwrap()], 1);
     assert!(err.contains("requested_by"), "{err}");
-    assert!(err.contains("nothing was created"), "{err}");
-    let invalid = rollout_file(
+    let err = create_fails(
+        db,
         "r.toml",
-        "apply_identifier = \"x\"\ndatabase_name = \"d\"\nenvironment = \"e\"\nrequested_by = \"r\"\n\
-         [[operations]]\ndeployment = \"a\"\n[[operations]]\ndeployment = \"a\"\n",
+        &format!("{head}[[operations]]\ndeployment = \"a\"\n[[operations]]\ndeployment = \"a\"\n"),
     );
-    let err = fails(db, &["create", "--file", invalid.path.to_str().unwrap()], 1);
     assert!(err.starts_with("applyops: invalid "), "{err}");
-    assert!(err.contains("nothing was created"), "{err}");
-    let policy = rollout_file(
+    let err = create_fails(
+        db,
         "r.toml",
-        "apply_identifier = \"x\"\ndatabase_name = \"d\"\nenvironment = \"e\"\nrequested_by = \"r\"\n\
-         [[operations]]\ndeployment = \"a\"\ncutover_policy = \"sideways\"\n",
+        &format!("{head}[[operations]]\ndeployment = \"a\"\ncutover_policy = \"sideways\"\n"),
     );
-    let err = fails(db, &["create", "--file", policy.path.to_str().unwrap()], 1);
     assert!(err.contains("sideways"), "{err}");
     let err = fails(db, &["create", "--file", "/nonexistent/rollout.toml"], 1);
     assert!(err.contains("cannot read"), "{err}");
