@@ -32,17 +32,7 @@ deps:
 	if ! pkg-config --exists mysqlclient 2>/dev/null && ! pkg-config --exists libmariadb 2>/dev/null; then \
 	  missing="$$missing default-libmysqlclient-dev"; fi; \
 	pkg-config --exists sqlite3 2>/dev/null || missing="$$missing libsqlite3-dev"; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing:$$missing"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing \
-	      || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; }; \
-	  else \
-	    echo "missing system packages:$$missing"; \
-	    echo "install them with: sudo apt-get install -y$$missing"; \
-	    exit 1; \
-	  fi; \
-	fi
+	./scripts/install-packages.sh $$missing
 
 diesel-cli: deps
 	@command -v diesel >/dev/null 2>&1 || \
@@ -62,15 +52,7 @@ cluster-deps: deps
 	[ -x /usr/sbin/mariadbd ] || missing="$$missing mariadb-server"; \
 	command -v mariadb-install-db >/dev/null 2>&1 || missing="$$missing mariadb-server"; \
 	command -v ss >/dev/null 2>&1 || missing="$$missing iproute2"; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing:$$missing"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing \
-	      || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; }; \
-	  else \
-	    echo "missing system packages:$$missing"; exit 1; \
-	  fi; \
-	fi
+	./scripts/install-packages.sh $$missing
 
 # The tests are #[ignore]d in `make test` (they need the cluster); here they run, one at a time
 # (each loads the whole cluster), against nodes scripts/cluster.sh starts and always stops.
