@@ -40,8 +40,8 @@ const CHUNK_BYTES: usize = 4 << 20;
 /// and 4 MiB of task text each): for every rollout of up to 1,000 operations and 1,000 tasks in all,
 /// the INSERT of the apply and reading its id, one INSERT of the operations and one SELECT reading
 /// them back, one INSERT of the tasks and one SELECT reading them back, and one SELECT of the apply:
-/// on MySQL 14 statements counting `SET TRANSACTION`, `BEGIN`, `COMMIT` and Diesel's session
-/// options around them (12 without tasks; pinned by `tests/it/statements.rs`); on SQLite 9 (7).
+/// 9 statements with `BEGIN` and `COMMIT` on MySQL and on SQLite, 7 without tasks (pinned by
+/// `tests/it/statements.rs` on both backends).
 pub fn create_rollout(conn: &mut DbConnection, new: &NewRollout) -> StoreResult<Rollout> {
     check(new)?;
     db::retry_contention(conn, |conn| {

@@ -325,26 +325,27 @@ fn mysql_a_rollout_is_read_in_the_same_statements_whatever_its_size() {
     assert_eq!(counts[1], 1 + 4 + 1, "BEGIN, 4 SELECTs, COMMIT");
 }
 
+/// A rollout named `name` of `operations` operations with `tasks` tasks each.
+fn sized_rollout(name: &str, operations: usize, tasks: usize) -> applyops::models::NewRollout {
+    use applyops::models::{NewRollout, NewRolloutOperation};
+    (0..operations).fold(
+        NewRollout::new(name, format!("db-{name}"), "production", "tester"),
+        |rollout, o| {
+            rollout.operation((0..tasks).fold(
+                NewRolloutOperation::new(format!("deployment-{o}")),
+                |operation, t| operation.task(format!("t{t}"), "ALTER TABLE t ADD COLUMN c INT"),
+            ))
+        },
+    )
+}
+
 #[test]
 fn mysql_create_rollout_takes_the_same_statements_for_1_and_50_operations() {
-    use applyops::models::{NewRollout, NewRolloutOperation};
     use applyops::store::applies;
 
     let db = TestDb::new(Kind::Mysql);
     let conn = &mut db.conn();
-    let rollout = |name: &str, operations: usize, tasks: usize| {
-        (0..operations).fold(
-            NewRollout::new(name, format!("db-{name}"), "production", "tester"),
-            |rollout, o| {
-                rollout.operation((0..tasks).fold(
-                    NewRolloutOperation::new(format!("deployment-{o}")),
-                    |operation, t| {
-                        operation.task(format!("t{t}"), "ALTER TABLE t ADD COLUMN c INT")
-                    },
-                ))
-            },
-        )
-    };
+    let rollout = sized_rollout;
     // Warm the prepared-statement cache.
     applies::create_rollout(conn, &rollout("warm", 2, 2)).unwrap();
     let (one, created) = statements(conn, |c| {
@@ -369,6 +370,50 @@ fn mysql_create_rollout_takes_the_same_statements_for_1_and_50_operations() {
     let (none, _) = statements(conn, |c| {
         applies::create_rollout(c, &rollout("bare", 3, 0)).unwrap()
     });
+    assert_eq!(none, 2 + 5, "without tasks: no task INSERT nor task SELECT");
+}
+
+/// Counts the statements Diesel sends on a connection (its instrumentation's `StartQuery` events,
+/// `BEGIN` and `COMMIT` included): SQLite has no server to count them.
+#[derive(Clone, Default)]
+struct QueryCounter(std::sync::Arc<std::sync::atomic::AtomicI64>);
+
+impl diesel::connection::Instrumentation for QueryCounter {
+    fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
+        if let diesel::connection::InstrumentationEvent::StartQuery { .. } = event {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+#[test]
+fn sqlite_create_rollout_takes_the_same_statements_for_1_and_50_operations() {
+    use applyops::store::applies;
+    use diesel::connection::Connection;
+
+    let db = TestDb::new(Kind::Sqlite);
+    let conn = &mut db.conn();
+    let counter = QueryCounter::default();
+    conn.set_instrumentation(counter.clone());
+    let mut counted = |rollout: applyops::models::NewRollout| {
+        let before = counter.0.load(std::sync::atomic::Ordering::Relaxed);
+        let created = applies::create_rollout(conn, &rollout).unwrap();
+        let after = counter.0.load(std::sync::atomic::Ordering::Relaxed);
+        (after - before, created)
+    };
+    let (one, created) = counted(sized_rollout("one", 1, 10));
+    assert_eq!(created.operations.len(), 1);
+    let (fifty, created) = counted(sized_rollout("fifty", 50, 10));
+    assert_eq!(created.operations.len(), 50);
+    assert!(created.operations.iter().all(|o| o.tasks.len() == 10));
+    assert_eq!(one, fifty, "1 and 50 operations with 10 tasks each");
+    assert_eq!(
+        one,
+        2 + 7,
+        "BEGIN and COMMIT + INSERT apply, its id, INSERT operations, SELECT them, INSERT tasks, \
+         SELECT them, SELECT the apply"
+    );
+    let (none, _) = counted(sized_rollout("bare", 3, 0));
     assert_eq!(none, 2 + 5, "without tasks: no task INSERT nor task SELECT");
 }
 
