@@ -10,6 +10,14 @@
 //!   transaction manager keeps the depth and the error handling.
 //! - **Its last use, timed**, so the pool pings only a connection that has been idle (see
 //!   [`PoolConfig::ping_after_idle`](super::PoolConfig::ping_after_idle)).
+//! - **No prepared statement reused after a failed read.** When a read fails after the server
+//!   started its result (a lock wait timeout or a deadlock met while scanning rows; on a Galera
+//!   cluster a brute-force abort), libmariadb leaves the statement in a state where its next
+//!   execution first waits for the rest of the old result, which never comes: the call would
+//!   block for good. Diesel keeps such a statement in its cache. After any failed read, the
+//!   connection's next statement first drops the statement cache (closing every prepared
+//!   statement), so each statement is prepared again on its next use. Tested by
+//!   `tests/it/failed_statements.rs`.
 //!
 //! Everything else is Diesel's `MysqlConnection`, which this dereferences to.
 
@@ -45,6 +53,11 @@ pub struct MysqlConn {
     succeeded: u64,
     /// The server is a node of a Galera cluster (`wsrep_on`).
     cluster_node: bool,
+    /// A read failed: the statement cache may hold a statement libmariadb would block on (see the
+    /// module doc). Dropped before the next statement.
+    stale_statements: bool,
+    /// The statement cache's size as last set (Diesel's default, unbounded, until then).
+    cache_size: CacheSize,
 }
 
 impl MysqlConn {
@@ -55,6 +68,8 @@ impl MysqlConn {
             prepares_transactions: true,
             succeeded: 0,
             cluster_node: false,
+            stale_statements: false,
+            cache_size: CacheSize::Unbounded,
         }
     }
 
@@ -83,6 +98,19 @@ impl MysqlConn {
     /// refused to prepare one and they go as text.
     pub fn prepares_transaction_statements(&self) -> bool {
         self.prepares_transactions
+    }
+
+    /// Before a statement: after a failed read, closes every prepared statement of the connection
+    /// (the cache is replaced by an empty one), so none is executed in the state libmariadb left
+    /// it in.
+    fn forget_statements_after_a_failed_read(&mut self) {
+        if std::mem::take(&mut self.stale_statements) && self.cache_size != CacheSize::Disabled {
+            tracing::debug!("a read failed: dropping the connection's prepared statements");
+            self.inner
+                .set_prepared_statement_cache_size(CacheSize::Disabled);
+            self.inner
+                .set_prepared_statement_cache_size(self.cache_size);
+        }
     }
 
     /// Records the outcome of a statement: a success counts, and either way the connection was used
@@ -154,6 +182,7 @@ fn is_unsupported_prepare(err: &DieselError) -> bool {
 
 impl SimpleConnection for MysqlConn {
     fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
+        self.forget_statements_after_a_failed_read();
         let result = match TransactionStatement::of(query) {
             Some(statement) if self.prepares_transactions => {
                 match self.inner.execute_returning_count(&statement) {
@@ -190,6 +219,7 @@ impl Connection for MysqlConn {
     where
         T: QueryFragment<Mysql> + QueryId,
     {
+        self.forget_statements_after_a_failed_read();
         let result = self.inner.execute_returning_count(source);
         self.used(result)
     }
@@ -207,6 +237,7 @@ impl Connection for MysqlConn {
     }
 
     fn set_prepared_statement_cache_size(&mut self, size: CacheSize) {
+        self.cache_size = size;
         self.inner.set_prepared_statement_cache_size(size);
     }
 }
@@ -225,10 +256,12 @@ impl LoadConnection<DefaultLoadingMode> for MysqlConn {
         T: Query + QueryFragment<Mysql> + QueryId + 'query,
         Mysql: QueryMetadata<T::SqlType>,
     {
+        self.forget_statements_after_a_failed_read();
         self.last_used = Instant::now();
         let cursor = self.inner.load(source);
-        if cursor.is_ok() {
-            self.succeeded += 1;
+        match cursor {
+            Ok(_) => self.succeeded += 1,
+            Err(_) => self.stale_statements = true,
         }
         cursor
     }

@@ -19,6 +19,7 @@ mod cutover;
 mod errors;
 mod example_worker;
 mod explain;
+mod failed_statements;
 mod hardening;
 mod leases;
 mod lost_commit;
