@@ -3,8 +3,10 @@
 # tests: `scripts/cluster.sh COMMAND [ARG…]` starts the nodes, waits until all three are Synced in a
 # cluster of 3, runs COMMAND with
 #   CLUSTER_URLS   mysql://root@127.0.0.1:PORT for each node, comma-separated
-#   CLUSTER_PIDS   each node's mariadbd pid, comma-separated (for the tests' RSS check)
-#   CLUSTER_DIR    the temporary directory holding the nodes (datadirs, logs)
+#   CLUSTER_PIDS   each node's mariadbd pid at start, comma-separated
+#   CLUSTER_DIR    the temporary directory holding the nodes: nodeN/my.cnf (a test may restart a node
+#                  it killed with `mariadbd --defaults-file=…/nodeN/my.cnf`), nodeN/mysqld.pid,
+#                  nodeN/error.log
 # and always stops the nodes and removes the directory afterwards, also when COMMAND fails, on
 # Ctrl-C or on SIGTERM (COMMAND, run in a session of its own, is stopped first). Exits with
 # COMMAND's status.
@@ -37,6 +39,12 @@ stop_nodes() {
         sleep 1
         kill -KILL -- "-$command_pid" 2>/dev/null || true
     fi
+    # The nodes started here, and any a test restarted (their pid files name them).
+    for n in $(seq 1 $NODES); do
+        if [ -s "$dir/node$n/mysqld.pid" ]; then
+            pids+=("$(cat "$dir/node$n/mysqld.pid")")
+        fi
+    done
     for n in $(seq 1 $NODES); do
         if [ -n "${port[$n]:-}" ]; then
             mysqladmin --no-defaults -uroot -h127.0.0.1 -P"${port[$n]}" --connect-timeout=2 shutdown \
