@@ -264,12 +264,47 @@ pub(crate) fn is_lost_race(err: &DieselError) -> bool {
 /// [`StoreError::Contention`]: the database rolled the caller's whole transaction back.
 pub(crate) fn retry_contention<T>(
     conn: &mut DbConnection,
+    f: impl FnMut(&mut DbConnection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    retry_lost_races(conn, Patience::Attempts(CONTENTION_ATTEMPTS), f)
+}
+
+/// How long [`retry_fenced_write`] retries a write that keeps losing races.
+pub(crate) const FENCED_WRITE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs `f`, a write that is idempotent (fenced by its lease, or an operator's state write, which
+/// writes the same values again), again each time it loses a race: a deadlock, or on a Galera node
+/// a certification failure or brute-force abort, which under contention on a cluster can repeat
+/// many times in a row. Pauses grow from about 1 ms to 100 ms, jittered, for up to
+/// [`FENCED_WRITE_PATIENCE`]; only then [`StoreError::Contention`]. So a leased write ends in
+/// success or in its own error (`LeaseLost` once the lease is gone), not in a lost race. Inside a
+/// caller's transaction the first loss is returned at once, as [`retry_contention`] does.
+pub(crate) fn retry_fenced_write<T>(
+    conn: &mut DbConnection,
+    f: impl FnMut(&mut DbConnection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    retry_lost_races(conn, Patience::For(FENCED_WRITE_PATIENCE), f)
+}
+
+/// How long a retry loop keeps going.
+#[derive(Debug, Clone, Copy)]
+enum Patience {
+    /// At most this many runs, short pauses (claims: they pass over what keeps losing).
+    Attempts(u32),
+    /// Until this much time has passed, pauses growing to 100 ms (fenced writes).
+    For(std::time::Duration),
+}
+
+fn retry_lost_races<T>(
+    conn: &mut DbConnection,
+    patience: Patience,
     mut f: impl FnMut(&mut DbConnection) -> StoreResult<T>,
 ) -> StoreResult<T> {
     type Manager = <DbConnection as Connection>::TransactionManager;
     let nested = Manager::transaction_manager_status_mut(conn)
         .transaction_depth()?
         .is_some();
+    let started = std::time::Instant::now();
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -278,18 +313,33 @@ pub(crate) fn retry_contention<T>(
                 let StoreError::Database(source) = err else {
                     unreachable!("is_contention matched a database error")
                 };
-                if nested || attempts >= CONTENTION_ATTEMPTS {
+                let exhausted = match patience {
+                    Patience::Attempts(most) => attempts >= most,
+                    Patience::For(budget) => started.elapsed() >= budget,
+                };
+                if nested || exhausted {
                     return Err(StoreError::Contention { attempts, source });
                 }
-                let mut jitter = [0u8; 1];
-                let _ = getrandom::fill(&mut jitter);
-                std::thread::sleep(std::time::Duration::from_micros(
-                    200 + u64::from(jitter[0]) * 20 * u64::from(attempts),
-                ));
+                std::thread::sleep(pause(patience, attempts));
             }
             other => return other,
         }
     }
+}
+
+/// The jittered pause before run `attempts + 1`.
+fn pause(patience: Patience, attempts: u32) -> std::time::Duration {
+    let mut jitter = [0u8; 1];
+    let _ = getrandom::fill(&mut jitter);
+    let jitter = u64::from(jitter[0]);
+    std::time::Duration::from_micros(match patience {
+        Patience::Attempts(_) => 200 + jitter * 20 * u64::from(attempts),
+        Patience::For(_) => {
+            // 1 ms doubling to 100 ms, then between half of that and all of it.
+            let ceiling = (1_000u64 << attempts.min(8).saturating_sub(1)).min(100_000);
+            ceiling / 2 + ceiling / 2 * jitter / 255
+        }
+    })
 }
 
 /// Executes a multi-row INSERT (`insert_into(t).values(vec)`) on the backend's own connection.
@@ -333,6 +383,89 @@ mod tests {
 
     fn database_error(kind: DatabaseErrorKind, message: &str) -> DieselError {
         DieselError::DatabaseError(kind, Box::new(message.to_owned()))
+    }
+
+    fn lost_race() -> StoreError {
+        StoreError::Database(database_error(
+            DatabaseErrorKind::SerializationFailure,
+            "Deadlock found when trying to get lock; try restarting transaction",
+        ))
+    }
+
+    /// A run of `f` that loses `losses` races, then succeeds.
+    fn losing(losses: u32) -> impl FnMut(&mut DbConnection) -> StoreResult<u32> {
+        let mut runs = 0;
+        move |_| {
+            runs += 1;
+            if runs <= losses {
+                Err(lost_race())
+            } else {
+                Ok(runs)
+            }
+        }
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn a_fenced_write_outlasts_more_lost_races_than_a_claim_gives_up_after() {
+        let conn = &mut crate::db::establish(":memory:").unwrap();
+        let losses = CONTENTION_ATTEMPTS + 7;
+        assert!(matches!(
+            retry_contention(conn, losing(losses)),
+            Err(StoreError::Contention { attempts, .. }) if attempts == CONTENTION_ATTEMPTS
+        ));
+        assert_eq!(
+            retry_fenced_write(conn, losing(losses)).unwrap(),
+            losses + 1
+        );
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn a_fenced_write_that_always_loses_ends_in_contention_once_its_patience_is_spent() {
+        let conn = &mut crate::db::establish(":memory:").unwrap();
+        let patience = std::time::Duration::from_millis(300);
+        let started = std::time::Instant::now();
+        let result = retry_lost_races(conn, Patience::For(patience), losing(u32::MAX));
+        assert!(
+            matches!(result, Err(StoreError::Contention { attempts, .. }) if attempts > 1),
+            "{result:?}"
+        );
+        assert!(started.elapsed() >= patience);
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn a_lost_race_inside_the_callers_transaction_is_returned_at_once() {
+        use diesel::Connection as _;
+        let conn = &mut crate::db::establish(":memory:").unwrap();
+        let result: Result<(), DieselError> = conn.transaction(|conn| {
+            let inner = retry_fenced_write(conn, losing(1));
+            assert!(
+                matches!(inner, Err(StoreError::Contention { attempts: 1, .. })),
+                "{inner:?}"
+            );
+            Ok(())
+        });
+        result.unwrap();
+    }
+
+    #[test]
+    fn fenced_pauses_grow_to_100_ms_and_stay_there() {
+        let patience = Patience::For(FENCED_WRITE_PATIENCE);
+        let first = pause(patience, 1);
+        assert!(
+            first >= std::time::Duration::from_micros(500)
+                && first <= std::time::Duration::from_millis(1)
+        );
+        for attempts in [8, 20, 1_000] {
+            let later = pause(patience, attempts);
+            assert!(
+                later >= std::time::Duration::from_millis(50)
+                    && later <= std::time::Duration::from_millis(100),
+                "{attempts}: {later:?}"
+            );
+        }
     }
 
     #[test]

@@ -101,28 +101,38 @@ pub fn heartbeat(
 ) -> StoreResult<NaiveDateTime> {
     validate::lease(lease)?;
     let ttl_micros = ttl_micros(lease.ttl);
-    let expires_at = db::serialized_write(conn, |conn| {
-        let writer = Writer::Lease(lease);
-        let matched = writer.execute(
-            conn,
-            ops::lease_expires_at.eq(db::now_when_read_plus(ttl_micros).nullable()),
-        )?;
-        writer.expect_row(conn, matched)?;
-        let stored: Option<Option<NaiveDateTime>> =
-            held_row(lease.operation_id, lease.token.clone(), lease.owner.clone())
-                .select(ops::lease_expires_at)
-                .first(conn)
-                .optional()?;
-        match stored {
-            Some(Some(expires_at)) => Ok(expires_at),
-            // Claimed away between the two statements (MySQL; impossible while SQLite's lock is held).
-            _ => Err(StoreError::LeaseLost {
-                operation_id: lease.operation_id,
-            }),
-        }
+    let held: &OperationLease = lease;
+    let expires_at = db::retry_fenced_write(conn, |conn| {
+        db::serialized_write(conn, |conn| heartbeat_once(conn, held, ttl_micros))
     })?;
     lease.expires_at = expires_at;
     Ok(expires_at)
+}
+
+/// One attempt of [`heartbeat`]: the UPDATE of the expiry, then its read.
+fn heartbeat_once(
+    conn: &mut DbConnection,
+    lease: &OperationLease,
+    ttl_micros: i64,
+) -> StoreResult<NaiveDateTime> {
+    let writer = Writer::Lease(lease);
+    let matched = writer.execute(
+        conn,
+        ops::lease_expires_at.eq(db::now_when_read_plus(ttl_micros).nullable()),
+    )?;
+    writer.expect_row(conn, matched)?;
+    let stored: Option<Option<NaiveDateTime>> =
+        held_row(lease.operation_id, lease.token.clone(), lease.owner.clone())
+            .select(ops::lease_expires_at)
+            .first(conn)
+            .optional()?;
+    match stored {
+        Some(Some(expires_at)) => Ok(expires_at),
+        // Claimed away between the two statements (MySQL; impossible while SQLite's lock is held).
+        _ => Err(StoreError::LeaseLost {
+            operation_id: lease.operation_id,
+        }),
+    }
 }
 
 /// Saves the copy engine's checkpoint on the held operation: `engine_state` (at most 65,535 bytes,
@@ -142,14 +152,16 @@ pub fn save_engine_state(
     validate::lease(lease)?;
     validate::blob("engine_state", engine_state)?;
     let writer = Writer::Lease(lease);
-    let matched = writer.execute(
-        conn,
-        (
-            ops::engine_state.eq(Some(engine_state)),
-            ops::updated_at.eq(db::now()),
-        ),
-    )?;
-    writer.expect_row(conn, matched)
+    db::retry_fenced_write(conn, |conn| {
+        let matched = writer.execute(
+            conn,
+            (
+                ops::engine_state.eq(Some(engine_state)),
+                ops::updated_at.eq(db::now()),
+            ),
+        )?;
+        writer.expect_row(conn, matched)
+    })
 }
 
 /// Records the remote system's id for the held operation (1 to 255 characters, no trailing space),
@@ -168,16 +180,22 @@ pub fn set_external_id(
     validate::lease(lease)?;
     validate::key_varchar("external_id", external_id)?;
     let writer = Writer::Lease(lease);
-    let written = writer.execute(
-        conn,
-        (
-            ops::external_id.eq(Some(external_id)),
-            ops::updated_at.eq(db::now()),
-        ),
-    );
+    let written = db::retry_fenced_write(conn, |conn| {
+        writer
+            .execute(
+                conn,
+                (
+                    ops::external_id.eq(Some(external_id)),
+                    ops::updated_at.eq(db::now()),
+                ),
+            )
+            .map_err(StoreError::from)
+    });
     match written {
         Ok(matched) => writer.expect_row(conn, matched),
-        Err(err) if db::is_unique_violation_of(conn, &err, &EXTERNAL_ID_KEY) => {
+        Err(StoreError::Database(err))
+            if db::is_unique_violation_of(conn, &err, &EXTERNAL_ID_KEY) =>
+        {
             let holder = ops::table
                 .filter(ops::external_id.eq(external_id))
                 .select(ops::id)
@@ -192,7 +210,7 @@ pub fn set_external_id(
                 None => Err(err.into()),
             }
         }
-        Err(err) => Err(err.into()),
+        Err(err) => Err(err),
     }
 }
 
@@ -254,6 +272,11 @@ pub fn is_held(conn: &mut DbConnection, lease: &OperationLease) -> StoreResult<b
 /// then take: releasing it otherwise is [`StoreError::HeldInRevertWindow`] and changes nothing.
 pub fn release(conn: &mut DbConnection, lease: &OperationLease) -> StoreResult<()> {
     validate::lease(lease)?;
+    db::retry_fenced_write(conn, |conn| release_once(conn, lease))
+}
+
+/// One attempt of [`release`].
+fn release_once(conn: &mut DbConnection, lease: &OperationLease) -> StoreResult<()> {
     let matched = db::cached_update(
         ops::table,
         writer::is_held_by(lease.operation_id, lease.token.clone(), lease.owner.clone())

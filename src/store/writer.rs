@@ -168,8 +168,8 @@ pub(super) fn lease_miss(
     })
 }
 
-/// Runs one operation write the way every state write runs: in a write transaction (retried on a lost
-/// deadlock, see [`db::retry_contention`]) that first locks the operation's apply row, then runs
+/// Runs one operation write the way every state write runs: in a write transaction (retried while
+/// it loses races, see [`db::retry_fenced_write`]) that first locks the operation's apply row, then runs
 /// `write` (the UPDATE of the operation row, given the locked apply, `None` for an operation whose
 /// apply is gone), then refreshes the apply's derived state in the same transaction.
 fn write_with_refresh(
@@ -178,7 +178,7 @@ fn write_with_refresh(
     mut write: impl FnMut(&mut DbConnection, Option<&LockedApply>) -> StoreResult<()>,
 ) -> StoreResult<()> {
     writer.check()?;
-    db::retry_contention(conn, |conn| {
+    db::retry_fenced_write(conn, |conn| {
         db::apply_transaction(conn, |conn| {
             let locked = aggregate::lock_apply_of(conn, writer.operation_id())?;
             write(conn, locked.as_ref())?;
