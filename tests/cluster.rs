@@ -514,6 +514,73 @@ fn workers_on_three_nodes_drain_every_rollout_with_no_error() {
     assert_nodes_rss_bounded();
 }
 
+/// Leased writes under the heaviest contention a cluster gives them: 16 threads over the three nodes
+/// claim and complete 400 operations of 10 `parallel` applies, so that every completion races the
+/// others of its apply (each refreshes the apply's row) across nodes. Every claim answers a lease
+/// or `None`, every `mark_completed` succeeds (or finds its lease lost, which never happens here:
+/// the TTL is a minute), and each operation is completed once.
+#[test]
+#[ignore = "needs the Galera cluster: make cluster-test"]
+fn leased_writes_racing_across_nodes_end_in_success_not_in_errors() {
+    const OPERATIONS: usize = 400;
+    let db = ClusterDb::migrated();
+    let conn = &mut db.conn(0);
+    for n in 0..OPERATIONS / 40 {
+        applies::create_rollout(conn, &rollout(n, 40, CutoverPolicy::Parallel)).unwrap();
+    }
+    let races_before = lost_races_on_nodes();
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let url = db.url(t % 3);
+            std::thread::spawn(move || {
+                let conn = &mut connect(&url);
+                let options = ClaimOptions::new(format!("racer-{t}"), Duration::from_secs(60));
+                let (mut completed, mut errors) = (Vec::new(), Vec::new());
+                loop {
+                    match claims::claim_next(conn, &options) {
+                        Ok(Some(claimed)) => {
+                            match applyops::store::leases::mark_completed(conn, &claimed.lease) {
+                                Ok(()) => completed.push(claimed.operation.id),
+                                Err(err) => errors.push(format!("mark_completed: {err}")),
+                            }
+                        }
+                        // Nothing claimable: done once every operation is completed (others
+                        // hold the rest, or this claim lost its races).
+                        Ok(None) if count_completed(conn) == OPERATIONS => break,
+                        Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                        Err(err) => errors.push(format!("claim_next: {err}")),
+                    }
+                }
+                (completed, errors)
+            })
+        })
+        .collect();
+    let (mut completed, mut errors) = (Vec::new(), Vec::new());
+    for thread in threads {
+        let (c, e) = thread.join().unwrap();
+        completed.extend(c);
+        errors.extend(e);
+    }
+    eprintln!(
+        "{OPERATIONS} operations over 16 threads on 3 nodes: {} transactions lost a race, {} errors",
+        lost_races_on_nodes() - races_before,
+        errors.len()
+    );
+    assert_eq!(errors, Vec::<String>::new(), "lost races are not errors");
+    let total = completed.len();
+    completed.sort();
+    completed.dedup();
+    assert_eq!(total, OPERATIONS, "every operation completed");
+    assert_eq!(completed.len(), OPERATIONS, "each once");
+    for node in 0..3 {
+        assert_eq!(
+            count_completed(&mut db.conn(node)),
+            OPERATIONS,
+            "node {node}"
+        );
+    }
+}
+
 /// A node's status variable, or `None` while the node does not answer.
 fn node_status(url: &str, name: &str) -> Option<String> {
     #[derive(QueryableByName)]
