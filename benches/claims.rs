@@ -18,8 +18,13 @@
 //! exactly once, as a start, and ended `completed`, and panics otherwise.
 //!
 //! A "lost race" is a `claim_next` that returned `None` while `pending` rows were still left (all of
-//! them locked by in-flight claims, or the row changed between the SELECT and the UPDATE); the worker
-//! then tries again. Errors from `claim_next` or `mark_completed` are not hidden: they are counted,
+//! them locked by in-flight claims, the row changed between the SELECT and the UPDATE, or on a
+//! cluster the claim's transaction lost a certification or brute-force race to another node's and
+//! every retry lost too); the worker then tries again.
+//!
+//! **Galera.** With `CLUSTER_URLS` set (one server URL per node; `scripts/cluster.sh` sets it:
+//! `./scripts/cluster.sh cargo bench --bench claims`), a third table row, `galera`, drains with the
+//! workers spread over the nodes, one store per node. Errors from `claim_next` or `mark_completed` are not hidden: they are counted,
 //! printed verbatim with their `Debug` form, and the call retried.
 //!
 //! **Statements.** On a one-connection pool, with and without `test_on_check_out`, one worker makes
@@ -314,12 +319,15 @@ impl Drain {
 }
 
 /// Seeds, drains with `workers` threads, and checks that every seeded operation was claimed once.
-fn drain(backend: &str, store: &Store, workers: usize) -> Drain {
+/// Worker `t` claims through `stores[t % stores.len()]` (one store per cluster node; one store
+/// otherwise); the seeding and the checks go through the first.
+fn drain(backend: &str, stores: &[Store], workers: usize) -> Drain {
+    let store = &stores[0];
     let seeded = reset_and_seed(store, HISTORY, PENDING);
     let start = Arc::new(Barrier::new(workers + 1));
     let handles: Vec<_> = (0..workers)
         .map(|t| {
-            let store = store.clone();
+            let store = stores[t % stores.len()].clone();
             let start = Arc::clone(&start);
             let owner = format!("bench-{backend}-w{workers}-t{t}");
             thread::spawn(move || worker(&store, owner, &start))
@@ -376,13 +384,17 @@ fn drain(backend: &str, store: &Store, workers: usize) -> Drain {
     }
 }
 
-fn bench_throughput(backend: &str, url: &str) -> Vec<Drain> {
+/// Drains with every worker count, through one store per URL in `urls` (see [`drain`]).
+fn bench_throughput(backend: &str, urls: &[String]) -> Vec<Drain> {
     let config = PoolConfig {
         max_size: MAX_WORKERS as u32,
         ..PoolConfig::default()
     };
-    let store = Store::open(url, config).expect("open pool");
-    store.run_migrations().expect("migrate");
+    let stores: Vec<Store> = urls
+        .iter()
+        .map(|url| Store::open(url, config.clone()).expect("open pool"))
+        .collect();
+    stores[0].run_migrations().expect("migrate");
     // Rounds alternate the order (1, 2, 4, 8, then 8, 4, 2, 1, ...), so a drift in machine load over
     // the run does not favour one end of the table.
     let mut drains: Vec<Option<Drain>> = WORKERS.iter().map(|_| None).collect();
@@ -392,7 +404,7 @@ fn bench_throughput(backend: &str, url: &str) -> Vec<Drain> {
             order.reverse();
         }
         for i in order {
-            let d = drain(backend, &store, WORKERS[i]);
+            let d = drain(backend, &stores, WORKERS[i]);
             match &mut drains[i] {
                 Some(sum) => sum.merge(d),
                 slot => *slot = Some(d),
@@ -762,6 +774,34 @@ fn print_statements(counts: &[StatementCount]) {
 }
 
 /// Drops the benchmark's MySQL database even if the benchmark panics.
+/// The throughput drains on a Galera cluster (`CLUSTER_URLS`, one server URL per node, as
+/// `scripts/cluster.sh` sets it): the workers spread over the nodes, one store per node.
+fn bench_cluster(nodes: &str) -> Vec<Drain> {
+    let nodes: Vec<&str> = nodes.split(',').collect();
+    let name = format!("applyops_bench_claims_galera_{}", std::process::id());
+    let mut admin = MysqlConnection::establish(nodes[0]).expect("connect to the first node");
+    admin
+        .batch_execute(&format!("CREATE DATABASE `{name}`"))
+        .unwrap();
+    let guard = DropDatabase {
+        server: nodes[0],
+        name,
+    };
+    let urls: Vec<String> = nodes
+        .iter()
+        .map(|node| format!("{node}/{}", guard.name))
+        .collect();
+    // The database reaches the other nodes in total order, a moment after the first answers.
+    for url in &urls {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while MysqlConnection::establish(url).is_err() {
+            assert!(Instant::now() < deadline, "{url} never had the database");
+            thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    bench_throughput("galera", &urls)
+}
+
 struct DropDatabase<'a> {
     server: &'a str,
     name: String,
@@ -795,7 +835,7 @@ fn main() {
     let overall = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let sqlite_url = dir.path().join("claims.db").display().to_string();
-    let mut rows = vec![("sqlite", bench_throughput("sqlite", &sqlite_url))];
+    let mut rows = vec![("sqlite", bench_throughput("sqlite", &[sqlite_url]))];
 
     let server = common::mysql_server();
     let Ok(mut admin) = MysqlConnection::establish(&server) else {
@@ -812,9 +852,15 @@ fn main() {
         name,
     };
     let url = format!("{server}/{}", guard.name);
-    rows.push(("mysql", bench_throughput("mysql", &url)));
+    rows.push((
+        "mysql",
+        bench_throughput("mysql", std::slice::from_ref(&url)),
+    ));
     let counts = [true, false].map(|ping| count_statements(&url, &mut admin, ping));
     drop(guard);
+    if let Ok(nodes) = std::env::var("CLUSTER_URLS") {
+        rows.push(("galera", bench_cluster(&nodes)));
+    }
 
     print_table(&rows);
     print_statements(&counts);
