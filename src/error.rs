@@ -104,7 +104,8 @@ pub enum StoreError {
 
     /// The write lost a deadlock or serialisation race (on a Galera cluster also a certification
     /// failure or brute-force abort) against concurrent writers every time it was tried: a few
-    /// times for a claim's batch or a rollout's creation, for 10 s for a state or leased write
+    /// times for a rollout's creation, an operation's insert or a control request, for 10 s for a
+    /// state or leased write
     /// (inside a caller's own transaction: the first time, as the caller's transaction is gone).
     /// Nothing was written; retrying later is safe.
     #[error("gave up after {attempts} attempt(s) lost to concurrent writers: {source}")]
