@@ -595,6 +595,20 @@ fn node_status(url: &str, name: &str) -> Option<String> {
         .map(|status| status.value)
 }
 
+/// Waits until node `node`'s status variable `name` reads `value`, for at most `limit`, and returns
+/// how long that took.
+fn wait_for_status(node: usize, name: &str, value: &str, limit: Duration) -> Duration {
+    let started = Instant::now();
+    while node_status(&nodes()[node], name).as_deref() != Some(value) {
+        assert!(
+            started.elapsed() < limit,
+            "node {node}: {name} did not reach {value} within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    started.elapsed()
+}
+
 /// Commits one small UPDATE on `url` every 20 ms until `stop`, and returns the longest time between
 /// two commits: the cluster's write stall while a node is lost.
 fn probe_write_stall(url: String, stop: Arc<std::sync::atomic::AtomicBool>) -> Duration {
@@ -663,16 +677,9 @@ fn a_node_killed_mid_drain_rejoins_by_ist_and_nothing_is_lost() {
         .unwrap();
     doomed.kill().unwrap();
     let _ = doomed.wait();
-    let killed_at = Instant::now();
     // The survivors see a cluster of 2.
-    while node_status(&nodes()[0], "wsrep_cluster_size").as_deref() != Some("2") {
-        assert!(
-            killed_at.elapsed() < Duration::from_secs(60),
-            "no view of 2"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    eprintln!("view of 2 after {:?}", killed_at.elapsed());
+    let view = wait_for_status(0, "wsrep_cluster_size", "2", Duration::from_secs(60));
+    eprintln!("view of 2 after {view:?}");
     // Let the survivors write for a while, then restart the node: it rejoins by IST.
     std::thread::sleep(Duration::from_secs(3));
     let config = cluster_dir().join("node3/my.cnf");
@@ -685,15 +692,13 @@ fn a_node_killed_mid_drain_rejoins_by_ist_and_nothing_is_lost() {
         .status()
         .expect("restart node 2");
     assert!(restarted.success(), "restart node 2: {restarted}");
-    let restart_at = Instant::now();
-    while node_status(&nodes()[2], "wsrep_local_state_comment").as_deref() != Some("Synced") {
-        assert!(
-            restart_at.elapsed() < Duration::from_secs(120),
-            "node 2 did not rejoin"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    eprintln!("node 2 synced {:?} after its restart", restart_at.elapsed());
+    let synced = wait_for_status(
+        2,
+        "wsrep_local_state_comment",
+        "Synced",
+        Duration::from_secs(120),
+    );
+    eprintln!("node 2 synced {synced:?} after its restart");
     let log = std::fs::read_to_string(cluster_dir().join("node3/error.log")).unwrap();
     let since_restart = &log[log.rfind("starting as process").unwrap_or(0)..];
     assert!(
