@@ -25,13 +25,17 @@ export DATABASE_URL
 
 # The MySQL client library and pkg-config are needed to build Diesel's mysql backend (mysqlclient-sys,
 # our default `mysql` feature); libsqlite3-dev is needed by the diesel CLI's sqlite feature (the crate
-# itself bundles SQLite).
+# itself bundles SQLite). The tests that start a MariaDB server of their own (one whose clock reads
+# another date) need MariaDB's server binaries and libfaketime.
 deps:
 	@missing=""; \
 	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
 	if ! pkg-config --exists mysqlclient 2>/dev/null && ! pkg-config --exists libmariadb 2>/dev/null; then \
 	  missing="$$missing default-libmysqlclient-dev"; fi; \
 	pkg-config --exists sqlite3 2>/dev/null || missing="$$missing libsqlite3-dev"; \
+	ls /usr/lib/*/faketime/libfaketimeMT.so.1 >/dev/null 2>&1 || missing="$$missing faketime"; \
+	[ -x /usr/sbin/mariadbd ] && command -v mariadb-install-db >/dev/null 2>&1 || \
+	  missing="$$missing mariadb-server"; \
 	./scripts/install-packages.sh $$missing
 
 diesel-cli: deps

@@ -18,6 +18,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use applyops::schema::{applies, apply_operations as ops};
+use applyops::schema_types::datetime;
 use applyops::state::{ApplyState, CutoverPolicy};
 use applyops::store::claims::ClaimOptions;
 use applyops::{PoolConfig, Store};
@@ -80,8 +81,8 @@ fn seed(url: &str, held: bool) {
                 applies::environment.eq("production"),
                 applies::deployment.eq("main"),
                 applies::state.eq(ApplyState::Running),
-                applies::created_at.eq(at),
-                applies::updated_at.eq(at),
+                applies::created_at.eq(datetime(at)),
+                applies::updated_at.eq(datetime(at)),
             )
         })
         .collect();
@@ -113,8 +114,8 @@ fn seed(url: &str, held: bool) {
                     ""
                 }),
                 ops::lease_expires_at.eq(leased.then_some(live_until)),
-                ops::created_at.eq(created),
-                ops::updated_at.eq(created),
+                ops::created_at.eq(datetime(created)),
+                ops::updated_at.eq(datetime(created)),
             )
         })
         .collect();

@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use applyops::db::DbConnection;
 use applyops::schema::{applies, apply_operations};
+use applyops::schema_types::{datetime, DatetimeValue};
 use applyops::state::{ApplyState, CutoverPolicy, FailurePolicy};
 use applyops::store::claims::{ClaimKind, ClaimOptions};
 use applyops::{PoolConfig, Store};
@@ -83,8 +84,8 @@ struct SeedOperation {
     state: ApplyState,
     started_at: Option<NaiveDateTime>,
     completed_at: Option<NaiveDateTime>,
-    created_at: NaiveDateTime,
-    updated_at: NaiveDateTime,
+    created_at: DatetimeValue,
+    updated_at: DatetimeValue,
     cutover_policy: CutoverPolicy,
     on_failure: FailurePolicy,
 }
@@ -131,8 +132,8 @@ fn reset_and_seed(store: &Store, history: usize, pending: usize) -> Seeded {
             } else {
                 ApplyState::Pending
             },
-            created_at: created,
-            updated_at: created,
+            created_at: datetime(created),
+            updated_at: datetime(created),
             started_at: done.then_some(created),
             completed_at: done.then_some(created),
             defer_cutover: false,
@@ -149,8 +150,8 @@ fn reset_and_seed(store: &Store, history: usize, pending: usize) -> Seeded {
             state: ApplyState::Completed,
             started_at: Some(created),
             completed_at: Some(created + ms(1)),
-            created_at: created,
-            updated_at: created + ms(1),
+            created_at: datetime(created),
+            updated_at: datetime(created + ms(1)),
             cutover_policy: CutoverPolicy::Rolling,
             on_failure: FailurePolicy::Halt,
         });
@@ -166,8 +167,8 @@ fn reset_and_seed(store: &Store, history: usize, pending: usize) -> Seeded {
             state: ApplyState::Pending,
             started_at: None,
             completed_at: None,
-            created_at: created,
-            updated_at: created,
+            created_at: datetime(created),
+            updated_at: datetime(created),
             cutover_policy: CutoverPolicy::Parallel,
             on_failure: FailurePolicy::Halt,
         });

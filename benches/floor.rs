@@ -93,6 +93,7 @@ use std::time::{Duration, Instant};
 
 use applyops::models::{ApplyId, ApplyOperationId, LeaseToken, NewApplyOperation, OperationLease};
 use applyops::schema::{applies, apply_operations};
+use applyops::schema_types::{datetime, DatetimeValue};
 use applyops::state::{ApplyState, CutoverPolicy, FailurePolicy};
 use applyops::store::claims::{ClaimKind, ClaimOptions};
 use applyops::{PoolConfig, Store};
@@ -277,8 +278,8 @@ struct SeedOperation {
     state: ApplyState,
     started_at: Option<NaiveDateTime>,
     completed_at: Option<NaiveDateTime>,
-    created_at: NaiveDateTime,
-    updated_at: NaiveDateTime,
+    created_at: DatetimeValue,
+    updated_at: DatetimeValue,
     cutover_policy: CutoverPolicy,
     on_failure: FailurePolicy,
     lease_owner: String,
@@ -352,8 +353,8 @@ impl Seeder {
             environment: "bench".into(),
             deployment: "bench".into(),
             state,
-            created_at: created,
-            updated_at: created,
+            created_at: datetime(created),
+            updated_at: datetime(created),
             started_at: started.then_some(created),
             completed_at: None,
             defer_cutover: false,
@@ -390,8 +391,8 @@ impl Seeder {
             },
             started_at: held.then_some(created),
             completed_at: None,
-            created_at: created,
-            updated_at: created,
+            created_at: datetime(created),
+            updated_at: datetime(created),
             cutover_policy: policy,
             on_failure: FailurePolicy::Halt,
             lease_owner: if held { OWNER.into() } else { String::new() },

@@ -1,6 +1,7 @@
 //! What the benchmarks share.
 
 use applyops::schema::applies;
+use applyops::schema_types::DatetimeValue;
 use applyops::state::ApplyState;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -30,8 +31,8 @@ pub struct SeedApply {
     pub environment: String,
     pub deployment: String,
     pub state: ApplyState,
-    pub created_at: NaiveDateTime,
-    pub updated_at: NaiveDateTime,
+    pub created_at: DatetimeValue,
+    pub updated_at: DatetimeValue,
     pub started_at: Option<NaiveDateTime>,
     pub completed_at: Option<NaiveDateTime>,
     pub defer_cutover: bool,

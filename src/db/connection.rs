@@ -43,6 +43,39 @@ mod multi {
     }
 }
 
+/// [`Datetime`](crate::schema_types::Datetime) on every backend of [`DbConnection`]: each variant
+/// binds and reads it as its own backend does (`MYSQL_TYPE_DATETIME` on MySQL, text on SQLite).
+mod datetime {
+    use chrono::NaiveDateTime;
+    use diesel::deserialize::{self, FromSql};
+    use diesel::serialize::{self, IsNull, Output, ToSql};
+    use diesel::sql_types::HasSqlType;
+
+    use super::MultiBackend;
+    use crate::schema_types::Datetime;
+
+    impl HasSqlType<Datetime> for MultiBackend {
+        fn metadata(lookup: &mut Self::MetadataLookup) -> Self::TypeMetadata {
+            MultiBackend::lookup_sql_type::<Datetime>(lookup)
+        }
+    }
+
+    impl FromSql<Datetime, MultiBackend> for NaiveDateTime {
+        fn from_sql(
+            value: <MultiBackend as diesel::backend::Backend>::RawValue<'_>,
+        ) -> deserialize::Result<Self> {
+            value.from_sql::<NaiveDateTime, Datetime>()
+        }
+    }
+
+    impl ToSql<Datetime, MultiBackend> for NaiveDateTime {
+        fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, MultiBackend>) -> serialize::Result {
+            out.set_value((Datetime, self));
+            Ok(IsNull::No)
+        }
+    }
+}
+
 /// Which backend a [`DbConnection`] or [`DatabaseUrl`] talks to.
 ///
 /// Both variants exist in every build; [`is_compiled_in`](Backend::is_compiled_in) tells which ones

@@ -8,12 +8,12 @@ use diesel::expression::{
 #[cfg(feature = "mysql")]
 use diesel::mysql::Mysql;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
-use diesel::sql_types::Timestamp;
 #[cfg(feature = "sqlite")]
 use diesel::sqlite::Sqlite;
 use diesel::QueryResult;
 
 use super::MultiBackend;
+use crate::schema_types::Datetime;
 
 /// "Now" in UTC with microseconds, taken from the database server's clock where there is a server.
 ///
@@ -74,7 +74,7 @@ fn process_clock() -> NaiveDateTime {
 macro_rules! timestamp_expression {
     ($type:ident, $mysql_sql:literal) => {
         impl Expression for $type {
-            type SqlType = Timestamp;
+            type SqlType = Datetime;
         }
 
         impl<QS> AppearsOnTable<QS> for $type {}
@@ -96,7 +96,7 @@ macro_rules! timestamp_expression {
         #[cfg(feature = "sqlite")]
         impl QueryFragment<Sqlite> for $type {
             fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
-                out.push_bind_param::<Timestamp, _>(&self.process_clock)
+                out.push_bind_param::<Datetime, _>(&self.process_clock)
             }
         }
 
@@ -138,7 +138,7 @@ pub fn now_when_read_plus(micros: i64) -> DbNowWhenReadPlus {
 }
 
 impl Expression for DbNowWhenReadPlus {
-    type SqlType = Timestamp;
+    type SqlType = Datetime;
 }
 
 impl<QS> AppearsOnTable<QS> for DbNowWhenReadPlus {}
@@ -162,7 +162,7 @@ impl QueryFragment<Mysql> for DbNowWhenReadPlus {
 #[cfg(feature = "sqlite")]
 impl QueryFragment<Sqlite> for DbNowWhenReadPlus {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
-        out.push_bind_param::<Timestamp, _>(&self.process_clock)
+        out.push_bind_param::<Datetime, _>(&self.process_clock)
     }
 }
 

@@ -22,6 +22,7 @@ use crate::db::{self, DbConnection};
 use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyId, ApplyOperationId, ControlRequestId};
 use crate::schema::{applies, apply_control_requests as reqs, apply_operations as ops};
+use crate::schema_types::datetime;
 use crate::state::{
     after_start, derive_apply_state, is_failure, is_settled, ApplyState, ControlRequestStatus,
     CutoverPolicy, Derived, FailurePolicy, OperationView,
@@ -185,7 +186,7 @@ pub(crate) fn refresh_after_start(
             applies::error_message.eq(next.error_message),
             applies::started_at.eq(row.started_at.or(Some(locked.now))),
             applies::completed_at.eq(None::<NaiveDateTime>),
-            applies::updated_at.eq(locked.now),
+            applies::updated_at.eq(datetime(locked.now)),
         ),
     )
     .execute(conn)?;
@@ -288,7 +289,7 @@ pub(crate) fn refresh_locked(conn: &mut DbConnection, locked: &LockedApply) -> S
                 applies::started_at.eq(started_at),
                 applies::completed_at.eq(completed_at),
                 applies::failure_seq.eq(failure_seq),
-                applies::updated_at.eq(now),
+                applies::updated_at.eq(datetime(now)),
             ),
         )
         .execute(conn)?;

@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use super::{aggregate, apply_operations, control_requests, tasks, validate};
 use crate::db::{self, DbConnection, UniqueKey};
 use crate::error::{StoreError, StoreResult};
+use crate::schema_types::datetime;
 use chrono::NaiveDateTime;
 
 use crate::models::{Apply, ApplyId, DeletedRollout, NewApply, Rollout};
@@ -254,6 +255,9 @@ impl std::str::FromStr for ApplyCursor {
         let created_at = chrono::DateTime::from_timestamp_micros(micros)
             .ok_or_else(invalid)?
             .naive_utc();
+        if validate::datetime("after", created_at).is_err() {
+            return Err(invalid());
+        }
         Ok(ApplyCursor {
             created_at,
             id: ApplyId(id),
@@ -297,7 +301,7 @@ fn condition(filter: &ApplyFilter) -> AppliesCondition {
         );
     }
     if let Some(since) = filter.created_since {
-        condition = Box::new(condition.and(applies::created_at.ge(since)));
+        condition = Box::new(condition.and(applies::created_at.ge(datetime(since))));
     }
     condition
 }
@@ -312,6 +316,9 @@ fn check_filter(filter: &ApplyFilter) -> StoreResult<bool> {
                 format!("must be 1 to {MAX_PAGE}, not {limit}"),
             ));
         }
+    }
+    if let Some(since) = filter.created_since {
+        validate::datetime("created_since", since)?;
     }
     let storable = |value: &Option<String>| {
         value
@@ -333,7 +340,9 @@ fn check_filter(filter: &ApplyFilter) -> StoreResult<bool> {
 /// as it returns when the filter matches densely (`tests/it/rollouts.rs` measures it at 100,000
 /// applies).
 ///
-/// Errors: [`StoreError::InvalidInput`] for a limit outside 1 to [`MAX_PAGE`], before any SQL.
+/// Errors: [`StoreError::InvalidInput`] for a limit outside 1 to [`MAX_PAGE`], or a `created_since`
+/// outside what a datetime column holds ([`MIN_DATETIME`](crate::schema_types::MIN_DATETIME) to
+/// [`MAX_DATETIME`](crate::schema_types::MAX_DATETIME)), before any SQL.
 pub fn list(conn: &mut DbConnection, filter: &ApplyFilter) -> StoreResult<Page<Apply>> {
     if !check_filter(filter)? {
         return Ok(Page {
@@ -346,9 +355,9 @@ pub fn list(conn: &mut DbConnection, filter: &ApplyFilter) -> StoreResult<Page<A
     if let Some(after) = &filter.after {
         query = query.filter(
             applies::created_at
-                .lt(after.created_at)
+                .lt(datetime(after.created_at))
                 .or(applies::created_at
-                    .eq(after.created_at)
+                    .eq(datetime(after.created_at))
                     .and(applies::id.lt(after.id))),
         );
     }
@@ -372,7 +381,9 @@ pub fn list(conn: &mut DbConnection, filter: &ApplyFilter) -> StoreResult<Page<A
 /// How many applies `filter` selects, per state (states with none are left out), in the order of
 /// [`ApplyState::ALL`]. The page fields of the filter are ignored. One SELECT.
 ///
-/// A stored state this version does not know is [`StoreError::UnknownState`], naming one such row.
+/// A stored state this version does not know is [`StoreError::UnknownState`], naming one such row;
+/// a `created_since` outside what a datetime column holds is [`StoreError::InvalidInput`], before
+/// any SQL.
 pub fn counts_by_state(
     conn: &mut DbConnection,
     filter: &ApplyFilter,

@@ -33,6 +33,7 @@ use crate::models::{
     ApplyId, ApplyOperation, ApplyOperationId, ControlRequest, ControlRequestId, NewControlRequest,
 };
 use crate::schema::{apply_control_requests as reqs, apply_operations};
+use crate::schema_types::datetime;
 use crate::state::{
     is_cancellable, is_stoppable, progress, ApplyState, ControlRequestKind, ControlRequestStatus,
     RequestProgress,
@@ -498,7 +499,7 @@ pub(super) fn settle(
                 reqs::status.eq(status),
                 reqs::result.eq(result),
                 reqs::completed_at.eq(Some(now)),
-                reqs::updated_at.eq(now),
+                reqs::updated_at.eq(datetime(now)),
             ),
         )
         .execute(conn)?;

@@ -13,7 +13,7 @@
 //! [`StoreError::InvalidInput`]: StoreError::InvalidInput
 //! [`StoreError::UnknownState`]: StoreError::UnknownState
 
-use diesel::sql_types::{Nullable, Timestamp};
+use diesel::sql_types::Nullable;
 
 use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyId, ApplyOperationId};
@@ -36,7 +36,7 @@ mod writer;
 diesel::define_sql_function! {
     /// `COALESCE` for timestamps: stamps a column once and keeps it on repeats.
     #[sql_name = "COALESCE"]
-    fn coalesce_timestamp(value: Nullable<Timestamp>, fallback: Nullable<Timestamp>) -> Nullable<Timestamp>;
+    fn coalesce_timestamp(value: Nullable<crate::schema_types::Datetime>, fallback: Nullable<crate::schema_types::Datetime>) -> Nullable<crate::schema_types::Datetime>;
 }
 
 /// Checks that operation `operation_id`, whose stored apply is `owner` (`None`: no such operation),

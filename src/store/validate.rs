@@ -70,6 +70,20 @@ pub(crate) fn key_varchar(field: &'static str, value: &str) -> StoreResult<()> {
     Ok(())
 }
 
+/// A datetime a caller compares stored ones with: within [`MIN_DATETIME`](crate::schema_types::MIN_DATETIME)..=[`MAX_DATETIME`](crate::schema_types::MAX_DATETIME), what
+/// a datetime column can hold on every backend.
+pub(crate) fn datetime(field: &'static str, value: chrono::NaiveDateTime) -> StoreResult<()> {
+    use crate::schema_types::{MAX_DATETIME, MIN_DATETIME};
+    if (MIN_DATETIME..=MAX_DATETIME).contains(&value) {
+        Ok(())
+    } else {
+        Err(StoreError::invalid(
+            field,
+            format!("{value} is outside {MIN_DATETIME} to {MAX_DATETIME}, what the columns hold"),
+        ))
+    }
+}
+
 /// MySQL `BLOB` holds 65,535 bytes.
 pub(crate) const MAX_BLOB_BYTES: usize = 65_535;
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use applyops::db::DbConnection;
 use applyops::models::{ApplyId, ApplyOperation, ApplyOperationId, NewApplyOperation};
 use applyops::schema::apply_operations as ops;
+use applyops::schema_types::datetime;
 use applyops::state::ApplyState;
 use applyops::store::apply_operations as store;
 use applyops::StoreError;
@@ -32,7 +33,7 @@ fn tick() {
 fn set_created_at(conn: &mut DbConnection, id: ApplyOperationId, at: &str) {
     let at = NaiveDateTime::parse_from_str(at, "%Y-%m-%d %H:%M:%S%.f").unwrap();
     diesel::update(ops::table.find(id))
-        .set(ops::created_at.eq(at))
+        .set(ops::created_at.eq(datetime(at)))
         .execute(conn)
         .unwrap();
 }

@@ -5,6 +5,7 @@
 
 use applyops::db::DbConnection;
 use applyops::schema::{applies, apply_operations as ops};
+use applyops::schema_types::datetime;
 use applyops::state::{ApplyState, CutoverPolicy};
 use applyops::store::claims;
 use diesel::prelude::*;
@@ -38,8 +39,8 @@ fn seed(conn: &mut DbConnection) {
                 } else {
                     ApplyState::Pending
                 }),
-                applies::created_at.eq(at),
-                applies::updated_at.eq(at),
+                applies::created_at.eq(datetime(at)),
+                applies::updated_at.eq(datetime(at)),
             )
         })
         .collect();
@@ -77,8 +78,8 @@ fn seed(conn: &mut DbConnection) {
                     ""
                 }),
                 ops::lease_expires_at.eq(held.then_some(live_until)),
-                ops::created_at.eq(created),
-                ops::updated_at.eq(created),
+                ops::created_at.eq(datetime(created)),
+                ops::updated_at.eq(datetime(created)),
             ));
         }
     }

@@ -4,6 +4,7 @@
 use applyops::db::DbConnection;
 use applyops::models::ApplyOperationId;
 use applyops::schema::{applies, apply_control_requests as reqs, apply_operations as ops};
+use applyops::schema_types::datetime;
 use applyops::state::{ApplyState, ControlRequestKind, ControlRequestStatus, CutoverPolicy};
 use applyops::store::claims;
 use diesel::prelude::*;
@@ -33,8 +34,8 @@ fn seed(conn: &mut DbConnection) {
                 applies::deployment.eq("main"),
                 applies::defer_cutover.eq(a % 10 == 0),
                 applies::state.eq(ApplyState::Running),
-                applies::created_at.eq(at),
-                applies::updated_at.eq(at),
+                applies::created_at.eq(datetime(at)),
+                applies::updated_at.eq(datetime(at)),
             )
         })
         .collect();
@@ -68,8 +69,8 @@ fn seed(conn: &mut DbConnection) {
                 ops::deployment.eq(format!("deployment-{d}")),
                 ops::state.eq(states[(n % 10) as usize]),
                 ops::cutover_policy.eq(policies[(a % 3) as usize]),
-                ops::created_at.eq(created),
-                ops::updated_at.eq(created),
+                ops::created_at.eq(datetime(created)),
+                ops::updated_at.eq(datetime(created)),
             ));
         }
     }
@@ -90,8 +91,8 @@ fn seed(conn: &mut DbConnection) {
                 } else {
                     ControlRequestStatus::Completed
                 }),
-                reqs::created_at.eq(at),
-                reqs::updated_at.eq(at),
+                reqs::created_at.eq(datetime(at)),
+                reqs::updated_at.eq(datetime(at)),
             )
         })
         .collect();

@@ -9,6 +9,7 @@ use applyops::models::{
     NewApply, NewApplyOperation, NewControlRequest,
 };
 use applyops::schema::apply_operations as ops;
+use applyops::schema_types::datetime;
 use applyops::state::{ApplyState, ControlRequestKind, CutoverPolicy, FailurePolicy};
 use applyops::store::claims::{ClaimOptions, ClaimedOperation};
 use applyops::store::{applies, apply_operations, claims, control_requests};
@@ -237,8 +238,8 @@ pub fn ensure_apply(conn: &mut DbConnection, id: ApplyId) {
             a::environment.eq("production"),
             a::deployment.eq("main"),
             a::state.eq(ApplyState::Pending),
-            a::created_at.eq(now),
-            a::updated_at.eq(now),
+            a::created_at.eq(datetime(now)),
+            a::updated_at.eq(datetime(now)),
         ))
         .execute(conn)
         .expect("insert apply with a chosen id");

@@ -7,6 +7,7 @@ use std::time::Duration;
 use applyops::db::{self, ConnectOptions, DbConnection, PoolConfig};
 use applyops::models::{ApplyId, ApplyOperationId, NewApply, NewApplyOperation};
 use applyops::schema::{applies as applies_table, apply_operations as ops};
+use applyops::schema_types::datetime;
 use applyops::state::{ApplyState, ControlRequestKind, CutoverPolicy, FailurePolicy};
 use applyops::store::leases::OperationLease;
 use applyops::store::{applies, apply_operations, control_requests, leases};
@@ -100,8 +101,8 @@ fn keys_that_differ_by_a_trailing_space_are_distinct_keys_in_the_database(db: &T
             .values((
                 ops::apply_id.eq(9),
                 ops::deployment.eq(deployment),
-                ops::created_at.eq(now),
-                ops::updated_at.eq(now),
+                ops::created_at.eq(datetime(now)),
+                ops::updated_at.eq(datetime(now)),
             ))
             .execute(conn)
             .expect("the unique key treats them as two keys on every backend");

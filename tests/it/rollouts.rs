@@ -6,6 +6,7 @@ use applyops::schema::applies as applies_table;
 use applyops::schema::{
     apply_control_requests as reqs, apply_operations as ops, tasks as tasks_table,
 };
+use applyops::schema_types::datetime;
 use applyops::state::{ApplyState, ControlRequestKind, CutoverPolicy, FailurePolicy};
 use applyops::store::applies::{ApplyCursor, ApplyFilter};
 use applyops::store::{applies, apply_operations, control_requests, tasks};
@@ -215,7 +216,7 @@ fn listed_apply(
         + chrono::Duration::seconds(at);
     diesel::update(applies_table::table.find(id))
         .set((
-            applies_table::created_at.eq(created),
+            applies_table::created_at.eq(datetime(created)),
             applies_table::state.eq(state),
         ))
         .execute(conn)
@@ -513,8 +514,8 @@ fn mysql_a_list_page_reads_about_its_own_rows_at_100000_applies() {
                 applies_table::environment.eq("production"),
                 applies_table::deployment.eq("main"),
                 applies_table::state.eq(state),
-                applies_table::created_at.eq(at),
-                applies_table::updated_at.eq(at),
+                applies_table::created_at.eq(datetime(at)),
+                applies_table::updated_at.eq(datetime(at)),
             )
         })
         .collect();

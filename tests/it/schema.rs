@@ -50,7 +50,7 @@ fn declared_schema() -> Vec<(String, Vec<DeclaredColumn>)> {
             let family = match inner {
                 "Bigint" | "Integer" => "integer",
                 "Varchar" | "Text" => "text",
-                // crate::schema_types::Datetime, an alias of Timestamp.
+                // crate::schema_types::Datetime (DATETIME(6) on MySQL, text on SQLite).
                 "Datetime" => "timestamp",
                 "Bool" => "bool",
                 "Blob" => "binary",

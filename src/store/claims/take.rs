@@ -14,6 +14,7 @@ use crate::db::{self, DbConnection, MultiBackend};
 use crate::error::StoreResult;
 use crate::models::{ApplyOperation, LeaseToken, OperationLease};
 use crate::schema::apply_operations as ops;
+use crate::schema_types::{datetime, DatetimeValue};
 use crate::state::{is_cancellable, is_stoppable, ApplyState};
 use crate::store::leases;
 use crate::store::writer::unleased;
@@ -69,34 +70,31 @@ pub(super) fn transition(
 
 /// The columns a claim writes, with the values [`transition`] computed (and the token, which the row
 /// model does not carry).
-#[derive(AsChangeset)]
-#[diesel(table_name = ops, treat_none_as_null = true)]
-struct ClaimChanges<'a> {
-    state: ApplyState,
-    attempt: i32,
-    error_message: Option<&'a str>,
-    started_at: Option<NaiveDateTime>,
-    lease_owner: &'a str,
-    lease_token: &'a LeaseToken,
-    lease_acquired_at: Option<NaiveDateTime>,
-    lease_expires_at: Option<NaiveDateTime>,
-    updated_at: NaiveDateTime,
-}
+type ClaimChanges<'a> = (
+    diesel::dsl::Eq<ops::state, ApplyState>,
+    diesel::dsl::Eq<ops::attempt, i32>,
+    diesel::dsl::Eq<ops::error_message, Option<&'a str>>,
+    diesel::dsl::Eq<ops::started_at, Option<NaiveDateTime>>,
+    diesel::dsl::Eq<ops::lease_owner, &'a str>,
+    diesel::dsl::Eq<ops::lease_token, &'a LeaseToken>,
+    diesel::dsl::Eq<ops::lease_acquired_at, Option<NaiveDateTime>>,
+    diesel::dsl::Eq<ops::lease_expires_at, Option<NaiveDateTime>>,
+    diesel::dsl::Eq<ops::updated_at, DatetimeValue>,
+);
 
-impl<'a> ClaimChanges<'a> {
-    fn of(row: &'a ApplyOperation, token: &'a LeaseToken) -> Self {
-        ClaimChanges {
-            state: row.state,
-            attempt: row.attempt,
-            error_message: row.error_message.as_deref(),
-            started_at: row.started_at,
-            lease_owner: &row.lease_owner,
-            lease_token: token,
-            lease_acquired_at: row.lease_acquired_at,
-            lease_expires_at: row.lease_expires_at,
-            updated_at: row.updated_at,
-        }
-    }
+/// [`ClaimChanges`] of `row` (as [`transition`] left it) under `token`.
+fn claim_changes<'a>(row: &'a ApplyOperation, token: &'a LeaseToken) -> ClaimChanges<'a> {
+    (
+        ops::state.eq(row.state),
+        ops::attempt.eq(row.attempt),
+        ops::error_message.eq(row.error_message.as_deref()),
+        ops::started_at.eq(row.started_at),
+        ops::lease_owner.eq(row.lease_owner.as_str()),
+        ops::lease_token.eq(token),
+        ops::lease_acquired_at.eq(row.lease_acquired_at),
+        ops::lease_expires_at.eq(row.lease_expires_at),
+        ops::updated_at.eq(datetime(row.updated_at)),
+    )
 }
 
 /// The UPDATE that takes a locked row: guarded by the state it was selected in, its attempt, a free
@@ -129,7 +127,7 @@ pub(super) fn take(
     }
     let next = transition(row, kind, &options.owner, now, expires_at);
     let matched =
-        db::cached_update(ops::table, guard, ClaimChanges::of(&next, token)).execute(conn)?;
+        db::cached_update(ops::table, guard, claim_changes(&next, token)).execute(conn)?;
     if matched == 0 {
         return Ok(None);
     }
@@ -186,7 +184,7 @@ pub(super) fn move_in_place(
                 ops::completed_at.eq(Some(now)),
                 ops::holds_target.eq(None::<bool>),
                 ops::failure_seq.eq(None::<i64>),
-                ops::updated_at.eq(now),
+                ops::updated_at.eq(datetime(now)),
             ),
         )
         .execute(conn)?
@@ -194,7 +192,11 @@ pub(super) fn move_in_place(
         db::cached_update(
             ops::table,
             guard,
-            (ops::state.eq(state), unleased(), ops::updated_at.eq(now)),
+            (
+                ops::state.eq(state),
+                unleased(),
+                ops::updated_at.eq(datetime(now)),
+            ),
         )
         .execute(conn)?
     };
