@@ -33,6 +33,22 @@ pub const fn is_cancellable(state: ApplyState) -> bool {
     is_stoppable(state) || matches!(state, ApplyState::Stopped | ApplyState::Paused)
 }
 
+/// Where a claim that meets an operation in `state` moves it instead of taking it, given whether a
+/// pending `stop` and a pending `cancel` cover it: `cancelled` when a cancel covers it
+/// ([`is_cancellable`]), else `stopped` when a stop does ([`is_stoppable`]); `None` when the claim
+/// may take it. A claim only meets such an operation once nobody drives it (its lease expired or was
+/// released); the operation is moved in place and nothing is taken. `blockers` reads the same rule,
+/// so such an operation is never reported `Claimable`.
+pub const fn moved_in_place(state: ApplyState, stop: bool, cancel: bool) -> Option<ApplyState> {
+    if cancel && is_cancellable(state) {
+        Some(ApplyState::Cancelled)
+    } else if stop && is_stoppable(state) {
+        Some(ApplyState::Stopped)
+    } else {
+        None
+    }
+}
+
 /// True for the states a `start` resumes: `stopped` and `paused`.
 pub const fn is_resumable(state: ApplyState) -> bool {
     matches!(state, ApplyState::Stopped | ApplyState::Paused)
@@ -154,6 +170,22 @@ mod tests {
             }
         }
         assert!(is_cancellable(Stopped) && is_cancellable(Paused) && is_cancellable(Running));
+    }
+
+    #[test]
+    fn a_claim_moves_what_a_stop_or_cancel_covers_in_place_and_takes_the_rest() {
+        assert_eq!(moved_in_place(Running, true, false), Some(Stopped));
+        assert_eq!(
+            moved_in_place(WaitingForCutover, true, false),
+            Some(Stopped)
+        );
+        assert_eq!(moved_in_place(Running, true, true), Some(Cancelled));
+        assert_eq!(moved_in_place(Stopped, false, true), Some(Cancelled));
+        // A cutover in flight is never stopped or cancelled: the claim takes it over.
+        for state in [CuttingOver, RevertWindow, Reverting, SkippingRevert] {
+            assert_eq!(moved_in_place(state, true, true), None, "{state}");
+        }
+        assert_eq!(moved_in_place(Running, false, false), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod blockers;
 mod checkpoints;
 mod claim_locks;
 mod claim_walk;
+mod claimable_property;
 mod claims;
 mod cli;
 mod concurrency;

@@ -4,9 +4,11 @@
 //! One SELECT evaluates, for each operation of the apply, the named predicates of [`super::predicates`]
 //! (the free lease, the stop gate, the failure gate, the start order, the cutover order, the request
 //! lookups) and the two claims' whole conditions ([`copy_claimable`], [`cutover_claimable`]). An
-//! operation is [`Blocker::Claimable`] exactly when a claim's condition holds for it; otherwise the
-//! predicates that fail name the reason, in the order of the apply-aggregate spec. Nothing here
-//! restates a rule.
+//! operation is [`Blocker::Claimable`] exactly when a claim takes it: a claim's condition holds for
+//! it, and the claim would not move it in place instead (an operation a pending stop or cancel
+//! covers, whose lease expired, is moved to `stopped` or `cancelled` by the claim that meets it:
+//! [`crate::state::moved_in_place`], the rule the claims apply); otherwise the predicates that fail
+//! name the reason, in the order of the apply-aggregate spec. Nothing here restates a rule.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -22,8 +24,8 @@ use crate::error::StoreResult;
 use crate::models::{Apply, ApplyId, ApplyOperation, ApplyOperationId};
 use crate::schema::apply_operations as ops;
 use crate::state::{
-    cutover_order_passes, is_failure, is_settled, lets_failure_through, start_order_passes,
-    ApplyState, ControlRequestKind, FailurePolicy,
+    cutover_order_passes, is_failure, is_settled, lets_failure_through, moved_in_place,
+    start_order_passes, ApplyState, ControlRequestKind, FailurePolicy,
 };
 use crate::store::{applies, apply_operations};
 
@@ -38,10 +40,12 @@ pub enum Blocker {
         /// When the lease expires unless renewed (UTC).
         expires_at: NaiveDateTime,
     },
-    /// A `stop` (or a request of a kind this version does not know) is pending for it or its apply.
+    /// A `stop` (or a request of a kind this version does not know) is pending for it or its apply:
+    /// its holder stops it, or, once its lease is gone, the next claim moves it to `stopped` in place
+    /// and takes nothing.
     StopPending,
-    /// A `cancel` is pending for it or its apply (its holder cancels it, or the claim that meets it
-    /// once its lease is gone).
+    /// A `cancel` is pending for it or its apply (its holder cancels it, or, once its lease is gone,
+    /// the next claim moves it to `cancelled` in place and takes nothing).
     CancelPending,
     /// `stopped` or `paused` with no pending `start`.
     AwaitingStart,
@@ -83,7 +87,8 @@ pub enum Blocker {
     /// No claim takes an operation in this state with these values, and none of the reasons above
     /// applies.
     NoClaimArm,
-    /// A claim would take it now.
+    /// A claim ([`claim_next`](super::claim_next) or [`claim_next_cutover`](super::claim_next_cutover))
+    /// would take it now: hand it out under a new lease.
     Claimable,
 }
 
@@ -93,6 +98,7 @@ struct Gates {
     id: ApplyOperationId,
     lease_free: Option<bool>,
     stop_gate: bool,
+    stop_pending: bool,
     cancel_pending: bool,
     failure_gate: bool,
     start_order: bool,
@@ -125,6 +131,7 @@ pub fn blockers(
             ops::id,
             lease_free(now),
             stop_gate(),
+            request_pending_for_row(ControlRequestKind::Stop),
             request_pending_for_row(ControlRequestKind::Cancel),
             failure_gate(),
             start_order_gate(),
@@ -148,10 +155,13 @@ pub fn blockers(
             continue; // inserted between the two reads
         };
         // SQL's NULL is "not known to hold": a WHERE clause does not take the row either.
-        let blocker = if gates.copy == Some(true) || gates.cutover == Some(true) {
-            Blocker::Claimable
-        } else {
-            reason(&operations, index, gates, &apply)
+        let selected = gates.copy == Some(true) || gates.cutover == Some(true);
+        let blocker = match moved_in_place(op.state, gates.stop_pending, gates.cancel_pending) {
+            // A claim that selects it moves it to `cancelled` or `stopped` and takes nothing.
+            Some(ApplyState::Cancelled) if selected => Blocker::CancelPending,
+            Some(_) if selected => Blocker::StopPending,
+            _ if selected => Blocker::Claimable,
+            _ => reason(&operations, index, gates, &apply),
         };
         found.push((op.id, blocker));
     }

@@ -15,7 +15,7 @@ use crate::error::StoreResult;
 use crate::models::{ApplyOperation, LeaseToken, OperationLease};
 use crate::schema::apply_operations as ops;
 use crate::schema_types::{datetime, DatetimeValue};
-use crate::state::{is_cancellable, is_stoppable, ApplyState};
+use crate::state::{moved_in_place, ApplyState};
 use crate::store::leases;
 use crate::store::writer::unleased;
 
@@ -153,13 +153,7 @@ pub(super) fn take(
 /// when neither applies. Only the recovery arms and the cutover claim's waiting rows get here: a
 /// start, resume or retry arm never selects a covered row.
 pub(super) fn in_place(locked: &LockedRow) -> Option<ApplyState> {
-    if locked.cancel && is_cancellable(locked.row.state) {
-        Some(ApplyState::Cancelled)
-    } else if locked.stop && is_stoppable(locked.row.state) {
-        Some(ApplyState::Stopped)
-    } else {
-        None
-    }
+    moved_in_place(locked.row.state, locked.stop, locked.cancel)
 }
 
 /// Moves a locked row to `state` (`stopped` or `cancelled`) in place: lease cleared, a cancelled one

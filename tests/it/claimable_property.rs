@@ -1,0 +1,374 @@
+//! `Claimable` means a claim takes it: a property test over generated applies (policies, states,
+//! live and expired leases, every request kind, caps, deferred cutovers, retry budgets), each built
+//! row by row and checked in a transaction that is rolled back.
+//!
+//! The check, per generated apply: read `blockers`; run `claim_next`, else `claim_next_cutover`, with
+//! the same options. A claim that takes an operation must take one `blockers` called `Claimable`
+//! just before; when neither claim takes anything, `blockers` must have called nothing `Claimable`.
+//! Repeated until both claims come back empty, re-reading `blockers` before every claim (taking one
+//! operation can change what the others wait for: the concurrency cap, the order gates).
+//!
+//! `APPLYOPS_PROPTEST_CASES` sets the number of generated applies per backend (default 256).
+
+use std::collections::BTreeSet;
+
+use applyops::models::{ApplyId, ApplyOperationId};
+use applyops::schema::{applies, apply_control_requests as reqs, apply_operations as ops};
+use applyops::schema_types::datetime;
+use applyops::state::{
+    is_failure, ApplyState, ControlRequestKind, ControlRequestStatus, CutoverPolicy, FailurePolicy,
+};
+use applyops::store::applies::{self as applies_store, Blocker};
+use applyops::store::claims;
+use applyops::{DbConnection, StoreError};
+use chrono::{Duration, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+use crate::backend_tests;
+use crate::fixtures::opts;
+use crate::harness::TestDb;
+
+backend_tests!(claimable_holds_exactly_when_some_claim_takes_the_operation,);
+
+/// Who holds an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lease {
+    None,
+    Live,
+    Expired,
+}
+
+#[derive(Debug, Clone)]
+struct Operation {
+    state: ApplyState,
+    cutover_policy: CutoverPolicy,
+    on_failure: FailurePolicy,
+    started: bool,
+    attempt: i32,
+    lease: Lease,
+}
+
+#[derive(Debug, Clone)]
+struct Request {
+    kind: ControlRequestKind,
+    /// `None`: the whole apply; else an index into the operations.
+    scope: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    defer_cutover: bool,
+    max_concurrency: Option<i64>,
+    max_attempts: i32,
+    operations: Vec<Operation>,
+    requests: Vec<Request>,
+    /// A completed `release`: its scope and how many failures it lets through.
+    release: Option<(Option<usize>, i64)>,
+}
+
+fn operation() -> impl Strategy<Value = Operation> {
+    (
+        prop::sample::select(ApplyState::ALL.to_vec()),
+        prop::sample::select(CutoverPolicy::ALL.to_vec()),
+        prop::sample::select(FailurePolicy::ALL.to_vec()),
+        any::<bool>(),
+        0..3i32,
+        prop::sample::select(vec![Lease::None, Lease::Live, Lease::Expired]),
+    )
+        .prop_map(
+            |(state, cutover_policy, on_failure, started, attempt, lease)| {
+                // What the store never writes: a lease on an operation nobody holds (pending, stopped,
+                // paused, failed_retryable clear it), a lease expiry on a settled one (a holder's
+                // settling write clears it), a started pending operation, an active one never started.
+                let unheld = applyops::state::clears_lease(state);
+                let lease = if unheld { Lease::None } else { lease };
+                let started = match state {
+                    ApplyState::Pending => false,
+                    ApplyState::Stopped
+                    | ApplyState::Paused
+                    | ApplyState::Cancelled
+                    | ApplyState::Failed => started,
+                    _ => true,
+                };
+                Operation {
+                    state,
+                    cutover_policy,
+                    on_failure,
+                    started,
+                    attempt,
+                    lease,
+                }
+            },
+        )
+}
+
+fn request(operations: usize) -> impl Strategy<Value = Request> {
+    (
+        prop::sample::select(vec![
+            ControlRequestKind::Stop,
+            ControlRequestKind::Start,
+            ControlRequestKind::Cancel,
+            ControlRequestKind::Cutover,
+            ControlRequestKind::Revert,
+            ControlRequestKind::SkipRevert,
+        ]),
+        prop::option::of(0..operations),
+    )
+        .prop_map(|(kind, scope)| Request { kind, scope })
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    prop::collection::vec(operation(), 1..=4).prop_flat_map(|operations| {
+        let n = operations.len();
+        (
+            any::<bool>(),
+            prop::option::of(1..=2i64),
+            0..3i32,
+            Just(operations),
+            prop::collection::vec(request(n), 0..=3),
+            prop::option::of((prop::option::of(0..n), 0..=3i64)),
+        )
+            .prop_map(
+                |(defer_cutover, max_concurrency, max_attempts, operations, requests, release)| {
+                    let requests = reachable_requests(&operations, defer_cutover, requests);
+                    Case {
+                        defer_cutover,
+                        max_concurrency,
+                        max_attempts,
+                        operations,
+                        requests,
+                        release,
+                    }
+                },
+            )
+    })
+}
+
+/// Drops what recording would have refused: a second request of a kind for a scope, opposites
+/// pending together, a revert decision on an operation not in `revert_window` (or for the whole
+/// apply, which is recorded per operation), a cutover on an apply that does not defer cutovers.
+fn reachable_requests(
+    operations: &[Operation],
+    defer_cutover: bool,
+    requests: Vec<Request>,
+) -> Vec<Request> {
+    let mut kept: Vec<Request> = Vec::new();
+    for request in requests {
+        let opposite = match request.kind {
+            ControlRequestKind::Stop => Some(ControlRequestKind::Start),
+            ControlRequestKind::Start => Some(ControlRequestKind::Stop),
+            ControlRequestKind::Revert => Some(ControlRequestKind::SkipRevert),
+            ControlRequestKind::SkipRevert => Some(ControlRequestKind::Revert),
+            _ => None,
+        };
+        let in_window = request
+            .scope
+            .is_some_and(|i| operations[i].state == ApplyState::RevertWindow);
+        let refused = match request.kind {
+            ControlRequestKind::Revert | ControlRequestKind::SkipRevert => !in_window,
+            ControlRequestKind::Cutover => !defer_cutover,
+            _ => false,
+        };
+        let duplicate = kept
+            .iter()
+            .any(|k| k.kind == request.kind && k.scope == request.scope);
+        let opposed = kept.iter().any(|k| Some(k.kind) == opposite);
+        if !refused && !duplicate && !opposed {
+            kept.push(request);
+        }
+    }
+    kept
+}
+
+/// Writes `case` row by row (the store's own writes could not build most of these states) and
+/// returns the apply and its operations in claim order.
+fn build(conn: &mut DbConnection, case: &Case) -> (ApplyId, Vec<ApplyOperationId>) {
+    let now = Utc::now().naive_utc();
+    let created = now - Duration::hours(1);
+    let failures = case
+        .operations
+        .iter()
+        .filter(|op| is_failure(op.state))
+        .count() as i64;
+    diesel::insert_into(applies::table)
+        .values((
+            applies::apply_identifier.eq("generated"),
+            applies::database_name.eq("db"),
+            applies::environment.eq("production"),
+            applies::deployment.eq("d0"),
+            applies::state.eq(ApplyState::Running),
+            applies::created_at.eq(datetime(created)),
+            applies::updated_at.eq(datetime(created)),
+            applies::defer_cutover.eq(case.defer_cutover),
+            applies::max_concurrency.eq(case.max_concurrency),
+            applies::max_attempts.eq(case.max_attempts),
+            applies::failure_seq.eq(failures),
+        ))
+        .execute(conn)
+        .unwrap();
+    let apply_id: ApplyId = applies::table
+        .select(applies::id)
+        .order(applies::id.desc())
+        .first(conn)
+        .unwrap();
+    let mut ids = Vec::new();
+    let mut failure_seq = 0;
+    for (i, op) in case.operations.iter().enumerate() {
+        let failure = is_failure(op.state).then(|| {
+            failure_seq += 1;
+            failure_seq
+        });
+        let (token, expires): (&str, Option<NaiveDateTime>) = match op.lease {
+            Lease::None => ("", None),
+            Lease::Live => (
+                "0123456789abcdef0123456789abcdef",
+                Some(now + Duration::hours(1)),
+            ),
+            Lease::Expired => (
+                "fedcba9876543210fedcba9876543210",
+                Some(now - Duration::minutes(5)),
+            ),
+        };
+        let settled = applyops::state::is_settled(op.state);
+        diesel::insert_into(ops::table)
+            .values((
+                ops::apply_id.eq(apply_id),
+                ops::deployment.eq(format!("d{i}")),
+                ops::target.eq(""),
+                ops::state.eq(op.state),
+                ops::cutover_policy.eq(op.cutover_policy),
+                ops::on_failure.eq(op.on_failure),
+                ops::attempt.eq(op.attempt),
+                ops::started_at.eq(op.started.then_some(created)),
+                ops::completed_at.eq(settled.then_some(created)),
+                ops::created_at.eq(datetime(created + Duration::seconds(i as i64))),
+                ops::updated_at.eq(datetime(created)),
+                ops::lease_owner.eq(if token.is_empty() { "" } else { "holder" }),
+                ops::lease_token.eq(token),
+                ops::lease_acquired_at.eq(expires.map(|_| created)),
+                ops::lease_expires_at.eq(expires),
+                ops::database_name.eq("db"),
+                ops::environment.eq("production"),
+                ops::holds_target.eq((!settled).then_some(true)),
+                ops::failure_seq.eq(failure),
+            ))
+            .execute(conn)
+            .unwrap();
+        ids.push(
+            ops::table
+                .filter(ops::apply_id.eq(apply_id))
+                .filter(ops::deployment.eq(format!("d{i}")))
+                .select(ops::id)
+                .first(conn)
+                .unwrap(),
+        );
+    }
+    let mut insert_request = |kind: ControlRequestKind,
+                              scope: Option<usize>,
+                              status: ControlRequestStatus,
+                              releases_through: Option<i64>| {
+        diesel::insert_into(reqs::table)
+            .values((
+                reqs::apply_id.eq(apply_id),
+                reqs::apply_operation_id.eq(scope.map(|i| ids[i])),
+                reqs::kind.eq(kind),
+                reqs::status.eq(status),
+                reqs::requested_by.eq("generator"),
+                reqs::created_at.eq(datetime(created)),
+                reqs::updated_at.eq(datetime(created)),
+                reqs::completed_at.eq((status != ControlRequestStatus::Pending).then_some(created)),
+                reqs::releases_through.eq(releases_through),
+            ))
+            .execute(conn)
+            .unwrap();
+    };
+    for request in &case.requests {
+        insert_request(
+            request.kind,
+            request.scope,
+            ControlRequestStatus::Pending,
+            None,
+        );
+    }
+    if let Some((scope, through)) = case.release {
+        insert_request(
+            ControlRequestKind::Release,
+            scope,
+            ControlRequestStatus::Completed,
+            Some(through),
+        );
+    }
+    (apply_id, ids)
+}
+
+/// The operations `blockers` calls `Claimable`.
+fn claimable(conn: &mut DbConnection, apply_id: ApplyId) -> (BTreeSet<ApplyOperationId>, String) {
+    let blockers = applies_store::blockers(conn, apply_id).unwrap();
+    let set = blockers
+        .iter()
+        .filter(|(_, blocker)| *blocker == Blocker::Claimable)
+        .map(|(id, _)| *id)
+        .collect();
+    (set, format!("{blockers:?}"))
+}
+
+/// The property for one generated apply, in a transaction that is rolled back.
+fn check(conn: &mut DbConnection, case: &Case) -> Result<(), TestCaseError> {
+    let mut outcome = Ok(());
+    let _ = conn.transaction::<(), StoreError, _>(|conn| {
+        let (apply_id, ids) = build(conn, case);
+        let options = opts("prober");
+        for _step in 0..3 * ids.len() + 3 {
+            let (before, shown) = claimable(conn, apply_id);
+            let taken = match claims::claim_next(conn, &options).unwrap() {
+                Some(claimed) => Some(claimed),
+                None => claims::claim_next_cutover(conn, &options).unwrap(),
+            };
+            match taken {
+                Some(claimed) if !before.contains(&claimed.operation.id) => {
+                    outcome = Err(TestCaseError::fail(format!(
+                        "a claim took operation {} ({:?}, was {}), which blockers did not call \
+                         Claimable: {shown}",
+                        claimed.operation.id, claimed.kind, claimed.previous_state
+                    )));
+                    break;
+                }
+                Some(_) => {}
+                None if !before.is_empty() => {
+                    outcome = Err(TestCaseError::fail(format!(
+                        "blockers called {before:?} Claimable, and no claim took anything: {shown}"
+                    )));
+                    break;
+                }
+                None => break,
+            }
+        }
+        Err(StoreError::InvalidInput {
+            field: "rollback",
+            reason: "probe only".into(),
+        })
+    });
+    outcome
+}
+
+fn cases() -> u32 {
+    std::env::var("APPLYOPS_PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(256)
+}
+
+fn claimable_holds_exactly_when_some_claim_takes_the_operation(db: &TestDb) {
+    let conn = std::cell::RefCell::new(db.conn());
+    let mut runner = TestRunner::new(Config {
+        cases: cases(),
+        // Failures are reported with the shrunk case; nothing is persisted from a shared test.
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&case(), |case| check(&mut conn.borrow_mut(), &case))
+        .unwrap_or_else(|failure| panic!("{failure}"));
+}
