@@ -9,25 +9,53 @@
 //! applyops revert --yes            # the newest migration (no APPLY)
 //! ```
 //!
-//! Exit codes: 0 ok, 1 error, 2 usage. See the README's "The operator's command line".
+//! Exit codes: 0 done as asked, 1 error, 2 usage, 3 the apply ended otherwise (`wait`, `watch`),
+//! 4 timed out. See the README's "The operator's command line".
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{CommandFactory, Parser};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 
 mod cli;
 
-use cli::{Cli, Style};
+use cli::{sanitized_lines, Cli, Database, Style, UrlSource};
 
 /// Subcommands that can destroy data: clap never suggests them for a mistyped subcommand, so a typo
 /// (`retyr`) is not answered with "a similar subcommand exists: 'revert'".
 const DESTRUCTIVE_COMMANDS: [&str; 2] = ["revert", "cancel"];
 
 /// Parses the command line like [`Cli::parse`], except that an unknown subcommand is never answered
-/// with a suggestion to run a destructive one.
-fn parse() -> Cli {
-    Cli::try_parse().unwrap_or_else(|err| without_destructive_suggestions(err).exit())
+/// with a suggestion to run a destructive one, and an error echoing what was typed shows it
+/// escaped. Also returns the database URL and where it came from.
+fn parse() -> (Cli, Database) {
+    let matches = Cli::command()
+        .try_get_matches()
+        .unwrap_or_else(|err| exit_with(without_destructive_suggestions(err)));
+    let source = match matches.value_source("database_url") {
+        Some(ValueSource::CommandLine) => UrlSource::Flag,
+        Some(ValueSource::EnvVariable) => UrlSource::Environment,
+        _ => UrlSource::Default,
+    };
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| exit_with(err));
+    let database = Database::new(cli.database_url.clone(), source);
+    (cli, database)
+}
+
+/// Exits as clap does for `err` (help and version on stdout with exit 0, errors on stderr with exit
+/// 2), but an error's text, which may echo an argument, is written without its styling and with
+/// every non-printable character escaped.
+fn exit_with(err: clap::Error) -> ! {
+    if !err.use_stderr() {
+        err.exit()
+    }
+    let text = err.render().to_string();
+    std::io::stderr()
+        .write_all(sanitized_lines(&text).as_bytes())
+        .ok();
+    std::process::exit(err.exit_code())
 }
 
 /// `err` without the destructive subcommands among its suggestions.
@@ -59,18 +87,25 @@ fn without_destructive_suggestions(err: clap::Error) -> clap::Error {
 }
 
 fn main() -> ExitCode {
-    let cli = parse();
+    let (cli, database) = parse();
     let result = cli::run(
         cli,
+        &database,
         Style::detect(),
         &mut std::io::stdout().lock(),
         &mut std::io::stderr().lock(),
     );
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::from(cli::EXIT_OK),
         Err(err) => {
-            eprintln!("applyops: {err}");
-            ExitCode::FAILURE
+            // Stored text in a message is escaped where it is put in; this is the last guard.
+            writeln!(
+                std::io::stderr(),
+                "applyops: {}",
+                sanitized_lines(&err.to_string())
+            )
+            .ok();
+            ExitCode::from(err.exit_code())
         }
     }
 }

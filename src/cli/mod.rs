@@ -1,35 +1,68 @@
 //! The commands, their arguments, and what each one does. `main` parses and maps the outcome to an
-//! exit code: 0 ok, 1 error, 2 usage.
+//! exit code ([`Failure::exit_code`]): 0 done as asked, 1 error, 2 usage, 3 the apply ended
+//! otherwise, 4 timed out.
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use applyops::models::{Apply, ApplyId, ApplyOperation, NewRollout};
-use applyops::state::{ApplyState, ControlRequestKind};
+use applyops::db::DbConnection;
+use applyops::models::{Apply, ApplyId, ApplyOperation};
+use applyops::state::{is_settled, ApplyState, ControlRequestKind};
 use applyops::store::applies::{ApplyCursor, ApplyFilter};
-use applyops::{db, PoolConfig, Store, StoreError};
+use applyops::store::{applies, apply_operations, control_requests};
+use applyops::{db, Store, StoreError};
 use chrono::{NaiveDateTime, Utc};
 use clap::{Args, Parser, Subcommand};
-use comfy_table::Cell;
+use diesel::Connection;
 
+mod database;
 mod render;
 mod requests;
+mod rollout_file;
+mod text;
 mod views;
 mod watch;
 
+pub use database::{Database, UrlSource};
 pub use render::Style;
-use render::{age, keep_whole, short_duration, table_text};
-use views::{AppliesDoc, ApplyDoc, LeaseDoc, LeasesDoc, StatusDoc};
+use render::{age, cell, keep_whole, short_duration, table_text};
+pub use text::sanitized_lines;
+use text::shown;
+use views::{AppliesDoc, ApplyDoc, ApplyView, LeaseDoc, LeasesDoc, StatusDoc};
+
+/// Exit code: done as asked.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: an error (the database, a refusal, nothing found); nothing was done.
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code: the command line is wrong (clap's usage errors, and those found after parsing).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: `wait` or `watch` saw the apply (or deployment) settle otherwise than asked.
+pub const EXIT_ENDED_OTHERWISE: u8 = 3;
+/// Exit code: `wait` or `watch` gave up at `--timeout`.
+pub const EXIT_TIMED_OUT: u8 = 4;
+
+/// What `applyops --help` says after the commands.
+const AFTER_HELP: &str = "\
+APPLY is an apply's id or its identifier; when it could be either (an apply whose identifier is \
+another apply's id), say id:N or name:IDENTIFIER.
+
+The database: --database-url, or DATABASE_URL (which keeps the password out of `ps`), or \
+sqlite://applyops.db. Only `migrate` creates a database.
+
+Exit codes: 0 done as asked; 1 error; 2 usage; 3 the apply (or deployment) ended otherwise than \
+asked (wait, watch); 4 timed out (wait, watch).";
 
 /// Operate an applyops database: migrations, rollouts, operators' requests, leases.
 #[derive(Debug, Parser)]
-#[command(name = "applyops", version, about)]
+#[command(name = "applyops", version, after_help = AFTER_HELP)]
 pub struct Cli {
-    /// `mysql://user:password@host:port/database`, a SQLite file path or `sqlite://path`.
+    /// `mysql://user:password@host:port/database`, a SQLite file path or `sqlite://path`. Prefer
+    /// DATABASE_URL for a URL with a password: a command line is visible to `ps`.
     #[arg(
         long,
         env = "DATABASE_URL",
+        hide_env_values = true,
         default_value = "sqlite://applyops.db",
         global = true
     )]
@@ -43,6 +76,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run every pending migration (serialised with other runners) and print the versions applied.
+    /// The only command that creates a database.
     Migrate,
     /// With APPLY: ask for a revert of a deployment in its revert window (or of every one). Without
     /// APPLY: revert the most recently applied migration (destructive: needs --yes).
@@ -50,24 +84,27 @@ pub enum Command {
     /// Print the operations of an apply, oldest first, one JSON object per line (timestamps RFC 3339
     /// UTC).
     List {
-        /// The apply's id.
-        apply_id: ApplyId,
+        /// The apply's id or identifier (id:N or name:IDENTIFIER when it could be either).
+        apply: String,
     },
     /// List applies, newest first, with their state and progress.
     Applies(AppliesArgs),
     /// Show an apply and each of its deployments: state, holder, why it waits, last error; then its
     /// pending control requests.
     Status {
-        /// The apply's id or identifier.
+        /// The apply's id or identifier (id:N or name:IDENTIFIER when it could be either).
         apply: String,
         /// Print one JSON document instead of tables.
         #[arg(long)]
         json: bool,
     },
     /// Show applies as `status` does, refreshed in place with a progress bar per deployment, until
-    /// every one has settled (or Ctrl-C).
+    /// every one has settled (or Ctrl-C). Exit 0 when every one completed, 3 when one ended
+    /// otherwise, 4 at --timeout.
     Watch(watch::WatchArgs),
-    /// Wait until an apply (or one deployment of it) reaches a state; exit 1 on timeout.
+    /// Wait until an apply (or one deployment of it) reaches a state. Exit 0 when it does, 3 as soon
+    /// as it settles in another state (completed, failed, cancelled, reverted: only an operator's
+    /// retry moves it from there), 4 at --timeout.
     Wait(WaitArgs),
     /// Create a rollout (an apply, its operations and their tasks) from a JSON or TOML file.
     Create {
@@ -131,7 +168,7 @@ pub struct RevertArgs {
 /// The arguments of the request commands.
 #[derive(Debug, Args)]
 pub struct RequestArgs {
-    /// The apply's id or identifier.
+    /// The apply's id or identifier (id:N or name:IDENTIFIER when it could be either).
     pub apply: String,
     /// Only this deployment of the apply (default: the whole apply).
     #[arg(long)]
@@ -150,7 +187,7 @@ pub struct RequestArgs {
 /// `retry`: always one deployment.
 #[derive(Debug, Args)]
 pub struct RetryArgs {
-    /// The apply's id or identifier.
+    /// The apply's id or identifier (id:N or name:IDENTIFIER when it could be either).
     pub apply: String,
     /// The failed deployment to retry.
     #[arg(long)]
@@ -182,11 +219,11 @@ pub struct AppliesArgs {
     #[arg(long)]
     pub deployment: Option<String>,
     /// At most this many (1 to 1000).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: u32,
     /// Continue after this cursor (printed under a full page, and as `next` with --json).
-    #[arg(long)]
-    pub after: Option<String>,
+    #[arg(long, value_name = "CURSOR", value_parser = parse_cursor)]
+    pub after: Option<ApplyCursor>,
     /// Print one JSON document instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -195,7 +232,7 @@ pub struct AppliesArgs {
 /// `wait`.
 #[derive(Debug, Args)]
 pub struct WaitArgs {
-    /// The apply's id or identifier.
+    /// The apply's id or identifier (id:N or name:IDENTIFIER when it could be either).
     pub apply: String,
     /// Wait for this deployment's state (default: the apply's own state).
     #[arg(long)]
@@ -203,10 +240,10 @@ pub struct WaitArgs {
     /// The state to wait for (repeatable: any of them).
     #[arg(long = "state", value_parser = parse_state, required = true)]
     pub states: Vec<ApplyState>,
-    /// Give up after this many seconds (exit 1).
+    /// Give up after this many seconds (exit 4).
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
-    /// How often to look, in milliseconds.
+    /// How often to look, in milliseconds (never past the timeout).
     #[arg(long, default_value_t = 200)]
     pub interval_ms: u64,
 }
@@ -215,17 +252,45 @@ pub struct WaitArgs {
 fn parse_state(text: &str) -> Result<ApplyState, String> {
     ApplyState::from_stored(text).ok_or_else(|| {
         let names: Vec<&str> = ApplyState::ALL.iter().map(|s| s.as_str()).collect();
-        format!("unknown state {text:?}; one of: {}", names.join(", "))
+        format!("unknown state {:?}; one of: {}", text, names.join(", "))
+    })
+}
+
+/// A cursor `applies` printed.
+fn parse_cursor(text: &str) -> Result<ApplyCursor, String> {
+    text.parse().map_err(|_| {
+        "not a cursor: pass the one `applyops applies` printed after `--after` (or as `next` \
+         with --json)"
+            .to_owned()
     })
 }
 
 /// Why a command failed.
 #[derive(Debug)]
 pub enum Failure {
-    /// The store failed.
+    /// The store failed (exit 1).
     Store(StoreError),
-    /// The command refused to run as asked, or found nothing to act on; nothing was changed.
+    /// The command refused to run as asked, or found nothing to act on; nothing was changed
+    /// (exit 1).
     Refused(String),
+    /// The command line is wrong in a way clap does not see; nothing was changed (exit 2).
+    Usage(String),
+    /// `wait` or `watch`: what was waited for settled otherwise than asked (exit 3).
+    EndedOtherwise(String),
+    /// `wait` or `watch` gave up at `--timeout` (exit 4).
+    TimedOut(String),
+}
+
+impl Failure {
+    /// The process's exit code for this failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Store(_) | Failure::Refused(_) => EXIT_ERROR,
+            Failure::Usage(_) => EXIT_USAGE,
+            Failure::EndedOtherwise(_) => EXIT_ENDED_OTHERWISE,
+            Failure::TimedOut(_) => EXIT_TIMED_OUT,
+        }
+    }
 }
 
 impl From<StoreError> for Failure {
@@ -238,7 +303,10 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Store(err) => err.fmt(f),
-            Failure::Refused(reason) => f.write_str(reason),
+            Failure::Refused(reason)
+            | Failure::Usage(reason)
+            | Failure::EndedOtherwise(reason)
+            | Failure::TimedOut(reason) => f.write_str(reason),
         }
     }
 }
@@ -246,22 +314,33 @@ impl std::fmt::Display for Failure {
 /// The result of a command.
 pub type CommandResult = Result<(), Failure>;
 
-/// Runs `cli`, writing its output to `out` and warnings to `warn`.
-pub fn run(cli: Cli, style: Style, out: &mut impl Write, warn: &mut impl Write) -> CommandResult {
+/// Runs `cli` on `database` (its URL and where that came from), writing its output to `out` and
+/// warnings to `warn`.
+pub fn run(
+    cli: Cli,
+    database: &Database,
+    style: Style,
+    out: &mut impl Write,
+    warn: &mut impl Write,
+) -> CommandResult {
     match cli.command {
-        Command::Migrate => migrate(&cli.database_url, out),
-        Command::Revert(args) if args.apply.is_none() => {
-            revert_migration(&cli.database_url, &args, out)
-        }
-        Command::List { apply_id } => list(&cli.database_url, apply_id, out, warn),
+        Command::Migrate => migrate(database, out),
+        Command::Revert(args) if args.apply.is_none() => revert_migration(database, &args, out),
+        Command::List { apply } => list(database, &apply, out, warn),
         Command::Create { file, json } => {
             // The file is read and parsed before the database is opened.
-            let rollout = read_rollout(&file)?;
-            let store = open(&cli.database_url)?;
+            let rollout = rollout_file::read(&file)?;
+            let store = database.store()?;
             create(&store, &rollout, json, style, out)
         }
+        Command::Revert(args) => {
+            // Checked before the database is opened.
+            let args = requests::revert_args(args)?;
+            let store = database.store()?;
+            requests::run(&store, ControlRequestKind::Revert, &args, out)
+        }
         command => {
-            let store = open(&cli.database_url)?;
+            let store = database.store()?;
             match command {
                 Command::Applies(args) => applies(&store, &args, style, out),
                 Command::Status { apply, json } => {
@@ -292,10 +371,6 @@ pub fn run(cli: Cli, style: Style, out: &mut impl Write, warn: &mut impl Write) 
                 Command::SkipRevert(args) => {
                     requests::run(&store, ControlRequestKind::SkipRevert, &args, out)
                 }
-                Command::Revert(args) => {
-                    let args = requests::revert_args(args)?;
-                    requests::run(&store, ControlRequestKind::Revert, &args, out)
-                }
                 Command::Retry(args) => {
                     let args = RequestArgs {
                         apply: args.apply,
@@ -309,7 +384,10 @@ pub fn run(cli: Cli, style: Style, out: &mut impl Write, warn: &mut impl Write) 
                 Command::Leases { owner, json } => {
                     leases(&store, owner.as_deref(), json, style, out)
                 }
-                Command::Migrate | Command::List { .. } | Command::Create { .. } => {
+                Command::Migrate
+                | Command::List { .. }
+                | Command::Create { .. }
+                | Command::Revert(_) => {
                     unreachable!("handled above")
                 }
             }
@@ -317,23 +395,9 @@ pub fn run(cli: Cli, style: Style, out: &mut impl Write, warn: &mut impl Write) 
     }
 }
 
-/// A store on `url` whose schema is current (a command on an older schema would fail on a missing
-/// table or column). Two connections: `watch` reads while nothing else runs.
-fn open(url: &str) -> Result<Store, Failure> {
-    // One connection first: a wrong URL or an unreachable server fails at once with the
-    // connection's own error, not after the pool's wait for a connection.
-    db::ensure_migrated(&mut db::establish(url)?)?;
-    let config = PoolConfig {
-        max_size: 2,
-        min_idle: Some(1),
-        ..PoolConfig::default()
-    };
-    Ok(Store::open(url, config)?)
-}
-
-/// `migrate`.
-fn migrate(url: &str, out: &mut impl Write) -> CommandResult {
-    let conn = &mut db::establish(url)?;
+/// `migrate`: the only command that creates a database.
+fn migrate(database: &Database, out: &mut impl Write) -> CommandResult {
+    let conn = &mut database.connect_creating()?;
     let applied = db::run_migrations(conn)?;
     if applied.is_empty() {
         writeln!(out, "no pending migrations").ok();
@@ -345,17 +409,16 @@ fn migrate(url: &str, out: &mut impl Write) -> CommandResult {
 }
 
 /// `revert` without an apply: the newest migration.
-fn revert_migration(url: &str, args: &RevertArgs, out: &mut impl Write) -> CommandResult {
+fn revert_migration(database: &Database, args: &RevertArgs, out: &mut impl Write) -> CommandResult {
     if args.deployment.is_some() || args.by.is_some() || args.reason.is_some() {
-        return Err(Failure::Refused(
+        return Err(Failure::Usage(
             "--deployment, --by and --reason belong to a revert request, which names an APPLY; \
              nothing was changed"
                 .to_owned(),
         ));
     }
     if !args.yes {
-        // Refused before connecting: opening a SQLite path that does not exist would create it.
-        return Err(Failure::Refused(
+        return Err(Failure::Usage(
             "refusing to revert without --yes: `revert` without an APPLY reverts the newest \
              applied migration, whose down.sql drops what it created (tables and columns, with \
              their data); nothing was changed. Rerun with --yes to revert; a revert that would \
@@ -363,7 +426,9 @@ fn revert_migration(url: &str, args: &RevertArgs, out: &mut impl Write) -> Comma
                 .to_owned(),
         ));
     }
-    let conn = &mut db::establish(url)?;
+    // A database that does not exist has nothing to revert, and opening it would create it.
+    database.check_exists()?;
+    let conn = &mut database.connect_creating()?;
     let reverted = db::revert_last_migration_checked(conn, |preview| {
         let losing: Vec<String> = preview.data_loss().map(ToString::to_string).collect();
         if losing.is_empty() || args.force {
@@ -384,53 +449,124 @@ fn revert_migration(url: &str, args: &RevertArgs, out: &mut impl Write) -> Comma
     Ok(())
 }
 
-/// `list`: JSON lines of an apply's operations.
+/// `list`: JSON lines of an apply's operations. An id whose apply row is gone still lists the
+/// operations left with it, with a warning.
 fn list(
-    url: &str,
-    apply_id: ApplyId,
+    database: &Database,
+    apply: &str,
     out: &mut impl Write,
     warn: &mut impl Write,
 ) -> CommandResult {
-    let conn = &mut db::establish(url)?;
-    db::ensure_migrated(conn)?;
-    let operations = applyops::store::apply_operations::list_by_apply(conn, apply_id)?;
-    if applyops::store::applies::get(conn, apply_id)?.is_none() {
-        if operations.is_empty() {
-            return Err(StoreError::ApplyNotFound { id: apply_id }.into());
+    let conn = &mut database.connect_existing()?;
+    let apply_id = match resolve_apply_on(conn, apply) {
+        Ok(apply) => apply.id,
+        Err(Failure::Refused(reason)) => {
+            let Some(id) = ApplyRef::parse(apply).id() else {
+                return Err(Failure::Refused(reason));
+            };
+            let operations = apply_operations::list_by_apply(conn, id)?;
+            if operations.is_empty() {
+                return Err(Failure::Refused(reason));
+            }
+            writeln!(
+                warn,
+                "applyops: warning: apply {id} has no row in applies; listing its {} orphaned \
+                 operation(s)",
+                operations.len()
+            )
+            .ok();
+            for operation in operations {
+                writeln!(out, "{}", text::json_line(&operation)).ok();
+            }
+            return Ok(());
         }
-        writeln!(
-            warn,
-            "applyops: warning: apply {apply_id} has no row in applies; listing its {} orphaned \
-             operation(s)",
-            operations.len()
-        )
-        .ok();
-    }
-    for operation in operations {
-        let line = serde_json::to_string(&operation).expect("rows serialise");
-        writeln!(out, "{line}").ok();
+        Err(other) => return Err(other),
+    };
+    for operation in apply_operations::list_by_apply(conn, apply_id)? {
+        writeln!(out, "{}", text::json_line(&operation)).ok();
     }
     Ok(())
 }
 
-/// Prints `doc` as one line of JSON.
+/// Prints `doc` as one line of JSON, every non-printable character escaped.
 fn print_json(out: &mut impl Write, doc: &impl serde::Serialize) {
-    let text = serde_json::to_string(doc).expect("documents serialise");
-    writeln!(out, "{text}").ok();
+    writeln!(out, "{}", text::json_line(doc)).ok();
 }
 
-/// The apply `text` names: its id when it is a number and such an apply exists, else its
-/// identifier.
-fn resolve_apply(store: &Store, text: &str) -> Result<Apply, Failure> {
-    if let Ok(id) = text.parse::<i64>() {
-        if let Some(apply) = store.applies().get(ApplyId(id))? {
-            return Ok(apply);
+/// How an APPLY argument names an apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ApplyRef<'a> {
+    /// `id:N`: by id only.
+    Id(ApplyId),
+    /// `name:IDENTIFIER`: by identifier only.
+    Name(&'a str),
+    /// Anything else: a number is an id or an identifier; other text is an identifier.
+    Either(&'a str),
+}
+
+impl<'a> ApplyRef<'a> {
+    /// Reads `text`. `id:` followed by something other than a number is an identifier like any
+    /// other text (an apply can be named `id:x`; `name:id:x` names it too).
+    fn parse(text: &'a str) -> ApplyRef<'a> {
+        if let Some(id) = text.strip_prefix("id:").and_then(|id| id.parse().ok()) {
+            return ApplyRef::Id(ApplyId(id));
+        }
+        if let Some(name) = text.strip_prefix("name:") {
+            return ApplyRef::Name(name);
+        }
+        ApplyRef::Either(text)
+    }
+
+    /// The id it names or may name.
+    fn id(&self) -> Option<ApplyId> {
+        match self {
+            ApplyRef::Id(id) => Some(*id),
+            ApplyRef::Name(_) => None,
+            ApplyRef::Either(text) => text.parse().ok().map(ApplyId),
         }
     }
-    store
-        .applies()
-        .get_by_identifier(text)?
-        .ok_or_else(|| Failure::Refused(format!("no apply has the id or identifier {text:?}")))
+}
+
+/// The apply `text` names, on `conn`: `id:N` by id, `name:X` by identifier, anything else by
+/// whichever matches. When a number is both an apply's id and another apply's identifier, nothing
+/// is guessed: a usage error offers both explicit forms.
+fn resolve_apply_on(conn: &mut DbConnection, text: &str) -> Result<Apply, Failure> {
+    let reference = ApplyRef::parse(text);
+    let by_id = match reference.id() {
+        Some(id) => applies::get(conn, id)?,
+        None => None,
+    };
+    let by_name = match &reference {
+        ApplyRef::Id(_) => None,
+        ApplyRef::Name(name) | ApplyRef::Either(name) => applies::get_by_identifier(conn, name)?,
+    };
+    match (by_id, by_name) {
+        (Some(by_id), Some(by_name)) if by_id.id != by_name.id => Err(Failure::Usage(format!(
+            "{:?} is ambiguous: apply {} has that id, and apply {} ({}) that identifier; say \
+             id:{} or name:{}; nothing was done",
+            text,
+            by_id.id,
+            by_name.id,
+            shown(&by_name.apply_identifier),
+            by_id.id,
+            shown(text)
+        ))),
+        (Some(apply), _) | (None, Some(apply)) => Ok(apply),
+        (None, None) => Err(Failure::Refused(match reference {
+            ApplyRef::Id(id) => format!("apply {id} does not exist"),
+            ApplyRef::Name(name) => format!("no apply has the identifier {name:?}"),
+            // No apply has it as identifier either.
+            ApplyRef::Either(text) => match reference.id() {
+                Some(id) => format!("apply {id} does not exist"),
+                None => format!("no apply has the id or identifier {text:?}"),
+            },
+        })),
+    }
+}
+
+/// The apply `text` names (see [`resolve_apply_on`]).
+fn resolve_apply(store: &Store, text: &str) -> Result<Apply, Failure> {
+    store.run(|conn| Ok(resolve_apply_on(conn, text)))?
 }
 
 /// The operation of `apply` for `deployment`.
@@ -449,13 +585,16 @@ fn resolve_deployment(
         .apply_operations()
         .list_by_apply(apply.id)?
         .into_iter()
-        .map(|op| op.deployment)
+        .map(|op| shown(&op.deployment).into_owned())
         .collect();
+    let listed = match names.len() {
+        0..=20 => names.join(", "),
+        n => format!("{}, … ({n} in all)", names[..20].join(", ")),
+    };
     Err(Failure::Refused(format!(
-        "apply {} ({}) has no deployment {deployment:?}; its deployments: {}",
+        "apply {} ({}) has no deployment {deployment:?}; its deployments: {listed}",
         apply.id,
-        apply.apply_identifier,
-        names.join(", ")
+        shown(&apply.apply_identifier),
     )))
 }
 
@@ -480,23 +619,40 @@ fn read_time(leases: &[applyops::models::LiveLease]) -> NaiveDateTime {
         .map_or_else(|| Utc::now().naive_utc(), |lease| lease.read_at)
 }
 
+/// Apply `id`, its operations and its pending requests, in one read transaction (one snapshot);
+/// not its tasks, which no view prints (an apply may have a million).
+fn apply_view(store: &Store, id: ApplyId) -> Result<ApplyView, Failure> {
+    store
+        .run(|conn| {
+            conn.transaction(|conn| {
+                let Some(apply) = applies::get(conn, id)? else {
+                    return Ok(None);
+                };
+                Ok(Some(ApplyView {
+                    apply,
+                    operations: apply_operations::list_by_apply(conn, id)?,
+                    pending_requests: control_requests::list_pending(conn, id)?,
+                }))
+            })
+        })?
+        .ok_or(Failure::Store(StoreError::ApplyNotFound { id }))
+}
+
 /// `status`'s document for apply `id`.
 fn status_doc(store: &Store, id: ApplyId) -> Result<StatusDoc, Failure> {
-    let rollout = store
-        .applies()
-        .rollout(id)?
-        .ok_or(StoreError::ApplyNotFound { id })?;
+    let view = apply_view(store, id)?;
     let blockers = store.applies().blockers(id)?;
     let leases = store.leases().live(None)?;
     Ok(StatusDoc::new(
-        &rollout,
+        &view,
         &blockers,
         &leases,
         read_time(&leases),
     ))
 }
 
-/// `status` as text: the apply, a table of its deployments, its pending requests.
+/// `status` as text: the apply, a table of its deployments, its pending requests. Every stored
+/// value is [`shown`] escaped.
 fn status_text(doc: &StatusDoc, style: Style) -> String {
     let apply = &doc.apply;
     let now = chrono::DateTime::parse_from_rfc3339(&doc.read_at)
@@ -507,16 +663,20 @@ fn status_text(doc: &StatusDoc, style: Style) -> String {
     let state = ApplyState::from_stored(apply.state).unwrap_or(ApplyState::Pending);
     let mut head = style.table(&["APPLY", "STATE", "PROGRESS", "TARGET"]);
     head.add_row(vec![
-        Cell::new(format!("{} {}", apply.id, apply.identifier)),
+        cell(&format!("{} {}", apply.id, apply.identifier)),
         style.state_cell(state),
-        Cell::new(apply.progress_text()),
-        Cell::new(format!("{} / {}", apply.database, apply.environment)),
+        comfy_table::Cell::new(apply.progress_text()),
+        comfy_table::Cell::new(format!(
+            "{} / {}",
+            shown(&apply.database),
+            shown(&apply.environment)
+        )),
     ]);
     keep_whole(&mut head, &[1, 2]);
     text.push_str(&table_text(&head));
     let mut facts = Vec::new();
     if !apply.requested_by.is_empty() {
-        facts.push(format!("requested by {}", apply.requested_by));
+        facts.push(format!("requested by {}", shown(&apply.requested_by)));
     }
     if let Ok(at) = parse(&apply.created_at) {
         facts.push(format!("created {}", age(at, now)));
@@ -536,7 +696,7 @@ fn status_text(doc: &StatusDoc, style: Style) -> String {
     text.push_str(&facts.join(", "));
     text.push('\n');
     if let Some(error) = &apply.error {
-        text.push_str(&format!("error: {error}\n"));
+        text.push_str(&format!("error: {}\n", shown(error)));
     }
     text.push('\n');
     let mut table = style.table(&["DEPLOYMENT", "STATE", "POLICY", "TRY", "HOLDER"]);
@@ -548,7 +708,7 @@ fn status_text(doc: &StatusDoc, style: Style) -> String {
             |h| {
                 format!(
                     "{} ({} left)",
-                    h.owner,
+                    shown(&h.owner),
                     short_duration(Duration::from_secs_f64(h.expires_in_seconds))
                 )
             },
@@ -561,25 +721,26 @@ fn status_text(doc: &StatusDoc, style: Style) -> String {
             (_, Some(error))
                 if matches!(state, ApplyState::Failed | ApplyState::FailedRetryable) =>
             {
-                format!("error: {error}")
+                format!("error: {}", shown(error))
             }
+            // Its names are escaped already.
             (Some(blocker), _) => blocker.text.clone(),
-            (None, Some(error)) => format!("last error: {error}"),
+            (None, Some(error)) => format!("last error: {}", shown(error)),
             (None, None) if op.holder.is_some() => "held".to_owned(),
             (None, None) => "-".to_owned(),
         };
         table.add_row(vec![
-            Cell::new(&op.deployment),
+            cell(&op.deployment),
             style.state_cell(state),
-            Cell::new(format!("{}/{}", op.cutover_policy, op.on_failure)),
-            Cell::new(op.attempt),
-            Cell::new(holder),
+            comfy_table::Cell::new(format!("{}/{}", op.cutover_policy, op.on_failure)),
+            comfy_table::Cell::new(op.attempt),
+            comfy_table::Cell::new(holder),
         ]);
         why.add_row(vec![
-            Cell::new(&op.deployment),
-            Cell::new(at(op.started_at.as_deref())),
-            Cell::new(at(op.completed_at.as_deref())),
-            Cell::new(reason),
+            cell(&op.deployment),
+            comfy_table::Cell::new(at(op.started_at.as_deref())),
+            comfy_table::Cell::new(at(op.completed_at.as_deref())),
+            comfy_table::Cell::new(reason),
         ]);
     }
     keep_whole(&mut table, &[1, 2, 3]);
@@ -593,14 +754,18 @@ fn status_text(doc: &StatusDoc, style: Style) -> String {
         for request in &doc.pending_requests {
             let at = parse(&request.created_at).map_or_else(|_| "-".to_owned(), |at| age(at, now));
             requests.add_row(vec![
-                Cell::new(request.id),
-                Cell::new(request.kind),
-                Cell::new(request.deployment.as_deref().unwrap_or("whole apply")),
-                Cell::new(&request.requested_by),
-                Cell::new(at),
-                Cell::new(request.reason.as_deref().unwrap_or("")),
+                comfy_table::Cell::new(request.id),
+                comfy_table::Cell::new(request.kind),
+                match request.deployment.as_deref() {
+                    Some(deployment) => cell(deployment),
+                    None => comfy_table::Cell::new("whole apply"),
+                },
+                cell(&request.requested_by),
+                comfy_table::Cell::new(at),
+                cell(request.reason.as_deref().unwrap_or("")),
             ]);
         }
+        keep_whole(&mut requests, &[0, 1, 4]);
         text.push_str(&table_text(&requests));
     }
     text
@@ -608,11 +773,6 @@ fn status_text(doc: &StatusDoc, style: Style) -> String {
 
 /// `applies`.
 fn applies(store: &Store, args: &AppliesArgs, style: Style, out: &mut impl Write) -> CommandResult {
-    let after = args
-        .after
-        .as_deref()
-        .map(str::parse::<ApplyCursor>)
-        .transpose()?;
     let filter = ApplyFilter {
         states: args.states.clone(),
         database_name: args.database.clone(),
@@ -620,7 +780,7 @@ fn applies(store: &Store, args: &AppliesArgs, style: Style, out: &mut impl Write
         deployment: args.deployment.clone(),
         created_since: None,
         limit: Some(args.limit),
-        after,
+        after: args.after.clone(),
     };
     let page = store.applies().list(&filter)?;
     let ids: Vec<ApplyId> = page.items.iter().map(|apply| apply.id).collect();
@@ -658,13 +818,13 @@ fn applies(store: &Store, args: &AppliesArgs, style: Style, out: &mut impl Write
     ]);
     for (apply, doc) in page.items.iter().zip(&docs) {
         table.add_row(vec![
-            Cell::new(doc.id),
-            Cell::new(&doc.identifier),
-            Cell::new(&doc.database),
-            Cell::new(&doc.environment),
+            comfy_table::Cell::new(doc.id),
+            cell(&doc.identifier),
+            cell(&doc.database),
+            cell(&doc.environment),
             style.state_cell(apply.state),
-            Cell::new(doc.progress_text()),
-            Cell::new(age(apply.created_at, now)),
+            comfy_table::Cell::new(doc.progress_text()),
+            comfy_table::Cell::new(age(apply.created_at, now)),
         ]);
     }
     keep_whole(&mut table, &[0, 4, 5]);
@@ -675,43 +835,10 @@ fn applies(store: &Store, args: &AppliesArgs, style: Style, out: &mut impl Write
     Ok(())
 }
 
-/// The rollout in `file`: TOML for a `.toml` name, JSON otherwise.
-fn read_rollout(file: &std::path::Path) -> Result<NewRollout, Failure> {
-    let text = std::fs::read_to_string(file).map_err(|err| {
-        Failure::Refused(format!(
-            "cannot read {}: {err}; nothing was created",
-            file.display()
-        ))
-    })?;
-    let is_toml = file
-        .extension()
-        .is_some_and(|ext| ext.eq_ignore_ascii_case("toml"));
-    if is_toml {
-        toml::from_str(&text).map_err(|err| {
-            let line = err
-                .span()
-                .map(|span| text[..span.start].lines().count().max(1));
-            Failure::Refused(format!(
-                "{} is not a valid rollout: {}{}; nothing was created",
-                file.display(),
-                err.message().trim_end(),
-                line.map_or_else(String::new, |line| format!(" at line {line}"))
-            ))
-        })
-    } else {
-        serde_json::from_str(&text).map_err(|err| {
-            Failure::Refused(format!(
-                "{} is not a valid rollout: {err}; nothing was created",
-                file.display()
-            ))
-        })
-    }
-}
-
 /// `create`.
 fn create(
     store: &Store,
-    rollout: &NewRollout,
+    rollout: &applyops::models::NewRollout,
     json: bool,
     style: Style,
     out: &mut impl Write,
@@ -730,7 +857,7 @@ fn create(
             out,
             "created apply {} ({}) with {} deployment(s)",
             created.apply.id,
-            created.apply.apply_identifier,
+            shown(&created.apply.apply_identifier),
             created.operations.len()
         )
         .ok();
@@ -739,10 +866,43 @@ fn create(
     Ok(())
 }
 
-/// `wait`.
+/// When `wait` and `watch` give up.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    /// `None`: never (no `--timeout`, or one past what the clock can represent).
+    at: Option<Instant>,
+}
+
+impl Deadline {
+    /// `seconds` from now, or never.
+    pub fn after(seconds: Option<u64>) -> Deadline {
+        let at = seconds.and_then(|secs| Instant::now().checked_add(Duration::from_secs(secs)));
+        Deadline { at }
+    }
+
+    /// True once it has passed.
+    pub fn passed(&self) -> bool {
+        self.at.is_some_and(|at| Instant::now() >= at)
+    }
+
+    /// Sleeps for `interval`, but never past the deadline.
+    pub fn sleep(&self, interval: Duration) {
+        let left = self.at.map_or(interval, |at| {
+            at.saturating_duration_since(Instant::now()).min(interval)
+        });
+        std::thread::sleep(left);
+    }
+}
+
+/// `wait`. Ends at once (exit 3) when what it waits on settles in a state not asked for: a settled
+/// state (`is_settled`) changes only by an operator's retry, which `wait` does not wait for.
 fn wait(store: &Store, args: &WaitArgs, out: &mut impl Write) -> CommandResult {
     let (apply, operation) = resolve_target(store, &args.apply, args.deployment.as_deref())?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(args.timeout);
+    let deadline = Deadline::after(Some(args.timeout));
+    let what = match &operation {
+        Some(op) => format!("deployment {} of apply {}", shown(&op.deployment), apply.id),
+        None => format!("apply {} ({})", apply.id, shown(&apply.apply_identifier)),
+    };
     loop {
         let state = match &operation {
             Some(op) => store
@@ -760,18 +920,31 @@ fn wait(store: &Store, args: &WaitArgs, out: &mut impl Write) -> CommandResult {
             writeln!(out, "{state}").ok();
             return Ok(());
         }
-        if std::time::Instant::now() >= deadline {
-            let what = match &operation {
-                Some(op) => format!("deployment {} of apply {}", op.deployment, apply.id),
-                None => format!("apply {}", apply.id),
-            };
-            return Err(Failure::Refused(format!(
-                "timed out after {} s: {what} is {state}",
-                args.timeout
+        if is_settled(state) {
+            writeln!(out, "{state}").ok();
+            return Err(Failure::EndedOtherwise(format!(
+                "{what} settled as {state}, not {}: only an operator's retry moves it from there",
+                asked(&args.states)
             )));
         }
-        std::thread::sleep(Duration::from_millis(args.interval_ms.max(10)));
+        if deadline.passed() {
+            return Err(Failure::TimedOut(format!(
+                "timed out after {} s: {what} is {state}, not {}",
+                args.timeout,
+                asked(&args.states)
+            )));
+        }
+        deadline.sleep(Duration::from_millis(args.interval_ms.max(10)));
     }
+}
+
+/// The states asked for, as `a or b`.
+fn asked(states: &[ApplyState]) -> String {
+    states
+        .iter()
+        .map(|state| state.as_str())
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 /// `leases`.
@@ -801,12 +974,12 @@ fn leases(
     let mut table = style.table(&["OP", "APPLY", "DEPLOYMENT", "STATE", "OWNER", "EXPIRES"]);
     for lease in &leases {
         table.add_row(vec![
-            Cell::new(lease.operation_id),
-            Cell::new(lease.apply_id),
-            Cell::new(&lease.deployment),
+            comfy_table::Cell::new(lease.operation_id),
+            comfy_table::Cell::new(lease.apply_id),
+            cell(&lease.deployment),
             style.state_cell(lease.state),
-            Cell::new(&lease.owner),
-            Cell::new(short_duration(lease.expires_in())),
+            cell(&lease.owner),
+            comfy_table::Cell::new(short_duration(lease.expires_in())),
         ]);
     }
     keep_whole(&mut table, &[0, 1, 3, 5]);

@@ -1,6 +1,8 @@
-//! How the command line shows things to a person: tables that fit the terminal (80 columns when
-//! stdout is not one), colour only on a terminal and never under `NO_COLOR`, ages and durations in
-//! a few characters, and a sentence for every reason an operation waits.
+//! How the command line shows things to a person: tables that fit the terminal without splitting a
+//! word, and never wrap when stdout is not one (a pipe, a file: one line per row, for `grep`); colour
+//! only on a terminal and never under `NO_COLOR`; ages and durations in a few characters; and a
+//! sentence for every reason an operation waits. Stored text reaches a cell through
+//! [`shown`](super::text::shown) only.
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -10,9 +12,13 @@ use applyops::state::ApplyState;
 use applyops::store::applies::Blocker;
 use chrono::NaiveDateTime;
 use comfy_table::{presets, Cell, Color, ContentArrangement, Table};
+use unicode_width::UnicodeWidthStr;
 
-/// The width a table is fitted to when stdout is not a terminal.
-pub const PLAIN_WIDTH: u16 = 80;
+use super::text::{sanitized, shown};
+
+/// The width a table is fitted to on a terminal that reports no usable width (a pseudo-terminal
+/// that was never sized says 0).
+pub const FALLBACK_WIDTH: u16 = 80;
 
 /// Where output goes and how it may look.
 #[derive(Debug, Clone, Copy)]
@@ -34,18 +40,22 @@ impl Style {
         }
     }
 
-    /// An empty table with `header`, borderless like `kubectl`'s, fitted to the terminal or to
-    /// [`PLAIN_WIDTH`] columns.
+    /// An empty table with `header`, borderless like `kubectl`'s: on a terminal fitted to its width
+    /// (wrapping long cells between words, see [`keep_whole`]); elsewhere never wrapped, each row on
+    /// one line however long, so that `grep` finds whole rows.
     pub fn table(&self, header: &[&str]) -> Table {
         let mut table = Table::new();
         table
             .load_style(presets::NOTHING)
-            .set_content_arrangement(ContentArrangement::Dynamic)
             .set_header(header.iter().map(|name| Cell::new(*name)));
-        // The terminal's width; 80 columns off a terminal, or when the terminal reports no
-        // usable width (a pseudo-terminal that was never sized says 0).
-        let terminal = if self.tty { table.width() } else { None };
-        table.set_width(terminal.filter(|width| *width >= 40).unwrap_or(PLAIN_WIDTH));
+        if self.tty {
+            let terminal = table.width().filter(|width| *width >= 40);
+            table
+                .set_content_arrangement(ContentArrangement::Dynamic)
+                .set_width(terminal.unwrap_or(FALLBACK_WIDTH));
+        } else {
+            table.set_content_arrangement(ContentArrangement::Disabled);
+        }
         if !self.colour {
             table.force_no_tty();
         }
@@ -77,15 +87,38 @@ fn state_colour(state: ApplyState) -> Color {
     }
 }
 
-/// Keeps the cells of `columns` (indexes) on one line each: those columns are at least as wide as
-/// their widest cell, and the other columns wrap instead. For short values (states, policies,
-/// counts) that a wrap would cut in the middle.
+/// Keeps the cells of `columns` (indexes) on one line each, and every word of the other columns
+/// whole: `columns` are at least as wide as their widest cell (short values such as states,
+/// policies and counts, which a wrap would cut in the middle), the others at least as wide as their
+/// longest word (a name such as `add-note-to-orders` is one word), so that a narrow terminal wraps
+/// cells between words only. A table whose words do not fit is wider than the terminal, which then
+/// folds its lines, rather than cut a name in two. Off a terminal nothing wraps anyway.
 pub fn keep_whole(table: &mut Table, columns: &[usize]) {
-    let widths = table.column_max_content_widths();
-    for &index in columns {
-        if let (Some(column), Some(width)) = (table.column_mut(index), widths.get(index)) {
+    let whole = table.column_max_content_widths();
+    let mut words = vec![0u16; whole.len()];
+    let header = table.header().into_iter();
+    for row in header.chain(table.row_iter()) {
+        for (index, cell) in row.cell_iter().enumerate() {
+            let longest = cell
+                .content()
+                .split_whitespace()
+                .map(UnicodeWidthStr::width)
+                .max()
+                .unwrap_or(0);
+            if let Some(width) = words.get_mut(index) {
+                *width = (*width).max(u16::try_from(longest).unwrap_or(u16::MAX));
+            }
+        }
+    }
+    for index in 0..whole.len() {
+        let width = if columns.contains(&index) {
+            whole[index]
+        } else {
+            words[index]
+        };
+        if let Some(column) = table.column_mut(index) {
             // The boundary counts the column's padding too.
-            let width = width + column.padding_width();
+            let width = width.saturating_add(column.padding_width());
             column.set_constraint(comfy_table::ColumnConstraint::LowerBoundary(
                 comfy_table::Width::Fixed(width),
             ));
@@ -150,7 +183,8 @@ pub fn blocker_code(blocker: &Blocker) -> &'static str {
     }
 }
 
-/// A blocker as a short sentence; `deployment_of` names a sibling operation by its deployment.
+/// A blocker as a short sentence; `deployment_of` names a sibling operation by its deployment. The
+/// names in it (holders, deployments) are [`shown`] escaped.
 pub fn blocker_text(
     blocker: &Blocker,
     apply_id: ApplyId,
@@ -160,26 +194,36 @@ pub fn blocker_text(
     match blocker {
         Blocker::LeaseLive { owner, expires_at } => {
             let left = (*expires_at - now).to_std().unwrap_or_default();
-            format!("held by {owner}, lease expires in {}", short_duration(left))
+            format!(
+                "held by {}, lease expires in {}",
+                shown(owner),
+                short_duration(left)
+            )
         }
         Blocker::StopPending => format!("a stop is pending for apply {apply_id} or for it"),
         Blocker::CancelPending => format!("a cancel is pending for apply {apply_id} or for it"),
         Blocker::AwaitingStart => "stopped: waits for a start request".to_owned(),
         Blocker::HaltedBy { id } => {
-            format!("halted: {} failed (on_failure halt)", deployment_of(*id))
+            format!(
+                "halted: {} failed (on_failure halt)",
+                shown(&deployment_of(*id))
+            )
         }
         Blocker::PausedUntilRelease { id } => format!(
             "paused: {} failed; waits for a release (on_failure pause)",
-            deployment_of(*id)
+            shown(&deployment_of(*id))
         ),
         Blocker::WaitingForSibling {
             deployment, state, ..
-        } => format!("waits for {deployment} ({state})"),
+        } => format!("waits for {} ({state})", shown(deployment)),
         Blocker::AwaitingOperatorCutover => {
             "waits for an operator's cutover request (cutovers deferred)".to_owned()
         }
         Blocker::WaitingForCutoverOrder { id } => {
-            format!("its cutover waits for {} to complete", deployment_of(*id))
+            format!(
+                "its cutover waits for {} to complete",
+                shown(&deployment_of(*id))
+            )
         }
         Blocker::ConcurrencyCap { limit } => {
             format!("max_concurrency {limit} reached: waits for a running deployment")
@@ -187,8 +231,13 @@ pub fn blocker_text(
         Blocker::RetryBudgetExhausted => "no retry attempt left (max_attempts)".to_owned(),
         Blocker::NoClaimArm => "no claim takes it in this state".to_owned(),
         Blocker::Claimable => "ready: the next claim takes it".to_owned(),
-        other => format!("{other:?}"),
+        other => sanitized(&format!("{other:?}")).into_owned(),
     }
+}
+
+/// A table cell showing stored text, [`shown`] escaped.
+pub fn cell(text: &str) -> Cell {
+    Cell::new(shown(text))
 }
 
 #[cfg(test)]
@@ -225,18 +274,46 @@ mod tests {
     }
 
     #[test]
-    fn a_plain_table_fits_80_columns() {
+    fn a_table_off_a_terminal_never_wraps() {
         let style = Style {
             tty: false,
             colour: false,
         };
         let mut table = style.table(&["A", "B"]);
-        table.add_row(vec!["x".repeat(120), "y".repeat(120)]);
+        let long = "add-note-to-orders ".repeat(8);
+        table.add_row(vec![long.trim_end(), &"y".repeat(120)]);
+        keep_whole(&mut table, &[]);
         let text = table_text(&table);
+        assert_eq!(text.lines().count(), 2, "a header and one row: {text}");
         assert!(
-            text.lines().all(|line| line.chars().count() <= 80),
+            text.lines().nth(1).unwrap().contains(long.trim_end()),
             "{text}"
         );
         assert!(!text.contains('\u{1b}'), "no escape codes without colour");
+    }
+
+    #[test]
+    fn a_narrow_table_wraps_between_words_only() {
+        let style = Style {
+            tty: true,
+            colour: false,
+        };
+        let mut table = style.table(&["ID", "IDENTIFIER", "WHY"]);
+        // Not the terminal's width: the test's own, whatever runs it.
+        table.set_width(40);
+        table.add_row(vec![
+            "1",
+            "add-note-to-orders-everywhere",
+            "waits for an operator's cutover request (cutovers deferred)",
+        ]);
+        keep_whole(&mut table, &[0]);
+        let text = table_text(&table);
+        assert!(text.contains("add-note-to-orders-everywhere"), "{text}");
+        for word in ["operator's", "cutover", "(cutovers", "deferred)"] {
+            assert!(
+                text.split_whitespace().any(|w| w == word),
+                "{word} whole: {text}"
+            );
+        }
     }
 }

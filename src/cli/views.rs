@@ -2,11 +2,13 @@
 //!
 //! These shapes are the command line's stable interface for scripts (README, "The operator's
 //! command line"): fields are only ever added. Timestamps are RFC 3339 in UTC with a `Z`; ids are
-//! numbers; states, policies and kinds are the stored snake_case names.
+//! numbers; states, policies and kinds are the stored snake_case names. Stored text is kept as
+//! stored here: the JSON printer escapes what is not printable, and the tables show it through
+//! [`shown`](super::text::shown).
 
 use std::collections::HashMap;
 
-use applyops::models::{Apply, ApplyOperation, ControlRequest, LiveLease, Rollout};
+use applyops::models::{Apply, ApplyOperation, ControlRequest, LiveLease};
 use applyops::store::applies::{ApplyProgress, Blocker};
 use chrono::NaiveDateTime;
 use serde::Serialize;
@@ -91,7 +93,7 @@ pub struct BlockerDoc {
     /// A stable snake_case name (`waiting_for_sibling`, `stop_pending`, …; `claimable` when the
     /// next claim takes it).
     pub reason: &'static str,
-    /// The same, as a sentence.
+    /// The same, as a sentence; the names in it are escaped as the tables show them.
     pub text: String,
 }
 
@@ -153,6 +155,15 @@ impl RequestDoc {
     }
 }
 
+/// What `status` reads of an apply, in one read transaction: the apply, its operations in claim
+/// order and its pending control requests; never its tasks, which no view prints.
+#[derive(Debug, Clone)]
+pub struct ApplyView {
+    pub apply: Apply,
+    pub operations: Vec<ApplyOperation>,
+    pub pending_requests: Vec<ControlRequest>,
+}
+
 /// `status --json` (and each line of `watch --json`): the apply, its deployments in claim order,
 /// its pending control requests.
 #[derive(Debug, Serialize)]
@@ -165,25 +176,21 @@ pub struct StatusDoc {
 }
 
 impl StatusDoc {
-    /// The document for `rollout`, with the blockers of its waiting operations, the live leases
+    /// The document for `view`, with the blockers of its waiting operations, the live leases
     /// (any; those of other applies are ignored) and the time they were read.
     pub fn new(
-        rollout: &Rollout,
+        view: &ApplyView,
         blockers: &[(applyops::models::ApplyOperationId, Blocker)],
         leases: &[LiveLease],
         now: NaiveDateTime,
     ) -> StatusDoc {
-        let operations: Vec<ApplyOperation> = rollout
-            .operations
-            .iter()
-            .map(|op| op.operation.clone())
-            .collect();
+        let operations = &view.operations;
         let completed = operations
             .iter()
             .filter(|op| op.state == applyops::state::ApplyState::Completed)
             .count() as i64;
         let progress = ApplyProgress {
-            apply_id: rollout.apply.id,
+            apply_id: view.apply.id,
             operations: operations.len() as i64,
             completed,
         };
@@ -194,6 +201,7 @@ impl StatusDoc {
                 .map_or_else(|| format!("operation {id}"), |op| op.deployment.clone())
         };
         let leases: HashMap<_, _> = leases.iter().map(|l| (l.operation_id, l)).collect();
+        let blockers: HashMap<_, _> = blockers.iter().map(|(id, b)| (*id, b)).collect();
         let docs = operations
             .iter()
             .map(|op| {
@@ -203,9 +211,7 @@ impl StatusDoc {
                     expires_in_seconds: lease.expires_in().as_secs_f64(),
                 });
                 let blocker = blockers
-                    .iter()
-                    .find(|(id, _)| *id == op.id)
-                    .map(|(_, blocker)| blocker)
+                    .get(&op.id)
                     .filter(|_| holder.is_none())
                     .map(|blocker| BlockerDoc {
                         reason: blocker_code(blocker),
@@ -229,12 +235,12 @@ impl StatusDoc {
             })
             .collect();
         StatusDoc {
-            apply: ApplyDoc::new(&rollout.apply, Some(&progress)),
+            apply: ApplyDoc::new(&view.apply, Some(&progress)),
             operations: docs,
-            pending_requests: rollout
+            pending_requests: view
                 .pending_requests
                 .iter()
-                .map(|request| RequestDoc::new(request, &operations))
+                .map(|request| RequestDoc::new(request, operations))
                 .collect(),
             read_at: rfc3339(now),
         }

@@ -4,10 +4,14 @@
 //! pipe, a file, CI) one line per change: when an apply's state or progress moves, and when a
 //! deployment's state, holder or reason to wait changes; then each apply's final `status`. With
 //! `--json`, one `status --json` document per line for each apply whenever it changes.
+//!
+//! Exit 0 when every apply completed, 3 when one settled otherwise (`failed`, `cancelled`,
+//! `reverted`), 4 at `--timeout`. Each refresh reads what it shows (the apply, its operations, its
+//! pending requests, blockers and leases), never the tasks.
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use applyops::models::Apply;
 use applyops::state::{is_settled, ApplyState};
@@ -16,8 +20,11 @@ use chrono::Utc;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::text::shown;
 use super::views::StatusDoc;
-use super::{print_json, resolve_apply, status_doc, status_text, CommandResult, Failure, Style};
+use super::{
+    print_json, resolve_apply, status_doc, status_text, CommandResult, Deadline, Failure, Style,
+};
 
 /// `watch`'s arguments.
 #[derive(Debug, Args)]
@@ -25,10 +32,10 @@ pub struct WatchArgs {
     /// The applies' ids or identifiers.
     #[arg(required = true)]
     pub applies: Vec<String>,
-    /// How often to look, in milliseconds.
+    /// How often to look, in milliseconds (never past the timeout).
     #[arg(long, default_value_t = 500)]
     pub interval_ms: u64,
-    /// Give up after this many seconds (exit 1); default: wait as long as it takes.
+    /// Give up after this many seconds (exit 4); default: wait as long as it takes.
     #[arg(long)]
     pub timeout: Option<u64>,
     /// One JSON document per line (as `status --json`) whenever an apply changes.
@@ -85,12 +92,13 @@ fn signature(doc: &StatusDoc) -> String {
     text
 }
 
-/// The line a deployment's bar shows after its name.
+/// The line a deployment's bar shows after its name, stored text escaped.
 fn deployment_message(op: &super::views::OperationDoc) -> String {
     let detail = match (&op.holder, &op.blocker, &op.error) {
-        (Some(holder), _, _) => format!("held by {}", holder.owner),
+        (Some(holder), _, _) => format!("held by {}", shown(&holder.owner)),
+        // Its names are escaped already.
         (None, Some(blocker), _) if blocker.reason != "claimable" => blocker.text.clone(),
-        (None, _, Some(error)) => format!("error: {error}"),
+        (None, _, Some(error)) => format!("error: {}", shown(error)),
         _ => String::new(),
     };
     if detail.is_empty() {
@@ -107,9 +115,7 @@ pub fn run(store: &Store, args: &WatchArgs, style: Style, out: &mut impl Write) 
         .iter()
         .map(|text| resolve_apply(store, text))
         .collect::<Result<_, _>>()?;
-    let deadline = args
-        .timeout
-        .map(|secs| Instant::now() + Duration::from_secs(secs));
+    let deadline = Deadline::after(args.timeout);
     let interval = Duration::from_millis(args.interval_ms.max(50));
     let bars = (style.tty && !args.json).then(|| Bars::new(style));
     let mut seen: HashMap<i64, String> = HashMap::new();
@@ -146,9 +152,9 @@ pub fn run(store: &Store, args: &WatchArgs, style: Style, out: &mut impl Write) 
                     out.write_all(status_text(doc, style).as_bytes()).ok();
                 }
             }
-            return Ok(());
+            return ended(&docs);
         }
-        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+        if deadline.passed() {
             if let Some(bars) = &bars {
                 bars.finish();
             }
@@ -157,14 +163,38 @@ pub fn run(store: &Store, args: &WatchArgs, style: Style, out: &mut impl Write) 
                 .filter(|doc| !settled(doc))
                 .map(|doc| format!("apply {} is {}", doc.apply.id, doc.apply.state))
                 .collect();
-            return Err(Failure::Refused(format!(
+            return Err(Failure::TimedOut(format!(
                 "timed out after {} s: {}",
                 args.timeout.unwrap_or_default(),
                 waiting.join(", ")
             )));
         }
-        std::thread::sleep(interval);
+        deadline.sleep(interval);
     }
+}
+
+/// Ok when every apply of `docs` (all settled) completed; otherwise which ones did not (exit 3).
+fn ended(docs: &[StatusDoc]) -> CommandResult {
+    let otherwise: Vec<String> = docs
+        .iter()
+        .filter(|doc| ApplyState::from_stored(doc.apply.state) != Some(ApplyState::Completed))
+        .map(|doc| {
+            format!(
+                "apply {} ({}) ended {}",
+                doc.apply.id,
+                shown(&doc.apply.identifier),
+                doc.apply.state
+            )
+        })
+        .collect();
+    if otherwise.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::EndedOtherwise(format!(
+        "{}, not {}",
+        otherwise.join(", "),
+        ApplyState::Completed
+    )))
 }
 
 /// The non-terminal form: a line for each apply change and each deployment change.
@@ -174,7 +204,7 @@ fn print_changes(out: &mut impl Write, doc: &StatusDoc, last: &mut HashMap<i64, 
         out,
         "{clock} apply {} {}: {}, {}",
         doc.apply.id,
-        doc.apply.identifier,
+        shown(&doc.apply.identifier),
         doc.apply.state,
         doc.apply.progress_text()
     )
@@ -182,7 +212,7 @@ fn print_changes(out: &mut impl Write, doc: &StatusDoc, last: &mut HashMap<i64, 
     for op in &doc.operations {
         let message = deployment_message(op);
         if last.get(&op.id) != Some(&message) {
-            writeln!(out, "{clock}   {}: {message}", op.deployment).ok();
+            writeln!(out, "{clock}   {}: {message}", shown(&op.deployment)).ok();
             last.insert(op.id, message);
         }
     }
@@ -236,13 +266,13 @@ impl Bars {
             header.set_message(format!(
                 "apply {} {}: {}, {}",
                 doc.apply.id,
-                doc.apply.identifier,
+                shown(&doc.apply.identifier),
                 doc.apply.state,
                 doc.apply.progress_text()
             ));
             for op in &doc.operations {
                 let bar = self.line(format!("op {}", op.id), false);
-                bar.set_prefix(op.deployment.clone());
+                bar.set_prefix(shown(&op.deployment).into_owned());
                 bar.set_position(ApplyState::from_stored(op.state).map_or(0, stage));
                 bar.set_message(deployment_message(op));
             }

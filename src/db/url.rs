@@ -45,14 +45,21 @@ impl DatabaseUrl {
     ///
     /// - `mysql://…` is MySQL/MariaDB.
     /// - `sqlite://path` is the SQLite file `path` (`sqlite:///abs/path` for an absolute path,
-    ///   `sqlite://:memory:` for an in-memory database); `file:…` URIs, `:memory:` and anything without
-    ///   a `scheme://` are SQLite paths as given.
-    /// - `postgres://` and `postgresql://` are recognised but not supported yet; any other scheme is
-    ///   rejected rather than taken for a file name.
+    ///   `sqlite://:memory:` for an in-memory database); `file:…` URIs, `:memory:` and anything else
+    ///   that does not start with a scheme are SQLite paths as given.
+    /// - A string that starts like a URL is never taken for a file name: `postgres://` and
+    ///   `postgresql://` are recognised but not supported yet; any other `scheme://`, a scheme
+    ///   followed by `:` without `//` (`mysql:u:pw@h`, `mysql:/h/db`; a scheme has two characters or
+    ///   more, so `C:\x.db` is a path), and a backend's name followed by `//` (`mysql//h/db`) are
+    ///   rejected. A file whose name starts that way is written `./mysql:x.db` or
+    ///   `sqlite://mysql:x.db`.
+    /// - Leading or trailing whitespace and control characters are rejected, never trimmed: a
+    ///   password or a file name may end in a space.
     /// - A URL for a backend this build was compiled without (its Cargo feature, `mysql` or `sqlite`,
     ///   was off) is rejected too, never opened with the other backend.
     ///
-    /// Errors: [`StoreError::UnsupportedDatabaseUrl`], showing the URL without its password.
+    /// Errors: [`StoreError::UnsupportedDatabaseUrl`], showing the URL as [`redact_url`] does
+    /// (without its password).
     pub fn parse(url: &str) -> StoreResult<DatabaseUrl> {
         let parsed = DatabaseUrl::sort(url)?;
         let backend = parsed.backend();
@@ -81,36 +88,37 @@ impl DatabaseUrl {
 
     /// Sorts `url` by backend, whichever backends this build has.
     fn sort(url: &str) -> StoreResult<DatabaseUrl> {
-        let unsupported = |reason| StoreError::UnsupportedDatabaseUrl {
+        classify(url).map_err(|reason| StoreError::UnsupportedDatabaseUrl {
             url: redact_url(url),
             reason,
-        };
-        if url.starts_with("mysql://") {
-            return Ok(DatabaseUrl::Mysql(url.to_owned()));
-        }
-        if let Some(path) = url.strip_prefix("sqlite://") {
-            if path.is_empty() {
-                return Err(unsupported(
-                    "a sqlite:// URL needs a path, e.g. sqlite://applyops.db",
-                ));
-            }
-            return Ok(DatabaseUrl::Sqlite(path.to_owned()));
-        }
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Err(unsupported(concat!(
-                "PostgreSQL is not supported yet; ",
-                use_instead!()
-            )));
-        }
-        if url.contains("://") {
-            return Err(unsupported(concat!("unknown scheme; ", use_instead!())));
-        }
-        if url.is_empty() {
-            return Err(unsupported("the URL is empty"));
-        }
-        Ok(DatabaseUrl::Sqlite(url.to_owned()))
+        })
     }
 
+    /// False for a MySQL URL without a database (`mysql://user@host:3306`, `mysql://host/`): the
+    /// server can be reached, but there are no applyops tables to read or migrate. True for every
+    /// SQLite database.
+    ///
+    /// ```
+    /// use applyops::db::DatabaseUrl;
+    /// assert!(!DatabaseUrl::Mysql("mysql://root@127.0.0.1:3306".into()).names_database());
+    /// assert!(!DatabaseUrl::Mysql("mysql://root@db/?ssl-mode=required".into()).names_database());
+    /// assert!(DatabaseUrl::Mysql("mysql://root@db/applyops".into()).names_database());
+    /// ```
+    pub fn names_database(&self) -> bool {
+        let DatabaseUrl::Mysql(url) = self else {
+            return true;
+        };
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+        // The host starts after the userinfo, which ends at the last '@' (see `redact_url`).
+        let host_and_path = rest.rfind('@').map_or(rest, |at| &rest[at + 1..]);
+        let path = host_and_path
+            .split_once('/')
+            .map_or("", |(_, path)| path)
+            .split(['?', '#'])
+            .next()
+            .unwrap_or_default();
+        !path.is_empty()
+    }
     /// The backend this URL opens.
     pub fn backend(&self) -> Backend {
         match self {
@@ -150,6 +158,78 @@ impl std::fmt::Debug for DatabaseUrl {
     }
 }
 
+/// The backends' URL schemes, and the other database schemes people type: followed by `//`
+/// without the `:` they are a URL missing its colon, never a file name.
+const KNOWN_SCHEMES: [&str; 5] = ["mysql", "mariadb", "sqlite", "postgres", "postgresql"];
+
+/// The scheme `text` starts with as a URL does (`scheme:`; RFC 3986: a letter, then letters,
+/// digits, `+`, `-` or `.`), when it is at least two characters long: a one-letter "scheme" is a
+/// Windows drive (`C:\x.db`).
+fn scheme_prefix(text: &str) -> Option<&str> {
+    let end = text.find(':')?;
+    let scheme = &text[..end];
+    let is_scheme = scheme.len() >= 2
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    is_scheme.then_some(scheme)
+}
+
+/// Sorts `url` by backend, or says why it is not a database URL applyops takes; nothing is
+/// redacted here (the caller does it), so that [`redact_url`] can use it too.
+fn classify(url: &str) -> Result<DatabaseUrl, &'static str> {
+    if url.is_empty() {
+        return Err("the URL is empty");
+    }
+    if url.trim() != url {
+        return Err("it starts or ends with whitespace; remove it (it is never trimmed)");
+    }
+    if url.chars().any(char::is_control) {
+        return Err("it contains a control character");
+    }
+    if url.starts_with("mysql://") {
+        return Ok(DatabaseUrl::Mysql(url.to_owned()));
+    }
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err("a sqlite:// URL needs a path, e.g. sqlite://applyops.db");
+        }
+        return Ok(DatabaseUrl::Sqlite(path.to_owned()));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(concat!("PostgreSQL is not supported yet; ", use_instead!()));
+    }
+    match scheme_prefix(url) {
+        // SQLite's URI filenames.
+        Some(scheme) if scheme.eq_ignore_ascii_case("file") => {}
+        Some(_) if url.contains("://") => return Err(concat!("unknown scheme; ", use_instead!())),
+        Some(_) => {
+            return Err(concat!(
+                "it starts with a scheme but lacks the `//` after its `:` (mysql://user@host/db), \
+                 and is never taken for a file name; ",
+                use_instead!(),
+                " (a file whose name starts that way: ./NAME or sqlite://NAME)"
+            ))
+        }
+        None => {}
+    }
+    let starts_like_a_url = KNOWN_SCHEMES.iter().any(|scheme| {
+        url.get(..scheme.len() + 2).is_some_and(|head| {
+            head[..scheme.len()].eq_ignore_ascii_case(scheme) && head.ends_with("//")
+        })
+    });
+    if starts_like_a_url {
+        return Err(concat!(
+            "it starts with a scheme and `//` but lacks the `:` between them \
+             (mysql://user@host/db), and is never taken for a file name; ",
+            use_instead!(),
+            " (a file whose name starts that way: ./NAME or sqlite://NAME)"
+        ));
+    }
+    Ok(DatabaseUrl::Sqlite(url.to_owned()))
+}
+
 /// `url` with any password replaced by `***`, so that it can appear in errors and logs:
 /// `mysql://app:s3cret@db:3306/x` → `mysql://app:***@db:3306/x`.
 ///
@@ -161,32 +241,47 @@ impl std::fmt::Debug for DatabaseUrl {
 /// path or query and a `:` before it loses more than its password (`mysql://h:3306/db?x=a@b` →
 /// `mysql://h:***@b`); it never shows a password.
 ///
-/// Unchanged: URLs without a `:` before their last `@` (no password: `mysql://root@db/x`), URLs
-/// without an `@`, `sqlite://` URLs and anything that is not `scheme://…` (SQLite paths, `:memory:`,
-/// `file:` URIs), which carry no credentials.
+/// Malformed URLs, which [`DatabaseUrl::parse`] rejects, lose their whole userinfo, up to the last
+/// `@`: with leading whitespace (` mysql://u:pw@h` → ` mysql://u:***@h`, as above), without `//`
+/// (`mysql:u:pw@h` → `mysql:***@h`, `mysql:/u:pw@h/db` → `mysql:/***@h/db`) or without `:`
+/// (`mysql//u:pw@h/db` → `mysql//***@h/db`).
+///
+/// Unchanged: what `parse` takes for SQLite (`sqlite://` URLs, paths, `:memory:`, `file:` URIs),
+/// which carries no credentials and is shown as the file name it is; URLs without a `:` before their
+/// last `@` (no password: `mysql://root@db/x`); anything without an `@`.
 ///
 /// ```
 /// use applyops::db::redact_url;
 /// assert_eq!(redact_url("mysql://app:hun/ter2@db:3306/x"), "mysql://app:***@db:3306/x");
 /// assert_eq!(redact_url("mysql://root@db/x"), "mysql://root@db/x");
 /// assert_eq!(redact_url("sqlite:///var/lib/applyops.db"), "sqlite:///var/lib/applyops.db");
+/// assert_eq!(redact_url(" mysql://app:s3cret@db/x"), " mysql://app:***@db/x");
+/// assert_eq!(redact_url("mysql:app:s3cret@db"), "mysql:***@db");
 /// ```
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let is_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    if !is_scheme || scheme.eq_ignore_ascii_case("sqlite") {
+    if matches!(classify(url), Ok(DatabaseUrl::Sqlite(_))) {
         return url.to_owned();
     }
+    let body = url.trim_start();
+    let lead = &url[..url.len() - body.len()];
+    // The scheme, however spelt, then the separator, however malformed (any run of ':' and '/').
+    let scheme_end = body
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+        .unwrap_or(body.len());
+    let (scheme, after_scheme) = body.split_at(scheme_end);
+    let separator_end = after_scheme
+        .find(|c: char| c != ':' && c != '/')
+        .unwrap_or(after_scheme.len());
+    let (separator, rest) = after_scheme.split_at(separator_end);
     let Some(at) = rest.rfind('@') else {
         return url.to_owned();
     };
+    let well_formed = separator == "://" && scheme.starts_with(|c: char| c.is_ascii_alphabetic());
+    if !well_formed {
+        return format!("{lead}{scheme}{separator}***{}", &rest[at..]);
+    }
     match rest[..at].split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        Some((user, _password)) => format!("{lead}{scheme}://{user}:***{}", &rest[at..]),
         None => url.to_owned(),
     }
 }
@@ -385,6 +480,123 @@ mod tests {
         ];
         for (input, redacted) in cases {
             assert_eq!(redact_url(input), redacted, "{input}");
+        }
+    }
+
+    #[test]
+    fn strings_that_start_like_a_url_are_never_file_names() {
+        for input in [
+            "mysql:u:pw@h",
+            "mysql:/u:pw@h/db",
+            "mysql:u@h/db",
+            "sqlite:x.db",
+            "MySQL:u:pw@h",
+            "mysql//u:pw@h/db",
+            "MYSQL//h/db",
+            "mariadb//u:pw@h/db",
+            "postgres//h/db",
+            "sqlite//x.db",
+            "mariadb://u:pw@h/db",
+            "MYSQL://u:pw@h/db",
+        ] {
+            let err = DatabaseUrl::parse(input).unwrap_err();
+            assert!(
+                matches!(err, StoreError::UnsupportedDatabaseUrl { .. }),
+                "{input}: {err}"
+            );
+            assert!(!err.to_string().contains("pw@"), "{input}: {err}");
+        }
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn paths_without_a_scheme_stay_sqlite_paths() {
+        for path in [
+            "C:\\x.db",
+            "./mysql:x.db",
+            "./x://u:p@h",
+            "data/mysql/x.db",
+            "mysql.db",
+            "mysql/x.db",
+            "/tmp/a:b@c.db",
+            "file:x.db?mode=rw",
+            "FILE:x.db",
+        ] {
+            assert_eq!(
+                DatabaseUrl::parse(path).unwrap(),
+                DatabaseUrl::Sqlite(path.into()),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn whitespace_around_and_control_characters_in_a_url_are_rejected() {
+        for input in [
+            " mysql://u:pw@h/db",
+            "\tmysql://u:pw@h/db",
+            "mysql://u:pw@h/db ",
+            "mysql://u:pw@h/db\n",
+            " x.db",
+            "x.db\t",
+            "mysql://u:pw@h/d\u{1b}b",
+        ] {
+            let err = DatabaseUrl::parse(input).unwrap_err();
+            assert!(
+                matches!(err, StoreError::UnsupportedDatabaseUrl { .. }),
+                "{input:?}: {err}"
+            );
+            let message = err.to_string();
+            assert!(!message.contains("pw@"), "{input:?}: {message}");
+            assert!(
+                !message.chars().any(char::is_control),
+                "{input:?}: {message:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_urls_lose_their_whole_userinfo() {
+        let cases = [
+            (" mysql://u:pw@h/db", " mysql://u:***@h/db"),
+            ("\tmysql://u:pw@h/db", "\tmysql://u:***@h/db"),
+            ("mysql://u:pw@h/db ", "mysql://u:***@h/db "),
+            ("mysql:u:pw@h", "mysql:***@h"),
+            ("mysql:pw@h", "mysql:***@h"),
+            ("mysql:/u:pw@h/db", "mysql:/***@h/db"),
+            ("mysql//u:pw@h/db", "mysql//***@h/db"),
+            ("mysql///u:p/w@h/db", "mysql///***@h/db"),
+            ("MYSQL://u:pw@h/db", "MYSQL://u:***@h/db"),
+            ("mariadb://u:pw@h/db", "mariadb://u:***@h/db"),
+            ("  ", "  "),
+            ("mysql:h/db", "mysql:h/db"),
+        ];
+        for (input, redacted) in cases {
+            assert_eq!(redact_url(input), redacted, "{input:?}");
+        }
+    }
+
+    #[cfg(feature = "mysql")]
+    #[test]
+    fn a_mysql_url_without_a_path_names_no_database() {
+        for none in [
+            "mysql://root@127.0.0.1:3306",
+            "mysql://root@127.0.0.1:3306/",
+            "mysql://u:p/w@h",
+            "mysql://u:p/w@h/?ssl-mode=required",
+            "mysql://h#x",
+        ] {
+            assert!(
+                !DatabaseUrl::parse(none).unwrap().names_database(),
+                "{none}"
+            );
+        }
+        for some in [
+            "mysql://root@127.0.0.1:3306/applyops",
+            "mysql://u:p/w@h/db",
+            "mysql://h/db?ssl-mode=required",
+        ] {
+            assert!(DatabaseUrl::parse(some).unwrap().names_database(), "{some}");
         }
     }
 }

@@ -75,6 +75,7 @@ pub struct DeletedRollout {
 /// ([`applies::create_rollout`](crate::store::applies::create_rollout)): the apply, its operations in
 /// claim order, and each operation's tasks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewRollout {
     /// Unique, user-facing handle: 1 to 255 characters, no trailing space.
     pub apply_identifier: String,
@@ -156,6 +157,7 @@ impl NewRollout {
 
 /// One operation of a [`NewRollout`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewRolloutOperation {
     /// The deployment: 1 to 255 characters, no trailing space, unique within the rollout.
     pub deployment: String,
@@ -215,6 +217,7 @@ impl NewRolloutOperation {
 
 /// One task of a [`NewRolloutOperation`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewRolloutTask {
     /// The table the DDL changes: 1 to 255 characters.
     pub table_name: String,

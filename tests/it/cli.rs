@@ -108,6 +108,8 @@ fn sqlite_cli_migrates_and_reverts() {
 /// bookkeeping table is not created).
 fn list_says_migrations_are_missing(kind: Kind) {
     let db = TestDb::unmigrated(kind);
+    // An empty database that exists: only `migrate` creates one (a SQLite file).
+    drop(db.conn());
     let (ok, out, err) = applyops(db.url(), &["list", "1"]);
     assert!(!ok);
     assert_eq!(out, "");
@@ -352,7 +354,8 @@ fn cli_reports_a_bad_url_and_fails() {
 
 #[test]
 fn cli_rejects_unknown_arguments_with_usage() {
-    let (ok, _, err) = applyops("sqlite://x.db", &["list", "not-a-number"]);
+    // (`list` takes identifiers now, so its argument is no longer a number clap checks.)
+    let (ok, _, err) = applyops("sqlite://x.db", &["applies", "--limit", "not-a-number"]);
     assert!(!ok);
     assert!(err.contains("invalid value"), "{err}");
 }

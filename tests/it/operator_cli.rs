@@ -1,6 +1,7 @@
 //! The operator's commands of the `applyops` binary (`applies`, `status`, `watch`, `wait`, `create`,
 //! the request commands, `leases`), run as a process against SQLite and MySQL: output, JSON shape,
-//! exit codes (0 ok, 1 error, 2 usage), and what each one wrote.
+//! exit codes (0 done as asked, 1 error, 2 usage, 3 the apply ended otherwise, 4 timed out), and
+//! what each one wrote.
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -9,6 +10,7 @@ use applyops::models::{ApplyId, ApplyOperationId};
 use applyops::state::{ApplyState, ControlRequestKind, CutoverPolicy, FailurePolicy};
 use applyops::store::{applies, apply_operations, claims, control_requests, leases};
 use assert_cmd::Command;
+use diesel::prelude::*;
 use serde_json::Value;
 
 use crate::backend_tests;
@@ -16,7 +18,7 @@ use crate::fixtures::{self, opts};
 use crate::harness::TestDb;
 
 /// Runs `applyops --database-url URL args…` with no `DATABASE_URL` or `NO_COLOR` inherited.
-fn run(db: &TestDb, args: &[&str]) -> Output {
+pub(crate) fn run(db: &TestDb, args: &[&str]) -> Output {
     Command::cargo_bin("applyops")
         .expect("the applyops binary")
         .env_remove("DATABASE_URL")
@@ -28,16 +30,16 @@ fn run(db: &TestDb, args: &[&str]) -> Output {
         .expect("run applyops")
 }
 
-fn stdout(output: &Output) -> String {
+pub(crate) fn stdout(output: &Output) -> String {
     String::from_utf8(output.stdout.clone()).unwrap()
 }
 
-fn stderr(output: &Output) -> String {
+pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8(output.stderr.clone()).unwrap()
 }
 
 /// Runs and expects exit 0; returns stdout.
-fn ok(db: &TestDb, args: &[&str]) -> String {
+pub(crate) fn ok(db: &TestDb, args: &[&str]) -> String {
     let output = run(db, args);
     assert_eq!(
         output.status.code(),
@@ -50,7 +52,7 @@ fn ok(db: &TestDb, args: &[&str]) -> String {
 }
 
 /// Runs and expects exit `code`; returns stderr.
-fn fails(db: &TestDb, args: &[&str], code: i32) -> String {
+pub(crate) fn fails(db: &TestDb, args: &[&str], code: i32) -> String {
     let output = run(db, args);
     assert_eq!(
         output.status.code(),
@@ -63,7 +65,7 @@ fn fails(db: &TestDb, args: &[&str], code: i32) -> String {
 }
 
 /// Runs with `--json` appended and parses the one document printed.
-fn json(db: &TestDb, args: &[&str]) -> Value {
+pub(crate) fn json(db: &TestDb, args: &[&str]) -> Value {
     let mut args = args.to_vec();
     args.push("--json");
     let text = ok(db, &args);
@@ -72,12 +74,12 @@ fn json(db: &TestDb, args: &[&str]) -> Value {
 }
 
 /// A rollout file in a temporary directory that lives as long as the returned guard.
-struct RolloutFile {
+pub(crate) struct RolloutFile {
     _dir: tempfile::TempDir,
-    path: PathBuf,
+    pub(crate) path: PathBuf,
 }
 
-fn rollout_file(name: &str, text: &str) -> RolloutFile {
+pub(crate) fn rollout_file(name: &str, text: &str) -> RolloutFile {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(name);
     std::fs::write(&path, text).unwrap();
@@ -85,7 +87,7 @@ fn rollout_file(name: &str, text: &str) -> RolloutFile {
 }
 
 /// A three-deployment rolling rollout as TOML, for `identifier` on database `database`.
-fn toml_rollout(identifier: &str, database: &str) -> String {
+pub(crate) fn toml_rollout(identifier: &str, database: &str) -> String {
     format!(
         r#"apply_identifier = "{identifier}"
 database_name = "{database}"
@@ -106,13 +108,13 @@ deployment = "eu-central"
 }
 
 /// Creates the TOML rollout through the CLI and returns its apply id.
-fn create(db: &TestDb, identifier: &str, database: &str) -> ApplyId {
+pub(crate) fn create(db: &TestDb, identifier: &str, database: &str) -> ApplyId {
     let file = rollout_file("rollout.toml", &toml_rollout(identifier, database));
     let doc = json(db, &["create", "--file", file.path.to_str().unwrap()]);
     ApplyId(doc["apply"]["id"].as_i64().unwrap())
 }
 
-fn operation_ids(db: &TestDb, apply_id: ApplyId) -> Vec<ApplyOperationId> {
+pub(crate) fn operation_ids(db: &TestDb, apply_id: ApplyId) -> Vec<ApplyOperationId> {
     apply_operations::list_by_apply(&mut db.conn(), apply_id)
         .unwrap()
         .into_iter()
@@ -139,10 +141,11 @@ backend_tests!(
     cli_release_and_skip_revert_and_revert_requests,
     cli_request_for_an_unknown_deployment_lists_the_apply_deployments,
     cli_leases_lists_live_leases_and_filters_by_owner,
-    cli_wait_returns_at_the_state_and_times_out_with_exit_1,
+    cli_wait_returns_at_the_state_and_times_out_with_exit_4,
     cli_watch_off_a_terminal_prints_changes_until_settled,
-    cli_watch_json_prints_status_documents_and_times_out_with_exit_1,
-    cli_tables_fit_80_columns_without_colour_off_a_terminal,
+    cli_watch_json_prints_status_documents_and_times_out_with_exit_4,
+    cli_tables_off_a_terminal_never_wrap_and_have_no_colour,
+    cli_tables_on_a_narrow_terminal_never_split_a_word,
     cli_watch_on_a_terminal_draws_bars_and_colour_unless_no_color,
 );
 
@@ -306,7 +309,7 @@ fn cli_applies_filters_and_pages_with_a_cursor(db: &TestDb) {
     assert!(rest["next"].is_null());
     let err = fails(db, &["applies", "--state", "sideways"], 2);
     assert!(err.contains("unknown state"), "{err}");
-    let err = fails(db, &["applies", "--limit", "0"], 1);
+    let err = fails(db, &["applies", "--limit", "0"], 2);
     assert!(err.contains("limit"), "{err}");
 }
 
@@ -531,9 +534,9 @@ fn cli_release_and_skip_revert_and_revert_requests(db: &TestDb) {
         ],
     );
     assert_eq!(skip["request"]["kind"], "skip_revert");
-    let err = fails(db, &["revert", &apply, "--deployment", "deployment-1"], 1);
+    let err = fails(db, &["revert", &apply, "--deployment", "deployment-1"], 2);
     assert!(err.contains("--by"), "{err}");
-    let err = fails(db, &["revert", &apply, "--by", "ops", "--yes"], 1);
+    let err = fails(db, &["revert", &apply, "--by", "ops", "--yes"], 2);
     assert!(err.contains("migration revert"), "{err}");
     // The later decision wins: the revert supersedes the pending skip-revert.
     let revert = json(db, &["revert", &apply, "--by", "ops"]);
@@ -595,7 +598,7 @@ fn cli_leases_lists_live_leases_and_filters_by_owner(db: &TestDb) {
     assert!(text.contains("west-worker-1"), "{text}");
 }
 
-fn cli_wait_returns_at_the_state_and_times_out_with_exit_1(db: &TestDb) {
+fn cli_wait_returns_at_the_state_and_times_out_with_exit_4(db: &TestDb) {
     let id = create(db, "cli-wait", "shop");
     assert_eq!(
         ok(db, &["wait", "cli-wait", "--state", "pending"]),
@@ -613,7 +616,7 @@ fn cli_wait_returns_at_the_state_and_times_out_with_exit_1(db: &TestDb) {
             "--timeout",
             "1",
         ],
-        1,
+        4,
     );
     assert!(err.contains("timed out after 1 s"), "{err}");
     apply_operations::mark_completed(&mut db.conn(), operation_ids(db, id)[0]).unwrap();
@@ -674,7 +677,7 @@ fn cli_watch_off_a_terminal_prints_changes_until_settled(db: &TestDb) {
     );
 }
 
-fn cli_watch_json_prints_status_documents_and_times_out_with_exit_1(db: &TestDb) {
+fn cli_watch_json_prints_status_documents_and_times_out_with_exit_4(db: &TestDb) {
     create(db, "cli-watch-json", "shop");
     let output = run(
         db,
@@ -688,7 +691,7 @@ fn cli_watch_json_prints_status_documents_and_times_out_with_exit_1(db: &TestDb)
             "100",
         ],
     );
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(4));
     let text = stdout(&output);
     let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(first["apply"]["identifier"], "cli-watch-json");
@@ -696,30 +699,108 @@ fn cli_watch_json_prints_status_documents_and_times_out_with_exit_1(db: &TestDb)
     assert!(stderr(&output).contains("timed out after 1 s"));
 }
 
-fn cli_tables_fit_80_columns_without_colour_off_a_terminal(db: &TestDb) {
+/// Off a terminal (a pipe, a file) a table never wraps: every row is one line, however long its
+/// cells, so that `applyops applies | grep NAME` finds the whole row. No colour either.
+fn cli_tables_off_a_terminal_never_wrap_and_have_no_colour(db: &TestDb) {
     let conn = &mut db.conn();
     let (apply_id, ops) = fixtures::rollout(conn, 3, CutoverPolicy::Rolling, FailurePolicy::Halt);
-    claims::claim_next(conn, &opts(&"a-very-long-worker-name-".repeat(4)))
-        .unwrap()
+    let long_name = "add-note-to-orders-and-customers-in-every-region-of-the-fleet";
+    diesel::update(applyops::schema::applies::table.find(apply_id))
+        .set(applyops::schema::applies::apply_identifier.eq(long_name))
+        .execute(conn)
         .unwrap();
-    apply_operations::mark_failed(conn, ops[2], &"a long error message ".repeat(10)).unwrap();
-    for args in [
-        vec!["status".to_owned(), apply_id.to_string()],
-        vec!["applies".to_owned()],
-        vec!["leases".to_owned()],
+    let worker = "a-very-long-worker-name-".repeat(4);
+    claims::claim_next(conn, &opts(&worker)).unwrap().unwrap();
+    let error = "a long error message ".repeat(10);
+    apply_operations::mark_failed(conn, ops[2], &error).unwrap();
+    let status = ok(db, &["status", &apply_id.to_string()]);
+    let applies = ok(db, &["applies"]);
+    let leases = ok(db, &["leases"]);
+    for (what, text) in [
+        ("status", &status),
+        ("applies", &applies),
+        ("leases", &leases),
     ] {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let text = ok(db, &args);
-        for line in text.lines() {
+        assert!(!text.contains('\u{1b}'), "{what}: no colour off a terminal");
+        assert!(
+            text.lines().any(|line| line.chars().count() > 80),
+            "{what}: nothing was fitted to 80 columns: {text}"
+        );
+    }
+    let row = |text: &str, first: &str| {
+        text.lines()
+            .find(|line| line.starts_with(first))
+            .unwrap_or_else(|| panic!("a row starting {first:?}: {text}"))
+            .to_owned()
+    };
+    assert!(
+        row(&applies, &apply_id.to_string()).contains(long_name),
+        "{applies}"
+    );
+    assert_eq!(
+        applies.lines().count(),
+        2,
+        "a header and one row: {applies}"
+    );
+    assert!(
+        row(&status, &apply_id.to_string()).contains(long_name),
+        "{status}"
+    );
+    assert!(
+        row(&status, "deployment-0").contains(worker.as_str()),
+        "{status}"
+    );
+    assert!(
+        status
+            .lines()
+            .any(|line| line.starts_with("deployment-2") && line.contains(error.trim_end())),
+        "{status}"
+    );
+    assert!(
+        row(&leases, &ops[0].to_string()).contains(worker.as_str()),
+        "{leases}"
+    );
+    assert_eq!(leases.lines().count(), 2, "{leases}");
+}
+
+/// On a narrow terminal (a pseudo-terminal of 50 columns) a table wraps between words only: no
+/// name is cut in two (a table whose words cannot fit is wider than the terminal, which folds it).
+fn cli_tables_on_a_narrow_terminal_never_split_a_word(db: &TestDb) {
+    let conn = &mut db.conn();
+    let (apply_id, _) = fixtures::rollout(conn, 2, CutoverPolicy::Rolling, FailurePolicy::Halt);
+    let long_name = "add-note-to-orders-and-customers";
+    diesel::update(applyops::schema::applies::table.find(apply_id))
+        .set(applyops::schema::applies::apply_identifier.eq(long_name))
+        .execute(conn)
+        .unwrap();
+    for args in [
+        vec!["applies".to_owned()],
+        vec!["status".to_owned(), apply_id.to_string()],
+    ] {
+        let command = format!(
+            "stty cols 50; {} --database-url '{}' {}",
+            env!("CARGO_BIN_EXE_applyops"),
+            db.url(),
+            args.join(" ")
+        );
+        let output = std::process::Command::new("script")
+            .args(["-qfec", &command, "/dev/null"])
+            .env_remove("DATABASE_URL")
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run script");
+        assert!(output.status.success(), "{output:?}");
+        let text = String::from_utf8_lossy(&output.stdout);
+        for word in [long_name, "deployment-1", "waits", "(pending)"] {
+            if args[0] == "applies" && word != long_name {
+                continue;
+            }
             assert!(
-                line.chars().count() <= 80,
-                "{args:?}: {line:?} is wider than 80"
+                text.split_whitespace().any(|w| w == word),
+                "{args:?}: {word} whole on a 50-column terminal:\n{text}"
             );
         }
-        assert!(
-            !text.contains('\u{1b}'),
-            "{args:?}: no colour off a terminal"
-        );
     }
 }
 
