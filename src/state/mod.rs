@@ -29,8 +29,8 @@ pub use order::{
     start_order_passing,
 };
 pub use requests::{
-    clears_lease, is_cancellable, is_resumable, is_stoppable, moved_in_place, progress,
-    RequestProgress, NOTHING_TO_CUT_OVER, WINDOW_CLOSED,
+    automatic_retry_left, clears_lease, is_cancellable, is_resumable, is_stoppable, moved_in_place,
+    progress, RequestProgress, WINDOW_CLOSED,
 };
 pub use sql::UnknownStoredValue;
 pub use vocabulary::{

@@ -2,7 +2,7 @@
 //! the request recording, the claims and the refresh that completes requests (worker contract,
 //! revision 2).
 
-use super::{is_settled, ApplyState, ControlRequestKind};
+use super::{ApplyState, ControlRequestKind};
 
 /// True for the states a `stop` covers: `pending`, `failed_retryable`, and the active states before
 /// the cutover (copying, waiting for a deploy or for the cutover, recovering, the setup phases).
@@ -66,6 +66,15 @@ pub const fn clears_lease(state: ApplyState) -> bool {
     )
 }
 
+/// Whether a worker's `failed_retryable` write at `attempt` leaves the operation retryable under its
+/// apply's retry budget: `attempt` is below `max_attempts`. Otherwise the write stores `failed`
+/// ("retry budget exhausted after N attempts"). The budget bounds the automatic retries only: an
+/// operator's `retry` resets `attempt` to 0, and the retry claim always takes an operation at
+/// attempt 0, so an operator's retry always leads to one attempt, even with `max_attempts = 0`.
+pub const fn automatic_retry_left(attempt: i32, max_attempts: i32) -> bool {
+    attempt < max_attempts
+}
+
 /// Where a pending request stands, given the states of the operations of its scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestProgress {
@@ -80,9 +89,6 @@ pub enum RequestProgress {
 /// The result a revert or skip-revert fails with when its operation left `revert_window` another way.
 pub const WINDOW_CLOSED: &str = "window closed";
 
-/// The result a cutover fails with when every operation of its scope settled without it.
-pub const NOTHING_TO_CUT_OVER: &str = "nothing left to cut over";
-
 /// Whether a pending request of `kind` is done, given the states of the operations of its scope (all
 /// the apply's for a whole-apply request; `None` for a state this version does not know, which keeps
 /// the request pending):
@@ -92,8 +98,12 @@ pub const NOTHING_TO_CUT_OVER: &str = "nothing left to cut over";
 /// - `start`: done once none is `stopped` or `paused`;
 /// - `revert`: done once `reverted`; failed ([`WINDOW_CLOSED`]) once the operation is anywhere but
 ///   `revert_window` or `reverting`; likewise `skip_revert` with `completed` and `skipping_revert`;
-/// - `cutover` is completed by the cutover claim, and failed ([`NOTHING_TO_CUT_OVER`]) once every
-///   operation of its scope settled; `release` and `retry` are completed when recorded.
+/// - `cutover`: completed by the cutover claim that cuts over what it names; done once nothing of its
+///   scope is left to cut over (every operation is cutting over, past its cutover or settled: none
+///   is [`is_cancellable`]), which also completes a request recorded with nothing to do;
+/// - `release` and `retry` are completed when recorded.
+///
+/// A request is failed only when it can no longer do what it asked: a revert whose window closed.
 pub fn progress(kind: ControlRequestKind, scope: &[Option<ApplyState>]) -> RequestProgress {
     let known: Option<Vec<ApplyState>> = scope.iter().copied().collect();
     let Some(states) = known else {
@@ -117,14 +127,10 @@ pub fn progress(kind: ControlRequestKind, scope: &[Option<ApplyState>]) -> Reque
         ControlRequestKind::SkipRevert => {
             decision(&states, ApplyState::SkippingRevert, ApplyState::Completed)
         }
-        // The cutover claim completes a cutover; one whose operations all settled otherwise
-        // (cancelled, say) has nothing left to do.
-        ControlRequestKind::Cutover if states.iter().all(|s| is_settled(*s)) => {
-            RequestProgress::Failed(NOTHING_TO_CUT_OVER)
-        }
-        ControlRequestKind::Cutover | ControlRequestKind::Release | ControlRequestKind::Retry => {
-            RequestProgress::Pending
-        }
+        // The cutover claim completes a cutover; one whose scope has nothing left before its cutover
+        // (cut over, cutting over, settled otherwise) has nothing left to do.
+        ControlRequestKind::Cutover => done_when(none(is_cancellable)),
+        ControlRequestKind::Release | ControlRequestKind::Retry => RequestProgress::Pending,
     }
 }
 
@@ -145,6 +151,7 @@ fn decision(states: &[ApplyState], on_the_way: ApplyState, done: ApplyState) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::is_settled;
     use ApplyState::*;
     use ControlRequestKind as Kind;
 
@@ -242,9 +249,21 @@ mod tests {
             p(Kind::Cutover, &[WaitingForCutover]),
             RequestProgress::Pending
         );
+        for nothing_left in [
+            &[Cancelled][..],
+            &[CuttingOver],
+            &[RevertWindow, Completed],
+            &[Failed, Reverted],
+        ] {
+            assert_eq!(
+                p(Kind::Cutover, nothing_left),
+                RequestProgress::Done,
+                "{nothing_left:?}"
+            );
+        }
         assert_eq!(
-            p(Kind::Cutover, &[Cancelled]),
-            RequestProgress::Failed(NOTHING_TO_CUT_OVER)
+            p(Kind::Cutover, &[CuttingOver, Running]),
+            RequestProgress::Pending
         );
     }
 }

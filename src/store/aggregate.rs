@@ -250,7 +250,7 @@ pub(crate) fn refresh_locked(conn: &mut DbConnection, locked: &LockedApply) -> S
             .iter()
             .map(|f| (f.id, ApplyState::from_stored(&f.state)))
             .collect();
-        control_requests::settle(conn, &pending, &scope, now)?;
+        control_requests::settle(conn, &pending, &scope)?;
     }
     let derived = derive(&facts);
     let stored_state = ApplyState::from_stored(&apply.state);

@@ -33,7 +33,6 @@ use crate::models::{
     ApplyId, ApplyOperation, ApplyOperationId, ControlRequest, ControlRequestId, NewControlRequest,
 };
 use crate::schema::{apply_control_requests as reqs, apply_operations};
-use crate::schema_types::datetime;
 use crate::state::{
     is_cancellable, is_stoppable, progress, ApplyState, ControlRequestKind, ControlRequestStatus,
     RequestProgress,
@@ -115,7 +114,6 @@ fn record(
         return Ok(existing.id);
     }
     let superseded = check_opposites(conn, apply_id, new)?;
-    let now = db::now();
     let id = match new.kind {
         ControlRequestKind::Revert | ControlRequestKind::SkipRevert => {
             record_revert_decision(conn, locked, new, operation.as_ref())?
@@ -130,14 +128,15 @@ fn record(
                     ));
                 }
             }
-            let id = insert(conn, new, new.operation_id, ControlRequestStatus::Completed)?;
-            diesel::update(reqs::table.find(id))
-                .set((
-                    reqs::releases_through.eq(Some(locked.row.failure_seq)),
-                    reqs::completed_at.eq(now.nullable()),
-                ))
-                .execute(conn)?;
-            id
+            insert(
+                conn,
+                new,
+                new.operation_id,
+                Outcome::Completed {
+                    releases_through: Some(locked.row.failure_seq),
+                    result: None,
+                },
+            )?
         }
         ControlRequestKind::Cutover => {
             if !locked.row.defer_cutover {
@@ -148,15 +147,15 @@ fn record(
                     ),
                 ));
             }
-            insert(conn, new, new.operation_id, ControlRequestStatus::Pending)?
+            insert(conn, new, new.operation_id, Outcome::Pending)?
         }
         // The refresh that ends the transaction stops or cancels what nobody drives (see
         // [`enforce`]).
         ControlRequestKind::Stop | ControlRequestKind::Cancel => {
-            insert(conn, new, new.operation_id, ControlRequestStatus::Pending)?
+            insert(conn, new, new.operation_id, Outcome::Pending)?
         }
         ControlRequestKind::Start => {
-            let id = insert(conn, new, new.operation_id, ControlRequestStatus::Pending)?;
+            let id = insert(conn, new, new.operation_id, Outcome::Pending)?;
             act_on_undriven(conn, apply_id, new.operation_id, new.kind)?;
             id
         }
@@ -207,26 +206,55 @@ fn check_opposites(
     Ok(contained)
 }
 
-/// Inserts a request of `new`'s kind for `scope` with `status` and returns its id.
+/// How a request is when it is recorded.
+enum Outcome<'a> {
+    /// Pending: workers, claims or the refresh act on it.
+    Pending,
+    /// Carried out in the transaction that records it: completed, stamped with the same time as its
+    /// creation (never before it), with what it did.
+    Completed {
+        /// A release: the failure sequence number it lets through.
+        releases_through: Option<i64>,
+        /// A retry: the error message the operation had.
+        result: Option<&'a str>,
+    },
+}
+
+/// Inserts a request of `new`'s kind for `scope` as `outcome` says, in one statement, and returns
+/// its id.
 fn insert(
     conn: &mut DbConnection,
     new: &NewControlRequest,
     scope: Option<ApplyOperationId>,
-    status: ControlRequestStatus,
+    outcome: Outcome<'_>,
 ) -> StoreResult<ControlRequestId> {
     let now = db::now();
-    diesel::insert_into(reqs::table)
-        .values((
-            reqs::apply_id.eq(new.apply_id),
-            reqs::apply_operation_id.eq(scope),
-            reqs::kind.eq(new.kind),
-            reqs::status.eq(status),
-            reqs::reason.eq(new.reason.as_deref()),
-            reqs::requested_by.eq(&new.requested_by),
-            reqs::created_at.eq(now),
-            reqs::updated_at.eq(now),
-        ))
-        .execute(conn)?;
+    let recorded = (
+        reqs::apply_id.eq(new.apply_id),
+        reqs::apply_operation_id.eq(scope),
+        reqs::kind.eq(new.kind),
+        reqs::reason.eq(new.reason.as_deref()),
+        reqs::requested_by.eq(&new.requested_by),
+        reqs::created_at.eq(now),
+        reqs::updated_at.eq(now),
+    );
+    match outcome {
+        Outcome::Pending => diesel::insert_into(reqs::table)
+            .values((recorded, reqs::status.eq(ControlRequestStatus::Pending)))
+            .execute(conn)?,
+        Outcome::Completed {
+            releases_through,
+            result,
+        } => diesel::insert_into(reqs::table)
+            .values((
+                recorded,
+                reqs::status.eq(ControlRequestStatus::Completed),
+                reqs::completed_at.eq(now.nullable()),
+                reqs::releases_through.eq(releases_through),
+                reqs::result.eq(result),
+            ))
+            .execute(conn)?,
+    };
     Ok(ControlRequestId(db::last_insert_id(conn)?))
 }
 
@@ -369,19 +397,15 @@ fn record_retry(
             &[operation.deployment.as_str()],
         ));
     }
-    let id = insert(
+    insert(
         conn,
         new,
         Some(operation.id),
-        ControlRequestStatus::Completed,
-    )?;
-    diesel::update(reqs::table.find(id))
-        .set((
-            reqs::result.eq(operation.error_message.as_deref()),
-            reqs::completed_at.eq(now.nullable()),
-        ))
-        .execute(conn)?;
-    Ok(id)
+        Outcome::Completed {
+            releases_through: None,
+            result: operation.error_message.as_deref(),
+        },
+    )
 }
 
 /// A `revert` or `skip_revert`: one pending request per operation of its scope in `revert_window`
@@ -409,7 +433,7 @@ fn record_revert_decision(
     for op in &in_window {
         let id = match pending(conn, locked.row.id, Some(op.id), new.kind)? {
             Some(existing) => existing.id,
-            None => insert(conn, new, Some(op.id), ControlRequestStatus::Pending)?,
+            None => insert(conn, new, Some(op.id), Outcome::Pending)?,
         };
         first.get_or_insert(id);
     }
@@ -469,12 +493,13 @@ pub(super) fn enforce(
 
 /// Completes, or fails, the `pending` requests that are done, given the apply's operations' states
 /// (`None`: a state this version does not know): see [`crate::state::progress`]. Run by the refresh,
-/// in the transaction of every state write, with the apply locked. An UPDATE per request settled.
+/// in the transaction of every state write, with the apply locked. An UPDATE per request settled,
+/// stamped with the database's time as it runs: a request recorded in the same transaction (after
+/// the apply's lock was taken) is never completed before it was created.
 pub(super) fn settle(
     conn: &mut DbConnection,
     pending: &[PendingRequest],
     operations: &[(ApplyOperationId, Option<ApplyState>)],
-    now: chrono::NaiveDateTime,
 ) -> StoreResult<()> {
     for (id, kind, scope) in pending {
         let Some(kind) = kind else {
@@ -498,8 +523,8 @@ pub(super) fn settle(
             (
                 reqs::status.eq(status),
                 reqs::result.eq(result),
-                reqs::completed_at.eq(Some(now)),
-                reqs::updated_at.eq(datetime(now)),
+                reqs::completed_at.eq(db::now().nullable()),
+                reqs::updated_at.eq(db::now()),
             ),
         )
         .execute(conn)?;

@@ -14,7 +14,8 @@ use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyOperationId, LeaseToken, OperationLease};
 use crate::schema::apply_operations;
 use crate::state::{
-    clears_lease, is_cancellable, is_failure, is_stoppable, ApplyState, ControlRequestKind,
+    automatic_retry_left, clears_lease, is_cancellable, is_failure, is_stoppable, ApplyState,
+    ControlRequestKind,
 };
 
 /// Who is writing an operation row, and so which rows an UPDATE may touch.
@@ -400,7 +401,7 @@ fn budget_exhausted(
         .first(conn)
         .optional()?;
     Ok(match attempt {
-        Some(attempt) if attempt >= locked.row.max_attempts => {
+        Some(attempt) if !automatic_retry_left(attempt, locked.row.max_attempts) => {
             Some(format!("retry budget exhausted after {attempt} attempts"))
         }
         _ => None,

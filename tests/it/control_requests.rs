@@ -51,7 +51,156 @@ backend_tests!(
     pending_requests_lists_what_covers_the_held_operation,
     a_holder_cannot_move_on_an_operation_an_operator_settled,
     one_cutover_claim_completes_the_operations_and_the_whole_apply_request,
+    a_cutover_with_nothing_left_to_cut_over_is_stored_completed_when_recorded,
+    a_pending_cutover_whose_operations_settle_otherwise_completes,
+    an_operators_retry_leads_to_an_attempt_with_a_retry_budget_of_zero,
+    requests_carried_out_when_recorded_are_never_completed_before_they_were_created,
 );
+
+fn a_cutover_with_nothing_left_to_cut_over_is_stored_completed_when_recorded(db: &TestDb) {
+    let conn = &mut db.conn();
+    let apply_id = apply(conn, true);
+    let ids: Vec<ApplyOperationId> = ["east", "west"]
+        .into_iter()
+        .map(|d| {
+            apply_operations::insert(
+                conn,
+                &applyops::models::NewApplyOperation::new(apply_id, d)
+                    .with_cutover_policy(Parallel),
+            )
+            .unwrap()
+        })
+        .collect();
+    for &id in &ids {
+        force_started(conn, id);
+        force_state(conn, id, ApplyState::WaitingForCutover);
+    }
+    // The operator cuts east over; the claim takes it.
+    let first = request(conn, apply_id, Some(ids[0]), Kind::Cutover);
+    let cut = claim_cutover(conn, "w").unwrap();
+    assert_eq!((cut.operation.id, cut.kind), (ids[0], ClaimKind::Cutover));
+    assert_eq!(status(conn, first), ControlRequestStatus::Completed);
+    // A second cutover of the deployment already cutting over has nothing to do: completed.
+    let again = ask(conn, apply_id, Some(ids[0]), Kind::Cutover, None).unwrap();
+    assert_ne!(again.id, first);
+    assert_eq!(again.status, ControlRequestStatus::Completed);
+    assert!(again.completed_at.is_some_and(|at| at >= again.created_at));
+    assert_eq!(
+        state(conn, ids[0]),
+        ApplyState::CuttingOver,
+        "nothing moved"
+    );
+    // Once both are cut over and completed, a whole-apply cutover has nothing to do either.
+    leases::mark_completed(conn, &cut.lease).unwrap();
+    request(conn, apply_id, Some(ids[1]), Kind::Cutover);
+    let west = claim_cutover(conn, "w").unwrap();
+    leases::mark_completed(conn, &west.lease).unwrap();
+    let whole = ask(conn, apply_id, None, Kind::Cutover, None).unwrap();
+    assert_eq!(whole.status, ControlRequestStatus::Completed);
+    assert_eq!(whole.result, None);
+    assert!(control_requests::list_pending(conn, apply_id)
+        .unwrap()
+        .is_empty());
+}
+
+fn a_pending_cutover_whose_operations_settle_otherwise_completes(db: &TestDb) {
+    let conn = &mut db.conn();
+    let apply_id = apply(conn, true);
+    let id = apply_operations::insert(
+        conn,
+        &applyops::models::NewApplyOperation::new(apply_id, "only"),
+    )
+    .unwrap();
+    force_started(conn, id);
+    force_state(conn, id, ApplyState::Running);
+    let cutover = request(conn, apply_id, Some(id), Kind::Cutover);
+    assert_eq!(status(conn, cutover), ControlRequestStatus::Pending);
+    request(conn, apply_id, Some(id), Kind::Cancel);
+    assert_eq!(state(conn, id), ApplyState::Cancelled);
+    let stored = stored(conn, cutover);
+    assert_eq!(
+        (stored.status, stored.result),
+        (ControlRequestStatus::Completed, None),
+        "nothing is left to cut over: done, not failed"
+    );
+}
+
+fn an_operators_retry_leads_to_an_attempt_with_a_retry_budget_of_zero(db: &TestDb) {
+    let conn = &mut db.conn();
+    let (apply_id, ids, held) = held_rollout(conn, 1, Rolling, Halt);
+    set_max_attempts(conn, apply_id, 0);
+    // With no budget, a worker's retryable failure is stored failed.
+    leases::update_state(conn, &held.lease, ApplyState::FailedRetryable).unwrap();
+    assert_eq!(state(conn, ids[0]), ApplyState::Failed);
+    let retry = ask(conn, apply_id, Some(ids[0]), Kind::Retry, None).unwrap();
+    assert_eq!(retry.status, ControlRequestStatus::Completed);
+    assert_eq!(state(conn, ids[0]), ApplyState::FailedRetryable);
+    assert_eq!(
+        applies::get(conn, apply_id).unwrap().unwrap().state,
+        ApplyState::FailedRetryable
+    );
+    crate::invariants::progress_possible(conn, apply_id).unwrap();
+    assert_eq!(
+        applies::blockers(conn, apply_id).unwrap(),
+        vec![(ids[0], applies::Blocker::Claimable)]
+    );
+    let retried = claim(conn, "w").expect("the operator's retry leads to an attempt");
+    assert_eq!(
+        (
+            retried.operation.id,
+            retried.kind,
+            retried.operation.attempt
+        ),
+        (ids[0], ClaimKind::Retry, 1)
+    );
+    // The budget still bounds the automatic retries: the next retryable failure is final.
+    leases::update_state(conn, &retried.lease, ApplyState::FailedRetryable).unwrap();
+    assert_eq!(state(conn, ids[0]), ApplyState::Failed);
+    assert!(claim(conn, "w").is_none());
+    assert_eq!(
+        applies::get(conn, apply_id).unwrap().unwrap().state,
+        ApplyState::Failed
+    );
+}
+
+fn requests_carried_out_when_recorded_are_never_completed_before_they_were_created(db: &TestDb) {
+    let conn = &mut db.conn();
+    let (apply_id, ids) = rollout(conn, 3, Parallel, Pause);
+    // A release and a retry are carried out when recorded; a stop or cancel with nothing to do, or
+    // whose scope nobody drives, completes in the refresh of the same transaction.
+    let (_, held) = {
+        let claimed = claim(conn, "w").unwrap();
+        (claimed.operation.id, claimed)
+    };
+    leases::mark_failed(conn, &held.lease, "boom").unwrap();
+    let mut recorded = vec![
+        ask(conn, apply_id, None, Kind::Release, None).unwrap(),
+        ask(conn, apply_id, Some(held.operation.id), Kind::Retry, None).unwrap(),
+        ask(conn, apply_id, Some(ids[2]), Kind::Stop, None).unwrap(),
+        ask(conn, apply_id, Some(ids[2]), Kind::Start, None).unwrap(),
+        ask(conn, apply_id, Some(ids[1]), Kind::Cancel, None).unwrap(),
+    ];
+    recorded.push(ask(conn, apply_id, Some(ids[1]), Kind::Stop, None).unwrap());
+    for request in &recorded {
+        let stored = stored(conn, request.id);
+        assert_eq!(
+            stored.status,
+            ControlRequestStatus::Completed,
+            "{:?} {:?}",
+            stored.kind,
+            stored.apply_operation_id
+        );
+        let completed = stored.completed_at.unwrap();
+        assert!(
+            completed >= stored.created_at && stored.updated_at >= stored.created_at,
+            "{:?}: created {}, updated {}, completed {completed}",
+            stored.kind,
+            stored.created_at,
+            stored.updated_at
+        );
+    }
+    crate::invariants::assert_timestamps_ordered(conn);
+}
 
 fn a_holder_cannot_move_on_an_operation_an_operator_settled(db: &TestDb) {
     let conn = &mut db.conn();

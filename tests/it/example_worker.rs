@@ -404,7 +404,17 @@ fn operators_requests_interleaved_into_an_eight_worker_drain_all_finish(db: &Tes
         Kind::Cutover,
     ];
     let mut recorded = 0;
-    for _ in 0..500 {
+    // Checked along the way, in snapshots of what the workers and operators committed: an apply
+    // whose state promises progress always has something that will move.
+    let mut checker = db.conn();
+    let mut stuck = Vec::new();
+    for step in 0..500 {
+        if step % 25 == 0 {
+            stuck.extend(crate::invariants::progress_possible_in_one_snapshot(
+                &mut checker,
+                &apply_ids,
+            ));
+        }
         let apply_id = apply_ids[dice.below(apply_ids.len())];
         let ops = apply_operations::list_by_apply(conn, apply_id).unwrap();
         let op = &ops[dice.below(ops.len())];
@@ -438,6 +448,7 @@ fn operators_requests_interleaved_into_an_eight_worker_drain_all_finish(db: &Tes
         recorded > 100,
         "the operators got requests through: {recorded}"
     );
+    assert_eq!(stuck, Vec::<String>::new(), "applies promising progress");
     // Wind down: cancel whatever is unsettled (what is cutting over or in its window finishes).
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
@@ -497,4 +508,5 @@ fn operators_requests_interleaved_into_an_eight_worker_drain_all_finish(db: &Tes
             ControlRequestStatus::Completed | ControlRequestStatus::Failed
         )));
     }
+    crate::invariants::assert_timestamps_ordered(conn);
 }

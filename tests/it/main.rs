@@ -26,6 +26,7 @@ mod example_worker;
 mod explain;
 mod failed_statements;
 mod hardening;
+mod invariants;
 mod leases;
 mod lost_commit;
 mod migrations;

@@ -372,6 +372,7 @@ fn check_invariants(conn: &mut DbConnection, fleet: &Fleet, apply_ids: &[ApplyId
         .filter(|op| op.state.is_active())
         .collect();
     assert!(live.is_empty(), "nothing is left mid-flight: {live:?}");
+    crate::invariants::assert_timestamps_ordered(conn);
 }
 
 backend_tests!(

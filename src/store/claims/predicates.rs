@@ -398,14 +398,19 @@ pub(super) fn concurrency_gate() -> _ {
     cap.is_null().or(cap_again.gt(driven_siblings()))
 }
 
-/// **The retry budget**: the row's `attempt` is below its apply's `max_attempts`.
+/// **The retry budget**: the row's `attempt` is below its apply's `max_attempts`, or it is 0. An
+/// operator's retry resets `attempt` to 0, and it always leads to an attempt, whatever the budget
+/// (`max_attempts = 0` included); a worker's `failed_retryable` write with no attempt left under the
+/// budget stores `failed` instead ([`crate::state::automatic_retry_left`]), so `attempt` 0 in
+/// `failed_retryable` with a budget of 0 only ever comes from an operator.
 #[diesel::dsl::auto_type]
 pub(super) fn retry_budget_left() -> _ {
-    applies::table
+    let first: i32 = 0;
+    ops::attempt.eq(first).nullable().or(applies::table
         .filter(applies::id.eq(ops::apply_id))
         .select(applies::max_attempts)
         .single_value()
-        .gt(ops::attempt.nullable())
+        .gt(ops::attempt.nullable()))
 }
 
 /// **Start**, the part of the rule that is its own: `pending`, past the start order and the failure
