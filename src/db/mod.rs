@@ -67,4 +67,6 @@ pub(crate) use transaction::{
     in_transaction, is_cluster_node, load_union_all, retry_contention, retry_fenced_write,
     serialized_write, write_lock_is_database_wide, TransactionOutcome,
 };
-pub(crate) use unique_key::{is_unique_violation_of, UniqueKey, ViolatedKey};
+pub(crate) use unique_key::{
+    is_unique_violation_of, is_unreadable_unique_violation, UniqueKey, ViolatedKey,
+};

@@ -84,6 +84,23 @@ pub(crate) fn is_unique_violation_of(
     violated.is_some_and(|violated| key.matches(&violated))
 }
 
+/// True when `err` is a unique violation whose message names no key this build can read: the
+/// session's `lc_messages` was changed after connecting (a caller's own SQL), so the server answers
+/// in another language. The error code still says it is a duplicate; the caller confirms which key
+/// with a lookup, as it would for SQLite's single reported key.
+pub(crate) fn is_unreadable_unique_violation(conn: &DbConnection, err: &DieselError) -> bool {
+    let DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) = err else {
+        return false;
+    };
+    let violated = match conn {
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(_) => mysql::violated_key(info.message()),
+        #[cfg(feature = "sqlite")]
+        DbConnection::Sqlite(_) => sqlite::violated_key(info.message()),
+    };
+    violated.is_none()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,12 +53,19 @@ pub(super) fn insert_row(conn: &mut DbConnection, new: &NewApply) -> StoreResult
             applies::updated_at.eq(now),
         ))
         .execute(conn);
+    let exists = || StoreError::ApplyExists {
+        apply_identifier: new.apply_identifier.clone(),
+    };
     match inserted {
         Ok(_) => Ok(ApplyId(db::last_insert_id(conn)?)),
-        Err(err) if db::is_unique_violation_of(conn, &err, &IDENTIFIER_KEY) => {
-            Err(StoreError::ApplyExists {
-                apply_identifier: new.apply_identifier.clone(),
-            })
+        Err(err) if db::is_unique_violation_of(conn, &err, &IDENTIFIER_KEY) => Err(exists()),
+        // A duplicate whose message names no key (another message language): the identifier's
+        // lookup says whether it was this key, as `apply_operations::insert` confirms its own.
+        Err(err)
+            if db::is_unreadable_unique_violation(conn, &err)
+                && get_by_identifier(conn, &new.apply_identifier)?.is_some() =>
+        {
+            Err(exists())
         }
         Err(err) => Err(err.into()),
     }

@@ -77,7 +77,11 @@ pub(crate) fn busy_or(
     environment: &str,
     deployments: &[&str],
 ) -> StoreError {
-    if !db::is_unique_violation_of(conn, &err, &TARGET_KEY) {
+    // A duplicate whose message names no key (another message language) may be this key: the
+    // holder's lookup below decides.
+    if !db::is_unique_violation_of(conn, &err, &TARGET_KEY)
+        && !db::is_unreadable_unique_violation(conn, &err)
+    {
         return err.into();
     }
     for deployment in deployments {

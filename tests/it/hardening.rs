@@ -354,6 +354,56 @@ fn mysql_a_duplicate_is_recognised_whatever_the_servers_message_language() {
     );
 }
 
+/// A caller's own SQL can change the session's message language after connecting: every duplicate
+/// the store names (an apply's identifier, an operation's deployment, a busy target) is still
+/// recognised, the same way in each (the key's lookup confirms what the message no longer says).
+#[test]
+fn mysql_duplicates_are_recognised_after_the_session_changed_its_message_language() {
+    use applyops::models::{NewRollout, NewRolloutOperation};
+    let db = TestDb::new(Kind::Mysql);
+    let conn = &mut db.conn();
+    let DbConnection::Mysql(inner) = conn else {
+        unreachable!("a MySQL test database")
+    };
+    inner
+        .batch_execute("SET SESSION lc_messages = 'de_DE'")
+        .unwrap();
+    let new = NewApply::new("dup", "shop", "production", "east");
+    applies::insert(conn, &new).unwrap();
+    // The server does answer in German now: the raw duplicate names no key the store can read.
+    let raw = diesel::insert_into(applies_table::table)
+        .values((
+            applies_table::apply_identifier.eq("dup"),
+            applies_table::database_name.eq("shop"),
+            applies_table::environment.eq("production"),
+            applies_table::deployment.eq("east"),
+            applies_table::state.eq(ApplyState::Pending),
+            applies_table::created_at.eq(datetime(chrono::Utc::now().naive_utc())),
+            applies_table::updated_at.eq(datetime(chrono::Utc::now().naive_utc())),
+        ))
+        .execute(conn)
+        .unwrap_err()
+        .to_string();
+    assert!(!raw.contains("Duplicate entry"), "{raw}");
+    let err = applies::insert(conn, &new).unwrap_err();
+    assert!(matches!(err, StoreError::ApplyExists { .. }), "{err}");
+    let apply_id = applies::get_by_identifier(conn, "dup").unwrap().unwrap().id;
+    apply_operations::insert(conn, &NewApplyOperation::new(apply_id, "east")).unwrap();
+    let err =
+        apply_operations::insert(conn, &NewApplyOperation::new(apply_id, "east")).unwrap_err();
+    assert!(
+        matches!(err, StoreError::ApplyOperationExists { .. }),
+        "{err}"
+    );
+    let busy = NewRollout::new("other", "shop", "production", "tester")
+        .operation(NewRolloutOperation::new("east"));
+    let err = applies::create_rollout(conn, &busy).unwrap_err();
+    assert!(
+        matches!(err, StoreError::TargetBusy { apply_id: holder, .. } if holder == apply_id),
+        "{err}"
+    );
+}
+
 /// Migrations name their lock after the current database: a URL without one is said to be the
 /// problem, instead of "timed out waiting for another runner".
 #[test]
