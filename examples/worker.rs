@@ -207,6 +207,9 @@ fn run(cfg: Config) -> Result<(), Box<dyn Error>> {
         .or_else(|_| std::fs::read_to_string("/proc/sys/kernel/hostname"))
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "localhost".into());
+    // The lease owner is a name operators read: a host name holding control characters (or
+    // anything else not printable) is escaped, as the store refuses such names.
+    let host: String = host.escape_debug().collect();
     let owner_prefix = format!("{host}-{}", std::process::id());
     let seeded = seed(&store, cfg.seed, &owner_prefix)?;
 
@@ -707,7 +710,7 @@ fn summarize(sh: &Shared, seeded: &[ApplyId]) -> Result<(), Box<dyn Error>> {
         for op in sh.store.apply_operations().list_by_apply(apply_id)? {
             if op.lease_owner.starts_with(&ours) {
                 stranded += 1;
-                error!(op = %op.id, state = %op.state, owner = %op.lease_owner, "still leased to us");
+                error!(op = %op.id, state = %op.state, owner = ?op.lease_owner, "still leased to us");
             }
             if seeded.contains(&apply_id) {
                 *seeded_states.entry(op.state.to_string()).or_default() += 1;

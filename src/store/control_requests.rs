@@ -58,7 +58,7 @@ use aggregate::LockedApply;
 pub fn request(conn: &mut DbConnection, new: &NewControlRequest) -> StoreResult<ControlRequest> {
     validate::required_name("requested_by", &new.requested_by)?;
     if let Some(reason) = &new.reason {
-        validate::text("reason", reason, false)?;
+        validate::text("reason", reason, false, validate::TextKind::Written)?;
     }
     db::retry_contention(conn, |conn| {
         db::apply_transaction(conn, |conn| {
@@ -585,7 +585,7 @@ pub fn complete(conn: &mut DbConnection, id: ControlRequestId) -> StoreResult<()
 /// reason is kept), stamping `completed_at` once. Failing a completed request is
 /// [`StoreError::ControlRequestResolved`].
 pub fn fail(conn: &mut DbConnection, id: ControlRequestId, result: &str) -> StoreResult<()> {
-    validate::text("result", result, true)?;
+    validate::text("result", result, true, validate::TextKind::Quoted)?;
     resolve(conn, id, ControlRequestStatus::Failed, Some(result))
 }
 

@@ -11,10 +11,16 @@ use crate::models::{ApplyId, ApplyOperationId, NewApply, NewRollout, Rollout};
 use crate::schema::{apply_operations as ops, tasks};
 use crate::state::ApplyState;
 
-/// The most operations one rollout may have, and the most tasks one operation may have.
+/// The most operations one rollout may have.
 pub const MAX_ROLLOUT_OPERATIONS: usize = 1_000;
 /// The most tasks one operation of a rollout may have.
 pub const MAX_OPERATION_TASKS: usize = 1_000;
+/// The most tasks a rollout has in all: a rollout is written (and read back) in one transaction, and
+/// a schema change of more statements than this is several changes.
+pub const MAX_ROLLOUT_TASKS: usize = 10_000;
+/// The most DDL a rollout carries in all, in bytes (16 MiB): with [`MAX_ROLLOUT_TASKS`], what bounds
+/// the transaction that writes it and every read of its tasks.
+pub const MAX_ROLLOUT_DDL_BYTES: usize = 16 * 1024 * 1024;
 
 /// The most rows one multi-row INSERT carries. With at most 11 bound values per row, a chunk stays far
 /// below MySQL's 65,535 placeholders and SQLite's 32,766 variables.
@@ -28,9 +34,11 @@ const CHUNK_BYTES: usize = 4 << 20;
 /// transaction, and returns it as stored, with every id: either all of it is written or none of it.
 ///
 /// Validated before any SQL ([`StoreError::InvalidInput`] naming the field): no operations, more
-/// than 1,000 operations or 1,000 tasks in one operation, two operations for one deployment, an empty
-/// or over-long name, an empty DDL, a `max_concurrency` outside 1..=1,000 or a `max_attempts` outside
-/// 0..=1,000.
+/// than [`MAX_ROLLOUT_OPERATIONS`] operations, [`MAX_OPERATION_TASKS`] tasks in one operation,
+/// [`MAX_ROLLOUT_TASKS`] tasks or [`MAX_ROLLOUT_DDL_BYTES`] of DDL in all, two operations for one
+/// deployment, an empty or over-long name, a name holding a control character, an empty DDL or one
+/// holding a control character other than tabs and line breaks, a `max_concurrency` outside
+/// 1..=1,000 or a `max_attempts` outside 0..=1,000.
 ///
 /// Errors: [`StoreError::ApplyExists`] when the identifier is taken (checked first: it wins over a busy
 /// target); [`StoreError::TargetBusy`] naming the holder when another apply holds one of the
@@ -75,6 +83,28 @@ fn check(new: &NewRollout) -> StoreResult<()> {
             ),
         ));
     }
+    let tasks: usize = new.operations.iter().map(|op| op.tasks.len()).sum();
+    if tasks > MAX_ROLLOUT_TASKS {
+        return Err(StoreError::invalid(
+            "operations.tasks",
+            format!("{tasks} tasks in all; a rollout has at most {MAX_ROLLOUT_TASKS}"),
+        ));
+    }
+    let ddl_bytes: usize = new
+        .operations
+        .iter()
+        .flat_map(|op| &op.tasks)
+        .map(|task| task.ddl.len())
+        .sum();
+    if ddl_bytes > MAX_ROLLOUT_DDL_BYTES {
+        return Err(StoreError::invalid(
+            "operations.tasks.ddl",
+            format!(
+                "{ddl_bytes} bytes of DDL in all; a rollout carries at most \
+                 {MAX_ROLLOUT_DDL_BYTES} (16 MiB)"
+            ),
+        ));
+    }
     let mut seen = HashMap::with_capacity(new.operations.len());
     for (index, operation) in new.operations.iter().enumerate() {
         let at = |err: StoreError| at_operation(index, err);
@@ -102,7 +132,13 @@ fn check(new: &NewRollout) -> StoreResult<()> {
         for task in &operation.tasks {
             validate::required_varchar("operations.tasks.table_name", &task.table_name)
                 .map_err(at)?;
-            validate::text("operations.tasks.ddl", &task.ddl, true).map_err(at)?;
+            validate::text(
+                "operations.tasks.ddl",
+                &task.ddl,
+                true,
+                validate::TextKind::Written,
+            )
+            .map_err(at)?;
         }
     }
     Ok(())

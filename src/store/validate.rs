@@ -26,7 +26,10 @@ pub(crate) fn required_varchar(field: &'static str, value: &str) -> StoreResult<
     optional_varchar(field, value)
 }
 
-/// An optional short text: at most 255 characters (empty allowed).
+/// An optional short text: at most 255 characters (empty allowed), none of them a control
+/// character ([`no_control_characters`]): every short text the store keeps is a name an operator
+/// reads (identifiers, databases, environments, deployments, targets, table names, who asked, lease
+/// owners, external ids).
 pub(crate) fn optional_varchar(field: &'static str, value: &str) -> StoreResult<()> {
     let chars = value.chars().count();
     if chars > MAX_VARCHAR_CHARS {
@@ -35,7 +38,33 @@ pub(crate) fn optional_varchar(field: &'static str, value: &str) -> StoreResult<
             format!("is {chars} characters long; at most {MAX_VARCHAR_CHARS} fit"),
         ));
     }
-    Ok(())
+    no_control_characters(field, value, &[])
+}
+
+/// Refuses a control character (Unicode category Cc: C0 including NUL, DEL, C1) other than those in
+/// `allowed`, naming the first one found and where: such characters are what terminal escape
+/// sequences are made of, and PostgreSQL refuses NUL in text.
+fn no_control_characters(field: &'static str, value: &str, allowed: &[char]) -> StoreResult<()> {
+    match value
+        .chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control() && !allowed.contains(c))
+    {
+        None => Ok(()),
+        Some((at, c)) => Err(StoreError::invalid(
+            field,
+            format!(
+                "holds the control character U+{:04X} at character {}; {}",
+                u32::from(c),
+                at + 1,
+                if allowed.is_empty() {
+                    "a name holds none (C0, C1, DEL)"
+                } else {
+                    "only tabs and line breaks are allowed"
+                }
+            ),
+        )),
+    }
 }
 
 /// A name that identifies something to operators (a lease owner): 1 to 255 characters, not blank.
@@ -101,8 +130,25 @@ pub(crate) fn blob(field: &'static str, value: &[u8]) -> StoreResult<()> {
     Ok(())
 }
 
-/// A long text: at most 65,535 bytes of UTF-8; `required` also rejects the empty string.
-pub(crate) fn text(field: &'static str, value: &str, required: bool) -> StoreResult<()> {
+/// What a long text may hold besides printable characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TextKind {
+    /// Written by a person (DDL, an operator's reason): tabs and line breaks, no other control
+    /// character.
+    Written,
+    /// Quoted from elsewhere (an error message, a request's result): anything but NUL, which no
+    /// backend keeps alike (PostgreSQL refuses it). Shown escaped by the CLI.
+    Quoted,
+}
+
+/// A long text: at most 65,535 bytes of UTF-8 holding what `kind` allows; `required` also rejects
+/// the empty string.
+pub(crate) fn text(
+    field: &'static str,
+    value: &str,
+    required: bool,
+    kind: TextKind,
+) -> StoreResult<()> {
     if required && value.is_empty() {
         return Err(StoreError::invalid(field, "must not be empty"));
     }
@@ -115,7 +161,14 @@ pub(crate) fn text(field: &'static str, value: &str, required: bool) -> StoreRes
             ),
         ));
     }
-    Ok(())
+    match kind {
+        TextKind::Written => no_control_characters(field, value, &['\t', '\n', '\r']),
+        TextKind::Quoted if value.contains('\0') => Err(StoreError::invalid(
+            field,
+            "holds NUL (U+0000), which no text column keeps",
+        )),
+        TextKind::Quoted => Ok(()),
+    }
 }
 
 /// An apply's concurrency cap: `None` (unlimited) or 1 to 1,000.
@@ -263,9 +316,10 @@ mod tests {
     }
 
     #[test]
-    fn key_text_rejects_a_trailing_space_only() {
+    fn key_text_rejects_a_trailing_space_and_control_characters() {
         assert!(key_varchar("f", " east").is_ok());
-        assert!(key_varchar("f", "east\t").is_ok());
+        // A trailing tab is a control character, refused in every name (it was a valid key once).
+        assert!(key_varchar("f", "east\t").is_err());
         let err = key_varchar("deployment", "east ").unwrap_err();
         assert!(
             err.to_string()
@@ -285,23 +339,70 @@ mod tests {
 
     #[test]
     fn lookups_and_inserts_agree_on_what_a_key_can_be() {
-        for value in ["east", " east", "east\t", "é"] {
+        for value in ["east", " east", "é"] {
             assert!(is_storable_key(value));
             assert!(key_varchar("deployment", value).is_ok());
         }
-        for value in ["", "east ", &"x".repeat(256)] {
+        for value in ["", "east ", "east\t", &"x".repeat(256)] {
             assert!(!is_storable_key(value));
             assert!(key_varchar("deployment", value).is_err());
         }
     }
 
     #[test]
+    fn names_refuse_every_control_character() {
+        for bad in [
+            "a\u{1b}[2J",
+            "nul\0",
+            "del\u{7f}",
+            "c1\u{9b}31m",
+            "tab\t",
+            "line\n",
+        ] {
+            let err = required_varchar("deployment", bad).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    StoreError::InvalidInput {
+                        field: "deployment",
+                        ..
+                    }
+                ),
+                "{bad:?}"
+            );
+            assert!(!is_storable_key(bad));
+        }
+        assert!(required_varchar("deployment", "eu-west-1 ünïcødé ✓").is_ok());
+    }
+
+    #[test]
+    fn written_text_keeps_tabs_and_line_breaks_and_quoted_text_refuses_only_nul() {
+        let ddl = "ALTER TABLE t\n\tADD c INT;\r\n";
+        assert!(text("ddl", ddl, true, TextKind::Written).is_ok());
+        for bad in ["a\u{1b}]0;title\u{7}", "nul\0", "\u{85}"] {
+            assert!(
+                text("ddl", bad, true, TextKind::Written).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(text(
+            "error_message",
+            "\u{1b}[31mred\u{1b}[0m",
+            true,
+            TextKind::Quoted
+        )
+        .is_ok());
+        assert!(text("error_message", "nul\0", true, TextKind::Quoted).is_err());
+    }
+
+    #[test]
     fn text_limit_counts_bytes() {
-        assert!(text("f", &"a".repeat(MAX_TEXT_BYTES), true).is_ok());
-        assert!(text("f", &"a".repeat(MAX_TEXT_BYTES + 1), true).is_err());
+        let written = TextKind::Written;
+        assert!(text("f", &"a".repeat(MAX_TEXT_BYTES), true, written).is_ok());
+        assert!(text("f", &"a".repeat(MAX_TEXT_BYTES + 1), true, written).is_err());
         // 21,846 three-byte characters are 65,538 bytes.
-        assert!(text("f", &"€".repeat(21_846), true).is_err());
-        assert!(text("f", "", false).is_ok());
-        assert!(text("f", "", true).is_err());
+        assert!(text("f", &"€".repeat(21_846), true, written).is_err());
+        assert!(text("f", "", false, written).is_ok());
+        assert!(text("f", "", true, written).is_err());
     }
 }

@@ -438,7 +438,7 @@ pub(super) fn write_failed(
     writer: Writer<'_>,
     message: &str,
 ) -> StoreResult<()> {
-    validate::text("error_message", message, true)?;
+    validate::text("error_message", message, true, validate::TextKind::Quoted)?;
     write_completion(conn, writer, ApplyState::Failed, Some(message))
 }
 

@@ -216,6 +216,24 @@ fn create_rollout_validates_every_field_before_any_sql(db: &TestDb) {
             })),
             "operations.tasks",
         ),
+        // 11 operations of 1,000 tasks each: within every operation's limit, over the rollout's.
+        (
+            (0..11).fold(NewRollout::new("v", "shop", "production", "t"), |r, d| {
+                r.operation(
+                    (0..1_000).fold(NewRolloutOperation::new(format!("d{d}")), |o, t| {
+                        o.task(format!("t{t}"), "ALTER TABLE t ADD c INT")
+                    }),
+                )
+            }),
+            "operations.tasks",
+        ),
+        // 300 tasks of 60,000 bytes: each fits its column, 18 MB in all does not fit a rollout.
+        (
+            ok().operation((0..300).fold(NewRolloutOperation::new("big"), |o, t| {
+                o.task(format!("t{t}"), "x".repeat(60_000))
+            })),
+            "operations.tasks.ddl",
+        ),
         (
             ok().operation(NewRolloutOperation::new("e").task("t", "")),
             "operations.tasks.ddl",

@@ -146,7 +146,45 @@ backend_tests!(
     exit_when_idle_waits_out_a_dead_workers_lease_and_finishes_its_work,
     a_worker_killed_mid_copy_is_resumed_from_its_checkpoint,
     operators_requests_interleaved_into_an_eight_worker_drain_all_finish,
+    a_host_name_with_control_characters_is_escaped_in_lease_owners_and_logs,
 );
+
+/// The lease owner comes from `$HOSTNAME`, which anyone who runs a worker can set: one holding a
+/// terminal escape sequence and a line break is escaped into a printable owner name (the store
+/// refuses control characters in names), and nothing the worker prints holds a control character
+/// but the line ends.
+fn a_host_name_with_control_characters_is_escaped_in_lease_owners_and_logs(db: &TestDb) {
+    let output = Command::new(worker_binary())
+        .args(["--database-url", db.url()])
+        .args(DRAIN_SEEDED)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "debug")
+        .env("HOSTNAME", "evil\u{1b}]0;pwned\u{7}\nINFO fake line")
+        .output()
+        .expect("run the example worker");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(assert_all_completed_and_unleased(db) > 0);
+    for text in [&stdout, &stderr] {
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "a control character reached the output:\n{text}"
+        );
+        assert!(
+            !text.lines().any(|line| line.starts_with("INFO fake line")),
+            "a forged line:\n{text}"
+        );
+    }
+    // The owners it claimed under, as its startup line names them: escaped, printable.
+    let logged = format!("{stdout}{stderr}");
+    assert!(
+        logged.contains(r"evil\u{1b}]0;pwned\u{7}\nINFO fake line-"),
+        "{logged}"
+    );
+}
 
 fn the_example_worker_drains_its_seeded_applies(db: &TestDb) {
     let stdout = run_worker_ok(db.url(), &DRAIN_SEEDED);

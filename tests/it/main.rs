@@ -30,6 +30,7 @@ mod invariants;
 mod leases;
 mod lost_commit;
 mod migrations;
+mod names;
 mod operator_cli;
 mod pool;
 mod private_server;
