@@ -288,6 +288,12 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[source] diesel::result::Error),
 
+    /// The disk that holds the database is full: the write failed and nothing of it was stored
+    /// (SQLite rolls the transaction back), or a connection could not be opened. It goes through
+    /// once space is freed. The source is what the database said.
+    #[error("the disk holding the database is full; nothing was written ({0})")]
+    DiskFull(#[source] Box<dyn std::error::Error + Send + Sync>),
+
     /// The database lacks migrations this version of applyops needs: it was never migrated, or only
     /// partly. See [`crate::db::ensure_migrated`].
     #[error(

@@ -201,7 +201,15 @@ pub fn statements_succeeded(conn: &DbConnection) -> u64 {
 /// as unknown database errors, by message only).
 pub fn is_connection_lost(err: &StoreError) -> bool {
     match err {
-        StoreError::Database(diesel::result::Error::DatabaseError(_, info)) => {
+        StoreError::Database(err) => lost_connection(err),
+        _ => false,
+    }
+}
+
+/// [`is_connection_lost`] of a Diesel error.
+pub(crate) fn lost_connection(err: &diesel::result::Error) -> bool {
+    match err {
+        diesel::result::Error::DatabaseError(_, info) => {
             let message = info.message().to_ascii_lowercase();
             message.starts_with("lost connection to") || message.contains("server has gone away")
         }

@@ -8,7 +8,7 @@ use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 
 use super::{ConnectOptions, ViolatedKey};
-use crate::error::StoreResult;
+use crate::error::{StoreError, StoreResult};
 
 /// The SQLite migration tree (`migrations/sqlite`).
 pub(super) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -19,14 +19,27 @@ define_sql_function! {
 }
 
 pub(super) fn connect(path: &str, options: &ConnectOptions) -> StoreResult<SqliteConnection> {
-    let mut conn = SqliteConnection::establish(path)?;
-    // PRAGMA values cannot be bound; this is an integer we computed, not caller text.
-    // At most i32::MAX: ConnectOptions::check ran first.
-    let busy_ms = options.sqlite_busy_timeout.as_millis();
-    conn.batch_execute(&format!("PRAGMA busy_timeout = {busy_ms};"))?;
-    // WAL lets readers run while one connection writes. An in-memory database ignores it.
-    switch_to_wal(&mut conn, options.sqlite_busy_timeout)?;
-    Ok(conn)
+    let opened = (|| -> StoreResult<SqliteConnection> {
+        let mut conn = SqliteConnection::establish(path)?;
+        // PRAGMA values cannot be bound; this is an integer we computed, not caller text.
+        // At most i32::MAX: ConnectOptions::check ran first.
+        let busy_ms = options.sqlite_busy_timeout.as_millis();
+        conn.batch_execute(&format!("PRAGMA busy_timeout = {busy_ms};"))?;
+        // WAL lets readers run while one connection writes. An in-memory database ignores it.
+        switch_to_wal(&mut conn, options.sqlite_busy_timeout)?;
+        Ok(conn)
+    })();
+    // Opening writes too (the WAL and its index): on a full disk that is a "disk I/O error".
+    opened.map_err(|err| {
+        let file = std::path::Path::new(path.strip_prefix("file:").unwrap_or(path));
+        let said = err.to_string();
+        let io = said.contains("disk I/O error") || said.contains("database or disk is full");
+        if io && filesystem_is_full(file) {
+            StoreError::DiskFull(Box::new(err))
+        } else {
+            err
+        }
+    })
 }
 
 /// Sets WAL journaling, retrying within the busy timeout. While a new database is still in rollback
@@ -51,6 +64,46 @@ fn switch_to_wal(conn: &mut SqliteConnection, busy_timeout: Duration) -> QueryRe
 
 pub(super) fn last_insert_id(conn: &mut SqliteConnection) -> QueryResult<i64> {
     diesel::select(last_insert_rowid()).get_result(conn)
+}
+
+/// True when `err` says the disk holding the database is full: SQLite's `SQLITE_FULL` ("database or
+/// disk is full", what a write that cannot get space reports), or an I/O error met while the
+/// database's filesystem has no room left (growing the WAL index on a full disk is reported as a
+/// "disk I/O error").
+pub(super) fn is_disk_full(conn: &mut SqliteConnection, err: &diesel::result::Error) -> bool {
+    let diesel::result::Error::DatabaseError(_, info) = err else {
+        return false;
+    };
+    match info.message() {
+        "database or disk is full" => true,
+        "disk I/O error" => database_file(conn).is_some_and(|file| filesystem_is_full(&file)),
+        _ => false,
+    }
+}
+
+/// The main database's file, or `None` for an in-memory one.
+fn database_file(conn: &mut SqliteConnection) -> Option<std::path::PathBuf> {
+    #[derive(QueryableByName)]
+    struct Database {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        file: String,
+    }
+    let databases: Vec<Database> = diesel::sql_query("PRAGMA database_list").load(conn).ok()?;
+    databases
+        .into_iter()
+        .find(|db| db.name == "main" && !db.file.is_empty())
+        .map(|db| db.file.into())
+}
+
+/// True when the filesystem holding `file` has less room left than SQLite needs for a page of its
+/// write-ahead log (64 KiB, comfortably above the largest page size in use here).
+fn filesystem_is_full(file: &std::path::Path) -> bool {
+    const ROOM_FOR_A_WRITE: u64 = 64 * 1024;
+    let dir = file.parent().unwrap_or(file);
+    rustix::fs::statvfs(dir)
+        .is_ok_and(|fs| fs.f_bavail.saturating_mul(fs.f_frsize) < ROOM_FOR_A_WRITE)
 }
 
 /// Reads `UNIQUE constraint failed: t.a, t.b` into its `(table, column)` pairs. SQLite names columns,

@@ -64,9 +64,36 @@ where
     F: FnOnce(&mut DbConnection) -> StoreResult<T>,
 {
     if write_lock_is_database_wide(conn) {
-        write_transaction(conn, f)
+        let written = write_transaction(conn, f);
+        written.map_err(|err| storage_error(conn, err))
     } else {
         f(conn)
+    }
+}
+
+/// `err`, as [`StoreError::DiskFull`] when it says the database's disk is full (see
+/// `sqlite::is_disk_full`): a write's error, whatever statement met it.
+fn storage_error(conn: &mut DbConnection, err: StoreError) -> StoreError {
+    match err {
+        #[cfg(feature = "sqlite")]
+        StoreError::Database(source) if is_disk_full(conn, &source) => {
+            StoreError::DiskFull(Box::new(source))
+        }
+        other => {
+            let _ = conn;
+            other
+        }
+    }
+}
+
+/// True when `err`, met on `conn`, says the disk holding the database is full. Only SQLite reports
+/// it to the client (a MySQL server waits for space instead).
+#[cfg(feature = "sqlite")]
+fn is_disk_full(conn: &mut DbConnection, err: &DieselError) -> bool {
+    match conn {
+        DbConnection::Sqlite(inner) => super::sqlite::is_disk_full(inner, err),
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(_) => false,
     }
 }
 
@@ -123,15 +150,35 @@ where
     match f(conn) {
         Ok(value) => match Manager::commit_transaction(conn) {
             Ok(()) => Ok(TransactionOutcome::Committed(value)),
-            // A COMMIT refused as a lost race (a Galera node's certification failure, reported as
-            // a deadlock) was rolled back: a known outcome, the caller's to retry.
-            Err(error) if is_lost_race(&error) => Err(StoreError::Database(error)),
-            Err(error) => Ok(TransactionOutcome::Unknown { value, error }),
+            // The connection failed after COMMIT was sent: the server may have committed. Only a
+            // server at the other end of a connection leaves that open; SQLite runs in this
+            // process, and a COMMIT it refuses (a full disk, say) is rolled back.
+            Err(error) if commit_outcome_unknown(conn, &error) => {
+                Ok(TransactionOutcome::Unknown { value, error })
+            }
+            // Refused with an answer (a Galera node's certification failure, reported as a
+            // deadlock; a full disk): rolled back, a known outcome.
+            Err(error) => Err(storage_error(conn, StoreError::Database(error))),
         },
         Err(err) => match Manager::rollback_transaction(conn) {
-            Ok(()) | Err(DieselError::BrokenTransactionManager) => Err(err),
+            Ok(()) | Err(DieselError::BrokenTransactionManager) => Err(storage_error(conn, err)),
             Err(rollback_err) => Err(rollback_err.into()),
         },
+    }
+}
+
+/// True when a COMMIT that failed with `error` may still have committed: the connection to the
+/// server failed before its answer arrived. A COMMIT the server answered with an error (a lost
+/// race, a full disk) was rolled back, and SQLite, in this process, always answers.
+fn commit_outcome_unknown(conn: &DbConnection, error: &DieselError) -> bool {
+    match conn {
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(_) => !is_lost_race(error) && super::connection::lost_connection(error),
+        #[cfg(feature = "sqlite")]
+        DbConnection::Sqlite(_) => {
+            let _ = error;
+            false
+        }
     }
 }
 

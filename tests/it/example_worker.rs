@@ -21,7 +21,7 @@ use crate::harness::TestDb;
 /// The example binary, built once per test run with the Cargo that runs the tests (`cargo test` builds
 /// examples under hashed names only, so the plain `target/debug/examples/worker` may be missing or
 /// stale). Fast when it is up to date.
-fn worker_binary() -> PathBuf {
+pub fn worker_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {

@@ -21,6 +21,7 @@ mod concurrency;
 mod control_requests;
 mod cutover;
 mod datetime_range;
+mod disk_full;
 mod errors;
 mod example_worker;
 mod explain;
