@@ -284,6 +284,24 @@ pub enum StoreError {
     #[error("could not read the operating system's random source: {0}")]
     Random(String),
 
+    /// A write to an operation (a leased write, or an operator's) may or may not have taken effect:
+    /// the connection failed after its COMMIT (or its single statement) was sent, before the answer
+    /// came. Every such write is idempotent under its lease: repeating it is safe, and ends in
+    /// success or in its own error (`LeaseLost` once the lease is gone). [`crate::Store`]'s leased
+    /// writes and heartbeat repeat it themselves on a live connection, and return this only when
+    /// that fails the same way.
+    #[error(
+        "a write to apply operation {operation_id} may or may not have taken effect: the connection \
+         failed before its answer came ({source}); repeat it (it is idempotent under the lease)"
+    )]
+    WriteOutcomeUnknown {
+        /// The operation written.
+        operation_id: ApplyOperationId,
+        /// What the connection reported instead of the answer.
+        #[source]
+        source: diesel::result::Error,
+    },
+
     /// The database reported an error (including a lost or killed connection).
     #[error("database error: {0}")]
     Database(#[source] diesel::result::Error),

@@ -96,8 +96,8 @@ impl Store {
     }
 
     /// Runs `call` on a pooled connection and, when its first statement finds the connection lost
-    /// (see the type's docs), once more on a new one; the dead connection is dropped, not returned
-    /// to the pool.
+    /// (see the type's docs), once more on a live one ([`Store::live_connection`]); the dead
+    /// connection is dropped, not returned to the pool.
     fn with_connection<T>(
         &self,
         mut call: impl FnMut(&mut DbConnection) -> StoreResult<T>,
@@ -110,11 +110,77 @@ impl Store {
             {
                 db::discard_on_return(&mut conn);
                 drop(conn);
-                tracing::debug!(error = %err, "the pooled connection was dead; once more on a new one");
-                call(&mut *self.connection()?)
+                tracing::debug!(error = %err, "the pooled connection was dead; once more on a live one");
+                call(&mut *self.live_connection()?)
             }
             other => other,
         }
+    }
+
+    /// Runs `call`, a write to operation `operation_id` that is idempotent under its lease, like
+    /// [`Store::with_connection`]; when its outcome is unknown (the connection failed after the write
+    /// was sent: [`StoreError::WriteOutcomeUnknown`], or a lost connection after its first
+    /// statement), runs it once more on a live connection, which either finds it done (a repeat under
+    /// the lease succeeds) or does it. `settled` tells, on that connection, whether a write whose
+    /// repeat says `LeaseLost` had taken effect (a write that clears the lease cannot be repeated
+    /// under it). Only when the repeat fails the same way is the outcome
+    /// [`StoreError::WriteOutcomeUnknown`].
+    fn resolving_lost_write<T>(
+        &self,
+        operation_id: ApplyOperationId,
+        mut call: impl FnMut(&mut DbConnection) -> StoreResult<T>,
+        settled: impl FnOnce(&mut DbConnection) -> StoreResult<Option<T>>,
+    ) -> StoreResult<T> {
+        let unknown = |err: &StoreError| {
+            matches!(err, StoreError::WriteOutcomeUnknown { .. }) || db::is_connection_lost(err)
+        };
+        let first = self.with_connection(&mut call);
+        let Err(err) = first else {
+            return first;
+        };
+        if !unknown(&err) {
+            return Err(err);
+        }
+        tracing::debug!(error = %err, "a write's answer was lost; once more on a live connection");
+        let mut conn = self.live_connection()?;
+        let again = match call(&mut conn) {
+            Err(StoreError::LeaseLost { .. }) => match settled(&mut conn)? {
+                Some(done) => Ok(done),
+                None => Err(StoreError::LeaseLost { operation_id }),
+            },
+            other => other,
+        };
+        match again {
+            Err(err) if unknown(&err) => {
+                db::discard_on_return(&mut conn);
+                Err(match err {
+                    StoreError::WriteOutcomeUnknown { .. } => err,
+                    StoreError::Database(source) => StoreError::WriteOutcomeUnknown {
+                        operation_id,
+                        source,
+                    },
+                    other => other,
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// A pooled connection that answers a ping. After a call found its connection dead, the others
+    /// in the pool may be dead too (a server restart, a failover or a `KILL` storm closes them
+    /// together) and a checkout hands out one used within `ping_after_idle` without a ping: each is
+    /// pinged here, and a dead one dropped, until a live one is found, at most as many times as the
+    /// pool has connections, and then a new one is opened by the pool (a connection checked out
+    /// after the pool dropped them all).
+    fn live_connection(&self) -> StoreResult<PooledConnection> {
+        for _ in 0..self.pool.max_size() {
+            let mut conn = self.connection()?;
+            if db::ping(&mut conn).is_ok() {
+                return Ok(conn);
+            }
+            db::discard_on_return(&mut conn);
+        }
+        self.connection()
     }
 
     /// Runs pending migrations (see [`db::run_migrations`]).
@@ -240,7 +306,8 @@ impl Store {
         LeasedHandle { store: self, lease }
     }
 
-    /// Renews `lease`: see [`leases::heartbeat`].
+    /// Renews `lease`: see [`leases::heartbeat`]. A renewal whose answer was lost is repeated on a
+    /// live connection (see [`LeasedHandle`]).
     #[tracing::instrument(
         name = "store.heartbeat",
         level = "debug",
@@ -248,7 +315,12 @@ impl Store {
         fields(operation_id = %lease.operation_id)
     )]
     pub fn heartbeat(&self, lease: &mut OperationLease) -> StoreResult<NaiveDateTime> {
-        self.with_connection(|conn| leases::heartbeat(conn, lease))
+        let operation_id = lease.operation_id;
+        self.resolving_lost_write(
+            operation_id,
+            |conn| leases::heartbeat(conn, lease),
+            |_| Ok(None),
+        )
     }
 
     /// Gives `lease`'s operation up: see [`leases::release`].
@@ -359,19 +431,52 @@ macro_rules! handle {
                         $($arg = ?$arg),*
                     )
                     .entered();
-                    self.store
-                        .with_connection(|conn| $module::$name(conn, self.lease, $($arg),*))
+                    self.store.resolving_lost_write(
+                        self.lease.operation_id,
+                        |conn| $module::$name(conn, self.lease, $($arg),*),
+                        |_| Ok(None),
+                    )
                 }
             )+
         }
     };
 }
 
+impl LeasedHandle<'_> {
+    /// See [`leases::update_state`]. A write whose answer was lost is resolved as the type's docs
+    /// say.
+    pub fn update_state(&self, state: ApplyState) -> StoreResult<()> {
+        let _span = tracing::debug_span!(
+            "leased.update_state",
+            operation_id = %self.lease.operation_id,
+            state = ?state
+        )
+        .entered();
+        self.store.resolving_lost_write(
+            self.lease.operation_id,
+            |conn| leases::update_state(conn, self.lease, state),
+            |conn| {
+                let done = crate::state::clears_lease(state)
+                    && leases::is_unheld_in(conn, self.lease, state)?;
+                Ok(done.then_some(()))
+            },
+        )
+    }
+}
+
 handle! {
     /// [`crate::store::leases`] writes through one lease, on pooled connections. The lease's token is
     /// never recorded in a span.
+    ///
+    /// **A write whose answer is lost** (the connection failed after it was sent, so it may have
+    /// taken effect: [`StoreError::WriteOutcomeUnknown`]) is repeated once on a live connection:
+    /// every write here is idempotent under the lease, so the repeat finds it done or does it, and
+    /// returns success or the write's own error. A write of a state that clears the lease
+    /// ([`update_state`](LeasedHandle::update_state) to `pending`, `stopped`, `paused` or
+    /// `failed_retryable`) cannot be repeated under it: its repeat checks that the operation is in that
+    /// state with nobody holding it. Only a repeat that fails the same way returns
+    /// [`StoreError::WriteOutcomeUnknown`].
     LeasedHandle => leases through lease {
-        fn update_state(state: ApplyState) -> ();
         fn mark_started() -> ();
         fn mark_completed() -> ();
         fn mark_failed(message: &str) -> ();

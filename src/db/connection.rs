@@ -206,12 +206,16 @@ pub fn is_connection_lost(err: &StoreError) -> bool {
     }
 }
 
-/// [`is_connection_lost`] of a Diesel error.
+/// [`is_connection_lost`] of a Diesel error (a failed COMMIT whose rollback failed too is judged by
+/// the COMMIT's error).
 pub(crate) fn lost_connection(err: &diesel::result::Error) -> bool {
     match err {
         diesel::result::Error::DatabaseError(_, info) => {
             let message = info.message().to_ascii_lowercase();
             message.starts_with("lost connection to") || message.contains("server has gone away")
+        }
+        diesel::result::Error::RollbackErrorOnCommit { commit_error, .. } => {
+            lost_connection(commit_error)
         }
         _ => false,
     }

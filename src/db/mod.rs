@@ -51,7 +51,9 @@ pub use migrations::{
     revert_last_migration, run_migrations, run_migrations_with, MigrationOptions,
 };
 pub use now::{now, now_when_read, now_when_read_plus, DbNow, DbNowWhenRead, DbNowWhenReadPlus};
-pub use pool::{pool, ConnectionManager, DbPool, PoolConfig, PooledConnection, MAX_POOL_DURATION};
+pub use pool::{
+    ping, pool, ConnectionManager, DbPool, PoolConfig, PooledConnection, MAX_POOL_DURATION,
+};
 pub(crate) use reuse::{cached_update, none_of, one_of, CachedUpdate};
 pub use transaction::{discard_on_return, write_transaction};
 pub use url::{redact_url, DatabaseUrl};

@@ -172,6 +172,15 @@ impl r2d2::ManageConnection for ConnectionManager {
     }
 }
 
+/// Checks that `conn` still talks to its server: one round trip on MySQL (`SELECT 1`), nothing on
+/// SQLite (no server can drop it).
+pub fn ping(conn: &mut DbConnection) -> StoreResult<()> {
+    match super::connection::idle_for(conn) {
+        Some(_) => conn.ping().map_err(StoreError::from),
+        None => Ok(()),
+    }
+}
+
 /// Builds a pool for `url` and opens its first `min_idle` connections, so a wrong URL or an unreachable
 /// server fails here rather than at the first query.
 ///

@@ -263,6 +263,27 @@ pub fn is_held(conn: &mut DbConnection, lease: &OperationLease) -> StoreResult<b
     )
 }
 
+/// True when operation `lease.operation_id` is in `state` and nobody holds it (no token). One SELECT.
+/// For a write of a state that clears the lease (`pending`, `stopped`, `paused`,
+/// `failed_retryable`) whose answer was lost: repeating it meets no lease, so this tells whether
+/// the operation is where the write was taking it.
+pub fn is_unheld_in(
+    conn: &mut DbConnection,
+    lease: &OperationLease,
+    state: ApplyState,
+) -> StoreResult<bool> {
+    validate::lease(lease)?;
+    let none: &'static str = "";
+    Ok(ops::table
+        .find(lease.operation_id)
+        .filter(ops::state.eq(state))
+        .filter(ops::lease_token.eq(none))
+        .select(ops::id)
+        .first::<ApplyOperationId>(conn)
+        .optional()?
+        .is_some())
+}
+
 /// Gives the operation up: clears owner, token and expiry, keeping the state, so any worker can claim
 /// it at once (as recovery, resume or retry, whichever its state calls for). The lease is spent: a
 /// second release, like any other write through it, is [`StoreError::LeaseLost`].

@@ -179,8 +179,8 @@ fn write_with_refresh(
     mut write: impl FnMut(&mut DbConnection, Option<&LockedApply>) -> StoreResult<()>,
 ) -> StoreResult<()> {
     writer.check()?;
-    db::retry_fenced_write(conn, |conn| {
-        db::apply_transaction(conn, |conn| {
+    let outcome = db::retry_fenced_write(conn, |conn| {
+        db::claim_transaction(conn, |conn| {
             let locked = aggregate::lock_apply_of(conn, writer.operation_id())?;
             write(conn, locked.as_ref())?;
             if let Some(locked) = &locked {
@@ -188,7 +188,16 @@ fn write_with_refresh(
             }
             Ok(())
         })
-    })
+    })?;
+    match outcome {
+        db::TransactionOutcome::Committed(()) => Ok(()),
+        // COMMIT was sent and its answer lost with the connection: the caller repeats it (every
+        // write here is idempotent under the lease, and an operator's writes the same values).
+        db::TransactionOutcome::Unknown { error, .. } => Err(StoreError::WriteOutcomeUnknown {
+            operation_id: writer.operation_id(),
+            source: error,
+        }),
+    }
 }
 
 /// The changeset of [`unleased`].

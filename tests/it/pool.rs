@@ -200,6 +200,42 @@ fn mysql_a_read_through_the_store_survives_a_connection_killed_just_after_use() 
     }
 }
 
+/// A server restart or a `KILL` storm closes every pooled connection at once, and each was used
+/// within `ping_after_idle`, so checkouts hand them out unpinged: a call that finds one dead runs
+/// once more on a connection that answers, never on the next dead one.
+#[test]
+fn mysql_after_every_pooled_connection_was_killed_each_call_gets_a_live_one() {
+    let db = TestDb::new(Kind::Mysql);
+    let config = PoolConfig {
+        min_idle: Some(4),
+        ..small(4)
+    };
+    let store = Store::open(db.url(), config).unwrap();
+    crate::fixtures::ensure_apply(&mut db.conn(), ApplyId(1));
+    for round in 0..3 {
+        // Every connection of the pool in use at once, then back to the pool: all recently used.
+        let mut held: Vec<_> = (0..4).map(|_| store.connection().unwrap()).collect();
+        let ids: Vec<i64> = held
+            .iter_mut()
+            .map(|conn| int(conn, "SELECT CAST(CONNECTION_ID() AS SIGNED) AS value"))
+            .collect();
+        drop(held);
+        let admin = &mut admin_connection();
+        for id in &ids {
+            admin
+                .batch_execute(&format!("KILL CONNECTION {id}"))
+                .unwrap();
+        }
+        for call in 0..3 {
+            let read = store.applies().get(ApplyId(1));
+            assert!(
+                matches!(read, Ok(Some(_))),
+                "round {round}, call {call}: {read:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn an_in_memory_sqlite_database_cannot_be_pooled() {
     for url in [":memory:", "sqlite://:memory:"] {
