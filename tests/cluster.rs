@@ -682,13 +682,10 @@ fn a_node_killed_mid_drain_rejoins_by_ist_and_nothing_is_lost() {
     eprintln!("view of 2 after {view:?}");
     // Let the survivors write for a while, then restart the node: it rejoins by IST.
     std::thread::sleep(Duration::from_secs(3));
-    let config = cluster_dir().join("node3/my.cnf");
-    // In the background, outliving this test: scripts/cluster.sh stops it with the others.
-    let restarted = Command::new("sh")
-        .arg("-c")
-        .arg(r#""$0" --defaults-file="$1" >/dev/null 2>&1 &"#)
-        .arg("/usr/sbin/mariadbd")
-        .arg(&config)
+    // In the background, outliving this test, with the cluster's settings: scripts/cluster.sh
+    // stops it with the others.
+    let restarted = Command::new(cluster_dir().join("node3/start"))
+        .stdout(std::process::Stdio::null())
         .status()
         .expect("restart node 2");
     assert!(restarted.success(), "restart node 2: {restarted}");

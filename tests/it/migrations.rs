@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use crate::backend_tests;
 use crate::harness::{schema_snapshot, table_exists, tables, Kind, TestDb};
 
-const VERSIONS: [&str; 12] = [
+const VERSIONS: [&str; 13] = [
     "20261124000001",
     "20261124000002",
     "20261124000003",
@@ -24,6 +24,7 @@ const VERSIONS: [&str; 12] = [
     "20261205000001",
     "20261205000002",
     "20261205000003",
+    "20261207000001",
 ];
 const TABLES: [&str; 4] = [
     "applies",
@@ -43,10 +44,12 @@ enum Added {
     NoPadCollations,
     /// An index of a table.
     Index(&'static str, &'static str),
+    /// The indexed generated columns are STORED (MySQL; SQLite keeps them VIRTUAL).
+    StoredGeneratedColumns,
 }
 
 /// What each migration adds, in VERSIONS order.
-const ADDED_BY_MIGRATION: [Added; 12] = [
+const ADDED_BY_MIGRATION: [Added; 13] = [
     Added::Table("applies"),
     Added::Table("apply_operations"),
     Added::Table("tasks"),
@@ -59,6 +62,7 @@ const ADDED_BY_MIGRATION: [Added; 12] = [
     Added::Index("apply_operations", "apply_operations_external_id_key"),
     Added::Column("apply_control_requests", "releases_through"),
     Added::Index("apply_operations", "apply_operations_lease_expiry_idx"),
+    Added::StoredGeneratedColumns,
 ];
 
 /// True while what migration `index` adds is present; `None` where it changes nothing observable on
@@ -79,6 +83,25 @@ fn added_by_migration_exists(conn: &mut applyops::DbConnection, index: usize) ->
                 Some(collations.iter().all(|(_, _, collation)| {
                     collation == "utf8mb4_nopad_bin" || collation == "utf8mb4_0900_bin"
                 }))
+            }
+            applyops::DbConnection::Sqlite(_) => None,
+        },
+        Added::StoredGeneratedColumns => match conn {
+            applyops::DbConnection::Mysql(_) => {
+                #[derive(QueryableByName)]
+                struct Stored {
+                    #[diesel(sql_type = diesel::sql_types::BigInt)]
+                    n: i64,
+                }
+                let stored: Stored = diesel::sql_query(
+                    "SELECT COUNT(*) AS n FROM information_schema.COLUMNS \
+                     WHERE TABLE_SCHEMA = DATABASE() AND EXTRA LIKE '%STORED%' AND \
+                     ((TABLE_NAME = 'apply_operations' AND COLUMN_NAME = 'claimable') OR \
+                      (TABLE_NAME = 'apply_control_requests' AND COLUMN_NAME = 'pending_scope'))",
+                )
+                .get_result(conn)
+                .unwrap();
+                Some(stored.n == 2)
             }
             applyops::DbConnection::Sqlite(_) => None,
         },
@@ -185,13 +208,13 @@ backend_tests!(
     the_request_revision_numbers_failures_and_completes_pending_releases,
 );
 
-/// Revision 2's migration (the newest) numbers existing failures per apply in claim order, gives the
+/// Revision 2's migration numbers existing failures per apply in claim order, gives the
 /// apply the last number, completes a release still pending from revision 1 with that number (so it
 /// keeps releasing the failures it released before), and clears leases left on pending operations.
 fn the_request_revision_numbers_failures_and_completes_pending_releases(db: &TestDb) {
     use applyops::schema::{applies, apply_control_requests as reqs, apply_operations as ops};
     let conn = &mut db.conn();
-    for version in ["20261205000003", "20261205000002"] {
+    for version in ["20261207000001", "20261205000003", "20261205000002"] {
         assert_eq!(
             db::revert_last_migration(conn).unwrap().as_deref(),
             Some(version)
@@ -216,7 +239,7 @@ fn the_request_revision_numbers_failures_and_completes_pending_releases(db: &Tes
     }
     assert_eq!(
         db::run_migrations(conn).unwrap(),
-        ["20261205000002", "20261205000003"]
+        ["20261205000002", "20261205000003", "20261207000001"]
     );
     let seqs: Vec<(i64, Option<i64>)> = ops::table
         .order(ops::id)
@@ -289,11 +312,12 @@ fn before_the_target_key(conn: &mut applyops::DbConnection, second_state: &str) 
 }
 
 /// The target-key migration and those after it, oldest first.
-const AFTER_THE_TARGET_KEY: [&str; 4] = [
+const AFTER_THE_TARGET_KEY: [&str; 5] = [
     "20261125000006",
     "20261205000001",
     "20261205000002",
     "20261205000003",
+    "20261207000001",
 ];
 
 fn the_target_key_migration_refuses_targets_held_twice_and_changes_nothing(db: &TestDb) {
