@@ -302,6 +302,22 @@ pub enum StoreError {
         source: diesel::result::Error,
     },
 
+    /// The MySQL server did not answer in time: opening a connection took longer than its
+    /// `connect_timeout`, or a statement waited longer than its `read_timeout` for an answer (see
+    /// [`crate::db::ConnectOptions`]). A timed-out statement's connection is closed; a write's
+    /// outcome is then unknown, as with a lost connection.
+    #[error(
+        "{operation} timed out after {} ms: the MySQL server did not answer{}",
+        .after.as_millis(),
+        if *.operation == TimedOut::Read { "; the connection was closed" } else { "" }
+    )]
+    Timeout {
+        /// What timed out.
+        operation: TimedOut,
+        /// The timeout that passed.
+        after: std::time::Duration,
+    },
+
     /// The database reported an error (including a lost or killed connection).
     #[error("database error: {0}")]
     Database(#[source] diesel::result::Error),
@@ -326,6 +342,34 @@ pub enum StoreError {
     },
 }
 
+/// What a [`StoreError::Timeout`] timed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimedOut {
+    /// Opening a connection (`connect_timeout`).
+    Connect,
+    /// Waiting for a statement's answer (`read_timeout`).
+    Read,
+}
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TimedOut::Connect => "connecting to the database",
+            TimedOut::Read => "waiting for the answer to a statement",
+        })
+    }
+}
+
+/// The message of the Diesel error a connection reports for a statement its read timeout cut off
+/// ([`StoreError::from`] turns it into [`StoreError::Timeout`]): Diesel's errors carry no type of
+/// ours, so the connection and this module agree on this text.
+#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+pub(crate) fn read_timed_out_message(after: std::time::Duration) -> String {
+    format!("{READ_TIMED_OUT}{} ms", after.as_millis())
+}
+
+const READ_TIMED_OUT: &str = "applyops: no answer within the read timeout of ";
+
 impl StoreError {
     /// Shorthand for [`StoreError::InvalidInput`].
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
@@ -344,6 +388,19 @@ impl From<diesel::result::Error> for StoreError {
         if let diesel::result::Error::DeserializationError(source) = &err {
             if let Some(unknown) = source.downcast_ref::<UnknownValue>() {
                 return unknown.clone().into();
+            }
+        }
+        if let diesel::result::Error::DatabaseError(_, info) = &err {
+            if let Some(ms) = info
+                .message()
+                .strip_prefix(READ_TIMED_OUT)
+                .and_then(|rest| rest.strip_suffix(" ms"))
+                .and_then(|ms| ms.parse().ok())
+            {
+                return StoreError::Timeout {
+                    operation: TimedOut::Read,
+                    after: std::time::Duration::from_millis(ms),
+                };
             }
         }
         StoreError::Database(err)

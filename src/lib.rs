@@ -68,7 +68,7 @@ pub mod state;
 pub mod store;
 
 pub use db::{DbConnection, DbPool, PoolConfig};
-pub use error::{StoreError, StoreResult};
+pub use error::{StoreError, StoreResult, TimedOut};
 pub use facade::{
     AppliesHandle, ApplyOperationsHandle, ControlRequestsHandle, LeasedHandle, Store, TasksHandle,
 };

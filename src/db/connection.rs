@@ -119,7 +119,26 @@ pub struct ConnectOptions {
     /// under many concurrent writers SQLite's busy handler (which is not fair) can keep one waiting
     /// for seconds.
     pub sqlite_busy_timeout: Duration,
+    /// MySQL only: how long opening a connection (TCP connect, handshake, session setup) may take
+    /// before it fails with [`StoreError::Timeout`]. `None` waits as long as the operating system
+    /// does. Default 10 s.
+    pub connect_timeout: Option<Duration>,
+    /// MySQL only: how long a statement may wait for the server's answer (sending it included)
+    /// before its connection is closed and the call fails with [`StoreError::Timeout`]: a frozen
+    /// server (`SIGSTOP`, a hung host whose TCP stack still answers) otherwise blocks a call for
+    /// ever. It must exceed the longest lock wait a statement may meet (`innodb_lock_wait_timeout`,
+    /// 50 s by default). Migrations run without it (a long `ALTER TABLE` is not a frozen server).
+    /// Applies to TCP connections; a connection over a Unix socket has none. `None` waits for ever.
+    /// Default 60 s.
+    pub read_timeout: Option<Duration>,
 }
+
+/// The default [`ConnectOptions::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default [`ConnectOptions::read_timeout`]: above InnoDB's default lock wait (50 s), which a
+/// statement of the store may legitimately meet.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The longest SQLite busy timeout: SQLite takes it in milliseconds as a C `int`.
 pub const MAX_SQLITE_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
@@ -134,6 +153,22 @@ impl ConnectOptions {
                 format!("must be at most {} ms", MAX_SQLITE_BUSY_TIMEOUT.as_millis()),
             ));
         }
+        for (field, timeout) in [
+            ("connect_timeout", self.connect_timeout),
+            ("read_timeout", self.read_timeout),
+        ] {
+            if let Some(timeout) = timeout {
+                if timeout < Duration::from_millis(1) || timeout > super::MAX_POOL_DURATION {
+                    return Err(StoreError::invalid(
+                        field,
+                        format!(
+                            "must be 1 ms to {} s (None waits for ever)",
+                            super::MAX_POOL_DURATION.as_secs()
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -142,6 +177,8 @@ impl Default for ConnectOptions {
     fn default() -> Self {
         ConnectOptions {
             sqlite_busy_timeout: Duration::from_secs(30),
+            connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
+            read_timeout: Some(DEFAULT_READ_TIMEOUT),
         }
     }
 }
@@ -172,7 +209,7 @@ pub fn establish_with(url: &str, options: &ConnectOptions) -> StoreResult<DbConn
     let parsed = DatabaseUrl::parse(url)?;
     match parsed {
         #[cfg(feature = "mysql")]
-        DatabaseUrl::Mysql(url) => Ok(DbConnection::Mysql(mysql::connect(&url)?)),
+        DatabaseUrl::Mysql(url) => Ok(DbConnection::Mysql(mysql::connect(&url, options)?)),
         #[cfg(feature = "sqlite")]
         DatabaseUrl::Sqlite(path) => {
             url::check_sqlite_directory(&path)?;

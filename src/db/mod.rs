@@ -36,12 +36,15 @@ mod sqlite;
 mod transaction;
 mod unique_key;
 mod url;
+#[cfg(feature = "mysql")]
+mod watchdog;
 
 #[cfg(feature = "mysql")]
 pub use connection::MysqlConn;
 pub use connection::{
     establish, establish_with, is_connection_lost, statements_succeeded, Backend, ConnectOptions,
-    DbConnection, MultiBackend, MAX_SQLITE_BUSY_TIMEOUT,
+    DbConnection, MultiBackend, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT,
+    MAX_SQLITE_BUSY_TIMEOUT,
 };
 pub use migration_plan::{
     ensure_migrated, pending_migrations, preview_revert, revert_last_migration_checked, Dropped,

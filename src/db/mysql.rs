@@ -9,8 +9,9 @@ use diesel::sql_types::{Integer, Nullable, Text};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 
 use super::mysql_connection::MysqlConn;
-use super::ViolatedKey;
-use crate::error::{StoreError, StoreResult};
+use super::watchdog::Watch;
+use super::{ConnectOptions, ViolatedKey};
+use crate::error::{StoreError, StoreResult, TimedOut};
 
 /// The MySQL/MariaDB migration tree (`migrations/mysql`, the one `diesel.toml` points at).
 pub(super) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
@@ -70,14 +71,140 @@ define_sql_function! {
 /// than `ping_after_idle` (5 s by default) at checkout, so one the server closed is replaced.
 const CLUSTER_SESSION_SETUP: &str = "SET SESSION wsrep_sync_wait = 1, wait_timeout = 20";
 
-pub(super) fn connect(url: &str) -> StoreResult<MysqlConn> {
+/// Opens a connection with applyops' session settings, within `options.connect_timeout`, and
+/// watches its socket for `options.read_timeout` (see `db::watchdog`).
+///
+/// With a connect timeout, the whole opening (TCP connect, handshake, session setup, finding the
+/// socket) runs on a thread of its own, and the caller stops waiting for it after the timeout with
+/// [`StoreError::Timeout`]: Diesel gives no access to libmariadb's connect timeout, and its default
+/// waits for ever on a server that accepts connections but does not answer. That thread ends when
+/// the server answers or the operating system gives up on the connection; what it opened late is
+/// closed.
+pub(super) fn connect(url: &str, options: &ConnectOptions) -> StoreResult<MysqlConn> {
+    let Some(timeout) = options.connect_timeout else {
+        return open(url, options.read_timeout);
+    };
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let (url, read_timeout) = (url.to_owned(), options.read_timeout);
+    std::thread::Builder::new()
+        .name("applyops-connect".into())
+        .spawn(move || {
+            // The caller may have stopped waiting: a connection it no longer wants is closed.
+            let _ = sender.send(open(&url, read_timeout));
+        })
+        .map_err(|err| {
+            StoreError::Connect(diesel::ConnectionError::BadConnection(format!(
+                "could not start the connecting thread: {err}"
+            )))
+        })?;
+    match receiver.recv_timeout(timeout) {
+        Ok(opened) => opened,
+        Err(_) => Err(StoreError::Timeout {
+            operation: TimedOut::Connect,
+            after: timeout,
+        }),
+    }
+}
+
+/// [`connect`]'s work: the connection, its session settings and its read timeout's watch.
+fn open(url: &str, read_timeout: Option<Duration>) -> StoreResult<MysqlConn> {
     let mut conn = MysqlConnection::establish(url)?;
     conn.batch_execute(SESSION_SETUP)?;
-    if is_galera_node(&mut conn)? {
+    let cluster_node = is_galera_node(&mut conn)?;
+    if cluster_node {
         conn.batch_execute(CLUSTER_SESSION_SETUP)?;
-        return Ok(MysqlConn::new(conn).on_cluster_node());
     }
-    Ok(MysqlConn::new(conn))
+    let watch = match read_timeout {
+        Some(timeout) => find_socket(&mut conn, url)?.map(|fd| Watch::new(fd, timeout)),
+        None => None,
+    };
+    let mut conn = MysqlConn::new(conn);
+    if let Some(watch) = watch {
+        conn = conn.watched(watch);
+    }
+    Ok(if cluster_node {
+        conn.on_cluster_node()
+    } else {
+        conn
+    })
+}
+
+/// This connection's TCP socket: the one whose peer is the URL's server and whose local port is the
+/// port the server reports for this session. `None` over a Unix socket (or when it cannot be told).
+fn find_socket(conn: &mut MysqlConnection, url: &str) -> StoreResult<Option<std::os::fd::RawFd>> {
+    #[derive(QueryableByName)]
+    struct Client {
+        #[diesel(sql_type = Nullable<Text>)]
+        host: Option<String>,
+    }
+    let Some(servers) = server_addresses(url) else {
+        return Ok(None);
+    };
+    let client: Client = diesel::sql_query(
+        "SELECT HOST AS host FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()",
+    )
+    .get_result(conn)?;
+    let port = client
+        .host
+        .as_deref()
+        .and_then(|host| host.rsplit_once(':'))
+        .and_then(|(_, port)| port.parse::<u16>().ok());
+    Ok(port.and_then(|port| super::watchdog::find_socket(&servers, port)))
+}
+
+/// The addresses the URL's host and port resolve to, or `None` when the URL names a Unix socket or
+/// `localhost` (which libmariadb reaches through the default Unix socket).
+fn server_addresses(url: &str) -> Option<Vec<std::net::SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    let rest = url.split_once("://")?.1;
+    if rest.contains("unix_socket=") {
+        return None;
+    }
+    let authority = rest.split(['/', '?']).next()?;
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(bracketed) => {
+            let (host, after) = bracketed.split_once(']')?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match host_port.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        },
+    };
+    if host.is_empty() || host.eq_ignore_ascii_case("localhost") {
+        return None;
+    }
+    let port: u16 = port.map_or(Some(3306), |port| port.parse().ok())?;
+    let host = percent_decoded(host);
+    Some((host.as_str(), port).to_socket_addrs().ok()?.collect())
+}
+
+/// `text` with its `%XX` escapes decoded (a host in a URL may be percent-encoded).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// True when the server is a node of a Galera cluster (`wsrep_on` is `ON`). A server without the

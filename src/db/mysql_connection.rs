@@ -22,6 +22,7 @@
 //! Everything else is Diesel's `MysqlConnection`, which this dereferences to.
 
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diesel::connection::{
@@ -33,7 +34,9 @@ use diesel::migration::MigrationConnection;
 use diesel::mysql::{Mysql, MysqlConnection};
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::r2d2::R2D2Connection;
-use diesel::result::{ConnectionResult, Error as DieselError, QueryResult};
+use diesel::result::{ConnectionResult, DatabaseErrorKind, Error as DieselError, QueryResult};
+
+use super::watchdog::Watch;
 
 /// Diesel's `MysqlConnection` with what a store's round trips need on top, which it dereferences
 /// to:
@@ -58,6 +61,10 @@ pub struct MysqlConn {
     stale_statements: bool,
     /// The statement cache's size as last set (Diesel's default, unbounded, until then).
     cache_size: CacheSize,
+    /// The read timeout's watch of this connection's socket (`None`: no read timeout).
+    watch: Option<Arc<Watch>>,
+    /// A statement was cut off by the read timeout: the socket is shut down for good.
+    timed_out: bool,
 }
 
 impl MysqlConn {
@@ -70,6 +77,42 @@ impl MysqlConn {
             cluster_node: false,
             stale_statements: false,
             cache_size: CacheSize::Unbounded,
+            watch: None,
+            timed_out: false,
+        }
+    }
+
+    /// Enforces `watch`'s read timeout on every statement of this connection.
+    pub(super) fn watched(mut self, watch: Arc<Watch>) -> Self {
+        self.watch = Some(watch);
+        self
+    }
+
+    /// The read timeout enforced on this connection's statements, if any.
+    pub fn read_timeout(&self) -> Option<Duration> {
+        self.watch.as_ref().map(|watch| watch.timeout())
+    }
+
+    /// Runs one statement (or batch) under the read timeout: its error, if the timeout cut it off, is
+    /// the timeout's.
+    fn timed<T>(
+        &mut self,
+        run: impl FnOnce(&mut MysqlConnection) -> QueryResult<T>,
+    ) -> QueryResult<T> {
+        let Some(watch) = self.watch.clone() else {
+            return run(&mut self.inner);
+        };
+        watch.arm();
+        let result = run(&mut self.inner);
+        if watch.disarm() {
+            self.timed_out = true;
+        }
+        match result {
+            Err(_) if self.timed_out => Err(DieselError::DatabaseError(
+                DatabaseErrorKind::Unknown,
+                Box::new(crate::error::read_timed_out_message(watch.timeout())),
+            )),
+            other => other,
         }
     }
 
@@ -124,11 +167,22 @@ impl MysqlConn {
     }
 }
 
+impl Drop for MysqlConn {
+    fn drop(&mut self) {
+        // Before the socket is closed: the watchdog must never shut down a descriptor number this
+        // connection no longer owns.
+        if let Some(watch) = &self.watch {
+            watch.release();
+        }
+    }
+}
+
 impl std::fmt::Debug for MysqlConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MysqlConn")
             .field("idle_for", &self.idle_for())
             .field("prepares_transactions", &self.prepares_transactions)
+            .field("read_timeout", &self.read_timeout())
             .finish_non_exhaustive()
     }
 }
@@ -183,22 +237,25 @@ fn is_unsupported_prepare(err: &DieselError) -> bool {
 impl SimpleConnection for MysqlConn {
     fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
         self.forget_statements_after_a_failed_read();
-        let result = match TransactionStatement::of(query) {
-            Some(statement) if self.prepares_transactions => {
-                match self.inner.execute_returning_count(&statement) {
-                    Err(err) if is_unsupported_prepare(&err) => {
-                        tracing::debug!(
-                            statement = query,
-                            "the server does not prepare transaction statements; sending them as text"
-                        );
-                        self.prepares_transactions = false;
-                        self.inner.batch_execute(query)
-                    }
-                    other => other.map(drop),
+        let prepares = self.prepares_transactions;
+        let mut refused_prepare = false;
+        let result = self.timed(|inner| match TransactionStatement::of(query) {
+            Some(statement) if prepares => match inner.execute_returning_count(&statement) {
+                Err(err) if is_unsupported_prepare(&err) => {
+                    refused_prepare = true;
+                    inner.batch_execute(query)
                 }
-            }
-            _ => self.inner.batch_execute(query),
-        };
+                other => other.map(drop),
+            },
+            _ => inner.batch_execute(query),
+        });
+        if refused_prepare {
+            tracing::debug!(
+                statement = query,
+                "the server does not prepare transaction statements; sending them as text"
+            );
+            self.prepares_transactions = false;
+        }
         self.used(result)
     }
 }
@@ -220,7 +277,7 @@ impl Connection for MysqlConn {
         T: QueryFragment<Mysql> + QueryId,
     {
         self.forget_statements_after_a_failed_read();
-        let result = self.inner.execute_returning_count(source);
+        let result = self.timed(|inner| inner.execute_returning_count(source));
         self.used(result)
     }
 
@@ -258,9 +315,26 @@ impl LoadConnection<DefaultLoadingMode> for MysqlConn {
     {
         self.forget_statements_after_a_failed_read();
         self.last_used = Instant::now();
+        // The rows are read from the server here (Diesel's MySQL cursor is a buffered result): the
+        // statement's wait ends with this call.
+        let watch = self.watch.clone();
+        if let Some(watch) = &watch {
+            watch.arm();
+        }
         let cursor = self.inner.load(source);
+        let cut_off = watch.as_ref().is_some_and(|watch| watch.disarm());
+        self.timed_out |= cut_off;
         match cursor {
             Ok(_) => self.succeeded += 1,
+            Err(_) if cut_off => {
+                self.stale_statements = true;
+                return Err(DieselError::DatabaseError(
+                    DatabaseErrorKind::Unknown,
+                    Box::new(crate::error::read_timed_out_message(
+                        watch.map_or(Duration::ZERO, |watch| watch.timeout()),
+                    )),
+                ));
+            }
             Err(_) => self.stale_statements = true,
         }
         cursor
@@ -279,12 +353,12 @@ impl MultiConnectionHelper for MysqlConn {
 
 impl R2D2Connection for MysqlConn {
     fn ping(&mut self) -> QueryResult<()> {
-        let result = self.inner.ping();
+        let result = self.timed(|inner| inner.ping());
         self.used(result)
     }
 
     fn is_broken(&mut self) -> bool {
-        AnsiTransactionManager::is_broken_transaction_manager(self)
+        self.timed_out || AnsiTransactionManager::is_broken_transaction_manager(self)
     }
 }
 

@@ -48,6 +48,10 @@ pub struct PoolConfig {
     pub ping_after_idle: Duration,
     /// SQLite only: see [`ConnectOptions::sqlite_busy_timeout`]. Default 30 s.
     pub sqlite_busy_timeout: Duration,
+    /// MySQL only: see [`ConnectOptions::connect_timeout`]. Default 10 s.
+    pub connect_timeout: Option<Duration>,
+    /// MySQL only: see [`ConnectOptions::read_timeout`]. Default 60 s.
+    pub read_timeout: Option<Duration>,
 }
 
 impl Default for PoolConfig {
@@ -61,6 +65,8 @@ impl Default for PoolConfig {
             test_on_check_out: true,
             ping_after_idle: Duration::from_secs(5),
             sqlite_busy_timeout: ConnectOptions::default().sqlite_busy_timeout,
+            connect_timeout: ConnectOptions::default().connect_timeout,
+            read_timeout: ConnectOptions::default().read_timeout,
         }
     }
 }
@@ -87,6 +93,8 @@ impl PoolConfig {
     fn connect_options(&self) -> ConnectOptions {
         ConnectOptions {
             sqlite_busy_timeout: self.sqlite_busy_timeout,
+            connect_timeout: self.connect_timeout,
+            read_timeout: self.read_timeout,
         }
     }
 }

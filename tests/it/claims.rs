@@ -708,6 +708,7 @@ fn sqlite_an_idle_claim_takes_no_write_lock() {
     holder.batch_execute("BEGIN IMMEDIATE").unwrap();
     let options = applyops::db::ConnectOptions {
         sqlite_busy_timeout: Duration::from_millis(50),
+        ..applyops::db::ConnectOptions::default()
     };
     let mut idle = applyops::db::establish_with(db.url(), &options).unwrap();
     assert!(claims::claim_next(&mut idle, &opts("idle"))

@@ -490,6 +490,7 @@ fn pool_settings_that_would_panic_are_invalid_input() {
         &url,
         &ConnectOptions {
             sqlite_busy_timeout: Duration::MAX,
+            ..ConnectOptions::default()
         },
     ) else {
         panic!("a busy timeout over the limit was accepted")

@@ -57,9 +57,22 @@ fn which(program: &str) -> bool {
 }
 
 impl PrivateServer {
+    /// A server with the machine's clock.
+    pub fn start() -> PrivateServer {
+        PrivateServer::with_env(&[])
+    }
+
     /// A server whose clock starts at `clock` (libfaketime's `@YYYY-MM-DD hh:mm:ss` form) and runs
     /// on from there.
     pub fn with_clock(clock: &str) -> PrivateServer {
+        let faketime = libfaketime();
+        PrivateServer::with_env(&[
+            ("LD_PRELOAD", faketime.to_str().expect("a UTF-8 path")),
+            ("FAKETIME", clock),
+        ])
+    }
+
+    fn with_env(env: &[(&str, &str)]) -> PrivateServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
@@ -99,8 +112,7 @@ impl PrivateServer {
                     "--innodb-buffer-pool-size=16M",
                     "--performance-schema=OFF",
                 ])
-                .env("LD_PRELOAD", libfaketime())
-                .env("FAKETIME", clock)
+                .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -130,6 +142,17 @@ impl PrivateServer {
         panic!("could not start a private MariaDB server: {last_error}");
     }
 
+    /// Freezes the server (`SIGSTOP`): its TCP stack still accepts connections and acknowledges
+    /// data, but nothing answers. [`PrivateServer::thaw`] (or the guard's drop) ends it.
+    pub fn freeze(&self) {
+        signal(self.child.id(), "-STOP");
+    }
+
+    /// Lets a frozen server run again (`SIGCONT`).
+    pub fn thaw(&self) {
+        signal(self.child.id(), "-CONT");
+    }
+
     /// A new, empty database on the server, and its URL.
     pub fn database(&self, name: &str) -> String {
         let server = format!("mysql://root@127.0.0.1:{}", self.port);
@@ -141,11 +164,134 @@ impl PrivateServer {
     }
 }
 
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
 impl Drop for PrivateServer {
     fn drop(&mut self) {
+        // SIGKILL ends a frozen (stopped) server too.
         // SIGKILL: nothing of it is kept (the datadir goes with the temp dir).
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = &self.dir;
+    }
+}
+
+/// What a frozen server does to callers: with timeouts set, connecting and waiting for an answer end
+/// with `StoreError::Timeout` naming what timed out, instead of blocking for ever.
+mod frozen {
+    use std::time::{Duration, Instant};
+
+    use applyops::db::{self, ConnectOptions};
+    use applyops::{PoolConfig, Store, StoreError, TimedOut};
+
+    use super::PrivateServer;
+
+    fn quick() -> ConnectOptions {
+        ConnectOptions {
+            connect_timeout: Some(Duration::from_millis(800)),
+            read_timeout: Some(Duration::from_millis(800)),
+            ..ConnectOptions::default()
+        }
+    }
+
+    #[test]
+    fn mysql_a_statement_on_a_frozen_server_times_out_and_says_so() {
+        let server = PrivateServer::start();
+        let url = server.database("frozen");
+        let conn = &mut db::establish_with(&url, &quick()).unwrap();
+        db::run_migrations(conn).unwrap();
+        server.freeze();
+        let started = Instant::now();
+        let read = applyops::store::applies::get(conn, applyops::ApplyId(1));
+        let waited = started.elapsed();
+        server.thaw();
+        match read {
+            Err(StoreError::Timeout {
+                operation: TimedOut::Read,
+                after,
+            }) => assert_eq!(after, Duration::from_millis(800)),
+            other => panic!("expected a read timeout, got {other:?}"),
+        }
+        assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+        let said = applyops::store::applies::get(conn, applyops::ApplyId(1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !said.is_empty(),
+            "the timed-out connection is closed for good"
+        );
+        // A new connection to the thawed server works.
+        let fresh = &mut db::establish_with(&url, &quick()).unwrap();
+        assert_eq!(
+            applyops::store::applies::get(fresh, applyops::ApplyId(1)).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn mysql_connecting_to_a_frozen_server_times_out_and_says_so() {
+        let server = PrivateServer::start();
+        let url = server.database("frozen");
+        server.freeze();
+        let started = Instant::now();
+        let opened = db::establish_with(&url, &quick());
+        let waited = started.elapsed();
+        match opened {
+            Err(StoreError::Timeout {
+                operation: TimedOut::Connect,
+                ..
+            }) => {}
+            Err(other) => panic!("expected a connect timeout, got {other:?}"),
+            Ok(_) => panic!("connected to a frozen server"),
+        }
+        assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+        // Through a pool, the checkout says what timed out too.
+        let pooled = Store::open(
+            &url,
+            PoolConfig {
+                connect_timeout: Some(Duration::from_millis(500)),
+                connection_timeout: Duration::from_secs(2),
+                min_idle: Some(0),
+                ..PoolConfig::default()
+            },
+        )
+        .and_then(|store| store.applies().get(applyops::ApplyId(1)));
+        server.thaw();
+        let said = pooled.unwrap_err().to_string();
+        assert!(said.contains("timed out"), "{said}");
+    }
+
+    /// `applyops status` against a frozen server ends with the timeout's error instead of blocking
+    /// until killed.
+    #[test]
+    fn mysql_the_cli_on_a_frozen_server_exits_saying_what_timed_out() {
+        let server = PrivateServer::start();
+        let url = server.database("frozen");
+        {
+            let conn = &mut db::establish(&url).unwrap();
+            db::run_migrations(conn).unwrap();
+        }
+        server.freeze();
+        let started = Instant::now();
+        let output = assert_cmd::Command::cargo_bin("applyops")
+            .unwrap()
+            .env_remove("DATABASE_URL")
+            .env_remove("APPLYOPS_DATABASE_URL")
+            .args(["--database-url", &url, "status", "1"])
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        let waited = started.elapsed();
+        server.thaw();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("timed out"), "{stderr}");
+        assert!(waited < Duration::from_secs(30), "waited {waited:?}");
     }
 }
