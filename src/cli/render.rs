@@ -309,7 +309,7 @@ mod tests {
         keep_whole(&mut table, &[0]);
         let text = table_text(&table);
         assert!(text.contains("add-note-to-orders-everywhere"), "{text}");
-        for word in ["operator's", "cutover", "(cutovers", "deferred)"] {
+        for word in ["operator's", "request", "(cutovers", "deferred)"] {
             assert!(
                 text.split_whitespace().any(|w| w == word),
                 "{word} whole: {text}"
