@@ -72,16 +72,7 @@ pub(crate) fn is_unique_violation_of(
     err: &DieselError,
     key: &UniqueKey,
 ) -> bool {
-    let DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) = err else {
-        return false;
-    };
-    let violated = match conn {
-        #[cfg(feature = "mysql")]
-        DbConnection::Mysql(_) => mysql::violated_key(info.message()),
-        #[cfg(feature = "sqlite")]
-        DbConnection::Sqlite(_) => sqlite::violated_key(info.message()),
-    };
-    violated.is_some_and(|violated| key.matches(&violated))
+    matches!(violated(conn, err), Some(Some(violated)) if key.matches(&violated))
 }
 
 /// True when `err` is a unique violation whose message names no key this build can read: the
@@ -89,16 +80,21 @@ pub(crate) fn is_unique_violation_of(
 /// in another language. The error code still says it is a duplicate; the caller confirms which key
 /// with a lookup, as it would for SQLite's single reported key.
 pub(crate) fn is_unreadable_unique_violation(conn: &DbConnection, err: &DieselError) -> bool {
+    matches!(violated(conn, err), Some(None))
+}
+
+/// For a unique violation, the key its message names (`None` when it names none this build can
+/// read); `None` for any other error.
+fn violated(conn: &DbConnection, err: &DieselError) -> Option<Option<ViolatedKey>> {
     let DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) = err else {
-        return false;
+        return None;
     };
-    let violated = match conn {
+    Some(match conn {
         #[cfg(feature = "mysql")]
         DbConnection::Mysql(_) => mysql::violated_key(info.message()),
         #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(_) => sqlite::violated_key(info.message()),
-    };
-    violated.is_none()
+    })
 }
 
 #[cfg(test)]

@@ -103,8 +103,11 @@ fn a_cutover_with_nothing_left_to_cut_over_is_stored_completed_when_recorded(db:
         .is_empty());
 }
 
-fn a_pending_cutover_whose_operations_settle_otherwise_completes(db: &TestDb) {
-    let conn = &mut db.conn();
+/// An apply that defers its cutovers, with one started operation in `state`.
+fn deferred_lone_operation(
+    conn: &mut DbConnection,
+    state: ApplyState,
+) -> (ApplyId, ApplyOperationId) {
     let apply_id = apply(conn, true);
     let id = apply_operations::insert(
         conn,
@@ -112,7 +115,13 @@ fn a_pending_cutover_whose_operations_settle_otherwise_completes(db: &TestDb) {
     )
     .unwrap();
     force_started(conn, id);
-    force_state(conn, id, ApplyState::Running);
+    force_state(conn, id, state);
+    (apply_id, id)
+}
+
+fn a_pending_cutover_whose_operations_settle_otherwise_completes(db: &TestDb) {
+    let conn = &mut db.conn();
+    let (apply_id, id) = deferred_lone_operation(conn, ApplyState::Running);
     let cutover = request(conn, apply_id, Some(id), Kind::Cutover);
     assert_eq!(status(conn, cutover), ControlRequestStatus::Pending);
     request(conn, apply_id, Some(id), Kind::Cancel);
@@ -231,14 +240,7 @@ fn a_holder_cannot_move_on_an_operation_an_operator_settled(db: &TestDb) {
 
 fn one_cutover_claim_completes_the_operations_and_the_whole_apply_request(db: &TestDb) {
     let conn = &mut db.conn();
-    let apply_id = apply(conn, true);
-    let id = apply_operations::insert(
-        conn,
-        &applyops::models::NewApplyOperation::new(apply_id, "only"),
-    )
-    .unwrap();
-    force_started(conn, id);
-    force_state(conn, id, ApplyState::WaitingForCutover);
+    let (apply_id, id) = deferred_lone_operation(conn, ApplyState::WaitingForCutover);
     let named = request(conn, apply_id, Some(id), Kind::Cutover);
     let whole = request(conn, apply_id, None, Kind::Cutover);
     let cut = claim_cutover(conn, "w").unwrap();

@@ -74,13 +74,12 @@ fn rollout(n: usize) -> NewRollout {
     )
 }
 
-/// Claims on a full disk until one fails: it must fail with `DiskFull`, and no claim may say
-/// "nothing claimable" while work is left.
-#[test]
-fn sqlite_a_claim_on_a_full_disk_is_an_error_saying_so_never_nothing_to_claim() {
+/// A small disk holding a migrated database with 20 rollouts of 4 operations (80 to claim), and
+/// the database's URL and store; `None` without root.
+fn seeded_disk() -> Option<(SmallDisk, String, Store)> {
     let Some(disk) = SmallDisk::mount("3m") else {
         eprintln!("skipped: mounting a tmpfs needs root (make test runs as root)");
-        return;
+        return None;
     };
     let url = format!("sqlite://{}", disk.path().join("full.db").display());
     let store = Store::open(&url, PoolConfig::default()).unwrap();
@@ -88,6 +87,16 @@ fn sqlite_a_claim_on_a_full_disk_is_an_error_saying_so_never_nothing_to_claim() 
     for n in 0..20 {
         store.create_rollout(&rollout(n)).unwrap();
     }
+    Some((disk, url, store))
+}
+
+/// Claims on a full disk until one fails: it must fail with `DiskFull`, and no claim may say
+/// "nothing claimable" while work is left.
+#[test]
+fn sqlite_a_claim_on_a_full_disk_is_an_error_saying_so_never_nothing_to_claim() {
+    let Some((disk, _, store)) = seeded_disk() else {
+        return;
+    };
     let filler = disk.fill();
     let options = ClaimOptions::new("w", Duration::from_secs(60));
     let mut claimed = 0;
@@ -118,18 +127,10 @@ fn sqlite_a_claim_on_a_full_disk_is_an_error_saying_so_never_nothing_to_claim() 
 /// disk is full and keeps trying (the disk may get room) until it is stopped.
 #[test]
 fn sqlite_the_example_worker_on_a_full_disk_says_so_and_never_reports_drained() {
-    let Some(disk) = SmallDisk::mount("3m") else {
-        eprintln!("skipped: mounting a tmpfs needs root (make test runs as root)");
+    let Some((disk, url, store)) = seeded_disk() else {
         return;
     };
-    let url = format!("sqlite://{}", disk.path().join("full.db").display());
-    {
-        let store = Store::open(&url, PoolConfig::default()).unwrap();
-        store.run_migrations().unwrap();
-        for n in 0..20 {
-            store.create_rollout(&rollout(n)).unwrap();
-        }
-    }
+    drop(store);
     let mut worker = Command::new(crate::example_worker::worker_binary())
         .args(["--database-url", &url, "--workers", "2", "--exit-when-idle"])
         .args(["--step-ms", "100"])
