@@ -39,7 +39,7 @@ const APPLY_DEPLOYMENT_KEY: UniqueKey = UniqueKey {
 /// apply's row locked, which also refreshes the apply's derived state.
 pub fn insert(conn: &mut DbConnection, new: &NewApplyOperation) -> StoreResult<ApplyOperationId> {
     validate::key_varchar("deployment", &new.deployment)?;
-    validate::optional_varchar("target", &new.target)?;
+    validate::optional_detail("target", &new.target)?;
     db::retry_contention(conn, |conn| {
         db::apply_transaction(conn, |conn| {
             let locked = aggregate::lock_apply(conn, new.apply_id)?

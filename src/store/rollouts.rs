@@ -109,7 +109,7 @@ fn check(new: &NewRollout) -> StoreResult<()> {
     for (index, operation) in new.operations.iter().enumerate() {
         let at = |err: StoreError| at_operation(index, err);
         validate::key_varchar("operations.deployment", &operation.deployment).map_err(at)?;
-        validate::optional_varchar("operations.target", &operation.target).map_err(at)?;
+        validate::optional_detail("operations.target", &operation.target).map_err(at)?;
         if let Some(first) = seen.insert(operation.deployment.as_str(), index) {
             return Err(StoreError::invalid(
                 "operations.deployment",
@@ -130,7 +130,7 @@ fn check(new: &NewRollout) -> StoreResult<()> {
             )));
         }
         for task in &operation.tasks {
-            validate::required_varchar("operations.tasks.table_name", &task.table_name)
+            validate::required_detail("operations.tasks.table_name", &task.table_name)
                 .map_err(at)?;
             validate::text(
                 "operations.tasks.ddl",

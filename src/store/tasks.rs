@@ -21,7 +21,7 @@ use crate::state::ApplyState;
 /// empty or over-long (65,535 bytes) DDL, or an `apply_operation_id` of another apply;
 /// [`StoreError::ApplyOperationNotFound`](crate::StoreError::ApplyOperationNotFound) when `apply_operation_id` names no operation.
 pub fn insert(conn: &mut DbConnection, new: &NewTask) -> StoreResult<TaskId> {
-    validate::required_varchar("table_name", &new.table_name)?;
+    validate::required_detail("table_name", &new.table_name)?;
     validate::text("ddl", &new.ddl, true, validate::TextKind::Written)?;
     let Some(operation_id) = new.apply_operation_id else {
         return db::serialized_write(conn, |conn| insert_row(conn, new));

@@ -26,11 +26,24 @@ pub(crate) fn required_varchar(field: &'static str, value: &str) -> StoreResult<
     optional_varchar(field, value)
 }
 
-/// An optional short text: at most 255 characters (empty allowed), none of them a control
-/// character ([`no_control_characters`]): every short text the store keeps is a name an operator
-/// reads (identifiers, databases, environments, deployments, targets, table names, who asked, lease
-/// owners, external ids).
+/// An optional name: at most 255 characters (empty allowed), none of them a control character
+/// ([`no_control_characters`]): identifiers, databases, environments, deployments, who asked, lease
+/// owners, external ids, the names an operator reads to tell things apart.
 pub(crate) fn optional_varchar(field: &'static str, value: &str) -> StoreResult<()> {
+    short_text(field, value)?;
+    no_control_characters(field, value, &[])
+}
+
+/// An optional detail in a short text column (an operation's target, a task's table): at most
+/// 255 characters, tabs and line breaks allowed (stored verbatim, shown escaped), no other control
+/// character.
+pub(crate) fn optional_detail(field: &'static str, value: &str) -> StoreResult<()> {
+    short_text(field, value)?;
+    no_control_characters(field, value, &['\t', '\n', '\r'])
+}
+
+/// At most 255 characters.
+fn short_text(field: &'static str, value: &str) -> StoreResult<()> {
     let chars = value.chars().count();
     if chars > MAX_VARCHAR_CHARS {
         return Err(StoreError::invalid(
@@ -38,7 +51,15 @@ pub(crate) fn optional_varchar(field: &'static str, value: &str) -> StoreResult<
             format!("is {chars} characters long; at most {MAX_VARCHAR_CHARS} fit"),
         ));
     }
-    no_control_characters(field, value, &[])
+    Ok(())
+}
+
+/// A required detail: 1 to 255 characters, as [`optional_detail`].
+pub(crate) fn required_detail(field: &'static str, value: &str) -> StoreResult<()> {
+    if value.is_empty() {
+        return Err(StoreError::invalid(field, "must not be empty"));
+    }
+    optional_detail(field, value)
 }
 
 /// Refuses a control character (Unicode category Cc: C0 including NUL, DEL, C1) other than those in

@@ -201,12 +201,14 @@ fn each_blocker_is_built_and_the_claims_agree_with_every_verdict(db: &TestDb) {
         conn,
     );
 
-    // The retry budget: the apply's.
+    // The retry budget: the apply's. (Attempt 0 is always taken: only an operator's retry leaves an
+    // operation retryable there once its budget is spent.)
     let (retry, t) = rollout(conn, 1, Parallel, Halt);
     force_state(conn, t[0], ApplyState::FailedRetryable);
-    set_max_attempts(conn, retry, 0);
-    expect(retry, vec![Blocker::RetryBudgetExhausted], conn);
+    set_attempt(conn, t[0], 1);
     set_max_attempts(conn, retry, 1);
+    expect(retry, vec![Blocker::RetryBudgetExhausted], conn);
+    set_max_attempts(conn, retry, 2);
     expect(retry, vec![Blocker::Claimable], conn);
 
     // The concurrency cap: a start waits while the apply's cap of operations is driven; recovery

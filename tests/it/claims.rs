@@ -321,8 +321,9 @@ fn failed_retryable_at_the_budget_is_not_retried(db: &TestDb) {
 fn an_exhausted_retry_does_not_hold_back_younger_rows(db: &TestDb) {
     let conn = &mut db.conn();
     let (spent, exhausted) = rollout(conn, 1, Rolling, Halt);
-    set_max_attempts(conn, spent, 0);
+    set_max_attempts(conn, spent, 1);
     force_state(conn, exhausted[0], ApplyState::FailedRetryable);
+    set_attempt(conn, exhausted[0], 1);
     let (_, fresh) = rollout(conn, 1, Rolling, Halt);
     let budget = ClaimOptions::new("w", TTL);
     let claimed = claims::claim_next(conn, &budget)

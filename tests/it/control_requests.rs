@@ -566,15 +566,6 @@ fn a_stop_stops_at_once_what_nobody_drives(db: &TestDb) {
 }
 
 /// Sets an operation's attempt counter.
-fn set_attempt(conn: &mut DbConnection, id: ApplyOperationId, attempt: i32) {
-    use applyops::schema::apply_operations as ops;
-    use diesel::prelude::*;
-    diesel::update(ops::table.find(id))
-        .set(ops::attempt.eq(attempt))
-        .execute(conn)
-        .unwrap();
-}
-
 fn a_holder_stops_only_on_a_pending_stop_and_the_stop_completes_itself(db: &TestDb) {
     let conn = &mut db.conn();
     let (apply_id, ids, held) = held_rollout(conn, 2, Parallel, Halt);

@@ -68,6 +68,14 @@ pub fn set_max_attempts(conn: &mut DbConnection, apply_id: ApplyId, max_attempts
         .expect("set max_attempts");
 }
 
+/// Sets an operation's attempt directly.
+pub fn set_attempt(conn: &mut DbConnection, id: ApplyOperationId, attempt: i32) {
+    diesel::update(ops::table.find(id))
+        .set(ops::attempt.eq(attempt))
+        .execute(conn)
+        .expect("set attempt");
+}
+
 /// Sets an apply's concurrency cap directly.
 pub fn set_max_concurrency(conn: &mut DbConnection, apply_id: ApplyId, cap: Option<i64>) {
     use applyops::schema::applies as applies_table;
