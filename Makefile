@@ -3,7 +3,11 @@
 #   make demo          see it work: three rollouts driven by four workers on an embedded SQLite database
 #                      (no server), with an operator's retry and cutover, shown by `applyops watch`;
 #                      `make demo DATABASE_URL=sqlite:///tmp/d.db` keeps the database to inspect
-#   make test          install missing system packages, then run the whole suite
+#   make test          install missing system packages, then run the whole suite against a MySQL
+#                      server: TEST_DATABASE_URL, else 127.0.0.1:3306, else Docker, else a private
+#                      MariaDB started for the run (scripts/test-server.sh)
+#   make test-no-server  check make test's private server where nothing listens: a few MySQL tests
+#                      in a network namespace of their own (needs root), nothing left running after
 #   make cluster-test  start a 3-node MariaDB Galera cluster on loopback (child processes, temp
 #                      datadirs), run tests/cluster.rs against it, always stop it
 #   make lint          rustfmt check + clippy with -D warnings
@@ -21,7 +25,7 @@ CARGO ?= cargo
 DATABASE_URL ?= sqlite://applyops.db
 export DATABASE_URL
 
-.PHONY: demo cluster-test cluster-deps test lint check-features schema-check migrate doc bench deps diesel-cli
+.PHONY: demo cluster-test cluster-deps test test-no-server lint check-features schema-check migrate doc bench deps diesel-cli
 
 # The MySQL client library and pkg-config are needed to build Diesel's mysql backend (mysqlclient-sys,
 # our default `mysql` feature); libsqlite3-dev is needed by the diesel CLI's sqlite feature (the crate
@@ -44,8 +48,9 @@ diesel-cli: deps
 
 # DATABASE_URL only when given on the command line or in the environment (not this file's default):
 # without it the demo creates target/demo/applyops-demo.db afresh.
+# Only the CLI and the example worker (its own package: none of the test stack is built).
 demo: deps
-	$(CARGO) build --bin applyops --example worker
+	$(CARGO) build -p applyops --bin applyops -p applyops-worker
 	$(if $(filter command line environment,$(origin DATABASE_URL)),DATABASE_URL='$(DATABASE_URL)',env -u DATABASE_URL) ./demo/run.sh
 
 # Galera (galera-4), rsync for SST, and MariaDB's server binaries for the cluster's nodes.
@@ -61,18 +66,31 @@ cluster-deps: deps
 # The tests are #[ignore]d in `make test` (they need the cluster); here they run, one at a time
 # (each loads the whole cluster), against nodes scripts/cluster.sh starts and always stops.
 cluster-test: cluster-deps
-	$(CARGO) build --example worker
+	$(CARGO) build -p applyops-worker
 	$(CARGO) test --test cluster --no-run
-	WORKER_BIN=$(CURDIR)/target/debug/examples/worker timeout --foreground 900 ./scripts/cluster.sh \
+	WORKER_BIN=$(CURDIR)/target/debug/applyops-worker timeout --foreground 900 ./scripts/cluster.sh \
 	  $(CARGO) test --test cluster -- --ignored --test-threads=1 --nocapture
 
+# One server for the whole run, chosen (and, when none is given, started and always stopped) by
+# scripts/test-server.sh, which prints one line saying which.
 test: deps
-	$(CARGO) test --all-targets
-	$(CARGO) test --doc
+	./scripts/test-server.sh bash -c '$(CARGO) test --workspace --all-targets && $(CARGO) test --doc'
+
+# `make test` where nothing answers on 127.0.0.1:3306 and no Docker engine can be reached: a network
+# namespace with only its own loopback (unshare -n, as root). The build happens outside it (the
+# registry is out of reach inside); inside, the script must start its private server, the tests
+# must pass against it, and afterwards no server of it may be left running.
+test-no-server: deps
+	$(CARGO) test --test it --no-run
+	unshare -n bash -c 'ip link set lo up && ./scripts/test-server.sh \
+	  $(CARGO) test --offline --test it -- aggregate::mysql'
+	@if pgrep -f applyops-test-server >/dev/null; then \
+	  echo "test-no-server: a private server was left running:"; pgrep -af applyops-test-server; exit 1; fi; \
+	echo "test-no-server: nothing left running"
 
 lint: deps
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # The backends are the `mysql` and `sqlite` features (both default): each must build, lint clean and
 # pass its unit tests alone (the tests for refusing the other backend's URLs only exist there), and a

@@ -6,8 +6,10 @@
 # 2. creates three rollouts from demo/: rolling, barrier with cutovers on an operator's request,
 #    parallel with one deployment (ap-south) whose first attempt fails;
 # 3. runs the example worker with four worker threads in the background;
-# 4. plays the operator in the background: retries ap-south once it has failed, and cuts the
-#    barrier rollout over once all its deployments wait at the barrier;
+#    (each operation waits 2 s in its revert window after its cutover: --revert-window 2000);
+# 4. plays the operator in the background: retries ap-south once it has failed, cuts the barrier
+#    rollout over once all its deployments wait at the barrier, and closes us-east's revert window
+#    there without reverting (skip-revert);
 # 5. shows `applyops watch` until the three applies settle, then `applyops applies`.
 #
 # Exits non-zero if any step fails or an apply does not complete within DEMO_TIMEOUT seconds
@@ -17,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${CARGO_TARGET_DIR:-target}
 APPLYOPS=${APPLYOPS:-$target/debug/applyops}
-WORKER=${WORKER:-$target/debug/examples/worker}
+WORKER=${WORKER:-$target/debug/applyops-worker}
 DEMO_TIMEOUT=${DEMO_TIMEOUT:-180}
 out=target/demo
 mkdir -p "$out"
@@ -42,7 +44,7 @@ parallel=demo-parallel-$stamp
 
 echo "== starting the example worker (4 worker threads) in the background"
 "$WORKER" --database-url "$DATABASE_URL" --workers 4 --step-ms 400 --lease-ttl-ms 5000 \
-    --fail-once ap-south >"$out/workers.log" 2>&1 &
+    --revert-window 2000 --fail-once ap-south >"$out/workers.log" 2>&1 &
 workers=$!
 operator=
 cleanup() {
@@ -55,7 +57,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The operator: retry the failed deployment, cut the barrier rollout over.
+# The operator: retry the failed deployment, cut the barrier rollout over, skip one revert window.
 (
     set -e
     "$APPLYOPS" wait "$parallel" --deployment ap-south --state failed --timeout "$DEMO_TIMEOUT"
@@ -66,6 +68,9 @@ trap cleanup EXIT
             --timeout "$DEMO_TIMEOUT"
     done
     "$APPLYOPS" cutover "$barrier" --by demo-operator --reason "all deployments at the barrier"
+    "$APPLYOPS" wait "$barrier" --deployment us-east --state revert_window --timeout "$DEMO_TIMEOUT"
+    "$APPLYOPS" skip-revert "$barrier" --deployment us-east --by demo-operator \
+        --reason "checked after the cutover: nothing to revert"
 ) >"$out/operator.log" 2>&1 &
 operator=$!
 

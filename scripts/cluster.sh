@@ -34,9 +34,8 @@ MARIADBD=${MARIADBD:-/usr/sbin/mariadbd}
 PROVIDER=${GALERA_PROVIDER:-/usr/lib/galera/libgalera_smm.so}
 NODES=3
 ATTEMPTS=${CLUSTER_START_ATTEMPTS:-3}
-# Where node ports are picked: below the ephemeral range, above the well-known services.
-PORT_LOW=20000
-PORT_HIGH=32767
+# free_port: below the ephemeral range, checked free.
+. "$(dirname "$0")/lib/ports.sh"
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/applyops-cluster.XXXXXX")
 pids=()
@@ -144,29 +143,13 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A TCP port on 127.0.0.1 below the ephemeral range that no socket uses (listening or connected)
-# and that this script has not handed out yet.
-taken=" "
-free_port() {
-    local p
-    while :; do
-        p=$((PORT_LOW + RANDOM % (PORT_HIGH - PORT_LOW + 1)))
-        case "$taken" in *" $p "*) continue ;; esac
-        if [ -z "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ]; then
-            taken="$taken$p "
-            echo "$p"
-            return
-        fi
-    done
-}
-
 write_configs() {
     local n node members=""
     for n in $(seq 1 $NODES); do
-        port[$n]=$(free_port)
-        gport[$n]=$(free_port)
-        iport[$n]=$(free_port)
-        sport[$n]=$(free_port)
+        free_port "port[$n]"
+        free_port "gport[$n]"
+        free_port "iport[$n]"
+        free_port "sport[$n]"
     done
     for n in $(seq 1 $NODES); do
         members="$members${members:+,}127.0.0.1:${gport[$n]}"

@@ -1,4 +1,4 @@
-//! `examples/worker.rs` runs against both backends: it seeds applies, drains them with several
+//! The example worker (`worker/src/main.rs`) runs against both backends: it seeds applies, drains them with several
 //! threads and exits when idle, leaving every operation completed and no lease behind. It also keeps
 //! working when nobody reads its output, waits out a dead worker's lease before calling itself idle,
 //! and never shows a database password.
@@ -18,9 +18,9 @@ use crate::backend_tests;
 use crate::fixtures::rollout;
 use crate::harness::TestDb;
 
-/// The example binary, built once per test run with the Cargo that runs the tests (`cargo test` builds
-/// examples under hashed names only, so the plain `target/debug/examples/worker` may be missing or
-/// stale). Fast when it is up to date.
+/// The example worker (the `applyops-worker` package), built once per test run with the Cargo that
+/// runs the tests (`cargo test --test it` alone does not build another package's binary, so
+/// `target/debug/applyops-worker` may be missing or stale). Fast when it is up to date.
 pub fn worker_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
@@ -28,7 +28,7 @@ pub fn worker_binary() -> PathBuf {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut build = Command::new(cargo);
             build
-                .args(["build", "--quiet", "--example", "worker"])
+                .args(["build", "--quiet", "-p", "applyops-worker"])
                 .current_dir(env!("CARGO_MANIFEST_DIR"));
             // Cargo sets these for the test process. Inherited, they differ from what the outer
             // `cargo test` gave build scripts that watch them (`ring`'s watches `CARGO_PKG_NAME`),
@@ -50,11 +50,11 @@ pub fn worker_binary() -> PathBuf {
                     build.env_remove(name.as_ref());
                 }
             }
-            let status = build.status().expect("run cargo build --example worker");
-            assert!(status.success(), "cargo build --example worker failed");
+            let status = build.status().expect("run cargo build -p applyops-worker");
+            assert!(status.success(), "cargo build -p applyops-worker failed");
             let deps = std::env::current_exe().unwrap();
             let target = deps.parent().unwrap().parent().unwrap();
-            let binary = target.join("examples").join("worker");
+            let binary = target.join("applyops-worker");
             assert!(binary.exists(), "{} was built", binary.display());
             binary
         })
@@ -147,7 +147,112 @@ backend_tests!(
     a_worker_killed_mid_copy_is_resumed_from_its_checkpoint,
     operators_requests_interleaved_into_an_eight_worker_drain_all_finish,
     a_host_name_with_control_characters_is_escaped_in_lease_owners_and_logs,
+    an_operator_reverts_or_skips_operations_in_the_example_workers_revert_window,
+    the_example_workers_revert_window_closes_on_its_own_and_the_operation_completes,
 );
+
+/// The states of the operations `ids`, in that order.
+fn states_of(db: &TestDb, ids: &[ApplyOperationId]) -> Vec<ApplyState> {
+    ids.iter()
+        .map(|id| {
+            ops::table
+                .find(*id)
+                .select(ops::state)
+                .first(&mut db.conn())
+                .unwrap()
+        })
+        .collect()
+}
+
+/// `--revert-window`: after its cutover each operation waits in `revert_window`, held by the
+/// worker; an operator's `revert` hands one to the revert claim (it ends `reverted`), a
+/// `skip-revert` closes the other's window at once (it ends `completed`, long before the window's
+/// two minutes), and the worker then finds nothing left and exits.
+fn an_operator_reverts_or_skips_operations_in_the_example_workers_revert_window(db: &TestDb) {
+    use applyops::models::NewControlRequest;
+    use applyops::state::ControlRequestKind as Kind;
+    use applyops::store::control_requests;
+
+    worker_binary();
+    let (apply_id, ids) = rollout(
+        &mut db.conn(),
+        2,
+        CutoverPolicy::Parallel,
+        FailurePolicy::Continue,
+    );
+    let mut worker = spawn_worker(
+        db.url(),
+        &[
+            "--workers",
+            "2",
+            "--step-ms",
+            "1",
+            "--revert-window",
+            "120000",
+            "--exit-when-idle",
+        ],
+    );
+    // Nobody reads its output here: drain the pipes so the worker never blocks on a full one.
+    let mut out = worker.stdout.take().unwrap();
+    let mut err = worker.stderr.take().unwrap();
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    let started = Instant::now();
+    let conn = &mut db.conn();
+    // The cutovers go in order, and an operation in its window holds the next one back: the first
+    // is reverted (a failure its `continue` policy lets the second pass), then the second skipped.
+    for (id, kind) in [(ids[0], Kind::Revert), (ids[1], Kind::SkipRevert)] {
+        while states_of(db, &[id]) != [ApplyState::RevertWindow] {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "operation {id} reaches revert_window: {:?}",
+                states_of(db, &ids)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let new = NewControlRequest::new(apply_id, kind, "operator").for_operation(id);
+        control_requests::request(conn, &new).unwrap();
+    }
+    let status = wait_at_most(&mut worker, Duration::from_secs(60));
+    assert!(status.success(), "the worker exits cleanly: {status}");
+    assert_eq!(
+        states_of(db, &ids),
+        [ApplyState::Reverted, ApplyState::Completed]
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(100),
+        "the decisions ended the window, not its length"
+    );
+}
+
+/// `--revert-window` with no operator's decision: the operation passes through `revert_window`
+/// (the worker logs the move) and completes when the window ends.
+fn the_example_workers_revert_window_closes_on_its_own_and_the_operation_completes(db: &TestDb) {
+    let (_, ids) = rollout(
+        &mut db.conn(),
+        1,
+        CutoverPolicy::Rolling,
+        FailurePolicy::Halt,
+    );
+    let (status, stdout, stderr) = run_worker_with(
+        db.url(),
+        &[
+            "--workers",
+            "1",
+            "--step-ms",
+            "1",
+            "--revert-window",
+            "300",
+            "--exit-when-idle",
+        ],
+    );
+    assert!(status.success(), "{status}\n{stdout}\n{stderr}");
+    assert_eq!(states_of(db, &ids), [ApplyState::Completed]);
+    assert!(
+        stderr.contains("to=revert_window"),
+        "the operation went through its revert window:\n{stderr}"
+    );
+}
 
 /// The lease owner comes from `$HOSTNAME`, which anyone who runs a worker can set: one holding a
 /// terminal escape sequence and a line break is escaped into a printable owner name (the store

@@ -2,10 +2,16 @@
 //! and complete them, against SQLite or MySQL/MariaDB.
 //!
 //! ```text
-//! cargo run --example worker -- --database-url sqlite:///tmp/worker-demo.db --seed 5 --exit-when-idle
-//! cargo run --example worker -- --database-url mysql://root@127.0.0.1:3306/worker_demo --workers 8
-//! cargo run --example worker -- --step-ms 300 --fail-once ap-south   # as `make demo` runs it
+//! cargo run -p applyops-worker -- --database-url sqlite:///tmp/worker-demo.db --seed 5 --exit-when-idle
+//! cargo run -p applyops-worker -- --database-url mysql://root@127.0.0.1:3306/worker_demo --workers 8
+//! cargo run -p applyops-worker -- --step-ms 300 --fail-once ap-south   # as `make demo` runs it
 //! ```
+//!
+//! `--revert-window MS` keeps each operation in `revert_window` for MS milliseconds after its cutover
+//! (held under its lease, heartbeating), so an operator can try `applyops revert APPLY` (the
+//! operation is handed to the revert claim and ends `reverted`) or `applyops skip-revert APPLY` (it
+//! completes at once); with no decision it completes when the window ends. Without the flag an
+//! operation completes right after its cutover.
 //!
 //! `--fail-once DEPLOYMENT` (repeatable) makes the first attempt of every operation for that
 //! deployment fail after its first step (`mark_failed`), so that an operator's `applyops retry`
@@ -44,8 +50,8 @@ use tracing::{debug, error, info, warn};
 use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::EnvFilter;
 
-const USAGE: &str = "usage: worker [--database-url URL] [--workers N] [--seed APPLIES] \
-[--lease-ttl-ms MS] [--step-ms MS] [--exit-when-idle] [--fail-once DEPLOYMENT]...";
+const USAGE: &str = "usage: applyops-worker [--database-url URL] [--workers N] [--seed APPLIES] \
+[--lease-ttl-ms MS] [--step-ms MS] [--revert-window MS] [--exit-when-idle] [--fail-once DEPLOYMENT]...";
 const DEPLOYMENTS: [&str; 3] = ["us-east", "us-west", "eu-central"];
 const POLICIES: [CutoverPolicy; 3] = [
     CutoverPolicy::Rolling,
@@ -70,6 +76,10 @@ struct Config {
     /// `--fail-once`: the deployments whose first attempt fails after its first step (a simulated
     /// copy failure, recorded with `mark_failed`), so an operator's `retry` can be shown.
     fail_once: Vec<String>,
+    /// `--revert-window`: how long a cut-over operation waits in `revert_window` (held, heartbeating,
+    /// watching for an operator's `revert` or `skip-revert`) before it completes. Zero: it completes
+    /// right after its cutover.
+    revert_window: Duration,
 }
 
 /// What every thread shares. The `Store` is a pool: each call checks a connection out briefly.
@@ -500,6 +510,9 @@ impl Job<'_> {
                     info!(worker = %self.who, op = %self.op.id, "parked for the cutover claim");
                     return Ok(Outcome::Parked);
                 }
+                ApplyState::CuttingOver if !self.sh.cfg.revert_window.is_zero() => {
+                    ApplyState::RevertWindow
+                }
                 ApplyState::CuttingOver | ApplyState::RevertWindow | ApplyState::SkippingRevert => {
                     ApplyState::Completed
                 }
@@ -513,7 +526,14 @@ impl Job<'_> {
                     return Ok(Outcome::Unexpected);
                 }
             };
-            self.work()?;
+            if state == ApplyState::RevertWindow {
+                // The window: an operator may revert it or close the window early meanwhile.
+                if let Some(outcome) = self.hold_revert_window()? {
+                    return Ok(outcome);
+                }
+            } else {
+                self.work()?;
+            }
             self.steps_done += 1;
             if state == ApplyState::Running
                 && self.op.attempt == 0
@@ -589,6 +609,31 @@ impl Job<'_> {
                 return Ok(());
             }
             thread::sleep((until - now).min(beat_every.saturating_sub(self.last_beat.elapsed())));
+        }
+    }
+
+    /// `--revert-window`: holds a `revert_window` operation for the window's length, heartbeating as
+    /// [`Job::work`] does and asking for requests every step (at least every 50 ms), so an
+    /// operator's `revert` or `skip-revert` hands it to the revert claim at once. `None`: the window
+    /// passed with no decision, and the operation completes.
+    fn hold_revert_window(&mut self) -> StoreResult<Option<Outcome>> {
+        let until = Instant::now() + self.sh.cfg.revert_window;
+        let poll = self.sh.cfg.step.max(Duration::from_millis(50));
+        info!(worker = %self.who, op = %self.op.id, window_ms = self.sh.cfg.revert_window.as_millis() as u64, "in the revert window");
+        loop {
+            if self.last_beat.elapsed() >= self.lease.ttl / 3 {
+                self.sh.store.heartbeat(&mut self.lease)?;
+                self.last_beat = Instant::now();
+                self.sh.count("heartbeats");
+            }
+            if let Some(outcome) = self.honour_requests()? {
+                return Ok(Some(outcome));
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Ok(None);
+            }
+            thread::sleep((until - now).min(poll));
         }
     }
 
@@ -749,7 +794,8 @@ fn summarize(sh: &Shared, seeded: &[ApplyId]) -> Result<(), Box<dyn Error>> {
 /// The command line, or `None` after printing `--help`.
 fn parse_args() -> Result<Option<Config>, String> {
     let mut cfg = Config {
-        database_url: std::env::var("DATABASE_URL")
+        database_url: std::env::var("APPLYOPS_DATABASE_URL")
+            .or_else(|_| std::env::var("DATABASE_URL"))
             .unwrap_or_else(|_| "sqlite://applyops-worker-demo.db".into()),
         workers: 4,
         seed: 0,
@@ -757,6 +803,7 @@ fn parse_args() -> Result<Option<Config>, String> {
         step: Duration::from_millis(20),
         exit_when_idle: false,
         fail_once: Vec::new(),
+        revert_window: Duration::ZERO,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -771,6 +818,7 @@ fn parse_args() -> Result<Option<Config>, String> {
             "--step-ms" => cfg.step = Duration::from_millis(number(value()?)?),
             "--exit-when-idle" => cfg.exit_when_idle = true,
             "--fail-once" => cfg.fail_once.push(value()?),
+            "--revert-window" => cfg.revert_window = Duration::from_millis(number(value()?)?),
             "-h" | "--help" => {
                 writeln!(io::stdout(), "{USAGE}").ok();
                 return Ok(None);
