@@ -79,3 +79,8 @@ pub use state::ApplyState;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// Compiles the Rust examples of `docs/apply-aggregate.md` as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/apply-aggregate.md")]
+pub struct ApplyAggregateDoctests;
