@@ -12,6 +12,14 @@
 //! and a build without one refuses its URLs with [`StoreError::UnsupportedDatabaseUrl`] (a SQLite-only
 //! build does not link libmysqlclient).
 //!
+//! ## Documentation
+//!
+//! The rustdoc states each item's API. The rules behind them live in the repository, each linked to
+//! the test that pins it: `README.md` (a complete small worker), `docs/worker-contract.md` (claims,
+//! leases, heartbeats, control requests, the errors a worker handles), `docs/apply-aggregate.md`
+//! (rollouts, targets, the derived apply state, listing, limits), and `docs/backends.md`,
+//! `docs/migrations.md`, `docs/galera.md`, `docs/benchmarks.md`.
+//!
 //! ## Layers
 //!
 //! Bottom to top; a module uses only its own layer and the ones below it (`tests/layers.rs` checks
@@ -79,3 +87,8 @@ pub use state::ApplyState;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// Compiles the Rust examples of `docs/apply-aggregate.md` as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/apply-aggregate.md")]
+pub struct ApplyAggregateDoctests;

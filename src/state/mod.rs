@@ -196,10 +196,11 @@ impl ApplyState {
         )
     }
 
-    /// True for the states some claim can take: `pending` (start), `stopped` (resume),
-    /// `failed_retryable` (retry) and the [active](ApplyState::is_active) ones (recovery). Never the
-    /// completing states or `paused`. The generated `apply_operations.claimable` column is this
-    /// predicate, and the claim index is built on it.
+    /// True for `pending` (start), `stopped` (resume), `failed_retryable` (retry) and the
+    /// [active](ApplyState::is_active) states (recovery); never the completing states or `paused`.
+    /// The generated `apply_operations.claimable` column, on which the claim index is built, is
+    /// wider and narrower: it also holds `paused` (the resume claim takes a paused operation on a
+    /// `start` request), and only for an operation nobody holds (an empty lease token).
     pub const fn is_claimable(self) -> bool {
         matches!(
             self,

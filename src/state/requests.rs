@@ -1,6 +1,6 @@
 //! What control requests cover and when they are done: pure functions of operation states, shared by
-//! the request recording, the claims and the refresh that completes requests (worker contract,
-//! revision 2).
+//! the request recording, the claims and the refresh that completes requests (the rules: "Control
+//! requests" in `docs/worker-contract.md` in the repository).
 
 use super::{ApplyState, ControlRequestKind};
 

@@ -123,8 +123,9 @@ vocabulary! {
         Halt => "halt",
         /// A failed earlier sibling does not block.
         Continue => "continue",
-        /// A failed earlier sibling blocks until the apply has a `release` request that is pending or
-        /// completed (a failed release does not count).
+        /// A failed earlier sibling blocks until a `release` recorded after that failure names this
+        /// operation or its apply (a release counts only for the failures before it; a failed
+        /// release does not count).
         Pause => "pause",
     }
 }

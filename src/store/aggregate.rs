@@ -43,7 +43,7 @@ pub(crate) struct ApplyLockRow {
     pub(crate) completed_at: Option<NaiveDateTime>,
     pub(crate) max_attempts: i32,
     pub(crate) defer_cutover: bool,
-    /// The apply's last failure sequence number (worker contract revision 2, point 2).
+    /// The apply's last failure sequence number (what a `release` records as `releases_through`).
     pub(crate) failure_seq: i64,
 }
 

@@ -138,9 +138,10 @@ pub fn set_defer_cutover(
 /// The apply with everything it owns: its operations in claim order with their tasks, its tasks no
 /// operation owns, and its pending control requests; `None` for an unknown apply.
 ///
-/// Four SELECTs in one read transaction, so they see one snapshot (on MySQL a REPEATABLE READ
-/// transaction; on SQLite a deferred one), whatever the rollout's size: ten statements on MySQL,
-/// counting `BEGIN` and `COMMIT` with Diesel's session options around them.
+/// Four SELECTs in one transaction, whatever the rollout's size: six statements on MySQL, with
+/// `BEGIN` and `COMMIT`. On SQLite the transaction reads one snapshot. On MySQL the session is READ
+/// COMMITTED, so each SELECT reads what was committed when it ran: the four may see different
+/// moments while other connections write.
 pub fn rollout(conn: &mut DbConnection, id: ApplyId) -> StoreResult<Option<Rollout>> {
     conn.transaction(|conn| {
         let Some(apply) = get(conn, id)? else {

@@ -1,27 +1,15 @@
-//! The `apply_control_requests` store: how operators steer rollouts (worker contract revision 2).
+//! The `apply_control_requests` store: how operators steer rollouts.
 //!
-//! A request names a whole apply or one of its operations, and who asked (`requested_by`). It is
-//! recorded in a transaction that locks its apply, and it does at once whatever needs no worker:
-//! - `stop` stops the operations of its scope nobody drives (no lease, or an expired one); `cancel`
-//!   cancels them; `start` sends never-started `stopped` and `paused` ones back to `pending`;
-//! - `release` is carried out and completed at once: it records the apply's current failure sequence
-//!   number (`releases_through`), which lets every failure so far through for `pause` siblings;
-//! - `retry` is carried out and completed at once: the `failed` operation becomes `failed_retryable`
-//!   with `attempt` 0, and its error message moves into the request's `result`;
-//! - a whole-apply `revert` or `skip_revert` is recorded as one per operation in `revert_window`.
+//! A request names a whole apply or one of its operations, and who asked. [`request`] records it in
+//! a transaction that locks its apply and does at once whatever needs no worker; workers and claims
+//! do the rest, and every state write's refresh of the apply ([`super::applies::refresh`]) completes
+//! the requests that are done. While pending, a request is unique per (apply, operation or whole
+//! apply, kind), and a new one supersedes its pending opposite (`stop`/`start`,
+//! `revert`/`skip_revert`). Nobody completes a request by hand, though [`complete`] and [`fail`]
+//! remain for operators' repairs.
 //!
-//! Whatever is left is done by workers: a holder stops or cancels the operation it drives, the resume
-//! claim resumes started ones, the claims move expired operations that a stop or cancel covers in
-//! place, and the cutover claim's revert arms take reverts. Stop, cancel, start, revert and
-//! skip-revert requests complete themselves: every state write ends with the refresh of the apply
-//! ([`super::applies::refresh`]), which completes (or, for a revert whose window closed, fails) the
-//! pending requests that are done. `cutover` is completed by the cutover claim. Nobody completes a
-//! request by hand, though [`complete`] and [`fail`] remain for operators' repairs.
-//!
-//! While pending, a request is unique per (apply, operation or whole apply, kind): asking again
-//! returns the pending one. `stop` and `start` are opposites, and so are `revert` and `skip_revert`:
-//! a new request fails ("superseded by N") the pending opposites its scope contains, and is refused
-//! while an opposite for the whole apply is pending against one for an operation.
+//! What each kind does, who finishes it and how a holder sees it: "Control requests" in
+//! `docs/worker-contract.md` in the repository.
 
 use diesel::prelude::*;
 

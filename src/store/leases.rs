@@ -10,7 +10,11 @@
 //! Each write is one UPDATE; only when it matches nothing does a second statement tell a missing row
 //! ([`StoreError::ApplyOperationNotFound`]) from a lost lease. A state write runs in a transaction
 //! that first locks the operation's apply and last refreshes the apply's derived state (see
-//! [`super::applies::refresh`]); `heartbeat` and `release` change no state and are the UPDATE alone.
+//! [`super::applies::refresh`]); `heartbeat` and `release` change no state and need no transaction
+//! (a heartbeat reads its new expiry back).
+//!
+//! When to heartbeat, what to do on [`StoreError::LeaseLost`], when to release, and what each error
+//! asks of a worker: `docs/worker-contract.md` in the repository.
 
 use std::time::Duration;
 

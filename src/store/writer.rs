@@ -218,8 +218,8 @@ pub(super) fn unleased() -> Unleased {
     )
 }
 
-/// What a holder may not write while requests are pending (worker contract revision 2, points 4, 7,
-/// 10, 11), checked in the write's transaction with the apply locked. Operators' unguarded writes are
+/// What a holder may not write while requests are pending (`docs/worker-contract.md`, "What a
+/// holder does"), checked in the write's transaction with the apply locked. Operators' unguarded writes are
 /// not checked. Costs a statement only when the apply has a pending request, or for a cutover in an
 /// apply that defers cutovers:
 /// - `stopped` needs a pending `stop` covering the operation, `cancelled` a pending `cancel`
@@ -381,7 +381,7 @@ pub(super) fn write_state(
             apply_operations::updated_at.eq(db::now()),
         );
         // Nobody holds an operation in these states: the lease goes in the same UPDATE, so a holder
-        // that stalled past this write is fenced off (point 6 of the worker contract's revision 2).
+        // that stalled past this write is fenced off (docs/worker-contract.md, "Leased writes").
         let written = if clears_lease(state) {
             writer.execute_moving(conn, (moved, unleased()))
         } else {

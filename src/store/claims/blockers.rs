@@ -8,7 +8,8 @@
 //! it, and the claim would not move it in place instead (an operation a pending stop or cancel
 //! covers, whose lease expired, is moved to `stopped` or `cancelled` by the claim that meets it:
 //! [`crate::state::moved_in_place`], the rule the claims apply); otherwise the predicates that fail
-//! name the reason, in the order of the apply-aggregate spec. Nothing here restates a rule.
+//! name the reason, each claim arm checking its gates in a fixed order. Nothing here restates a
+//! rule.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -168,7 +169,8 @@ pub fn blockers(
     Ok(found)
 }
 
-/// The first failing predicate of operation `index`'s claim arm, in the spec's order.
+/// The first failing predicate of operation `index`'s claim arm, each arm checking its gates in a
+/// fixed order (the lease, then the stop gate, then the rest of the arm's conditions).
 fn reason(operations: &[ApplyOperation], index: usize, gates: &Gates, apply: &Apply) -> Blocker {
     let op = &operations[index];
     let capped = gates.concurrency != Some(true);

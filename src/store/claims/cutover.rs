@@ -36,8 +36,8 @@ pub(super) fn lock_read(now: DbNow, id: ApplyOperationId) -> _ {
 
 /// The unlocked read of expired leases the claim may take over (recovery), oldest expiry first,
 /// through `apply_operations_lease_expiry_idx`: operations under a lease are not in the claim index
-/// (worker contract revision 2, point 14), so the walk never reads past them and recovery finds
-/// them here instead, before the walk.
+/// (`claimable` requires an empty lease token), so the walk never reads past them and recovery
+/// finds them here instead, before the walk.
 #[diesel::dsl::auto_type]
 pub(super) fn expired_read(now: DbNow, passed: Vec<ApplyOperationId>) -> _ {
     let claimable: cutover_claimable = cutover_claimable(now);

@@ -1,36 +1,21 @@
 //! Claims: how a worker takes the next operation that is safe to drive.
 //!
-//! [`claim_next`] is the copy claim and [`claim_next_cutover`] the cutover claim of the worker
-//! contract. Each is an unlocked read followed by one [claim transaction](crate::db):
-//! 1. An unlocked SELECT reads candidate ids in one `UNION ALL`: up to 16 expired leases (recovery)
-//!    through `apply_operations_lease_expiry_idx`, oldest expiry first, then up to 16 of the oldest
-//!    rows by (`created_at`, `id`) walking `apply_operations_claim_idx` (`claimable`, `created_at`,
-//!    `id`): only rows in a claimable state that nobody holds, already in claim order, so it stops
-//!    once it has enough and never reads past an operation under a lease. Sibling, request and apply
-//!    conditions are correlated subqueries on their own indexes. Nothing found: the claim ends here,
-//!    with no transaction.
-//! 2. In the transaction, the oldest candidate is locked by the same conditions narrowed to that one
-//!    row (MySQL `FOR UPDATE SKIP LOCKED` in READ COMMITTED; SQLite
-//!    `BEGIN IMMEDIATE`): a row another claimer holds is skipped, never waited for, and a row that no
-//!    longer qualifies is released at once; then the other candidates are tried the same way, each
-//!    claimer starting at its own random place among them so that claimers that lost the oldest row
-//!    to each other do not all try the same next one (when all are gone, the next ones are read,
-//!    passing over those tried). So a claim never holds a lock on a row it does not take
-//!    (a locking scan of the claim index would lock every row it passed over until COMMIT).
-//! 3. An UPDATE takes the locked row, repeating the condition it was selected on (its state, a free
-//!    lease and, for a start, no pending stop), and writes the row the claim's transition computes
-//!    from the locked one (`take`): the transition is described once, and the row returned is exactly
-//!    the row written, all timestamps being the one database time the locking read took.
-//! 4. If the connection dies after COMMIT was sent, the claim may have committed: it is returned as
-//!    [`StoreError::ClaimOutcomeUnknown`], and [`resolve_unknown`] tells on a new connection whether
-//!    the minted token is on the row ([`crate::Store`] does this itself).
+//! [`claim_next`] is the copy claim (start, recovery, resume, retry) and [`claim_next_cutover`] the
+//! cutover claim (automatic and operator-directed cutovers, recovery, the revert arms) of the worker
+//! contract. Each is an unlocked read of candidates that walks only unheld rows (nothing found: no
+//! transaction), then, per apply, one [claim transaction](crate::db) that locks the apply's row and
+//! one candidate at a time (MySQL `FOR UPDATE SKIP LOCKED`; SQLite `BEGIN IMMEDIATE`), so a claim
+//! never waits for, nor keeps a lock on, a row it does not take; an UPDATE then writes the row the
+//! claim's transition computes (`take`). When the connection dies after COMMIT was sent, the claim
+//! is [`StoreError::ClaimOutcomeUnknown`], which [`resolve_unknown`] settles on a new connection
+//! ([`crate::Store`] does this itself).
 //!
-//! The rules themselves are named predicates in `predicates` (the stop gate, the failure gate, the
-//! rolling gate, the barrier gate, …), one per rule of the worker contract; `copy` and `cutover`
-//! build each claim's reads from them. A row whose state, cutover policy or failure policy this
-//! version does not know is never claimed (`readable_policies`): a claim hands rows out typed, and
-//! such a value is an error to read, never a default. The gates themselves name the permissive
-//! values (`barrier`, `parallel`, `continue`, `pause`), so they too fail closed.
+//! The rules are named predicates in `predicates` (the stop gate, the failure gate, the rolling
+//! gate, the barrier gate, …), one per rule; `copy`, `cutover` and `blockers` are built from them.
+//! A row whose state, cutover policy or failure policy this version does not know is never claimed
+//! (`readable_policies`), and the gates name the permissive values, so they fail closed. The rules
+//! in full, each with the test that pins it, and how a claim runs: "Claims" and "How a claim runs"
+//! in `docs/worker-contract.md` in the repository.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -481,7 +466,7 @@ pub fn explain_claim_lock(
 }
 
 /// The pending requests that cover one operation, and its stored state: what a leased write checks
-/// before it stops, cancels, cuts over or leaves `revert_window` (worker contract revision 2).
+/// before it stops, cancels, cuts over or leaves `revert_window`.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable)]
 pub(in crate::store) struct Covering {
     /// The operation's state as stored.
