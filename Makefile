@@ -50,7 +50,7 @@ diesel-cli: deps
 # without it the demo creates target/demo/applyops-demo.db afresh.
 # Only the CLI and the example worker (its own package: none of the test stack is built).
 demo: deps
-	$(CARGO) build -p applyops --bin applyops -p applyops-worker
+	$(CARGO) build -p applyops -p applyops-worker --bin applyops --bin applyops-worker
 	$(if $(filter command line environment,$(origin DATABASE_URL)),DATABASE_URL='$(DATABASE_URL)',env -u DATABASE_URL) ./demo/run.sh
 
 # Galera (galera-4), rsync for SST, and MariaDB's server binaries for the cluster's nodes.

@@ -74,6 +74,15 @@ trap cleanup EXIT
 ) >"$out/operator.log" 2>&1 &
 operator=$!
 
+# A worker that could not start (a missing binary, a bad URL) fails the demo now, with its log,
+# rather than after DEMO_TIMEOUT of watching nothing move.
+sleep 1
+if ! kill -0 "$workers" 2>/dev/null; then
+    echo "the example worker exited at once; its log ($out/workers.log):"
+    cat "$out/workers.log"
+    exit 1
+fi
+
 echo "== watching until the applies settle"
 "$APPLYOPS" watch "$rolling" "$barrier" "$parallel" --interval-ms 300 --timeout "$DEMO_TIMEOUT"
 wait "$operator"

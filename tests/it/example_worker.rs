@@ -151,6 +151,16 @@ backend_tests!(
     the_example_workers_revert_window_closes_on_its_own_and_the_operation_completes,
 );
 
+/// A worker killed when the test lets go of it (a failed assertion included).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
 /// The states of the operations `ids`, in that order.
 fn states_of(db: &TestDb, ids: &[ApplyOperationId]) -> Vec<ApplyState> {
     ids.iter()
@@ -195,6 +205,8 @@ fn an_operator_reverts_or_skips_operations_in_the_example_workers_revert_window(
     // Nobody reads its output here: drain the pipes so the worker never blocks on a full one.
     let mut out = worker.stdout.take().unwrap();
     let mut err = worker.stderr.take().unwrap();
+    // A failed assertion must not leave the worker holding a two-minute window.
+    let mut worker = KillOnDrop(worker);
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
     let started = Instant::now();
@@ -213,7 +225,7 @@ fn an_operator_reverts_or_skips_operations_in_the_example_workers_revert_window(
         let new = NewControlRequest::new(apply_id, kind, "operator").for_operation(id);
         control_requests::request(conn, &new).unwrap();
     }
-    let status = wait_at_most(&mut worker, Duration::from_secs(60));
+    let status = wait_at_most(&mut worker.0, Duration::from_secs(60));
     assert!(status.success(), "the worker exits cleanly: {status}");
     assert_eq!(
         states_of(db, &ids),
