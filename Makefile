@@ -84,8 +84,9 @@ test-no-server: deps
 	$(CARGO) test --test it --no-run
 	unshare -n bash -c 'ip link set lo up && ./scripts/test-server.sh \
 	  $(CARGO) test --offline --test it -- aggregate::mysql'
-	@if pgrep -f applyops-test-server >/dev/null; then \
-	  echo "test-no-server: a private server was left running:"; pgrep -af applyops-test-server; exit 1; fi; \
+	@if pgrep -f 'mariadbd.*applyops-test-serve[r]' >/dev/null; then \
+	  echo "test-no-server: a private server was left running:"; \
+	  pgrep -af 'mariadbd.*applyops-test-serve[r]'; exit 1; fi; \
 	echo "test-no-server: nothing left running"
 
 lint: deps
