@@ -7,6 +7,9 @@
 //! cargo run -p applyops-worker -- --step-ms 300 --fail-once ap-south   # as `make demo` runs it
 //! ```
 //!
+//! The database: `--database-url`, else `APPLYOPS_DATABASE_URL`, else `DATABASE_URL` (which keep a
+//! password out of `ps`), else `sqlite://applyops-worker-demo.db`.
+//!
 //! `--revert-window MS` keeps each operation in `revert_window` for MS milliseconds after its cutover
 //! (held under its lease, heartbeating), so an operator can try `applyops revert APPLY` (the
 //! operation is handed to the revert claim and ends `reverted`) or `applyops skip-revert APPLY` (it
