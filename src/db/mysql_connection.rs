@@ -201,17 +201,30 @@ impl DerefMut for MysqlConn {
     }
 }
 
-/// `BEGIN`, `COMMIT` or `ROLLBACK` as a statement the statement cache can keep (keyed by its SQL).
+/// Makes the next transaction read one snapshot (`db::snapshot_read`): the session is READ
+/// COMMITTED, where each statement reads the latest commits.
+pub(crate) const NEXT_TRANSACTION_READS_A_SNAPSHOT: &str =
+    "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
+/// `BEGIN`, `COMMIT`, `ROLLBACK` or [`NEXT_TRANSACTION_READS_A_SNAPSHOT`] as a statement the
+/// statement cache can keep (keyed by its SQL): one round trip each once prepared, where text sent
+/// through `batch_execute` costs three (multi-statements on, the query, off).
 #[derive(Debug, Clone, Copy)]
 struct TransactionStatement(&'static str);
 
 impl TransactionStatement {
-    /// The statement Diesel's transaction manager sends as `sql`, if it is one of these.
+    /// The statement Diesel's transaction manager (or `db::snapshot_read`) sends as `sql`, if it is
+    /// one of these.
     fn of(sql: &str) -> Option<Self> {
-        ["BEGIN", "COMMIT", "ROLLBACK"]
-            .into_iter()
-            .find(|known| *known == sql)
-            .map(TransactionStatement)
+        [
+            "BEGIN",
+            "COMMIT",
+            "ROLLBACK",
+            NEXT_TRANSACTION_READS_A_SNAPSHOT,
+        ]
+        .into_iter()
+        .find(|known| *known == sql)
+        .map(TransactionStatement)
     }
 }
 

@@ -50,6 +50,27 @@ where
     }
 }
 
+/// Runs `f`, a read of several statements, so that every statement reads the same moment of the
+/// database: whatever other connections commit meanwhile, `f` never sees a row from before a commit
+/// beside one from after it.
+///
+/// On MySQL the session is READ COMMITTED (`db::mysql`), where each statement reads what was
+/// committed when it ran; the transaction is made REPEATABLE READ and READ ONLY
+/// (`SET TRANSACTION …`, which applies to the next transaction only: one statement more), so its
+/// statements read the snapshot its first one took. On SQLite a transaction reads one snapshot
+/// already. Inside a caller's transaction `f` runs in a savepoint of it, at the caller's level.
+pub(crate) fn snapshot_read<T, F>(conn: &mut DbConnection, f: F) -> StoreResult<T>
+where
+    F: FnOnce(&mut DbConnection) -> StoreResult<T>,
+{
+    #[cfg(feature = "mysql")]
+    if matches!(conn, DbConnection::Mysql(_)) && !in_transaction(conn)? {
+        use diesel::connection::SimpleConnection;
+        conn.batch_execute(super::mysql_connection::NEXT_TRANSACTION_READS_A_SNAPSHOT)?;
+    }
+    conn.transaction(f)
+}
+
 /// Runs `f` so that the "now" it reads is taken while its writes are serialised with every other
 /// writer's: on SQLite inside [`write_transaction`] (`BEGIN IMMEDIATE`: build the [`now`] expressions
 /// inside `f`, and they are read once the database's write lock is held); on MySQL `f` runs as it is,

@@ -138,12 +138,12 @@ pub fn set_defer_cutover(
 /// The apply with everything it owns: its operations in claim order with their tasks, its tasks no
 /// operation owns, and its pending control requests; `None` for an unknown apply.
 ///
-/// Four SELECTs in one transaction, whatever the rollout's size: six statements on MySQL, with
-/// `BEGIN` and `COMMIT`. On SQLite the transaction reads one snapshot. On MySQL the session is READ
-/// COMMITTED, so each SELECT reads what was committed when it ran: the four may see different
-/// moments while other connections write.
+/// Four SELECTs in one read transaction that reads one moment of the database (see
+/// [`db::snapshot_read`](crate::db)), whatever the rollout's size: seven statements on MySQL, with
+/// `SET TRANSACTION` (REPEATABLE READ, READ ONLY), `BEGIN` and `COMMIT`. A writer that commits
+/// between the SELECTs is never seen half-way.
 pub fn rollout(conn: &mut DbConnection, id: ApplyId) -> StoreResult<Option<Rollout>> {
-    conn.transaction(|conn| {
+    db::snapshot_read(conn, |conn| {
         let Some(apply) = get(conn, id)? else {
             return Ok(None);
         };

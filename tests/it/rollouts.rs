@@ -18,6 +18,7 @@ use crate::fixtures::*;
 use crate::harness::TestDb;
 
 backend_tests!(
+    rollout_reads_one_snapshot_while_a_writer_commits_between_its_reads,
     rollout_reads_the_apply_its_operations_in_claim_order_their_tasks_and_pending_requests,
     rollout_of_an_unknown_apply_is_none,
     delete_removes_a_finished_apply_and_everything_it_owns,
@@ -575,4 +576,62 @@ fn mysql_a_list_page_reads_about_its_own_rows_at_100000_applies() {
             "{touched} rows read for a page of 10 under {filter:?}"
         );
     }
+}
+
+/// `rollout` (what `applyops status` shows) reads the apply, its operations, tasks and requests as
+/// one moment of the database: a writer that changes the apply and all its operations together in
+/// each transaction, as fast as it can, is never seen half-way (the apply from one of its commits,
+/// an operation from the next).
+fn rollout_reads_one_snapshot_while_a_writer_commits_between_its_reads(db: &TestDb) {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::sync::Arc;
+
+    let (apply_id, _) = rollout(
+        &mut db.conn(),
+        3,
+        CutoverPolicy::Parallel,
+        FailurePolicy::Halt,
+    );
+    // One moment before the writer's first: the apply's budget and every attempt at 0.
+    diesel::update(applies_table::table.find(apply_id))
+        .set(applies_table::max_attempts.eq(0))
+        .execute(&mut db.conn())
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, mut conn) = (Arc::clone(&stop), db.conn());
+        std::thread::spawn(move || {
+            let mut n = 1;
+            while !stop.load(SeqCst) {
+                conn.transaction(|c| {
+                    diesel::update(applies_table::table.find(apply_id))
+                        .set(applies_table::max_attempts.eq(n))
+                        .execute(c)?;
+                    diesel::update(ops::table.filter(ops::apply_id.eq(apply_id)))
+                        .set(ops::attempt.eq(n))
+                        .execute(c)
+                })
+                .expect("the writer's transaction");
+                n += 1;
+            }
+            n
+        })
+    };
+    let conn = &mut db.conn();
+    for _ in 0..300 {
+        let read = applies::rollout(conn, apply_id).unwrap().unwrap();
+        for op in read.operations.iter().map(|o| &o.operation) {
+            assert_eq!(
+                op.attempt, read.apply.max_attempts,
+                "operation {} read from another moment than its apply",
+                op.id
+            );
+        }
+    }
+    stop.store(true, SeqCst);
+    let commits = writer.join().unwrap();
+    assert!(
+        commits > 10,
+        "the writer committed while we read ({commits})"
+    );
 }

@@ -322,7 +322,11 @@ fn mysql_a_rollout_is_read_in_the_same_statements_whatever_its_size() {
         counts.push(n);
     }
     assert_eq!(counts[1], counts[2], "1 and 10 operations");
-    assert_eq!(counts[1], 1 + 4 + 1, "BEGIN, 4 SELECTs, COMMIT");
+    assert_eq!(
+        counts[1],
+        1 + 1 + 4 + 1,
+        "SET TRANSACTION (one snapshot), BEGIN, 4 SELECTs, COMMIT"
+    );
 }
 
 /// A rollout named `name` of `operations` operations with `tasks` tasks each.
