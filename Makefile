@@ -17,6 +17,9 @@
 #                      workflow (run, redo, revert, revert --all, print-schema) reports an error
 #   make migrate       run migrations on DATABASE_URL (default sqlite://applyops.db)
 #   make doc           build the rustdoc (warnings are errors)
+#   make man           the man pages, generated from the command line's own definitions (clap):
+#                      target/man/applyops.1 and one per command (applyops-create.1…); read one
+#                      with `man -l target/man/applyops.1`
 #   make bench         measure the pool's test_on_check_out cost and applyops calls against the raw
 #                      mysql crate (both reported as ratios)
 
@@ -25,7 +28,7 @@ CARGO ?= cargo
 DATABASE_URL ?= sqlite://applyops.db
 export DATABASE_URL
 
-.PHONY: demo cluster-test cluster-deps test test-no-server lint check-features schema-check migrate doc bench deps diesel-cli
+.PHONY: demo cluster-test cluster-deps test test-no-server lint check-features schema-check migrate doc man bench deps diesel-cli
 
 # The MySQL client library and pkg-config are needed to build Diesel's mysql backend (mysqlclient-sys,
 # our default `mysql` feature); libsqlite3-dev is needed by the diesel CLI's sqlite feature (the crate
@@ -115,17 +118,23 @@ schema-check: diesel-cli
 	./scripts/schema-check.sh
 
 # `diesel migration run` for MySQL URLs when the diesel CLI is installed (--locked-schema: it must not
-# rewrite src/schema.rs); otherwise, and for SQLite, the crate's embedded runner.
+# rewrite src/schema.rs); otherwise, and for SQLite, the crate's embedded runner, without
+# APPLYOPS_DATABASE_URL (which it would prefer): this target migrates DATABASE_URL.
 migrate: deps
 	@case "$(DATABASE_URL)" in \
 	  mysql://*) if command -v diesel >/dev/null 2>&1; then \
 	      diesel migration run --locked-schema --database-url "$(DATABASE_URL)"; \
-	    else $(CARGO) run --quiet --bin applyops -- migrate; fi ;; \
-	  *) $(CARGO) run --quiet --bin applyops -- migrate ;; \
+	    else env -u APPLYOPS_DATABASE_URL $(CARGO) run --quiet --bin applyops -- migrate; fi ;; \
+	  *) env -u APPLYOPS_DATABASE_URL $(CARGO) run --quiet --bin applyops -- migrate ;; \
 	esac
 
 doc: deps
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
+
+# The hidden `applyops man` subcommand renders the pages from the same clap definitions as `--help`
+# (no second copy of them, and no build script).
+man: deps
+	$(CARGO) run --quiet --bin applyops -- man --out-dir target/man
 
 bench: deps
 	$(CARGO) bench --bench pool_checkout

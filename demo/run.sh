@@ -28,6 +28,8 @@ if [ -z "${DATABASE_URL:-}" ]; then
     DATABASE_URL="sqlite://$out/applyops-demo.db"
 fi
 export DATABASE_URL
+# applyops prefers APPLYOPS_DATABASE_URL to DATABASE_URL: the demo's database is DATABASE_URL.
+unset APPLYOPS_DATABASE_URL
 stamp=$(date +%s)
 
 echo "== database: $DATABASE_URL"

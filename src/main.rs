@@ -2,46 +2,42 @@
 //!
 //! ```text
 //! applyops --database-url sqlite://applyops.db migrate
-//! applyops --database-url mysql://root@127.0.0.1:3306/applyops applies --state running
+//! APPLYOPS_DATABASE_URL=mysql://root@127.0.0.1:3306/applyops applyops applies --state running
 //! applyops status demo-rolling
 //! applyops stop demo-rolling --by alice --reason "traffic peak"
 //! applyops watch 3 4 5
-//! applyops revert --yes            # the newest migration (no APPLY)
+//! applyops migrate --revert --yes   # the newest migration
+//! applyops completions bash
 //! ```
 //!
 //! Exit codes: 0 done as asked, 1 error, 2 usage, 3 the apply ended otherwise (`wait`, `watch`),
-//! 4 timed out. See the README's "The operator's command line".
+//! 4 timed out. See docs/cli.md.
 
 use std::io::Write;
 use std::process::ExitCode;
 
+use clap::builder::StyledStr;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches};
 
 mod cli;
 
-use cli::{sanitized_lines, Cli, Database, Style, UrlSource};
+use cli::{sanitized_lines, Cli, Database, Style};
 
 /// Subcommands that can destroy data: clap never suggests them for a mistyped subcommand, so a typo
 /// (`retyr`) is not answered with "a similar subcommand exists: 'revert'".
 const DESTRUCTIVE_COMMANDS: [&str; 2] = ["revert", "cancel"];
 
 /// Parses the command line like [`Cli::parse`], except that an unknown subcommand is never answered
-/// with a suggestion to run a destructive one, and an error echoing what was typed shows it
-/// escaped. Also returns the database URL and where it came from.
-fn parse() -> (Cli, Database) {
-    let matches = Cli::command()
-        .try_get_matches()
-        .unwrap_or_else(|err| exit_with(without_destructive_suggestions(err)));
-    let source = match matches.value_source("database_url") {
-        Some(ValueSource::CommandLine) => UrlSource::Flag,
-        Some(ValueSource::EnvVariable) => UrlSource::Environment,
-        _ => UrlSource::Default,
-    };
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| exit_with(err));
-    let database = Database::new(cli.database_url.clone(), source);
-    (cli, database)
+/// with a suggestion to run a destructive one, an error echoing what was typed shows it escaped, and
+/// `revert` without an APPLY points at `migrate --revert`.
+fn parse() -> Cli {
+    let matches = Cli::command().try_get_matches().unwrap_or_else(|err| {
+        exit_with(with_migration_revert_tip(without_destructive_suggestions(
+            err,
+        )))
+    });
+    Cli::from_arg_matches(&matches).unwrap_or_else(|err| exit_with(err))
 }
 
 /// Exits as clap does for `err` (help and version on stdout with exit 0, errors on stderr with exit
@@ -56,6 +52,35 @@ fn exit_with(err: clap::Error) -> ! {
         .write_all(sanitized_lines(&text).as_bytes())
         .ok();
     std::process::exit(err.exit_code())
+}
+
+/// `err`, when it is `revert`'s missing APPLY or an option `revert` no longer takes (the migration
+/// revert's `--yes`, `--force`), with a tip naming `migrate --revert`: `revert` once reverted a
+/// migration when given no APPLY.
+fn with_migration_revert_tip(mut err: clap::Error) -> clap::Error {
+    if !matches!(
+        err.kind(),
+        ErrorKind::MissingRequiredArgument | ErrorKind::UnknownArgument
+    ) {
+        return err;
+    }
+    let is_revert = matches!(
+        err.get(ContextKind::Usage),
+        Some(ContextValue::StyledStr(usage)) if usage.to_string().contains("applyops revert ")
+    );
+    if !is_revert {
+        return err;
+    }
+    let mut tips = match err.get(ContextKind::Suggested) {
+        Some(ContextValue::StyledStrs(tips)) => tips.clone(),
+        _ => Vec::new(),
+    };
+    tips.push(StyledStr::from(
+        "`revert APPLY` asks for an apply's revert; to revert the newest database migration, run \
+         `applyops migrate --revert --yes`",
+    ));
+    err.insert(ContextKind::Suggested, ContextValue::StyledStrs(tips));
+    err
 }
 
 /// `err` without the destructive subcommands among its suggestions.
@@ -87,14 +112,17 @@ fn without_destructive_suggestions(err: clap::Error) -> clap::Error {
 }
 
 fn main() -> ExitCode {
-    let (cli, database) = parse();
-    let result = cli::run(
-        cli,
-        &database,
-        Style::detect(),
-        &mut std::io::stdout().lock(),
-        &mut std::io::stderr().lock(),
-    );
+    let cli = parse();
+    let style = Style::detect(cli.color);
+    let result = Database::from_environment(cli.database_url.clone()).and_then(|database| {
+        cli::run(
+            cli,
+            &database,
+            style,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        )
+    });
     match result {
         Ok(()) => ExitCode::from(cli::EXIT_OK),
         Err(err) => {

@@ -7,16 +7,18 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use applyops::db::DbConnection;
-use applyops::models::{Apply, ApplyId, ApplyOperation};
+use applyops::models::{Apply, ApplyId, ApplyOperation, NewRollout};
 use applyops::state::{is_settled, ApplyState, ControlRequestKind};
 use applyops::store::applies::{ApplyCursor, ApplyFilter};
 use applyops::store::{applies, apply_operations, control_requests};
 use applyops::{db, Store, StoreError};
 use chrono::{NaiveDateTime, Utc};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use diesel::Connection;
 
 mod database;
+mod help;
+mod man;
 mod render;
 mod requests;
 mod rollout_file;
@@ -24,9 +26,9 @@ mod text;
 mod views;
 mod watch;
 
-pub use database::{Database, UrlSource};
-pub use render::Style;
+pub use database::Database;
 use render::{age, cell, keep_whole, short_duration, table_text};
+pub use render::{ColorChoice, Style};
 pub use text::sanitized_lines;
 use text::shown;
 use views::{AppliesDoc, ApplyDoc, ApplyView, LeaseDoc, LeasesDoc, StatusDoc};
@@ -42,31 +44,27 @@ pub const EXIT_ENDED_OTHERWISE: u8 = 3;
 /// Exit code: `wait` or `watch` gave up at `--timeout`.
 pub const EXIT_TIMED_OUT: u8 = 4;
 
-/// What `applyops --help` says after the commands.
-const AFTER_HELP: &str = "\
-APPLY is an apply's id or its identifier; when it could be either (an apply whose identifier is \
-another apply's id), say id:N or name:IDENTIFIER.
-
-The database: --database-url, or DATABASE_URL (which keeps the password out of `ps`), or \
-sqlite://applyops.db. Only `migrate` creates a database.
-
-Exit codes: 0 done as asked; 1 error; 2 usage; 3 the apply (or deployment) ended otherwise than \
-asked (wait, watch); 4 timed out (wait, watch).";
-
 /// Operate an applyops database: migrations, rollouts, operators' requests, leases.
 #[derive(Debug, Parser)]
-#[command(name = "applyops", version, after_help = AFTER_HELP)]
+#[command(name = "applyops", version, after_help = help::TOP)]
 pub struct Cli {
-    /// `mysql://user:password@host:port/database`, a SQLite file path or `sqlite://path`. Prefer
-    /// DATABASE_URL for a URL with a password: a command line is visible to `ps`.
+    /// The database: `mysql://user:password@host:port/database`, a SQLite file path or
+    /// `sqlite://path`. Without it: APPLYOPS_DATABASE_URL, then DATABASE_URL, then
+    /// sqlite://applyops.db. Prefer the environment for a URL with a password: a command line is
+    /// visible to `ps`.
+    #[arg(long, value_name = "URL", global = true)]
+    pub database_url: Option<String>,
+
+    /// Colour: auto (on a terminal, unless NO_COLOR is set and not empty), always (even in a pipe,
+    /// whatever NO_COLOR says) or never.
     #[arg(
         long,
-        env = "DATABASE_URL",
-        hide_env_values = true,
-        default_value = "sqlite://applyops.db",
+        value_enum,
+        value_name = "WHEN",
+        default_value_t = ColorChoice::Auto,
         global = true
     )]
-    pub database_url: String,
+    pub color: ColorChoice,
 
     #[command(subcommand)]
     pub command: Command,
@@ -76,21 +74,27 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run every pending migration (serialised with other runners) and print the versions applied.
-    /// The only command that creates a database.
-    Migrate,
-    /// With APPLY: ask for a revert of a deployment in its revert window (or of every one). Without
-    /// APPLY: revert the most recently applied migration (destructive: needs --yes).
-    Revert(RevertArgs),
+    /// The only command that creates a database. With --revert, revert the newest applied migration
+    /// instead (destructive: needs --yes).
+    #[command(after_help = help::MIGRATE)]
+    Migrate(MigrateArgs),
+    /// Ask for a revert of an apply's deployments in their revert window (or of one). To revert a
+    /// database migration: `applyops migrate --revert`.
+    #[command(after_help = help::REVERT)]
+    Revert(RequestArgs),
     /// Print the operations of an apply, oldest first, one JSON object per line (timestamps RFC 3339
     /// UTC).
+    #[command(after_help = help::LIST)]
     List {
         /// The apply's id or identifier (id:N or name:IDENTIFIER when it could be either).
         apply: String,
     },
     /// List applies, newest first, with their state and progress.
+    #[command(after_help = help::APPLIES)]
     Applies(AppliesArgs),
     /// Show an apply and each of its deployments: state, holder, why it waits, last error; then its
     /// pending control requests.
+    #[command(after_help = help::STATUS)]
     Status {
         /// The apply's id or identifier (id:N or name:IDENTIFIER when it could be either).
         apply: String,
@@ -101,35 +105,40 @@ pub enum Command {
     /// Show applies as `status` does, refreshed in place with a progress bar per deployment, until
     /// every one has settled (or Ctrl-C). Exit 0 when every one completed, 3 when one ended
     /// otherwise, 4 at --timeout.
+    #[command(after_help = help::WATCH)]
     Watch(watch::WatchArgs),
     /// Wait until an apply (or one deployment of it) reaches a state. Exit 0 when it does, 3 as soon
     /// as it settles in another state (completed, failed, cancelled, reverted: only an operator's
     /// retry moves it from there), 4 at --timeout.
+    #[command(after_help = help::WAIT)]
     Wait(WaitArgs),
-    /// Create a rollout (an apply, its operations and their tasks) from a JSON or TOML file.
-    Create {
-        /// The rollout: `.json` or `.toml` (see the README for the format).
-        #[arg(long)]
-        file: PathBuf,
-        /// Print the created apply as `status --json` does.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Create a rollout (an apply, its operations and their tasks) from a JSON or TOML file; with
+    /// --dry-run, only check it.
+    #[command(after_help = help::CREATE, after_long_help = help::CREATE_LONG)]
+    Create(CreateArgs),
     /// Ask workers to stop an apply, or one deployment (`start` resumes it).
+    #[command(after_help = help::STOP)]
     Stop(RequestArgs),
     /// Resume a stopped or paused apply, or one deployment.
+    #[command(after_help = help::START)]
     Start(RequestArgs),
     /// Cancel an apply, or one deployment: it is not resumed.
+    #[command(after_help = help::CANCEL)]
     Cancel(RequestArgs),
     /// Let the failures recorded so far through an `on_failure = pause` gate.
+    #[command(after_help = help::RELEASE)]
     Release(RequestArgs),
     /// Cut over an apply that defers its cutovers (all, in order), or one deployment now.
+    #[command(after_help = help::CUTOVER)]
     Cutover(RequestArgs),
     /// Close a deployment's revert window without reverting (or every one's).
+    #[command(after_help = help::SKIP_REVERT)]
     SkipRevert(RequestArgs),
     /// Retry one failed deployment.
+    #[command(after_help = help::RETRY)]
     Retry(RetryArgs),
     /// List every live lease: operation, apply, holder, time left.
+    #[command(after_help = help::LEASES)]
     Leases {
         /// Only holders whose name starts with this.
         #[arg(long)]
@@ -138,31 +147,50 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell) on stdout.
+    #[command(after_help = help::COMPLETIONS)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (applyops.1 and one per command) into a directory: `make man`.
+    #[command(hide = true, after_help = help::MAN)]
+    Man {
+        /// Where to write them (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
 }
 
-/// `revert`: an operator's revert request (with APPLY), or a migration revert (without).
+/// `migrate`: the pending migrations, or with `--revert` the newest applied one.
 #[derive(Debug, Args)]
-pub struct RevertArgs {
-    /// The apply whose deployment(s) to revert. Without it, `revert` reverts a migration.
-    pub apply: Option<String>,
-    /// The deployment to revert (default: every one in its revert window).
+pub struct MigrateArgs {
+    /// Revert the newest applied migration instead: its down.sql drops what it created (tables and
+    /// columns, with their data). Needs --yes.
     #[arg(long)]
-    pub deployment: Option<String>,
-    /// Who asks (recorded with the request).
-    #[arg(long = "by")]
-    pub by: Option<String>,
-    /// Why (recorded with the request).
+    pub revert: bool,
+    /// With --revert: confirm it. Without it, nothing is changed.
+    #[arg(long, requires = "revert")]
+    pub yes: bool,
+    /// With --revert: revert even when it drops a table (or columns of one) that holds rows.
+    #[arg(long, requires = "revert")]
+    pub force: bool,
+}
+
+/// `create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The rollout: `.json` or `.toml` (`--help` shows the format).
     #[arg(long)]
-    pub reason: Option<String>,
-    /// Print one JSON document.
+    pub file: PathBuf,
+    /// Only check the file (every rule `create` checks before writing) and print what would be
+    /// created; no database is opened.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the created apply as `status --json` does (with --dry-run: the rollout as read, with
+    /// its defaults).
     #[arg(long)]
     pub json: bool,
-    /// Migration revert: confirm it. Without it, nothing is changed.
-    #[arg(long)]
-    pub yes: bool,
-    /// Migration revert: revert even when it drops a table (or columns of one) that holds rows.
-    #[arg(long)]
-    pub force: bool,
 }
 
 /// The arguments of the request commands.
@@ -173,9 +201,10 @@ pub struct RequestArgs {
     /// Only this deployment of the apply (default: the whole apply).
     #[arg(long)]
     pub deployment: Option<String>,
-    /// Who asks (recorded with the request).
-    #[arg(long = "by")]
-    pub by: String,
+    /// Who asks (recorded with the request). Default: APPLYOPS_USER, else the login name (USER,
+    /// LOGNAME, or the user database).
+    #[arg(long = "by", value_name = "NAME")]
+    pub by: Option<String>,
     /// Why (recorded with the request).
     #[arg(long)]
     pub reason: Option<String>,
@@ -192,9 +221,10 @@ pub struct RetryArgs {
     /// The failed deployment to retry.
     #[arg(long)]
     pub deployment: String,
-    /// Who asks (recorded with the request).
-    #[arg(long = "by")]
-    pub by: String,
+    /// Who asks (recorded with the request). Default: APPLYOPS_USER, else the login name (USER,
+    /// LOGNAME, or the user database).
+    #[arg(long = "by", value_name = "NAME")]
+    pub by: Option<String>,
     /// Why (recorded with the request).
     #[arg(long)]
     pub reason: Option<String>,
@@ -324,75 +354,71 @@ pub fn run(
     warn: &mut impl Write,
 ) -> CommandResult {
     match cli.command {
-        Command::Migrate => migrate(database, out),
-        Command::Revert(args) if args.apply.is_none() => revert_migration(database, &args, out),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "applyops", out);
+            Ok(())
+        }
+        Command::Man { out_dir } => man::write_pages(&out_dir, out),
+        Command::Migrate(args) if args.revert => revert_migration(database, &args, out),
+        Command::Migrate(_) => migrate(database, out),
         Command::List { apply } => list(database, &apply, out, warn),
-        Command::Create { file, json } => {
-            // The file is read and parsed before the database is opened.
-            let rollout = rollout_file::read(&file)?;
-            let store = database.store()?;
-            create(&store, &rollout, json, style, out)
-        }
-        Command::Revert(args) => {
-            // Checked before the database is opened.
-            let args = requests::revert_args(args)?;
-            let store = database.store()?;
-            requests::run(&store, ControlRequestKind::Revert, &args, out)
-        }
-        command => {
-            let store = database.store()?;
-            match command {
-                Command::Applies(args) => applies(&store, &args, style, out),
-                Command::Status { apply, json } => {
-                    let apply = resolve_apply(&store, &apply)?;
-                    let doc = status_doc(&store, apply.id)?;
-                    if json {
-                        print_json(out, &doc);
-                    } else {
-                        out.write_all(status_text(&doc, style).as_bytes()).ok();
-                    }
-                    Ok(())
-                }
-                Command::Watch(args) => watch::run(&store, &args, style, out),
-                Command::Wait(args) => wait(&store, &args, out),
-                Command::Stop(args) => requests::run(&store, ControlRequestKind::Stop, &args, out),
-                Command::Start(args) => {
-                    requests::run(&store, ControlRequestKind::Start, &args, out)
-                }
-                Command::Cancel(args) => {
-                    requests::run(&store, ControlRequestKind::Cancel, &args, out)
-                }
-                Command::Release(args) => {
-                    requests::run(&store, ControlRequestKind::Release, &args, out)
-                }
-                Command::Cutover(args) => {
-                    requests::run(&store, ControlRequestKind::Cutover, &args, out)
-                }
-                Command::SkipRevert(args) => {
-                    requests::run(&store, ControlRequestKind::SkipRevert, &args, out)
-                }
-                Command::Retry(args) => {
-                    let args = RequestArgs {
-                        apply: args.apply,
-                        deployment: Some(args.deployment),
-                        by: args.by,
-                        reason: args.reason,
-                        json: args.json,
-                    };
-                    requests::run(&store, ControlRequestKind::Retry, &args, out)
-                }
-                Command::Leases { owner, json } => {
-                    leases(&store, owner.as_deref(), json, style, out)
-                }
-                Command::Migrate
-                | Command::List { .. }
-                | Command::Create { .. }
-                | Command::Revert(_) => {
-                    unreachable!("handled above")
-                }
+        Command::Create(args) => {
+            // The file is read, parsed and (for a dry run) checked before any database is opened.
+            let rollout = rollout_file::read(&args.file)?;
+            if args.dry_run {
+                return dry_run(&rollout, args.json, out);
             }
+            let store = database.store()?;
+            create(&store, &rollout, args.json, style, out)
+        }
+        Command::Applies(args) => applies(&database.store()?, &args, style, out),
+        Command::Status { apply, json } => {
+            let store = database.store()?;
+            let apply = resolve_apply(&store, &apply)?;
+            let doc = status_doc(&store, apply.id)?;
+            if json {
+                print_json(out, &doc);
+            } else {
+                out.write_all(status_text(&doc, style).as_bytes()).ok();
+            }
+            Ok(())
+        }
+        Command::Watch(args) => watch::run(&database.store()?, &args, style, out),
+        Command::Wait(args) => wait(&database.store()?, &args, out),
+        Command::Leases { owner, json } => {
+            leases(&database.store()?, owner.as_deref(), json, style, out)
+        }
+        Command::Stop(args) => request(database, ControlRequestKind::Stop, args, out),
+        Command::Start(args) => request(database, ControlRequestKind::Start, args, out),
+        Command::Cancel(args) => request(database, ControlRequestKind::Cancel, args, out),
+        Command::Release(args) => request(database, ControlRequestKind::Release, args, out),
+        Command::Cutover(args) => request(database, ControlRequestKind::Cutover, args, out),
+        Command::Revert(args) => request(database, ControlRequestKind::Revert, args, out),
+        Command::SkipRevert(args) => request(database, ControlRequestKind::SkipRevert, args, out),
+        Command::Retry(args) => {
+            let args = RequestArgs {
+                apply: args.apply,
+                deployment: Some(args.deployment),
+                by: args.by,
+                reason: args.reason,
+                json: args.json,
+            };
+            request(database, ControlRequestKind::Retry, args, out)
         }
     }
+}
+
+/// A request command: who asks is found (`--by`, or the environment's user) before the database is
+/// opened, so that a request nobody can be named for changes nothing.
+fn request(
+    database: &Database,
+    kind: ControlRequestKind,
+    args: RequestArgs,
+    out: &mut impl Write,
+) -> CommandResult {
+    let by = requests::requester(args.by.as_deref())?;
+    let store = database.store()?;
+    requests::run(&store, kind, &args, &by, out)
 }
 
 /// `migrate`: the only command that creates a database.
@@ -408,21 +434,18 @@ fn migrate(database: &Database, out: &mut impl Write) -> CommandResult {
     Ok(())
 }
 
-/// `revert` without an apply: the newest migration.
-fn revert_migration(database: &Database, args: &RevertArgs, out: &mut impl Write) -> CommandResult {
-    if args.deployment.is_some() || args.by.is_some() || args.reason.is_some() {
-        return Err(Failure::Usage(
-            "--deployment, --by and --reason belong to a revert request, which names an APPLY; \
-             nothing was changed"
-                .to_owned(),
-        ));
-    }
+/// `migrate --revert`: the newest migration.
+fn revert_migration(
+    database: &Database,
+    args: &MigrateArgs,
+    out: &mut impl Write,
+) -> CommandResult {
     if !args.yes {
         return Err(Failure::Usage(
-            "refusing to revert without --yes: `revert` without an APPLY reverts the newest \
-             applied migration, whose down.sql drops what it created (tables and columns, with \
-             their data); nothing was changed. Rerun with --yes to revert; a revert that would \
-             drop rows also needs --force"
+            "refusing to revert without --yes: `migrate --revert` reverts the newest applied \
+             migration, whose down.sql drops what it created (tables and columns, with their \
+             data); nothing was changed. Rerun with --yes to revert; a revert that would drop rows \
+             also needs --force"
                 .to_owned(),
         ));
     }
@@ -436,7 +459,7 @@ fn revert_migration(database: &Database, args: &RevertArgs, out: &mut impl Write
         }
         Err(Failure::Refused(format!(
             "refusing to revert {} without --force: it would drop {}; nothing was changed. \
-             Rerun with --yes --force to revert anyway and lose those rows",
+             Rerun with `migrate --revert --yes --force` to revert anyway and lose those rows",
             preview.version,
             losing.join(", ")
         )))
@@ -835,20 +858,67 @@ fn applies(store: &Store, args: &AppliesArgs, style: Style, out: &mut impl Write
     Ok(())
 }
 
-/// `create`.
-fn create(
-    store: &Store,
-    rollout: &applyops::models::NewRollout,
-    json: bool,
-    style: Style,
-    out: &mut impl Write,
-) -> CommandResult {
-    let created = store.create_rollout(rollout).map_err(|err| match err {
+/// `create --dry-run`: the rollout read from the file, checked by the same rules as
+/// [`Store::create_rollout`] before it writes anything ([`applies::validate_rollout`]), and what
+/// would be created; no database is opened. A rollout those rules refuse fails as `create` does.
+fn dry_run(rollout: &NewRollout, json: bool, out: &mut impl Write) -> CommandResult {
+    applies::validate_rollout(rollout).map_err(refused_rollout)?;
+    if json {
+        print_json(
+            out,
+            &serde_json::json!({ "dry_run": true, "rollout": rollout }),
+        );
+        return Ok(());
+    }
+    let names: Vec<String> = rollout
+        .operations
+        .iter()
+        .map(|op| shown(&op.deployment).into_owned())
+        .collect();
+    let listed = match names.len() {
+        0..=10 => names.join(", "),
+        n => format!("{}, … ({n} in all)", names[..10].join(", ")),
+    };
+    let tasks: usize = rollout.operations.iter().map(|op| op.tasks.len()).sum();
+    writeln!(
+        out,
+        "would create apply {} on {} / {}, requested by {}: {} deployment(s) ({listed}), {tasks} \
+         task(s)",
+        shown(&rollout.apply_identifier),
+        shown(&rollout.database_name),
+        shown(&rollout.environment),
+        shown(&rollout.requested_by),
+        rollout.operations.len(),
+    )
+    .ok();
+    writeln!(
+        out,
+        "dry run: the file is valid; not checked: whether the identifier is taken or a target is \
+         busy (that needs the database); nothing was written"
+    )
+    .ok();
+    Ok(())
+}
+
+/// A rollout the store refused: its own words, and that nothing was created.
+fn refused_rollout(err: StoreError) -> Failure {
+    match err {
         StoreError::InvalidInput { .. }
         | StoreError::TargetBusy { .. }
         | StoreError::ApplyExists { .. } => Failure::Refused(format!("{err}; nothing was created")),
         other => Failure::Store(other),
-    })?;
+    }
+}
+
+/// `create`.
+fn create(
+    store: &Store,
+    rollout: &NewRollout,
+    json: bool,
+    style: Style,
+    out: &mut impl Write,
+) -> CommandResult {
+    let created = store.create_rollout(rollout).map_err(refused_rollout)?;
     let doc = status_doc(store, created.apply.id)?;
     if json {
         print_json(out, &doc);
@@ -985,4 +1055,35 @@ fn leases(
     keep_whole(&mut table, &[0, 1, 3, 5]);
     out.write_all(table_text(&table).as_bytes()).ok();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_hidden_or_not_has_examples_in_its_help() {
+        let mut command = Cli::command();
+        command.build();
+        for sub in command.get_subcommands_mut() {
+            let name = sub.get_name().to_owned();
+            if name == "help" {
+                continue;
+            }
+            let long = sub.render_long_help().to_string();
+            let short = sub.render_help().to_string();
+            for (which, text) in [("--help", long), ("-h", short)] {
+                assert!(text.contains("Examples:"), "{name} {which}:\n{text}");
+                assert!(
+                    text.contains(&format!("applyops {name}")),
+                    "{name} {which}: an example runs it:\n{text}"
+                );
+            }
+        }
+    }
 }

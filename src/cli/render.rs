@@ -1,6 +1,6 @@
 //! How the command line shows things to a person: tables that fit the terminal without splitting a
 //! word, and never wrap when stdout is not one (a pipe, a file: one line per row, for `grep`); colour
-//! only on a terminal and never under `NO_COLOR`; ages and durations in a few characters; and a
+//! as `--color` says (by default only on a terminal and never under `NO_COLOR`); ages and durations in a few characters; and a
 //! sentence for every reason an operation waits. Stored text reaches a cell through
 //! [`shown`](super::text::shown) only.
 
@@ -20,24 +20,50 @@ use super::text::{sanitized, shown};
 /// that was never sized says 0).
 pub const FALLBACK_WIDTH: u16 = 80;
 
+/// `--color`: when output is coloured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// On a terminal, unless `NO_COLOR` is set and not empty.
+    Auto,
+    /// Always, even in a pipe or a file, whatever `NO_COLOR` says.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether output is coloured: the one decision every coloured thing follows (the tables'
+    /// states, `watch`'s bars). `tty`: stdout is a terminal; `no_color`: `NO_COLOR`'s value, if set.
+    pub fn colour(self, tty: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => tty && no_color.is_none_or(|value| value.is_empty()),
+        }
+    }
+}
+
 /// Where output goes and how it may look.
 #[derive(Debug, Clone, Copy)]
 pub struct Style {
     /// stdout is a terminal.
     pub tty: bool,
-    /// Colour is on: a terminal, and `NO_COLOR` unset or empty.
+    /// Colour is on ([`ColorChoice::colour`]).
     pub colour: bool,
 }
 
 impl Style {
-    /// The style for this process's stdout and environment.
-    pub fn detect() -> Style {
+    /// The style for this process's stdout and environment, coloured as `choice` says; the
+    /// terminal crates that draw colour are told the decision ([`colour_libraries`]).
+    pub fn detect(choice: ColorChoice) -> Style {
         let tty = std::io::stdout().is_terminal();
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
-        Style {
+        let no_color = std::env::var_os("NO_COLOR");
+        let style = Style {
             tty,
-            colour: tty && !no_color,
-        }
+            colour: choice.colour(tty, no_color.as_deref()),
+        };
+        colour_libraries(style.colour);
+        style
     }
 
     /// An empty table with `header`, borderless like `kubectl`'s: on a terminal fitted to its width
@@ -56,7 +82,10 @@ impl Style {
         } else {
             table.set_content_arrangement(ContentArrangement::Disabled);
         }
-        if !self.colour {
+        // comfy-table would decide colour again (styles only on a terminal): it is told ours.
+        if self.colour {
+            table.enforce_styling();
+        } else {
             table.force_no_tty();
         }
         table
@@ -70,6 +99,14 @@ impl Style {
         }
         cell.fg(state_colour(state))
     }
+}
+
+/// Tells the crates that write colour codes whether to: each would otherwise decide by itself.
+/// crossterm (comfy-table's cells) writes none under `NO_COLOR`, even for `--color always`;
+/// console (indicatif's bars) reads `NO_COLOR`, `CLICOLOR` and `CLICOLOR_FORCE`.
+pub fn colour_libraries(colour: bool) {
+    crossterm::style::Colored::set_ansi_color_disabled(!colour);
+    console::set_colors_enabled(colour);
 }
 
 /// The colour of a state: green done, red failed, yellow waiting on someone, cyan moving.
@@ -271,6 +308,38 @@ mod tests {
             .unwrap()
             .naive_utc();
         assert_eq!(rfc3339(at), "2026-12-05T21:02:00.123456Z");
+    }
+
+    #[test]
+    fn colour_follows_the_flag_then_no_color_then_the_terminal() {
+        use std::ffi::OsStr;
+        let set = Some(OsStr::new("1"));
+        let empty = Some(OsStr::new(""));
+        assert!(ColorChoice::Auto.colour(true, None));
+        assert!(
+            ColorChoice::Auto.colour(true, empty),
+            "an empty NO_COLOR is unset"
+        );
+        assert!(!ColorChoice::Auto.colour(true, set));
+        assert!(!ColorChoice::Auto.colour(false, None));
+        assert!(
+            ColorChoice::Always.colour(false, set),
+            "always wins over NO_COLOR"
+        );
+        assert!(!ColorChoice::Never.colour(true, None));
+    }
+
+    #[test]
+    fn a_coloured_table_off_a_terminal_has_escapes() {
+        colour_libraries(true);
+        let style = Style {
+            tty: false,
+            colour: true,
+        };
+        let mut table = style.table(&["STATE"]);
+        table.add_row(vec![style.state_cell(ApplyState::Completed)]);
+        let text = table_text(&table);
+        assert!(text.contains("\u{1b}[38;"), "a foreground colour: {text:?}");
     }
 
     #[test]

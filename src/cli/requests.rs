@@ -4,6 +4,7 @@
 //! after. Idempotent while the request is pending: asking again returns the pending one.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::io::Write;
 
 use applyops::models::{ApplyOperation, ControlRequest, NewControlRequest};
@@ -14,7 +15,6 @@ use diesel::Connection;
 
 use super::text::shown;
 use super::views::{DeploymentStateDoc, RequestDoc, RequestOutcome, RequestOutcomeDoc};
-use super::RevertArgs;
 use super::{print_json, resolve_target, CommandResult, Failure, RequestArgs};
 
 /// Up to this many deployments, a request lists each one's state; beyond, it counts them by state
@@ -28,28 +28,72 @@ pub fn command_name(kind: ControlRequestKind) -> String {
     kind.as_str().replace('_', "-")
 }
 
-/// `revert APPLY …` as a request: `--by` is required, and the migration flags do not belong. Both
-/// are usage errors (exit 2), found before the database is opened.
-pub fn revert_args(args: RevertArgs) -> Result<RequestArgs, Failure> {
-    if args.yes || args.force {
-        return Err(Failure::Usage(
-            "--yes and --force belong to a migration revert, which takes no APPLY; nothing was \
-             changed"
-                .to_owned(),
-        ));
+/// The environment variables that name who asks when `--by` is not given, in order: the first set
+/// and not empty wins. `USER` and `LOGNAME` are the login name, as login(1) sets them.
+const REQUESTER_VARIABLES: [&str; 3] = ["APPLYOPS_USER", "USER", "LOGNAME"];
+
+/// Who asks: `--by`, else the first of [`REQUESTER_VARIABLES`] set and not empty, else the name of
+/// this process's user in the user database (`/etc/passwd`). None of them: a usage error asking for
+/// `--by`, before the database is opened. The name is not checked here: the store refuses one with
+/// a control character (exit 1), as it refuses such a `--by`.
+pub fn requester(by: Option<&str>) -> Result<String, Failure> {
+    requester_from(by, |name| std::env::var_os(name), login_name)
+}
+
+/// [`requester`] with the environment and the user database given.
+fn requester_from(
+    by: Option<&str>,
+    env: impl Fn(&str) -> Option<OsString>,
+    user_database: impl FnOnce() -> Result<String, String>,
+) -> Result<String, Failure> {
+    if let Some(by) = by {
+        return Ok(by.to_owned());
     }
-    let by = args.by.ok_or_else(|| {
-        Failure::Usage(
-            "a revert request needs --by NAME (who asks); nothing was changed".to_owned(),
-        )
-    })?;
-    Ok(RequestArgs {
-        apply: args.apply.expect("a revert request names an apply"),
-        deployment: args.deployment,
-        by,
-        reason: args.reason,
-        json: args.json,
+    for name in REQUESTER_VARIABLES {
+        let Some(value) = env(name).filter(|value| !value.is_empty()) else {
+            continue;
+        };
+        return value.into_string().map_err(|_| {
+            Failure::Usage(format!(
+                "{name} is not valid UTF-8, so it cannot say who asks: pass --by NAME; nothing \
+                 was recorded"
+            ))
+        });
+    }
+    user_database().map_err(|why| {
+        Failure::Usage(format!(
+            "who asks? --by is not given, APPLYOPS_USER, USER and LOGNAME are unset or empty, and \
+             {why}: pass --by NAME; nothing was recorded"
+        ))
     })
+}
+
+/// This process's user's name in `/etc/passwd`, or why there is none.
+#[cfg(unix)]
+fn login_name() -> Result<String, String> {
+    let uid = rustix::process::getuid().as_raw();
+    let passwd = std::fs::read_to_string("/etc/passwd")
+        .map_err(|err| format!("/etc/passwd cannot be read ({err})"))?;
+    passwd_name(&passwd, uid).ok_or_else(|| format!("uid {uid} has no name in /etc/passwd"))
+}
+
+/// No user database to read.
+#[cfg(not(unix))]
+fn login_name() -> Result<String, String> {
+    Err("this system's user database is not read".to_owned())
+}
+
+/// The name of `uid` in the text of a passwd(5) file (`name:password:uid:gid:…`, `#` comments).
+fn passwd_name(passwd: &str, uid: u32) -> Option<String> {
+    passwd
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            let entry_uid: u32 = fields.nth(1)?.parse().ok()?;
+            (entry_uid == uid && !name.is_empty()).then(|| name.to_owned())
+        })
 }
 
 /// What workers do with a pending request of `kind`, in a sentence.
@@ -104,11 +148,12 @@ struct After {
     apply_state: ApplyState,
 }
 
-/// Records `kind` for `args` and reports it.
+/// Records `kind` for `args`, asked by `by` ([`requester`]), and reports it.
 pub fn run(
     store: &Store,
     kind: ControlRequestKind,
     args: &RequestArgs,
+    by: &str,
     out: &mut impl Write,
 ) -> CommandResult {
     let (apply, operation) = resolve_target(store, &args.apply, args.deployment.as_deref())?;
@@ -118,7 +163,7 @@ pub fn run(
         .list_pending(apply.id)?
         .into_iter()
         .find(|request| request.kind == kind && request.apply_operation_id == operation_id);
-    let mut new = NewControlRequest::new(apply.id, kind, args.by.clone());
+    let mut new = NewControlRequest::new(apply.id, kind, by.to_owned());
     if let Some(id) = operation_id {
         new = new.for_operation(id);
     }
@@ -182,7 +227,7 @@ pub fn run(
     );
     writeln!(
         out,
-        "request {}: {} for apply {} ({}), {scope}, by {}",
+        "request {}: {} for apply {} ({}), {scope}, recorded by {}",
         doc.request.id,
         command_name(kind),
         apply.id,
@@ -251,4 +296,60 @@ fn deployments_line(operations: &[ApplyOperation]) -> String {
         counts.join(", "),
         named(&operations[..SUMMARY_FIRST])
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(var, _)| *var == name)
+                .map(|(_, value)| OsString::from(value))
+        }
+    }
+
+    fn no_user_database() -> Result<String, String> {
+        Err("uid 4242 has no name in /etc/passwd".to_owned())
+    }
+
+    #[test]
+    fn by_then_applyops_user_then_user_then_logname_then_the_user_database() {
+        fn who(by: Option<&str>, vars: &[(&str, &str)]) -> String {
+            requester_from(by, env(vars), || Ok("root".to_owned())).unwrap()
+        }
+        let all = [
+            ("APPLYOPS_USER", "ops"),
+            ("USER", "alice"),
+            ("LOGNAME", "al"),
+        ];
+        assert_eq!(who(Some("bob"), &all), "bob");
+        assert_eq!(who(None, &all), "ops");
+        assert_eq!(
+            who(None, &[("APPLYOPS_USER", ""), ("USER", "alice")]),
+            "alice"
+        );
+        assert_eq!(who(None, &[("LOGNAME", "al")]), "al");
+        assert_eq!(who(None, &[]), "root");
+    }
+
+    #[test]
+    fn nobody_to_name_is_a_usage_error_asking_for_by() {
+        let err = requester_from(None, env(&[("USER", "")]), no_user_database).unwrap_err();
+        assert_eq!(err.exit_code(), super::super::EXIT_USAGE);
+        let text = err.to_string();
+        assert!(text.contains("pass --by NAME"), "{text}");
+        assert!(text.contains("uid 4242 has no name"), "{text}");
+        assert!(text.ends_with("nothing was recorded"), "{text}");
+    }
+
+    #[test]
+    fn passwd_entries_are_read_by_uid() {
+        let passwd = "# comment\nroot:x:0:0:root:/root:/bin/bash\n\
+                      alice:x:1000:1000:Alice,,,:/home/alice:/bin/zsh\nbroken\n";
+        assert_eq!(passwd_name(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(passwd_name(passwd, 1000).as_deref(), Some("alice"));
+        assert_eq!(passwd_name(passwd, 1001), None);
+    }
 }

@@ -134,9 +134,43 @@ fn unknown_field(message: &str) -> Option<UnknownField> {
     })
 }
 
+/// The fields a rollout file may have, at each level (the rollout, an operation, a task), as the
+/// parser knows them: serde's own list, read from its answer to a field no level has (the list
+/// [`UnknownField`] suggests from).
+#[cfg(test)]
+pub fn known_fields() -> Vec<(&'static str, Vec<String>)> {
+    [
+        ("rollout", r#"{"\u0000": 0}"#),
+        ("operations", r#"{"operations": [{"\u0000": 0}]}"#),
+        ("tasks", r#"{"operations": [{"tasks": [{"\u0000": 0}]}]}"#),
+    ]
+    .into_iter()
+    .map(|(level, probe)| {
+        let err = serde_json::from_str::<NewRollout>(probe).expect_err("no field is NUL");
+        let message = err.to_string();
+        let unknown = unknown_field(&message).unwrap_or_else(|| panic!("{message}"));
+        (level, unknown.known)
+    })
+    .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_level_has_its_fields() {
+        let fields = known_fields();
+        assert!(
+            fields[0].1.contains(&"max_concurrency".to_owned()),
+            "{fields:?}"
+        );
+        assert!(
+            fields[1].1.contains(&"cutover_policy".to_owned()),
+            "{fields:?}"
+        );
+        assert_eq!(fields[2].1, ["table_name", "ddl"], "{fields:?}");
+    }
 
     #[test]
     fn serdes_unknown_field_message_is_read() {

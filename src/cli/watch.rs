@@ -228,6 +228,7 @@ struct Bars {
 
 impl Bars {
     fn new(style: Style) -> Bars {
+        // The template's colours are drawn by `console`, told `style.colour` by `Style::detect`.
         let template = if style.colour {
             "  {prefix:14!} [{bar:24.green/blue}] {msg}"
         } else {

@@ -16,8 +16,8 @@ use crate::state::ApplyState;
 
 pub use super::claims::{blockers, Blocker};
 pub use super::rollouts::{
-    create_rollout, MAX_OPERATION_TASKS, MAX_ROLLOUT_DDL_BYTES, MAX_ROLLOUT_OPERATIONS,
-    MAX_ROLLOUT_TASKS,
+    create_rollout, validate_rollout, MAX_OPERATION_TASKS, MAX_ROLLOUT_DDL_BYTES,
+    MAX_ROLLOUT_OPERATIONS, MAX_ROLLOUT_TASKS,
 };
 pub use super::targets::{explain_target_holder, target_holder};
 pub use crate::models::DEFAULT_MAX_ATTEMPTS;

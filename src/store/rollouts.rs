@@ -33,12 +33,12 @@ const CHUNK_BYTES: usize = 4 << 20;
 /// Creates `new` (the apply, its operations in the given claim order, and their tasks) in one
 /// transaction, and returns it as stored, with every id: either all of it is written or none of it.
 ///
-/// Validated before any SQL ([`StoreError::InvalidInput`] naming the field): no operations, more
-/// than [`MAX_ROLLOUT_OPERATIONS`] operations, [`MAX_OPERATION_TASKS`] tasks in one operation,
-/// [`MAX_ROLLOUT_TASKS`] tasks or [`MAX_ROLLOUT_DDL_BYTES`] of DDL in all, two operations for one
-/// deployment, an empty or over-long name, a name holding a control character, an empty DDL or one
-/// holding a control character other than tabs and line breaks, a `max_concurrency` outside
-/// 1..=1,000 or a `max_attempts` outside 0..=1,000.
+/// Validated before any SQL by [`validate_rollout`] ([`StoreError::InvalidInput`] naming the
+/// field): no operations, more than [`MAX_ROLLOUT_OPERATIONS`] operations, [`MAX_OPERATION_TASKS`]
+/// tasks in one operation, [`MAX_ROLLOUT_TASKS`] tasks or [`MAX_ROLLOUT_DDL_BYTES`] of DDL in all,
+/// two operations for one deployment, an empty or over-long name, a name holding a control
+/// character, an empty DDL or one holding a control character other than tabs and line breaks, a
+/// `max_concurrency` outside 1..=1,000 or a `max_attempts` outside 0..=1,000.
 ///
 /// Errors: [`StoreError::ApplyExists`] when the identifier is taken (checked first: it wins over a busy
 /// target); [`StoreError::TargetBusy`] naming the holder when another apply holds one of the
@@ -51,14 +51,18 @@ const CHUNK_BYTES: usize = 4 << 20;
 /// 9 statements with `BEGIN` and `COMMIT` on MySQL and on SQLite, 7 without tasks (pinned by
 /// `tests/it/statements.rs` on both backends).
 pub fn create_rollout(conn: &mut DbConnection, new: &NewRollout) -> StoreResult<Rollout> {
-    check(new)?;
+    validate_rollout(new)?;
     db::retry_contention(conn, |conn| {
         db::apply_transaction(conn, |conn| insert_rollout(conn, new))
     })
 }
 
-/// Every rule of [`create_rollout`]'s validation.
-fn check(new: &NewRollout) -> StoreResult<()> {
+/// Every rule [`create_rollout`] checks before it runs any SQL (see there), without a database:
+/// `Ok` when `create_rollout` would go on to write `new`, else the [`StoreError::InvalidInput`] it
+/// would return, naming the field. What needs the database (a taken identifier, a busy target) is
+/// not checked. `create_rollout` calls this, so the two cannot disagree; `applyops create
+/// --dry-run` calls it alone.
+pub fn validate_rollout(new: &NewRollout) -> StoreResult<()> {
     validate::key_varchar("apply_identifier", &new.apply_identifier)?;
     validate::required_varchar("database_name", &new.database_name)?;
     validate::required_varchar("environment", &new.environment)?;

@@ -17,6 +17,7 @@ fn applyops(url: &str, args: &[&str]) -> (bool, String, String) {
         .arg(url)
         .args(args)
         .env_remove("DATABASE_URL")
+        .env_remove("APPLYOPS_DATABASE_URL")
         .output()
         .expect("run applyops");
     (
@@ -88,7 +89,7 @@ fn migrate_then_nothing_pending(kind: Kind) {
     let (ok, out, _) = applyops(db.url(), &["migrate"]);
     assert!(ok);
     assert_eq!(out, "no pending migrations\n");
-    let (ok, out, err) = applyops(db.url(), &["revert", "--yes"]);
+    let (ok, out, err) = applyops(db.url(), &["migrate", "--revert", "--yes"]);
     assert!(ok, "{err}");
     assert_eq!(out, format!("reverted {}\n", versions.last().unwrap()));
 }
@@ -151,8 +152,8 @@ backend_tests!(
     cli_lists_an_applys_operations_as_json_lines,
     cli_list_of_a_missing_apply_fails_naming_it,
     cli_list_shows_orphaned_operations_with_a_warning,
-    cli_revert_without_yes_refuses_and_changes_nothing,
-    cli_revert_of_a_migration_that_drops_rows_needs_force,
+    cli_migrate_revert_without_yes_refuses_and_changes_nothing,
+    cli_migrate_revert_of_a_migration_that_drops_rows_needs_force,
 );
 
 fn cli_lists_an_applys_operations_as_json_lines(db: &TestDb) {
@@ -223,11 +224,16 @@ fn cli_list_shows_orphaned_operations_with_a_warning(db: &TestDb) {
     assert!(err.contains("apply 77 has no row in applies"), "{err}");
 }
 
-fn cli_revert_without_yes_refuses_and_changes_nothing(db: &TestDb) {
+/// `migrate --revert` (the migration revert `revert` without an APPLY was) refuses without `--yes`,
+/// changing nothing; `--yes` and `--force` without `--revert` are usage errors.
+fn cli_migrate_revert_without_yes_refuses_and_changes_nothing(db: &TestDb) {
     let conn = &mut db.conn();
     fill_every_table(conn);
     let before = schema_snapshot(conn);
-    for args in [&["revert"][..], &["revert", "--force"][..]] {
+    for args in [
+        &["migrate", "--revert"][..],
+        &["migrate", "--revert", "--force"][..],
+    ] {
         let (ok, out, err) = applyops(db.url(), args);
         assert!(!ok, "{args:?}");
         assert_eq!(out, "");
@@ -237,11 +243,21 @@ fn cli_revert_without_yes_refuses_and_changes_nothing(db: &TestDb) {
         );
         assert!(err.contains("nothing was changed"), "{err}");
     }
+    for args in [&["migrate", "--yes"][..], &["migrate", "--force"][..]] {
+        let output = Command::new(env!("CARGO_BIN_EXE_applyops"))
+            .args(["--database-url", db.url()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {output:?}");
+        let err = String::from_utf8(output.stderr).unwrap();
+        assert!(err.contains("--revert"), "{args:?}: {err}");
+    }
     assert_eq!(schema_snapshot(conn), before);
     assert_eq!(db::pending_migrations(conn).unwrap(), Vec::<String>::new());
 }
 
-fn cli_revert_of_a_migration_that_drops_rows_needs_force(db: &TestDb) {
+fn cli_migrate_revert_of_a_migration_that_drops_rows_needs_force(db: &TestDb) {
     // Reverts every migration, newest first, with a row in every table: each revert that would
     // drop a table (or columns of one) holding rows is refused with --yes alone, changing nothing,
     // and goes through with --yes --force. Those that drop nothing with rows need only --yes.
@@ -255,7 +271,7 @@ fn cli_revert_of_a_migration_that_drops_rows_needs_force(db: &TestDb) {
         assert_eq!(&preview.version, version);
         let losing: Vec<_> = preview.data_loss().cloned().collect();
         let before = schema_snapshot(conn);
-        let (ok, out, err) = applyops(db.url(), &["revert", "--yes"]);
+        let (ok, out, err) = applyops(db.url(), &["migrate", "--revert", "--yes"]);
         if losing.is_empty() {
             assert!(ok, "{version}: {err}");
             assert_eq!(out, format!("reverted {version}\n"));
@@ -276,7 +292,7 @@ fn cli_revert_of_a_migration_that_drops_rows_needs_force(db: &TestDb) {
         assert!(err.contains("nothing was changed"), "{err}");
         assert_eq!(schema_snapshot(conn), before, "{version}: nothing changed");
         assert_eq!(&db::preview_revert(conn).unwrap().unwrap().version, version);
-        let (ok, out, err) = applyops(db.url(), &["revert", "--yes", "--force"]);
+        let (ok, out, err) = applyops(db.url(), &["migrate", "--revert", "--yes", "--force"]);
         assert!(ok, "{version}: {err}");
         assert_eq!(out, format!("reverted {version}\n"));
         for drop in &losing {
@@ -293,7 +309,7 @@ fn cli_revert_of_a_migration_that_drops_rows_needs_force(db: &TestDb) {
         refusals >= 1,
         "at least one migration drops a table that holds rows"
     );
-    let (ok, out, err) = applyops(db.url(), &["revert", "--yes"]);
+    let (ok, out, err) = applyops(db.url(), &["migrate", "--revert", "--yes"]);
     assert!(ok, "{err}");
     assert_eq!(out, "no migration to revert\n");
 }

@@ -565,14 +565,16 @@ fn cli_usage_errors_exit_2_and_change_nothing(db: &TestDb) {
         vec!["applies", "--limit", "1001"],
         vec!["applies", "--limit", "ten"],
         vec!["applies", "--after", "garbage"],
-        vec!["revert", &apply],
         vec!["revert", &apply, "--by", "ops", "--yes"],
         vec!["revert", &apply, "--by", "ops", "--force"],
         vec!["revert", "--by", "ops"],
         vec!["revert"],
         vec!["status"],
-        vec!["stop", &apply],
+        vec!["stop"],
+        vec!["stop", &apply, "--by"],
         vec!["wait", &apply],
+        vec!["migrate", "--yes"],
+        vec!["migrate", "--force"],
     ] {
         let err = fails(db, &args, 2);
         assert!(!err.is_empty(), "{args:?}");

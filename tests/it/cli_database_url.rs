@@ -10,12 +10,14 @@ use crate::harness::mysql_server;
 
 const PASSWORD: &str = "S3cretPw";
 
-/// Runs the binary in `dir` with `env` set (and no inherited `DATABASE_URL` or `NO_COLOR`).
+/// Runs the binary in `dir` with `env` set (and no inherited `DATABASE_URL`,
+/// `APPLYOPS_DATABASE_URL` or `NO_COLOR`).
 fn applyops_in(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_applyops"));
     command
         .current_dir(dir)
         .env_remove("DATABASE_URL")
+        .env_remove("APPLYOPS_DATABASE_URL")
         .env_remove("NO_COLOR")
         .args(args);
     for (name, value) in env {
@@ -138,7 +140,7 @@ fn cli_only_migrate_creates_a_database() {
         &["wait", "1", "--state", "completed", "--timeout", "1"],
         &["stop", "1", "--by", "ops"],
         &["create", "--file", &rollout],
-        &["revert", "--yes"],
+        &["migrate", "--revert", "--yes"],
         &["retry", "1", "--deployment", "a", "--by", "ops"],
     ];
     let typo = dir.path().join("applyosp.db").display().to_string();

@@ -15,6 +15,7 @@ mod claimable_property;
 mod claims;
 mod cli;
 mod cli_behaviour;
+mod cli_conventions;
 mod cli_database_url;
 mod cli_escaping;
 mod concurrency;
