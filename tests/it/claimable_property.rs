@@ -324,7 +324,17 @@ fn check(conn: &mut DbConnection, case: &Case) -> Result<(), TestCaseError> {
             let (before, shown) = claimable(conn, apply_id);
             let taken = match claims::claim_next(conn, &options).unwrap() {
                 Some(claimed) => Some(claimed),
-                None => claims::claim_next_cutover(conn, &options).unwrap(),
+                None => {
+                    // The copy claim took nothing, but it may have moved an operation whose lease
+                    // lapsed under a stop or cancel in place (`StopPending` / `CancelPending`),
+                    // which changes what holds the others back (a cancelled sibling no longer
+                    // holds the cutover order, a stopped one no longer counts against the cap).
+                    // Then the next step asks `blockers` again, for the moment the claims run in.
+                    if claimable(conn, apply_id).1 != shown {
+                        continue;
+                    }
+                    claims::claim_next_cutover(conn, &options).unwrap()
+                }
             };
             match taken {
                 Some(claimed) if !before.contains(&claimed.operation.id) => {
