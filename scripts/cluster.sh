@@ -35,7 +35,7 @@ PROVIDER=${GALERA_PROVIDER:-/usr/lib/galera/libgalera_smm.so}
 NODES=3
 ATTEMPTS=${CLUSTER_START_ATTEMPTS:-3}
 # free_port: below the ephemeral range, checked free.
-. "$(dirname "$0")/lib/ports.sh"
+. "$(dirname "$0")/lib/servers.sh"
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/applyops-cluster.XXXXXX")
 pids=()
@@ -115,11 +115,7 @@ cleanup() {
     local status=$?
     trap - EXIT INT TERM
     # COMMAND runs in its own session: stop all of it (a test binary blocked on a node included).
-    if [ -n "$command_pid" ] && kill -0 "$command_pid" 2>/dev/null; then
-        kill -TERM -- "-$command_pid" 2>/dev/null || true
-        sleep 1
-        kill -KILL -- "-$command_pid" 2>/dev/null || true
-    fi
+    stop_session "$command_pid"
     if [ -n "$sampler_pid" ]; then
         kill "$sampler_pid" 2>/dev/null || true
     fi

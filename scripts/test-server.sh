@@ -14,7 +14,7 @@
 set -euo pipefail
 
 MARIADBD=${MARIADBD:-/usr/sbin/mariadbd}
-. "$(dirname "$0")/lib/ports.sh"
+. "$(dirname "$0")/lib/servers.sh"
 
 CLIENT=$(command -v mariadb || command -v mysql || true)
 ADMIN=$(command -v mariadb-admin || command -v mysqladmin || true)
@@ -102,11 +102,7 @@ cleanup() {
     local status=$?
     trap - EXIT INT TERM
     # COMMAND runs in a session of its own: stop all of it (cargo and the test binaries).
-    if [ -n "$command_pid" ] && kill -0 "$command_pid" 2>/dev/null; then
-        kill -TERM -- "-$command_pid" 2>/dev/null || true
-        sleep 1
-        kill -KILL -- "-$command_pid" 2>/dev/null || true
-    fi
+    stop_session "$command_pid"
     if [ -n "$server_pid" ]; then
         "${ADMIN:-false}" --no-defaults --socket="$dir/mysqld.sock" -uroot --connect-timeout=2 shutdown \
             >/dev/null 2>&1 || kill -TERM "$server_pid" 2>/dev/null || true

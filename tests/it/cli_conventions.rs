@@ -75,18 +75,8 @@ fn exits(output: &Output, code: i32, what: &str) {
 /// `man` is not in it), but clap's own `help`.
 fn subcommands() -> Vec<String> {
     let help = stdout(&run_with(&[], &["--help"]));
-    let listed: Vec<String> = help
-        .split("Commands:")
-        .nth(1)
-        .expect("a Commands section")
-        .split("Options:")
-        .next()
-        .unwrap()
-        .lines()
-        .filter_map(|line| line.split_whitespace().next())
-        .filter(|name| *name != "help")
-        .map(str::to_owned)
-        .collect();
+    let mut listed = crate::cli_database_url::listed_subcommands(&help);
+    listed.retain(|name| name != "help");
     assert!(listed.len() >= 16, "{listed:?}");
     assert!(listed.contains(&"completions".to_owned()), "{listed:?}");
     listed

@@ -42,7 +42,11 @@ fn entries(dir: &Path) -> Vec<String> {
 
 /// The subcommands `applyops --help` lists.
 fn subcommands(dir: &Path) -> Vec<String> {
-    let help = text(&applyops_in(dir, &[], &["--help"]).stdout);
+    listed_subcommands(&text(&applyops_in(dir, &[], &["--help"]).stdout))
+}
+
+/// The subcommands a `--help` text lists (clap's own `help` included), at least 15 of them.
+pub fn listed_subcommands(help: &str) -> Vec<String> {
     let listed: Vec<String> = help
         .split("Commands:")
         .nth(1)

@@ -1,4 +1,5 @@
-# Sourced by the scripts that start servers (cluster.sh, test-server.sh): picking their ports.
+# Sourced by the scripts that start servers for a command (cluster.sh, test-server.sh): picking
+# the servers' ports, and stopping the command.
 #
 # Every port a server of ours listens on is picked below 32768, outside the kernel's ephemeral range
 # (net.ipv4.ip_local_port_range, 32768–60999 on Debian), and checked free with `ss`: a port from the
@@ -23,4 +24,14 @@ free_port() {
             return
         fi
     done
+}
+
+# `stop_session PID`: stops a command started with `setsid COMMAND &` and everything it started
+# (its session: cargo and the test binaries, say): SIGTERM, a second to finish, then SIGKILL.
+# Nothing to do when it has exited.
+stop_session() {
+    [ -n "$1" ] && kill -0 "$1" 2>/dev/null || return 0
+    kill -TERM -- "-$1" 2>/dev/null || true
+    sleep 1
+    kill -KILL -- "-$1" 2>/dev/null || true
 }
