@@ -453,6 +453,7 @@ mod tests {
         DieselError::DatabaseError(kind, Box::new(message.to_owned()))
     }
 
+    #[cfg(feature = "sqlite")] // used only by the tests that run on SQLite
     fn lost_race() -> StoreError {
         StoreError::Database(database_error(
             DatabaseErrorKind::SerializationFailure,
@@ -460,6 +461,7 @@ mod tests {
         ))
     }
 
+    #[cfg(feature = "sqlite")] // used only by the tests that run on SQLite
     /// A run of `f` that loses `losses` races, then succeeds.
     fn losing(losses: u32) -> impl FnMut(&mut DbConnection) -> StoreResult<u32> {
         let mut runs = 0;
