@@ -79,18 +79,22 @@ cluster-test: cluster-deps
 test: deps
 	./scripts/test-server.sh bash -c '$(CARGO) test --workspace --all-targets && $(CARGO) test --doc'
 
-# `make test` where nothing answers on 127.0.0.1:3306 and no Docker engine can be reached: a network
-# namespace with only its own loopback (unshare -n, as root). The build happens outside it (the
-# registry is out of reach inside); inside, the script must start its private server, the tests
-# must pass against it, and afterwards no server of it may be left running.
+# `make test`'s private server where nothing answers on 127.0.0.1:3306: a network namespace with
+# only its own loopback (unshare -n, as root), and TEST_SERVER=private, since a Docker engine's
+# socket is a file the namespace does not hide (and an inherited TEST_DATABASE_URL is dropped).
+# The build happens outside it (the registry is out of reach inside); inside, the script must start
+# its private server and the tests must pass against it; afterwards, pass or fail, no server of it
+# may be left running.
 test-no-server: deps
 	$(CARGO) test --test it --no-run
-	unshare -n bash -c 'ip link set lo up && ./scripts/test-server.sh \
-	  $(CARGO) test --offline --test it -- aggregate::mysql'
-	@if pgrep -f 'mariadbd.*applyops-test-serve[r]' >/dev/null; then \
+	@status=0; \
+	unshare -n env -u TEST_DATABASE_URL TEST_SERVER=private bash -c 'ip link set lo up && \
+	  ./scripts/test-server.sh $(CARGO) test --offline --test it -- aggregate::mysql' || status=$$?; \
+	if pgrep -f 'mariadbd.*applyops-test-serve[r]' >/dev/null; then \
 	  echo "test-no-server: a private server was left running:"; \
 	  pgrep -af 'mariadbd.*applyops-test-serve[r]'; exit 1; fi; \
-	echo "test-no-server: nothing left running"
+	echo "test-no-server: nothing left running"; \
+	exit $$status
 
 lint: deps
 	$(CARGO) fmt --all -- --check

@@ -355,7 +355,11 @@ pub fn run(
 ) -> CommandResult {
     match cli.command {
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "applyops", out);
+            // clap_complete panics when its writer fails: generate into memory, then write as every
+            // command does, so `applyops completions zsh | head -1` ends quietly.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "applyops", &mut script);
+            out.write_all(&script).ok();
             Ok(())
         }
         Command::Man { out_dir } => man::write_pages(&out_dir, out),

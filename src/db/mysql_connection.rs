@@ -206,6 +206,11 @@ impl DerefMut for MysqlConn {
 pub(crate) const NEXT_TRANSACTION_READS_A_SNAPSHOT: &str =
     "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 
+/// Gives the next transaction the session's own characteristics back (READ COMMITTED, READ
+/// WRITE: `db::mysql`), should [`NEXT_TRANSACTION_READS_A_SNAPSHOT`] not have been used up.
+pub(crate) const NEXT_TRANSACTION_AS_THE_SESSION: &str =
+    "SET TRANSACTION ISOLATION LEVEL READ COMMITTED, READ WRITE";
+
 /// `BEGIN`, `COMMIT`, `ROLLBACK` or [`NEXT_TRANSACTION_READS_A_SNAPSHOT`] as a statement the
 /// statement cache can keep (keyed by its SQL): one round trip each once prepared, where text sent
 /// through `batch_execute` costs three (multi-statements on, the query, off).

@@ -67,6 +67,14 @@ where
     if matches!(conn, DbConnection::Mysql(_)) && !in_transaction(conn)? {
         use diesel::connection::SimpleConnection;
         conn.batch_execute(super::mysql_connection::NEXT_TRANSACTION_READS_A_SNAPSHOT)?;
+        let read = conn.transaction(f);
+        if read.is_err() {
+            // Should BEGIN itself have failed, the setting would still wait for the pooled
+            // connection's next transaction (a claim, a heartbeat: refused as READ ONLY). Setting
+            // the session's own characteristics back is harmless when it was used up.
+            let _ = conn.batch_execute(super::mysql_connection::NEXT_TRANSACTION_AS_THE_SESSION);
+        }
+        return read;
     }
     conn.transaction(f)
 }

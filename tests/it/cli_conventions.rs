@@ -118,6 +118,35 @@ fn cli_bash_completion_script_passes_bash_n() {
     exits(&err, 2, "an unknown shell");
 }
 
+/// A completion script piped into a reader that stops after its first line (`| head -1`): the
+/// command ends quietly (exit 0), never with a panic on the closed pipe. The zsh and fish scripts
+/// are larger than a pipe's buffer, so the write meets the closed end.
+#[test]
+fn cli_completions_into_a_closed_pipe_end_quietly() {
+    for shell in ["bash", "zsh", "fish"] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_applyops"))
+            .args(["completions", shell])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run applyops");
+        // Close our end of stdout at once: every write the command makes meets a closed pipe.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{shell}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            output.stderr.is_empty(),
+            "{shell}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
 // 2. Man pages.
 
 #[test]

@@ -149,7 +149,38 @@ backend_tests!(
     a_host_name_with_control_characters_is_escaped_in_lease_owners_and_logs,
     an_operator_reverts_or_skips_operations_in_the_example_workers_revert_window,
     the_example_workers_revert_window_closes_on_its_own_and_the_operation_completes,
+    the_example_worker_heartbeats_through_a_revert_window_longer_than_its_lease,
 );
+
+/// A window longer than the lease and a step (the window's request poll) longer than the lease: the
+/// holder still renews its lease in time, so the other thread, waiting to recover a lapsed lease,
+/// never takes it away, and the operation completes.
+fn the_example_worker_heartbeats_through_a_revert_window_longer_than_its_lease(db: &TestDb) {
+    let (_, ids) = rollout(
+        &mut db.conn(),
+        1,
+        CutoverPolicy::Rolling,
+        FailurePolicy::Halt,
+    );
+    let (status, stdout, stderr) = run_worker_with(
+        db.url(),
+        &[
+            "--workers",
+            "2",
+            "--lease-ttl-ms",
+            "600",
+            "--step-ms",
+            "1500",
+            "--revert-window",
+            "2000",
+            "--exit-when-idle",
+        ],
+    );
+    assert!(status.success(), "{status}\n{stdout}\n{stderr}");
+    assert_eq!(states_of(db, &ids), [ApplyState::Completed]);
+    assert!(stdout.contains("lease_lost=0"), "{stdout}\n{stderr}");
+    assert!(stderr.contains("to=revert_window"), "{stderr}");
+}
 
 /// A worker killed when the test lets go of it (a failed assertion included).
 struct KillOnDrop(Child);

@@ -297,7 +297,10 @@ fn discover_server() -> String {
     if let Ok(url) = std::env::var("TEST_DATABASE_URL") {
         let server = strip_database(&url);
         if let Err(err) = MysqlConnection::establish(&server) {
-            panic!("TEST_DATABASE_URL={url:?} is set but cannot be reached: {err}");
+            panic!(
+                "TEST_DATABASE_URL={:?} is set but cannot be reached: {err}",
+                db::redact_url(&url)
+            );
         }
         return server;
     }

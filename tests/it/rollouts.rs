@@ -635,3 +635,32 @@ fn rollout_reads_one_snapshot_while_a_writer_commits_between_its_reads(db: &Test
         "the writer committed while we read ({commits})"
     );
 }
+
+/// A snapshot read that fails half-way (here its table of tasks is gone) leaves its connection as
+/// it found it: the next transaction on it writes, at the session's READ COMMITTED, rather than
+/// inheriting the read's REPEATABLE READ, READ ONLY.
+#[test]
+fn mysql_a_failed_snapshot_read_leaves_its_connection_writable() {
+    use diesel::connection::SimpleConnection;
+    use diesel::sql_types::Text;
+
+    #[derive(QueryableByName)]
+    struct Level {
+        #[diesel(sql_type = Text)]
+        level: String,
+    }
+
+    let db = TestDb::new(crate::harness::Kind::Mysql);
+    let conn = &mut db.conn();
+    let (apply_id, ids) = rollout(conn, 1, CutoverPolicy::Rolling, FailurePolicy::Halt);
+    conn.batch_execute("DROP TABLE tasks").unwrap();
+    assert!(applies::rollout(conn, apply_id).is_err(), "the read fails");
+    conn.transaction(|c| {
+        let level: Level = diesel::sql_query("SELECT @@tx_isolation AS level").get_result(c)?;
+        assert_eq!(level.level, "READ-COMMITTED");
+        diesel::update(ops::table.find(ids[0]))
+            .set(ops::attempt.eq(1))
+            .execute(c)
+    })
+    .expect("the next transaction writes");
+}

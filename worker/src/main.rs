@@ -622,9 +622,11 @@ impl Job<'_> {
     fn hold_revert_window(&mut self) -> StoreResult<Option<Outcome>> {
         let until = Instant::now() + self.sh.cfg.revert_window;
         let poll = self.sh.cfg.step.max(Duration::from_millis(50));
+        let beat_every = self.lease.ttl / 3;
+        let mut told_of_shutdown = false;
         info!(worker = %self.who, op = %self.op.id, window_ms = self.sh.cfg.revert_window.as_millis() as u64, "in the revert window");
         loop {
-            if self.last_beat.elapsed() >= self.lease.ttl / 3 {
+            if self.last_beat.elapsed() >= beat_every {
                 self.sh.store.heartbeat(&mut self.lease)?;
                 self.last_beat = Instant::now();
                 self.sh.count("heartbeats");
@@ -636,7 +638,22 @@ impl Job<'_> {
             if now >= until {
                 return Ok(None);
             }
-            thread::sleep((until - now).min(poll));
+            // An operation in its window cannot be released (the store keeps it with its holder):
+            // a shutdown waits the window out, and says so once.
+            if self.sh.interrupted() && !told_of_shutdown {
+                told_of_shutdown = true;
+                warn!(
+                    worker = %self.who,
+                    op = %self.op.id,
+                    left_ms = (until - now).as_millis() as u64,
+                    "Ctrl-C: holding this operation until its revert window closes; Ctrl-C again \
+                     exits now (its lease then expires and another worker holds the window)"
+                );
+            }
+            // Wake for the next request poll, the window's end or the next heartbeat, whichever
+            // comes first: the lease never comes close to expiring, whatever --step-ms is.
+            let next_beat = beat_every.saturating_sub(self.last_beat.elapsed());
+            thread::sleep((until - now).min(poll).min(next_beat));
         }
     }
 
@@ -797,9 +814,11 @@ fn summarize(sh: &Shared, seeded: &[ApplyId]) -> Result<(), Box<dyn Error>> {
 /// The command line, or `None` after printing `--help`.
 fn parse_args() -> Result<Option<Config>, String> {
     let mut cfg = Config {
-        database_url: std::env::var("APPLYOPS_DATABASE_URL")
-            .or_else(|_| std::env::var("DATABASE_URL"))
-            .unwrap_or_else(|_| "sqlite://applyops-worker-demo.db".into()),
+        // An empty variable counts as unset, as in the CLI.
+        database_url: ["APPLYOPS_DATABASE_URL", "DATABASE_URL"]
+            .iter()
+            .find_map(|name| std::env::var(name).ok().filter(|url| !url.is_empty()))
+            .unwrap_or_else(|| "sqlite://applyops-worker-demo.db".into()),
         workers: 4,
         seed: 0,
         lease_ttl: Duration::from_secs(10),
