@@ -70,7 +70,7 @@ pub(crate) use sqlite::explain as sqlite_explain;
 pub(crate) use transaction::{
     apply_transaction, claim_transaction, execute_batch_insert, first_current, first_for_claim,
     in_transaction, is_cluster_node, load_union_all, retry_contention, retry_fenced_write,
-    serialized_write, snapshot_read, write_lock_is_database_wide, TransactionOutcome,
+    serialized_write, snapshot_read, TransactionOutcome,
 };
 pub(crate) use unique_key::{
     is_unique_violation_of, is_unreadable_unique_violation, UniqueKey, ViolatedKey,

@@ -222,7 +222,7 @@ pub fn discard_on_return(conn: &mut DbConnection) {
 /// True when a write transaction locks the whole database (SQLite) rather than rows (MySQL). There,
 /// a claim first looks for a candidate without a transaction, so idle workers polling for work read
 /// (which WAL never blocks) instead of queueing for the one write lock and starving real writers.
-pub(crate) fn write_lock_is_database_wide(conn: &DbConnection) -> bool {
+fn write_lock_is_database_wide(conn: &DbConnection) -> bool {
     match conn {
         #[cfg(feature = "mysql")]
         DbConnection::Mysql(_) => false,

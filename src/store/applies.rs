@@ -2,8 +2,9 @@
 
 use diesel::prelude::*;
 
-use super::{aggregate, apply_operations, control_requests, tasks, validate};
-use crate::db::{self, DbConnection, UniqueKey};
+use super::unit::{self, Lock, OnLostRace};
+use super::{rows, validate};
+use crate::db::{self, DbConnection};
 use crate::error::{StoreError, StoreResult};
 use crate::schema_types::datetime;
 use chrono::NaiveDateTime;
@@ -22,12 +23,6 @@ pub use super::rollouts::{
 pub use super::targets::{explain_target_holder, target_holder};
 pub use crate::models::DEFAULT_MAX_ATTEMPTS;
 
-const IDENTIFIER_KEY: UniqueKey = UniqueKey {
-    table: "applies",
-    name: "applies_apply_identifier_key",
-    columns: &["apply_identifier"],
-};
-
 /// Inserts a `pending` apply with no operations and returns its id. To create an apply with its
 /// operations and tasks at once, use [`create_rollout`].
 ///
@@ -42,36 +37,7 @@ pub fn insert(conn: &mut DbConnection, new: &NewApply) -> StoreResult<ApplyId> {
     validate::optional_varchar("requested_by", &new.requested_by)?;
     validate::max_concurrency(new.max_concurrency)?;
     validate::max_attempts(new.max_attempts)?;
-    db::serialized_write(conn, |conn| insert_row(conn, new))
-}
-
-/// The INSERT of a validated apply, and reading its id back.
-pub(super) fn insert_row(conn: &mut DbConnection, new: &NewApply) -> StoreResult<ApplyId> {
-    let now = db::now();
-    let inserted = diesel::insert_into(applies::table)
-        .values((
-            new,
-            applies::state.eq(ApplyState::Pending),
-            applies::created_at.eq(now),
-            applies::updated_at.eq(now),
-        ))
-        .execute(conn);
-    let exists = || StoreError::ApplyExists {
-        apply_identifier: new.apply_identifier.clone(),
-    };
-    match inserted {
-        Ok(_) => Ok(ApplyId(db::last_insert_id(conn)?)),
-        Err(err) if db::is_unique_violation_of(conn, &err, &IDENTIFIER_KEY) => Err(exists()),
-        // A duplicate whose message names no key (another message language): the identifier's
-        // lookup says whether it was this key, as `apply_operations::insert` confirms its own.
-        Err(err)
-            if db::is_unreadable_unique_violation(conn, &err)
-                && get_by_identifier(conn, &new.apply_identifier)?.is_some() =>
-        {
-            Err(exists())
-        }
-        Err(err) => Err(err.into()),
-    }
+    db::serialized_write(conn, |conn| rows::insert_apply(conn, new))
 }
 
 /// Brings apply `id`'s derived state up to date and returns the apply as stored afterwards. Every
@@ -79,23 +45,19 @@ pub(super) fn insert_row(conn: &mut DbConnection, new: &NewApply) -> StoreResult
 /// by hand, or for an apply written before the aggregate existed). Writes only when something
 /// changes. [`StoreError::ApplyNotFound`] for an unknown apply.
 pub fn refresh(conn: &mut DbConnection, id: ApplyId) -> StoreResult<Apply> {
-    db::retry_contention(conn, |conn| {
-        db::apply_transaction(conn, |conn| {
-            let locked =
-                aggregate::lock_apply(conn, id)?.ok_or(StoreError::ApplyNotFound { id })?;
-            aggregate::refresh_locked(conn, &locked)?;
-            get(conn, id)?.ok_or(StoreError::ApplyNotFound { id })
-        })
-    })
+    unit::run_known(
+        conn,
+        Lock::Apply(id),
+        OnLostRace::RetryBriefly,
+        |_, locked| locked.map(|_| ()).ok_or(StoreError::ApplyNotFound { id }),
+    )?;
+    // Read after the commit: the apply as stored once refreshed (or as a later write left it).
+    rows::apply(conn, id)?.ok_or(StoreError::ApplyNotFound { id })
 }
 
 /// The apply with this id, or `None`.
 pub fn get(conn: &mut DbConnection, id: ApplyId) -> StoreResult<Option<Apply>> {
-    Ok(applies::table
-        .find(id)
-        .select(Apply::as_select())
-        .first(conn)
-        .optional()?)
+    rows::apply(conn, id)
 }
 
 /// The apply with this user-facing identifier, or `None`.
@@ -109,11 +71,7 @@ pub fn get_by_identifier(
     if !validate::is_storable_key(apply_identifier) {
         return Ok(None);
     }
-    Ok(applies::table
-        .filter(applies::apply_identifier.eq(apply_identifier))
-        .select(Apply::as_select())
-        .first(conn)
-        .optional()?)
+    rows::apply_by_identifier(conn, apply_identifier)
 }
 
 /// Turns automatic cutover off (`true`) or on (`false`) for apply `id`. Idempotent.
@@ -147,9 +105,9 @@ pub fn rollout(conn: &mut DbConnection, id: ApplyId) -> StoreResult<Option<Rollo
         let Some(apply) = get(conn, id)? else {
             return Ok(None);
         };
-        let operations = apply_operations::list_by_apply(conn, id)?;
-        let tasks = tasks::list_by_apply(conn, id)?;
-        let pending_requests = control_requests::list_pending(conn, id)?;
+        let operations = rows::operations_of(conn, id)?;
+        let tasks = rows::tasks_of(conn, id)?;
+        let pending_requests = rows::pending_requests_of(conn, id)?;
         Ok(Some(Rollout::assemble(
             apply,
             operations,

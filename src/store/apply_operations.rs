@@ -2,7 +2,7 @@
 //!
 //! Every state write is one UPDATE of the operation (zero matched rows is a missing id), in a write
 //! transaction that first locks the operation's apply row and then refreshes the apply's derived
-//! state (see [`super::applies::refresh`]); it is idempotent: repeating it succeeds and keeps the
+//! state (the unit of work); it is idempotent: repeating it succeeds and keeps the
 //! timestamps already stamped.
 //! Timestamp rules: `started_at` is stamped by the first [`mark_started`]; `completed_at` is stamped by
 //! the first move into a completing state ([`mark_completed`], [`mark_failed`], [`mark_terminal`]) and
@@ -11,9 +11,9 @@
 
 use diesel::prelude::*;
 
-use super::aggregate::{self, LockedApply};
-use super::writer::{self, Writer};
-use super::{targets, validate};
+use super::rows::{self, Writer};
+use super::unit::{self, Lock, LockedApply, OnLostRace};
+use super::{targets, validate, writes};
 use crate::db::{self, DbConnection, UniqueKey};
 use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyId, ApplyOperation, ApplyOperationId, NewApplyOperation};
@@ -30,7 +30,7 @@ const APPLY_DEPLOYMENT_KEY: UniqueKey = UniqueKey {
 /// Inserts a `pending` operation into an existing apply, after its current operations in claim
 /// order, and returns its id. It copies the apply's database and environment and holds its target
 /// from now on. To create an apply with all its operations at once, use
-/// [`applies::create_rollout`](super::applies::create_rollout).
+/// `applies::create_rollout`.
 ///
 /// Errors: [`StoreError::InvalidInput`] for a deployment that is empty, longer than 255 characters or
 /// ends in a space, or a target longer than 255 characters; [`StoreError::ApplyNotFound`];
@@ -40,14 +40,10 @@ const APPLY_DEPLOYMENT_KEY: UniqueKey = UniqueKey {
 pub fn insert(conn: &mut DbConnection, new: &NewApplyOperation) -> StoreResult<ApplyOperationId> {
     validate::key_varchar("deployment", &new.deployment)?;
     validate::optional_detail("target", &new.target)?;
-    db::retry_contention(conn, |conn| {
-        db::apply_transaction(conn, |conn| {
-            let locked = aggregate::lock_apply(conn, new.apply_id)?
-                .ok_or(StoreError::ApplyNotFound { id: new.apply_id })?;
-            let id = insert_row(conn, new, &locked)?;
-            aggregate::refresh_locked(conn, &locked)?;
-            Ok(id)
-        })
+    let lock = Lock::Apply(new.apply_id);
+    unit::run_known(conn, lock, OnLostRace::RetryBriefly, |conn, locked| {
+        let locked = locked.ok_or(StoreError::ApplyNotFound { id: new.apply_id })?;
+        insert_row(conn, new, locked)
     })
 }
 
@@ -100,11 +96,7 @@ fn insert_row(
 
 /// The operation with this id, or `None`.
 pub fn get(conn: &mut DbConnection, id: ApplyOperationId) -> StoreResult<Option<ApplyOperation>> {
-    Ok(apply_operations::table
-        .find(id)
-        .select(ApplyOperation::as_select())
-        .first(conn)
-        .optional()?)
+    rows::operation(conn, id)
 }
 
 /// The operation of `apply_id` for `deployment`, or `None`.
@@ -129,7 +121,7 @@ pub fn get_by_apply_and_deployment(
 }
 
 /// The operation carrying external id `external_id` (see
-/// [`leases::set_external_id`](super::leases::set_external_id)), or `None`. Compared exactly; an id
+/// `leases::set_external_id`), or `None`. Compared exactly; an id
 /// `set_external_id` would reject finds nothing, without a query.
 pub fn get_by_external_id(
     conn: &mut DbConnection,
@@ -150,14 +142,7 @@ pub fn list_by_apply(
     conn: &mut DbConnection,
     apply_id: ApplyId,
 ) -> StoreResult<Vec<ApplyOperation>> {
-    Ok(apply_operations::table
-        .filter(apply_operations::apply_id.eq(apply_id))
-        .order((
-            apply_operations::created_at.asc(),
-            apply_operations::id.asc(),
-        ))
-        .select(ApplyOperation::as_select())
-        .load(conn)?)
+    rows::operations_of(conn, apply_id)
 }
 
 /// Moves operation `id` to `state`, which must not be a completing state (completed, failed,
@@ -166,23 +151,23 @@ pub fn list_by_apply(
 /// back to `pending`. `stopped` goes through here and keeps `completed_at` NULL because it can resume.
 ///
 /// This and the other unguarded writes are for operators and migrations; workers use the leased forms
-/// in [`super::leases`], which cannot overwrite an operation another worker has claimed since.
+/// in `leases`, which cannot overwrite an operation another worker has claimed since.
 pub fn update_state(
     conn: &mut DbConnection,
     id: ApplyOperationId,
     state: ApplyState,
 ) -> StoreResult<()> {
-    writer::write_state(conn, Writer::Operator(id), state)
+    writes::write_state(conn, Writer::Operator(id), state)
 }
 
 /// Moves operation `id` to `running`, stamping `started_at` the first time only.
 pub fn mark_started(conn: &mut DbConnection, id: ApplyOperationId) -> StoreResult<()> {
-    writer::write_started(conn, Writer::Operator(id))
+    writes::write_started(conn, Writer::Operator(id))
 }
 
 /// Moves operation `id` to `completed`, stamping `completed_at` the first time only.
 pub fn mark_completed(conn: &mut DbConnection, id: ApplyOperationId) -> StoreResult<()> {
-    writer::write_completion(conn, Writer::Operator(id), ApplyState::Completed, None)
+    writes::write_completion(conn, Writer::Operator(id), ApplyState::Completed, None)
 }
 
 /// Moves operation `id` to `failed` with `message` (1 to 65,535 bytes, stored verbatim; a repeat
@@ -192,7 +177,7 @@ pub fn mark_failed(
     id: ApplyOperationId,
     message: &str,
 ) -> StoreResult<()> {
-    writer::write_failed(conn, Writer::Operator(id), message)
+    writes::write_failed(conn, Writer::Operator(id), message)
 }
 
 /// Moves operation `id` to a completing state without an error message (`cancelled`, `reverted`, or
@@ -203,7 +188,7 @@ pub fn mark_terminal(
     id: ApplyOperationId,
     state: ApplyState,
 ) -> StoreResult<()> {
-    writer::write_terminal(conn, Writer::Operator(id), state)
+    writes::write_terminal(conn, Writer::Operator(id), state)
 }
 
 /// Deletes every operation of `apply_id` and returns how many there were (0 for an unknown apply).

@@ -2,8 +2,7 @@
 //!
 //! A request names a whole apply or one of its operations, and who asked. [`request`] records it in
 //! a transaction that locks its apply and does at once whatever needs no worker; workers and claims
-//! do the rest, and every state write's refresh of the apply ([`super::applies::refresh`]) completes
-//! the requests that are done. While pending, a request is unique per (apply, operation or whole
+//! do the rest, and every unit of work on the apply completes the requests that are done. While pending, a request is unique per (apply, operation or whole
 //! apply, kind), and a new one supersedes its pending opposite (`stop`/`start`,
 //! `revert`/`skip_revert`). Nobody completes a request by hand, though [`complete`] and [`fail`]
 //! remain for operators' repairs.
@@ -13,20 +12,18 @@
 
 use diesel::prelude::*;
 
-use super::claims::{blocking_failure, failure_gate, lease_free, released_through};
-use super::{aggregate, check_operation_owner, targets, validate, writer};
+use super::claims::blocking_failure;
+use super::predicates::{failure_gate, released_through};
+use super::rows::{self, unleased};
+use super::unit::{self, act_on_undriven, Lock, LockedApply, OnLostRace};
+use super::{check_operation_owner, coalesce_timestamp, targets, validate};
 use crate::db::{self, DbConnection};
 use crate::error::{StoreError, StoreResult};
 use crate::models::{
     ApplyId, ApplyOperation, ApplyOperationId, ControlRequest, ControlRequestId, NewControlRequest,
 };
 use crate::schema::{apply_control_requests as reqs, apply_operations};
-use crate::state::{
-    is_cancellable, is_stoppable, progress, ApplyState, ControlRequestKind, ControlRequestStatus,
-    RequestProgress,
-};
-
-use aggregate::LockedApply;
+use crate::state::{ApplyState, ControlRequestKind, ControlRequestStatus};
 
 /// Asks for `new.kind` on its apply, or on one of its operations, and returns the request as stored
 /// once the transaction that records it is done: a new one (possibly already completed, when it was
@@ -48,23 +45,21 @@ pub fn request(conn: &mut DbConnection, new: &NewControlRequest) -> StoreResult<
     if let Some(reason) = &new.reason {
         validate::text("reason", reason, false, validate::TextKind::Written)?;
     }
-    db::retry_contention(conn, |conn| {
-        db::apply_transaction(conn, |conn| {
-            let mut locked = aggregate::lock_apply(conn, new.apply_id)?
-                .ok_or(StoreError::ApplyNotFound { id: new.apply_id })?;
-            let id = record(conn, &locked, new)?;
-            locked.requests_pending = true;
-            aggregate::refresh_locked(conn, &locked)?;
-            // A current read: inside a caller's REPEATABLE READ transaction a plain one could miss
-            // a pending request another session committed after the snapshot.
-            db::first_current!(
-                conn,
-                reqs::table.find(id).select(ControlRequest::as_select())
-            )
-            .optional()?
-            .ok_or(StoreError::ControlRequestNotFound { id })
-        })
-    })
+    let lock = Lock::Apply(new.apply_id);
+    let id = unit::run_known(conn, lock, OnLostRace::RetryBriefly, |conn, locked| {
+        let locked = locked.ok_or(StoreError::ApplyNotFound { id: new.apply_id })?;
+        let id = record(conn, locked, new)?;
+        locked.requests_pending = true;
+        Ok(id)
+    })?;
+    // A current read: inside a caller's REPEATABLE READ transaction a plain one could miss a
+    // pending request another session committed after the snapshot.
+    db::first_current!(
+        conn,
+        reqs::table.find(id).select(ControlRequest::as_select())
+    )
+    .optional()?
+    .ok_or(StoreError::ControlRequestNotFound { id })
 }
 
 /// The opposite kind, for the kinds that have one.
@@ -87,7 +82,7 @@ fn record(
     let apply_id = new.apply_id;
     let operation = match new.operation_id {
         Some(operation_id) => {
-            let operation = super::apply_operations::get(conn, operation_id)?;
+            let operation = rows::operation(conn, operation_id)?;
             check_operation_owner(
                 operation.as_ref().map(|op| op.apply_id),
                 operation_id,
@@ -246,73 +241,6 @@ fn insert(
     Ok(ControlRequestId(db::last_insert_id(conn)?))
 }
 
-/// What a stop, cancel or start does at once to the operations of its scope that nobody drives (no
-/// lease, or an expired one): stop moves the stoppable ones to `stopped`, cancel the cancellable ones
-/// to `cancelled` (letting their targets go), start sends never-started `stopped` and `paused` ones
-/// back to `pending`. The operations under a live lease are left to their holders.
-fn act_on_undriven(
-    conn: &mut DbConnection,
-    apply_id: ApplyId,
-    scope: Option<ApplyOperationId>,
-    kind: ControlRequestKind,
-) -> StoreResult<()> {
-    let covered: fn(ApplyState) -> bool = match kind {
-        ControlRequestKind::Stop => is_stoppable,
-        ControlRequestKind::Cancel => is_cancellable,
-        _ => crate::state::is_resumable,
-    };
-    let states: Vec<ApplyState> = ApplyState::ALL
-        .into_iter()
-        .filter(|s| covered(*s))
-        .collect();
-    let now = db::now();
-    let mut target = diesel::update(apply_operations::table)
-        .filter(apply_operations::apply_id.eq(apply_id))
-        .filter(apply_operations::state.eq_any(states))
-        .filter(lease_free(now))
-        .into_boxed();
-    if let Some(id) = scope {
-        target = target.filter(apply_operations::id.eq(id));
-    }
-    match kind {
-        ControlRequestKind::Stop => {
-            target
-                .set((
-                    apply_operations::state.eq(ApplyState::Stopped),
-                    writer::unleased(),
-                    apply_operations::updated_at.eq(now),
-                ))
-                .execute(conn)?;
-        }
-        ControlRequestKind::Cancel => {
-            target
-                .set((
-                    apply_operations::state.eq(ApplyState::Cancelled),
-                    writer::unleased(),
-                    apply_operations::completed_at.eq(super::coalesce_timestamp(
-                        apply_operations::completed_at,
-                        now.nullable(),
-                    )),
-                    apply_operations::holds_target.eq(None::<bool>),
-                    apply_operations::failure_seq.eq(None::<i64>),
-                    apply_operations::updated_at.eq(now),
-                ))
-                .execute(conn)?;
-        }
-        _ => {
-            target
-                .filter(apply_operations::started_at.is_null())
-                .set((
-                    apply_operations::state.eq(ApplyState::Pending),
-                    writer::unleased(),
-                    apply_operations::updated_at.eq(now),
-                ))
-                .execute(conn)?;
-        }
-    }
-    Ok(())
-}
-
 /// The earlier failure that holds `operation` back under its failure policy, if any: the failure
 /// gate of the claims, and the sibling it found.
 fn failure_holding_back(
@@ -326,7 +254,7 @@ fn failure_holding_back(
     if passes {
         return Ok(None);
     }
-    let siblings = super::apply_operations::list_by_apply(conn, operation.apply_id)?;
+    let siblings = rows::operations_of(conn, operation.apply_id)?;
     let Some(index) = siblings.iter().position(|op| op.id == operation.id) else {
         return Ok(None);
     };
@@ -371,7 +299,7 @@ fn record_retry(
             apply_operations::completed_at.eq(None::<chrono::NaiveDateTime>),
             apply_operations::failure_seq.eq(None::<i64>),
             apply_operations::holds_target.eq(Some(true)),
-            writer::unleased(),
+            unleased(),
             apply_operations::updated_at.eq(now),
         ))
         .execute(conn);
@@ -412,7 +340,7 @@ fn record_revert_decision(
                 format!("operation {} is {}, not in revert_window", op.id, op.state),
             ))
         }
-        None => super::apply_operations::list_by_apply(conn, locked.row.id)?
+        None => rows::operations_of(conn, locked.row.id)?
             .into_iter()
             .filter(|op| op.state == ApplyState::RevertWindow)
             .collect(),
@@ -434,90 +362,6 @@ fn record_revert_decision(
             ),
         )
     })
-}
-
-/// A pending request as the refresh reads it: its id, kind (`None`: a kind this version does not
-/// know, which stays pending and holds starts back) and scope (`None`: the whole apply).
-pub(super) type PendingRequest = (
-    ControlRequestId,
-    Option<ControlRequestKind>,
-    Option<ApplyOperationId>,
-);
-
-/// The pending requests of apply `apply_id`. One SELECT.
-pub(super) fn pending_of(
-    conn: &mut DbConnection,
-    apply_id: ApplyId,
-) -> StoreResult<Vec<PendingRequest>> {
-    let rows: Vec<(ControlRequestId, String, Option<ApplyOperationId>)> = reqs::table
-        .filter(reqs::apply_id.eq(apply_id))
-        .filter(reqs::status.eq(ControlRequestStatus::Pending))
-        .order((reqs::created_at.asc(), reqs::id.asc()))
-        .select((reqs::id, reqs::kind, reqs::apply_operation_id))
-        .load(conn)?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, kind, scope)| (id, ControlRequestKind::from_stored(&kind), scope))
-        .collect())
-}
-
-/// What pending stops and cancels do to the operations of their scope nobody drives: run by the
-/// refresh of every transaction that writes the apply, before it reads the operations, so an
-/// operation that comes into a covered state unheld while one is pending (inserted, retried, or
-/// written by an operator) is stopped or cancelled in the same transaction. A cancel first: it
-/// covers more.
-pub(super) fn enforce(
-    conn: &mut DbConnection,
-    apply_id: ApplyId,
-    pending: &[PendingRequest],
-) -> StoreResult<()> {
-    for kind in [ControlRequestKind::Cancel, ControlRequestKind::Stop] {
-        for (_, _, scope) in pending.iter().filter(|(_, k, _)| *k == Some(kind)) {
-            act_on_undriven(conn, apply_id, *scope, kind)?;
-        }
-    }
-    Ok(())
-}
-
-/// Completes, or fails, the `pending` requests that are done, given the apply's operations' states
-/// (`None`: a state this version does not know): see [`crate::state::progress`]. Run by the refresh,
-/// in the transaction of every state write, with the apply locked. An UPDATE per request settled,
-/// stamped with the database's time as it runs: a request recorded in the same transaction (after
-/// the apply's lock was taken) is never completed before it was created.
-pub(super) fn settle(
-    conn: &mut DbConnection,
-    pending: &[PendingRequest],
-    operations: &[(ApplyOperationId, Option<ApplyState>)],
-) -> StoreResult<()> {
-    for (id, kind, scope) in pending {
-        let Some(kind) = kind else {
-            continue;
-        };
-        let states: Vec<Option<ApplyState>> = operations
-            .iter()
-            .filter(|(op, _)| scope.is_none_or(|scope| scope == *op))
-            .map(|(_, state)| *state)
-            .collect();
-        let (status, result) = match progress(*kind, &states) {
-            RequestProgress::Pending => continue,
-            RequestProgress::Done => (ControlRequestStatus::Completed, None),
-            RequestProgress::Failed(result) => (ControlRequestStatus::Failed, Some(result)),
-        };
-        db::cached_update(
-            reqs::table,
-            reqs::id
-                .eq(*id)
-                .and(reqs::status.eq(ControlRequestStatus::Pending)),
-            (
-                reqs::status.eq(status),
-                reqs::result.eq(result),
-                reqs::completed_at.eq(db::now().nullable()),
-                reqs::updated_at.eq(db::now()),
-            ),
-        )
-        .execute(conn)?;
-    }
-    Ok(())
 }
 
 /// The pending request for exactly this (apply, operation or whole apply, kind), if any, as committed
@@ -555,12 +399,7 @@ pub fn list_pending(
     conn: &mut DbConnection,
     apply_id: ApplyId,
 ) -> StoreResult<Vec<ControlRequest>> {
-    Ok(reqs::table
-        .filter(reqs::apply_id.eq(apply_id))
-        .filter(reqs::status.eq(ControlRequestStatus::Pending))
-        .order((reqs::created_at.asc(), reqs::id.asc()))
-        .select(ControlRequest::as_select())
-        .load(conn)?)
+    rows::pending_requests_of(conn, apply_id)
 }
 
 /// Marks request `id` completed, stamping `completed_at` once. Completing a completed request
@@ -585,15 +424,9 @@ fn resolve(
     status: ControlRequestStatus,
     reason: Option<&str>,
 ) -> StoreResult<()> {
-    db::retry_contention(conn, |conn| {
-        db::apply_transaction(conn, |conn| {
-            let locked = aggregate::lock_apply_of_request(conn, id)?;
-            resolve_locked(conn, id, status, reason)?;
-            if let Some(locked) = &locked {
-                aggregate::refresh_locked(conn, locked)?;
-            }
-            Ok(())
-        })
+    let lock = Lock::ApplyOfRequest(id);
+    unit::run_known(conn, lock, OnLostRace::RetryBriefly, |conn, _| {
+        resolve_locked(conn, id, status, reason)
     })
 }
 
@@ -609,10 +442,7 @@ fn resolve_locked(
         .filter(reqs::status.eq_any([ControlRequestStatus::Pending, status]));
     let resolution = (
         reqs::status.eq(status),
-        reqs::completed_at.eq(super::coalesce_timestamp(
-            reqs::completed_at,
-            now.nullable(),
-        )),
+        reqs::completed_at.eq(coalesce_timestamp(reqs::completed_at, now.nullable())),
         reqs::updated_at.eq(now),
     );
     let matched = match result {
@@ -632,47 +462,4 @@ fn resolve_locked(
             status: request.status,
         },
     })
-}
-
-/// Completes the pending `cutover` request that names operation `operation_id`, and, when no other
-/// operation of the apply is still `waiting_for_cutover`, the apply's whole-apply one. Called by
-/// the cutover claim in its transaction.
-pub(super) fn complete_cutover(
-    conn: &mut DbConnection,
-    apply_id: ApplyId,
-    operation_id: ApplyOperationId,
-) -> StoreResult<()> {
-    let now = db::now();
-    let completion = (
-        reqs::status.eq(ControlRequestStatus::Completed),
-        reqs::completed_at.eq(now.nullable()),
-        reqs::updated_at.eq(now),
-    );
-    let pending_cutover = reqs::apply_id
-        .eq(apply_id)
-        .and(reqs::kind.eq(ControlRequestKind::Cutover))
-        .and(reqs::status.eq(ControlRequestStatus::Pending));
-    db::cached_update(
-        reqs::table,
-        pending_cutover.and(reqs::apply_operation_id.eq(operation_id)),
-        completion,
-    )
-    .execute(conn)?;
-    let others_waiting = apply_operations::table
-        .filter(apply_operations::apply_id.eq(apply_id))
-        .filter(apply_operations::id.ne(operation_id))
-        .filter(apply_operations::state.eq(ApplyState::WaitingForCutover))
-        .select(apply_operations::id)
-        .first::<ApplyOperationId>(conn)
-        .optional()?
-        .is_some();
-    if !others_waiting {
-        db::cached_update(
-            reqs::table,
-            pending_cutover.and(reqs::apply_operation_id.is_null()),
-            completion,
-        )
-        .execute(conn)?;
-    }
-    Ok(())
 }

@@ -1,6 +1,6 @@
 //! Leases: how a worker holds the operation it claimed, and the guarded writes it drives it with.
 //!
-//! A claim ([`super::claims`]) stamps the row with a fresh random token, the owner's name and an expiry
+//! A claim (`claims`) stamps the row with a fresh random token, the owner's name and an expiry
 //! taken from the database's clock, and returns them as an [`OperationLease`]. Every write in this
 //! module acts only while the row still carries that token and owner: the token is the fence. Once
 //! another worker claims the row (after the lease expired, or after [`release`]), every write through
@@ -10,70 +10,46 @@
 //! Each write is one UPDATE; only when it matches nothing does a second statement tell a missing row
 //! ([`StoreError::ApplyOperationNotFound`]) from a lost lease. A state write runs in a transaction
 //! that first locks the operation's apply and last refreshes the apply's derived state (see
-//! [`super::applies::refresh`]); `heartbeat` and `release` change no state and need no transaction
+//! `applies::refresh`); `heartbeat` and `release` change no state and need no transaction
 //! (a heartbeat reads its new expiry back).
 //!
 //! When to heartbeat, what to do on [`StoreError::LeaseLost`], when to release, and what each error
 //! asks of a worker: `docs/worker-contract.md` in the repository.
 
-use std::time::Duration;
-
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::claims::revert_decision_requested;
-use super::validate;
-use super::writer::{self, held_row, Writer};
+use super::predicates::revert_decision_requested;
+use super::rows::{self, held_row, Writer};
+use super::{validate, writes};
 use crate::db::{self, DbConnection, UniqueKey};
 use crate::error::{StoreError, StoreResult};
-use crate::models::{ApplyOperation, ApplyOperationId, LeaseToken, LiveLease};
+use crate::models::{ApplyOperation, ApplyOperationId, LiveLease};
 use crate::schema::{apply_control_requests as reqs, apply_operations as ops};
 use crate::state::{ApplyState, ControlRequestKind, ControlRequestStatus};
 
 pub use super::validate::MAX_LEASE_TTL;
 pub use crate::models::OperationLease;
 
-/// `now + ttl`, at the microseconds both backends store.
-pub(super) fn expiry(now: NaiveDateTime, ttl: Duration) -> NaiveDateTime {
-    now + chrono::Duration::microseconds(ttl_micros(ttl))
-}
-
-/// A checked TTL (at most a day) in microseconds.
-fn ttl_micros(ttl: Duration) -> i64 {
-    i64::try_from(ttl.as_micros()).expect("ttl is checked to be at most a day")
-}
-
-/// A new fencing token: 128 bits from the operating system's random source, as 32 lowercase hex digits.
-pub(super) fn mint_token() -> StoreResult<LeaseToken> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|err| StoreError::Random(err.to_string()))?;
-    Ok(LeaseToken::from(
-        bytes
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect::<String>(),
-    ))
-}
-
 /// Moves the held operation to `state` (not a completing state); see
-/// [`super::apply_operations::update_state`] for the rules.
+/// `apply_operations::update_state` for the rules.
 pub fn update_state(
     conn: &mut DbConnection,
     lease: &OperationLease,
     state: ApplyState,
 ) -> StoreResult<()> {
-    writer::write_state(conn, Writer::Lease(lease), state)
+    writes::write_state(conn, Writer::Lease(lease), state)
 }
 
 /// Moves the held operation to `running`, stamping `started_at` the first time only.
 pub fn mark_started(conn: &mut DbConnection, lease: &OperationLease) -> StoreResult<()> {
-    writer::write_started(conn, Writer::Lease(lease))
+    writes::write_started(conn, Writer::Lease(lease))
 }
 
 /// Moves the held operation to `completed`, stamping `completed_at` the first time only. The lease
 /// stays on the row, so a repeat under it succeeds; a completed row is never claimed again.
 pub fn mark_completed(conn: &mut DbConnection, lease: &OperationLease) -> StoreResult<()> {
-    writer::write_completion(conn, Writer::Lease(lease), ApplyState::Completed, None)
+    writes::write_completion(conn, Writer::Lease(lease), ApplyState::Completed, None)
 }
 
 /// Moves the held operation to `failed` with `message` (1 to 65,535 bytes).
@@ -82,17 +58,17 @@ pub fn mark_failed(
     lease: &OperationLease,
     message: &str,
 ) -> StoreResult<()> {
-    writer::write_failed(conn, Writer::Lease(lease), message)
+    writes::write_failed(conn, Writer::Lease(lease), message)
 }
 
 /// Moves the held operation to `cancelled`, `reverted` or `completed`; see
-/// [`super::apply_operations::mark_terminal`].
+/// `apply_operations::mark_terminal`.
 pub fn mark_terminal(
     conn: &mut DbConnection,
     lease: &OperationLease,
     state: ApplyState,
 ) -> StoreResult<()> {
-    writer::write_terminal(conn, Writer::Lease(lease), state)
+    writes::write_terminal(conn, Writer::Lease(lease), state)
 }
 
 /// Renews the lease: its expiry becomes the database's now plus the lease's TTL, "now" being read when
@@ -104,7 +80,7 @@ pub fn heartbeat(
     lease: &mut OperationLease,
 ) -> StoreResult<NaiveDateTime> {
     validate::lease(lease)?;
-    let ttl_micros = ttl_micros(lease.ttl);
+    let ttl_micros = rows::ttl_micros(lease.ttl);
     let held: &OperationLease = lease;
     let expires_at = db::retry_fenced_write(conn, |conn| {
         db::serialized_write(conn, |conn| heartbeat_once(conn, held, ttl_micros))
@@ -170,7 +146,7 @@ pub fn save_engine_state(
 
 /// Records the remote system's id for the held operation (1 to 255 characters, no trailing space),
 /// replacing any earlier one. External ids are unique across operations: find the operation again
-/// with [`get_by_external_id`](super::apply_operations::get_by_external_id). Setting the id the
+/// with `get_by_external_id`. Setting the id the
 /// operation already has succeeds. One UPDATE.
 ///
 /// Errors: [`StoreError::InvalidInput`] for an empty or over-long id, before any SQL;
@@ -304,9 +280,9 @@ pub fn release(conn: &mut DbConnection, lease: &OperationLease) -> StoreResult<(
 fn release_once(conn: &mut DbConnection, lease: &OperationLease) -> StoreResult<()> {
     let matched = db::cached_update(
         ops::table,
-        writer::is_held_by(lease.operation_id, lease.token.clone(), lease.owner.clone())
+        rows::is_held_by(lease.operation_id, lease.token.clone(), lease.owner.clone())
             .and(releasable()),
-        writer::unleased(),
+        rows::unleased(),
     )
     .execute(conn)?;
     if matched > 0 {
@@ -368,27 +344,4 @@ pub fn live(conn: &mut DbConnection, owner_prefix: Option<&str>) -> StoreResult<
             })
         })
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_are_32_hex_digits_and_differ() {
-        let a = mint_token().unwrap();
-        let b = mint_token().unwrap();
-        assert_eq!(a.expose().len(), 32);
-        assert!(validate::is_minted_token(a.expose()), "{}", a.expose());
-        assert_ne!(a, b);
-    }
-
-    #[test]
-    fn expiry_adds_the_ttl_at_microsecond_precision() {
-        let at = chrono::DateTime::from_timestamp(100, 0)
-            .unwrap()
-            .naive_utc();
-        let later = expiry(at, Duration::from_nanos(2_500_900));
-        assert_eq!(later - at, chrono::Duration::microseconds(2_500));
-    }
 }

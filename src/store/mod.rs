@@ -18,17 +18,28 @@ use diesel::sql_types::Nullable;
 use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyId, ApplyOperationId};
 
-mod aggregate;
+// The modules depend on each other one way, bottom to top (`tests/layers.rs` fails on a circle):
+// - the rules and input checks: `predicates` (the claim rules, one named predicate each) and
+//   `validate`;
+// - row helpers: `rows` (who may write an operation row, lease columns, plain reads of an apply's
+//   rows) and `targets` (one holder per target);
+// - `unit`: the unit of work every write that touches an apply runs as (lock, write, requests,
+//   derivation, target holds, retries), and `writes`, the operation state writes built on it;
+// - `claims` (with `blockers`) and `rollouts` (creating an apply with its operations);
+// - the public per-table modules, which never name each other.
 pub mod applies;
 pub mod apply_operations;
 pub mod claims;
 pub mod control_requests;
 pub mod leases;
+mod predicates;
 mod rollouts;
+mod rows;
 mod targets;
 pub mod tasks;
+mod unit;
 mod validate;
-mod writer;
+mod writes;
 
 // `col = COALESCE(col, now)` is how a timestamp is stamped once. MySQL evaluates a single-table UPDATE's
 // assignments left to right, each seeing the ones before it, while SQLite reads the old row: every

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use diesel::prelude::*;
 
-use super::{applies, targets, tasks as task_store, validate};
+use super::{rows, targets, validate};
 use crate::db::{self, DbConnection};
 use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyId, ApplyOperationId, NewApply, NewRollout, Rollout};
@@ -172,20 +172,20 @@ fn insert_rollout(conn: &mut DbConnection, new: &NewRollout) -> StoreResult<Roll
         max_attempts: new.max_attempts,
         requested_by: new.requested_by.clone(),
     };
-    let apply_id = applies::insert_row(conn, &apply)?;
+    let apply_id = rows::insert_apply(conn, &apply)?;
     insert_operations(conn, apply_id, new)?;
-    let operations = super::apply_operations::list_by_apply(conn, apply_id)?;
+    let operations = rows::operations_of(conn, apply_id)?;
     let ids: HashMap<&str, ApplyOperationId> = operations
         .iter()
         .map(|operation| (operation.deployment.as_str(), operation.id))
         .collect();
     insert_tasks(conn, apply_id, new, &ids)?;
     let tasks = if new.operations.iter().any(|op| !op.tasks.is_empty()) {
-        task_store::list_by_apply(conn, apply_id)?
+        rows::tasks_of(conn, apply_id)?
     } else {
         Vec::new()
     };
-    let apply = applies::get(conn, apply_id)?.ok_or(StoreError::ApplyNotFound { id: apply_id })?;
+    let apply = rows::apply(conn, apply_id)?.ok_or(StoreError::ApplyNotFound { id: apply_id })?;
     Ok(Rollout::assemble(apply, operations, tasks, Vec::new()))
 }
 

@@ -5,7 +5,7 @@
 //! `apply_operations.holds_target` is 1 while an operation holds its target and NULL otherwise, and the
 //! unique key `apply_operations_target_key` on (`database_name`, `environment`, `deployment`,
 //! `holds_target`) admits one holder (NULLs never collide). The writes keep the flag in the same
-//! UPDATE that moves the state; the apply refresh ([`super::aggregate`]) keeps it for failed
+//! UPDATE that moves the state; the unit of work's refresh of the apply keeps it for failed
 //! operations, which hold their target while their apply can still retry them.
 
 use diesel::prelude::*;
@@ -17,7 +17,7 @@ use crate::models::ApplyId;
 use crate::schema::apply_operations as ops;
 use crate::state::ApplyState;
 
-use super::aggregate::ApplyLockRow;
+use super::rows::ApplyLockRow;
 
 /// One holder per target. The name is the same on both backends.
 pub(crate) const TARGET_KEY: UniqueKey = UniqueKey {
@@ -149,7 +149,7 @@ pub(crate) fn set_failed_holds(
 }
 
 /// The database's plan for [`target_holder`]'s read, one line per plan row (as
-/// [`crate::store::claims::explain_claim_next`] prints them): for operators checking that the target
+/// `claims::explain_claim_next` prints them): for operators checking that the target
 /// check reads the unique key `apply_operations_target_key`. Reads nothing else, writes nothing.
 pub fn explain_target_holder(
     conn: &mut DbConnection,

@@ -3,12 +3,12 @@
 //!
 //! The link is kept by the store, not by a foreign key: [`insert`] only links a task to an existing
 //! operation of the same apply (holding that row against a concurrent delete until the insert
-//! commits), and [`apply_operations::delete_by_apply`](super::apply_operations::delete_by_apply)
+//! commits), and `apply_operations::delete_by_apply`
 //! unlinks the tasks of the operations it deletes.
 
 use diesel::prelude::*;
 
-use super::{check_operation_owner, validate};
+use super::{check_operation_owner, rows, validate};
 use crate::db::{self, DbConnection};
 use crate::error::StoreResult;
 use crate::models::{ApplyId, ApplyOperationId, NewTask, Task, TaskId};
@@ -74,11 +74,7 @@ pub fn get(conn: &mut DbConnection, id: TaskId) -> StoreResult<Option<Task>> {
 
 /// The tasks of `apply_id`, oldest first by (`created_at`, `id`); empty for an unknown apply.
 pub fn list_by_apply(conn: &mut DbConnection, apply_id: ApplyId) -> StoreResult<Vec<Task>> {
-    Ok(tasks::table
-        .filter(tasks::apply_id.eq(apply_id))
-        .order((tasks::created_at.asc(), tasks::id.asc()))
-        .select(Task::as_select())
-        .load(conn)?)
+    rows::tasks_of(conn, apply_id)
 }
 
 /// The tasks owned by operation `apply_operation_id`, oldest first by (`created_at`, `id`).

@@ -1,7 +1,7 @@
 //! Why is it waiting? For every unsettled operation of an apply, the first reason no claim takes it,
 //! read from the claims' own predicates.
 //!
-//! One SELECT evaluates, for each operation of the apply, the named predicates of [`super::predicates`]
+//! One SELECT evaluates, for each operation of the apply, the named predicates of [`crate::store::predicates`]
 //! (the free lease, the stop gate, the failure gate, the start order, the cutover order, the request
 //! lookups) and the two claims' whole conditions ([`copy_claimable`], [`cutover_claimable`]). An
 //! operation is [`Blocker::Claimable`] exactly when a claim takes it: a claim's condition holds for
@@ -14,12 +14,6 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::predicates::{
-    concurrency_gate, copy_claimable, cutover_claimable, cutover_order_gate,
-    cutover_requested_for_apply, cutover_requested_for_row, failure_gate, lease_free,
-    released_through, request_pending_for_row, retry_budget_left, start_order_gate,
-    start_requested, stop_gate, CUTOVER_CLAIMED_POLICIES,
-};
 use crate::db::{self, DbConnection};
 use crate::error::StoreResult;
 use crate::models::{Apply, ApplyId, ApplyOperation, ApplyOperationId};
@@ -28,7 +22,13 @@ use crate::state::{
     cutover_order_passes, is_failure, is_settled, lets_failure_through, moved_in_place,
     start_order_passes, ApplyState, ControlRequestKind, FailurePolicy,
 };
-use crate::store::{applies, apply_operations};
+use crate::store::predicates::{
+    concurrency_gate, copy_claimable, cutover_claimable, cutover_order_gate,
+    cutover_requested_for_apply, cutover_requested_for_row, failure_gate, lease_free,
+    released_through, request_pending_for_row, retry_budget_left, start_order_gate,
+    start_requested, stop_gate, CUTOVER_CLAIMED_POLICIES,
+};
+use crate::store::rows;
 
 /// Why an operation is not being taken by a claim, or that it would be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,10 +121,10 @@ pub fn blockers(
     conn: &mut DbConnection,
     apply_id: ApplyId,
 ) -> StoreResult<Vec<(ApplyOperationId, Blocker)>> {
-    let Some(apply) = applies::get(conn, apply_id)? else {
+    let Some(apply) = rows::apply(conn, apply_id)? else {
         return Ok(Vec::new());
     };
-    let operations = apply_operations::list_by_apply(conn, apply_id)?;
+    let operations = rows::operations_of(conn, apply_id)?;
     let now = db::now();
     let gates: Vec<Gates> = ops::table
         .filter(ops::apply_id.eq(apply_id))

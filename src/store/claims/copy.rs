@@ -3,13 +3,15 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::predicates::{copy_claimable, only_row, request_pending_for_row, walk_claim_index};
 use super::{load_candidates, Candidate, ClaimKind, Locked, LockedRow, CANDIDATE_PAGE};
 use crate::db::{self, DbConnection, DbNow};
 use crate::error::StoreResult;
 use crate::models::{ApplyOperation, ApplyOperationId};
 use crate::schema::apply_operations as ops;
 use crate::state::{ApplyState, ControlRequestKind};
+use crate::store::predicates::{
+    copy_claimable, only_row, request_pending_for_row, walk_claim_index,
+};
 
 /// The unlocked candidate read: the ids of the oldest (by `created_at`, `id`) rows the claim may take,
 /// walking the claim index, other than those in `passed`.

@@ -10,7 +10,7 @@
 //! is [`StoreError::ClaimOutcomeUnknown`], which [`resolve_unknown`] settles on a new connection
 //! ([`crate::Store`] does this itself).
 //!
-//! The rules are named predicates in `predicates` (the stop gate, the failure gate, the rolling
+//! The rules are named predicates in `store::predicates` (the stop gate, the failure gate, the rolling
 //! gate, the barrier gate, …), one per rule; `copy`, `cutover` and `blockers` are built from them.
 //! A row whose state, cutover policy or failure policy this version does not know is never claimed
 //! (`readable_policies`), and the gates name the permissive values, so they fail closed. The rules
@@ -24,7 +24,8 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{aggregate, control_requests, leases, validate};
+use super::unit::{self, Lock, OnLostRace, Written};
+use super::{rows, validate};
 use crate::db::{self, DbConnection};
 use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyId, ApplyOperation, ApplyOperationId};
@@ -33,15 +34,11 @@ use crate::schema::apply_operations as ops;
 mod blockers;
 mod copy;
 mod cutover;
-mod predicates;
 mod take;
 
 pub use crate::models::{ClaimKind, ClaimedOperation, UnknownClaim};
-pub(super) use blockers::blocking_failure;
+pub(in crate::store) use blockers::blocking_failure;
 pub use blockers::{blockers, Blocker};
-pub(super) use predicates::{
-    failure_gate, lease_free, released_through, request_pending_for_row, revert_decision_requested,
-};
 
 pub use crate::models::DEFAULT_MAX_ATTEMPTS;
 
@@ -55,7 +52,7 @@ pub struct ClaimOptions {
     /// The worker's name, stored as the lease owner: 1 to 255 characters, not blank. Make it unique per worker
     /// (host, process, thread) so operators can tell holders apart.
     pub owner: String,
-    /// How long the lease lasts without a [`heartbeat`](super::leases::heartbeat): 1 µs to 24 h.
+    /// How long the lease lasts without a heartbeat (`leases::heartbeat`): 1 µs to 24 h.
     pub lease_ttl: Duration,
 }
 
@@ -203,15 +200,15 @@ type Candidate = (ApplyOperationId, ApplyId);
 /// 1. An unlocked read of the oldest candidates (`candidates`, walking the claim index). None: the
 ///    claim ends there, without a transaction, so idle workers polling for work only read.
 /// 2. Per apply, in the order its first candidate comes (the oldest first, then the rest from a
-///    place the claim's random token picks, so contending claimers spread out), a
-///    [claim transaction](db::claim_transaction) that locks the apply's row (claims are serialised
-///    per apply, apply row first), then locks its candidates one at a time (`lock`: the same rules
-///    narrowed to that row, MySQL `FOR UPDATE SKIP LOCKED`), takes the first that still qualifies
-///    (`take`), and refreshes the apply's derived state (after a start, from the apply's row alone
-///    when it tells: `aggregate::refresh_after_start`). On MySQL one apply per transaction, so a
-///    claim never waits for one apply's lock while holding another's; on SQLite, whose write lock is
-///    the whole database's, one transaction for the page. When every candidate is gone, the next
-///    ones are read, passing over those tried.
+///    place the claim's random token picks, so contending claimers spread out), a unit of work
+///    ([`unit::run`]) that locks the apply's row unless another transaction holds it (claims are
+///    serialised per apply, apply row first), then locks its candidates one at a time (`lock`: the
+///    same rules narrowed to that row, MySQL `FOR UPDATE SKIP LOCKED`), takes the first that still
+///    qualifies (`take`), and lets the unit refresh the apply (after a start, from the apply's row
+///    alone when it tells). One apply per transaction, so a claim never waits for one apply's lock
+///    while holding another's. The applies another transaction held are waited for once every other
+///    candidate of the page is gone. When every candidate is gone, the next ones are read, passing
+///    over those tried.
 /// 3. When COMMIT's outcome is unknown (the connection died after sending it), the claim is returned
 ///    as [`StoreError::ClaimOutcomeUnknown`]: see [`resolve_unknown`].
 fn claim(
@@ -225,7 +222,7 @@ fn claim(
     if page.is_empty() {
         return Ok(None);
     }
-    let token = leases::mint_token()?;
+    let token = rows::mint_token()?;
     // Where this claim looks after the oldest candidate: claimers that lost the oldest to each other
     // spread over the rest of the page instead of all trying the same next one.
     let spread = usize::from_str_radix(&token.expose()[..4], 16).unwrap_or(0);
@@ -235,123 +232,97 @@ fn claim(
             let rest = page.len() - 1;
             page[1..].rotate_left(spread % rest);
         }
-        // One apply per transaction on MySQL, where row locks are per apply; on SQLite one
-        // transaction for them all, as its write lock is the whole database's anyway. An apply
-        // whose row another transaction holds is skipped at first (SKIP LOCKED) and waited for
-        // only once every other candidate of the page is gone.
-        let groups = by_apply(&page);
-        let mut batches: VecDeque<(Vec<Group>, bool)> = if db::write_lock_is_database_wide(conn) {
-            VecDeque::from([(groups, false)])
-        } else {
-            groups
-                .into_iter()
-                .map(|group| (vec![group], false))
-                .collect()
-        };
+        // An apply whose row another transaction holds is skipped at first (SKIP LOCKED) and
+        // waited for only once every other candidate of the page is gone.
+        let mut groups: VecDeque<(Group, bool)> = by_apply(&page)
+            .into_iter()
+            .map(|group| (group, false))
+            .collect();
         let mut busy: Vec<Group> = Vec::new();
-        while let Some((batch, wait)) = batches.pop_front() {
-            let outcome = db::retry_contention(conn, |conn| {
-                db::claim_transaction(conn, |conn| {
-                    let mut skipped = Vec::new();
-                    for (apply_id, ids) in &batch {
-                        let apply = if wait {
-                            aggregate::lock_apply(conn, *apply_id)?
-                        } else {
-                            aggregate::lock_apply_unless_locked(conn, *apply_id)?
-                        };
-                        let Some(apply) = apply else {
-                            if !wait {
-                                skipped.push((*apply_id, ids.clone()));
-                            }
-                            continue;
-                        };
-                        let mut moved = false;
-                        for &id in ids {
-                            let Some(locked) = lock(conn, id)? else {
-                                continue;
-                            };
-                            if let Some(state) = take::in_place(&locked) {
-                                moved |= take::move_in_place(conn, &locked.row, state, locked.now)?;
-                                continue;
-                            }
-                            let kind = kind_of(&locked);
-                            let from_pending =
-                                locked.row.state == crate::state::ApplyState::Pending;
-                            let Some(claimed) =
-                                take::take(conn, locked.row, kind, locked.now, options, &token)?
-                            else {
-                                continue;
-                            };
-                            if kind == ClaimKind::Cutover {
-                                control_requests::complete_cutover(
-                                    conn,
-                                    claimed.operation.apply_id,
-                                    claimed.operation.id,
-                                )?;
-                            }
-                            // After a start, the apply's row alone usually tells what the apply
-                            // becomes: the refresh's read of the operations is saved.
-                            let kept = kind == ClaimKind::Start
-                                && from_pending
-                                && !moved
-                                && aggregate::refresh_after_start(conn, &apply)?;
-                            if !kept {
-                                aggregate::refresh_locked(conn, &apply)?;
-                            }
-                            return Ok((Some(claimed), skipped));
+        while let Some(((apply_id, ids), wait)) = groups.pop_front() {
+            let target = if wait {
+                Lock::Apply(apply_id)
+            } else {
+                Lock::ApplyUnlessLocked(apply_id)
+            };
+            let outcome = unit::run(conn, target, OnLostRace::RetryBriefly, |conn, apply| {
+                let Some(apply) = apply else {
+                    return Ok(Attempt::Busy);
+                };
+                apply.written = Written::Nothing;
+                for &id in &ids {
+                    let Some(locked) = lock(conn, id)? else {
+                        continue;
+                    };
+                    if let Some(state) = take::in_place(&locked) {
+                        if take::move_in_place(conn, &locked.row, state, locked.now)? {
+                            apply.written = Written::Rows;
                         }
-                        if moved {
-                            aggregate::refresh_locked(conn, &apply)?;
-                        }
+                        continue;
                     }
-                    Ok((None, skipped))
-                })
+                    let kind = kind_of(&locked);
+                    let from_pending = locked.row.state == crate::state::ApplyState::Pending;
+                    let Some(claimed) =
+                        take::take(conn, locked.row, kind, locked.now, options, &token)?
+                    else {
+                        continue;
+                    };
+                    if kind == ClaimKind::Cutover {
+                        unit::complete_cutover(
+                            conn,
+                            claimed.operation.apply_id,
+                            claimed.operation.id,
+                        )?;
+                    }
+                    // After a start, the apply's row alone usually tells what the apply becomes.
+                    apply.written = if kind == ClaimKind::Start
+                        && from_pending
+                        && apply.written == Written::Nothing
+                    {
+                        Written::Start
+                    } else {
+                        Written::Rows
+                    };
+                    return Ok(Attempt::Took(Box::new(claimed)));
+                }
+                Ok(Attempt::Nothing)
             });
             let outcome = match outcome {
                 // Lost every retry to other claimers (a deadlock; on a Galera cluster, a
                 // certification failure because another node took the row): a lost race, not an
-                // error. The batch's candidates are passed over like rows found taken. Inside a
+                // error. The apply's candidates are passed over like rows found taken. Inside a
                 // caller's transaction the database rolled that whole transaction back: the error
                 // is the caller's.
                 Err(StoreError::Contention { .. }) if !db::in_transaction(conn)? => {
-                    passed.extend(batch.into_iter().flat_map(|(_, ids)| ids));
-                    if batches.is_empty() {
-                        batches = wait_for_busy(conn, &mut busy, &mut passed);
+                    passed.extend(ids);
+                    if groups.is_empty() {
+                        groups = wait_for_busy(conn, &mut busy, &mut passed);
                     }
                     continue;
                 }
                 other => other?,
             };
             match outcome {
-                db::TransactionOutcome::Committed((Some(claimed), _)) => return Ok(Some(claimed)),
-                db::TransactionOutcome::Committed((None, skipped)) => {
-                    let skipped_ids: Vec<ApplyOperationId> = skipped
-                        .iter()
-                        .flat_map(|(_, ids)| ids.iter().copied())
-                        .collect();
-                    passed.extend(
-                        batch
-                            .into_iter()
-                            .flat_map(|(_, ids)| ids)
-                            .filter(|id| !skipped_ids.contains(id)),
-                    );
-                    busy.extend(skipped);
+                db::TransactionOutcome::Committed(Attempt::Took(claimed)) => {
+                    return Ok(Some(*claimed))
                 }
+                // Held by another transaction: waited for later. (Gone when waited for: passed.)
+                db::TransactionOutcome::Committed(Attempt::Busy) if !wait => {
+                    busy.push((apply_id, ids))
+                }
+                db::TransactionOutcome::Committed(_) => passed.extend(ids),
                 db::TransactionOutcome::Unknown {
-                    value: (None, _),
-                    error,
-                } => return Err(error.into()),
-                db::TransactionOutcome::Unknown {
-                    value: (Some(claimed), _),
+                    value: Attempt::Took(claimed),
                     error,
                 } => {
                     return Err(StoreError::ClaimOutcomeUnknown(Box::new(
-                        UnknownClaim::new(claimed, error),
+                        UnknownClaim::new(*claimed, error),
                     )))
                 }
+                db::TransactionOutcome::Unknown { error, .. } => return Err(error.into()),
             }
-            if batches.is_empty() {
-                batches = wait_for_busy(conn, &mut busy, &mut passed);
+            if groups.is_empty() {
+                groups = wait_for_busy(conn, &mut busy, &mut passed);
             }
         }
         if page.len() < CANDIDATE_PAGE as usize {
@@ -361,8 +332,18 @@ fn claim(
     }
 }
 
-/// Once every other candidate of the page is gone: the batches that wait for the applies another
-/// transaction held (`busy`), one apply at a time. Not on a node of a Galera cluster: there a
+/// How one apply's unit of work in a claim ended.
+enum Attempt {
+    /// It took this operation.
+    Took(Box<ClaimedOperation>),
+    /// None of its candidates qualified any more.
+    Nothing,
+    /// The apply's row was held by another transaction (or is gone).
+    Busy,
+}
+
+/// Once every other candidate of the page is gone: the applies another transaction held (`busy`),
+/// to be waited for one at a time. Not on a node of a Galera cluster: there a
 /// transaction waiting for a row lock can be aborted by a write replicated from another node, and
 /// MariaDB 10.11 was seen to leave the waiting client without an answer (a claim blocked for
 /// minutes, the server's session idle), so a claim there passes busy applies over like rows another
@@ -371,13 +352,13 @@ fn wait_for_busy(
     conn: &DbConnection,
     busy: &mut Vec<Group>,
     passed: &mut Vec<ApplyOperationId>,
-) -> VecDeque<(Vec<Group>, bool)> {
+) -> VecDeque<(Group, bool)> {
     let busy = std::mem::take(busy);
     if db::is_cluster_node(conn) {
         passed.extend(busy.into_iter().flat_map(|(_, ids)| ids));
         return VecDeque::new();
     }
-    busy.into_iter().map(|group| (vec![group], true)).collect()
+    busy.into_iter().map(|group| (group, true)).collect()
 }
 
 /// An apply and its candidates, in page order.
@@ -463,40 +444,4 @@ pub fn explain_claim_lock(
             .select((ApplyOperation::as_select(), db::now_when_read()))
             .limit(1)
     )?)
-}
-
-/// The pending requests that cover one operation, and its stored state: what a leased write checks
-/// before it stops, cancels, cuts over or leaves `revert_window`.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
-pub(in crate::store) struct Covering {
-    /// The operation's state as stored.
-    pub(in crate::store) state: String,
-    /// A pending `stop` names it or its apply.
-    pub(in crate::store) stop: bool,
-    /// A pending `cancel` names it or its apply.
-    pub(in crate::store) cancel: bool,
-    /// A pending `revert` names it.
-    pub(in crate::store) revert: bool,
-    /// A pending `skip_revert` names it.
-    pub(in crate::store) skip_revert: bool,
-}
-
-/// [`Covering`] for operation `id`, in one SELECT (`None`: no such operation), from the same
-/// predicate the claims use for each kind.
-pub(in crate::store) fn covering(
-    conn: &mut DbConnection,
-    id: ApplyOperationId,
-) -> StoreResult<Option<Covering>> {
-    use crate::state::ControlRequestKind as Kind;
-    Ok(ops::table
-        .find(id)
-        .select((
-            ops::state,
-            request_pending_for_row(Kind::Stop),
-            request_pending_for_row(Kind::Cancel),
-            request_pending_for_row(Kind::Revert),
-            request_pending_for_row(Kind::SkipRevert),
-        ))
-        .first(conn)
-        .optional()?)
 }

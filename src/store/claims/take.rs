@@ -8,7 +8,6 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::predicates::{lease_free, retry_budget_left, stop_gate};
 use super::{ClaimKind, ClaimOptions, ClaimedOperation, LockedRow};
 use crate::db::{self, DbConnection, MultiBackend};
 use crate::error::StoreResult;
@@ -16,8 +15,8 @@ use crate::models::{ApplyOperation, LeaseToken, OperationLease};
 use crate::schema::apply_operations as ops;
 use crate::schema_types::{datetime, DatetimeValue};
 use crate::state::{moved_in_place, ApplyState};
-use crate::store::leases;
-use crate::store::writer::unleased;
+use crate::store::predicates::{lease_free, retry_budget_left, stop_gate};
+use crate::store::rows::{self, unleased};
 
 /// The WHERE of a claim's UPDATE: the row as read, its lease free, and the kind's gates.
 type Guard = Box<
@@ -109,7 +108,7 @@ pub(super) fn take(
     token: &LeaseToken,
 ) -> StoreResult<Option<ClaimedOperation>> {
     let previous_state = row.state;
-    let expires_at = leases::expiry(now, options.lease_ttl);
+    let expires_at = rows::expiry(now, options.lease_ttl);
     // One statement per kind's guard, each prepared once per connection.
     let mut guard: Guard = Box::new(
         ops::id

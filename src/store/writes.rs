@@ -1,194 +1,37 @@
-//! The writes an operation row goes through, shared by operators ([`super::apply_operations`]) and by
-//! workers holding a lease ([`super::leases`]): each is one UPDATE (in the apply-locking,
-//! refreshing transaction of [`write_with_refresh`]) whose target is chosen by the
-//! [`Writer`], so an operator write and a fenced worker write are the same statement but for the
-//! lease filter.
+//! The state writes of an operation row, shared by operators (`apply_operations`)
+//! and by workers holding a lease (`leases`): each is one UPDATE, run as a unit of
+//! work on the operation's apply ([`unit::run`]), whose target the [`Writer`] chooses, so an
+//! operator write and a fenced worker write are the same statement but for the lease filter.
 
 use diesel::prelude::*;
-use diesel::query_dsl::methods::ExecuteDsl;
 
-use super::aggregate::{self, LockedApply};
-use super::{claims, coalesce_timestamp, targets, validate};
+use super::rows::{self, held_row, is_operation, lease_miss, unleased, Writer};
+use super::unit::{self, Lock, LockedApply, OnLostRace};
+use super::{coalesce_timestamp, targets, validate};
 use crate::db::{self, DbConnection};
 use crate::error::{StoreError, StoreResult};
-use crate::models::{ApplyOperationId, LeaseToken, OperationLease};
+use crate::models::ApplyOperationId;
 use crate::schema::apply_operations;
 use crate::state::{
     automatic_retry_left, clears_lease, is_cancellable, is_failure, is_stoppable, ApplyState,
     ControlRequestKind,
 };
 
-/// Who is writing an operation row, and so which rows an UPDATE may touch.
-#[derive(Clone, Copy)]
-pub(crate) enum Writer<'a> {
-    /// An operator or migration: the row with this id, whoever holds it.
-    Operator(ApplyOperationId),
-    /// A worker: the row only while it still carries this lease's token and owner.
-    Lease(&'a OperationLease),
-}
-
-impl Writer<'_> {
-    /// Runs the UPDATE that writes `changes` to the row, filtered by the lease when there is one,
-    /// and returns the rows it matched. Two concrete statements, not one boxed one, each prepared
-    /// once per connection ([`db::cached_update`]; Diesel alone would prepare an UPDATE anew on every
-    /// call).
-    pub(super) fn execute<V>(self, conn: &mut DbConnection, changes: V) -> QueryResult<usize>
-    where
-        V: AsChangeset<Target = apply_operations::table>,
-        Update<is_operation, V>: ExecuteDsl<DbConnection>,
-        Update<is_held_by, V>: ExecuteDsl<DbConnection>,
-    {
-        match self {
-            Writer::Operator(id) => {
-                db::cached_update(apply_operations::table, is_operation(id), changes).execute(conn)
-            }
-            Writer::Lease(lease) => db::cached_update(
-                apply_operations::table,
-                is_held_by(lease.operation_id, lease.token.clone(), lease.owner.clone()),
-                changes,
-            )
-            .execute(conn),
-        }
-    }
-
-    /// Turns an UPDATE's matched-row count into `Ok` or why nothing matched: the row is gone
-    /// ([`StoreError::ApplyOperationNotFound`]) or, for a lease, the row carries another token
-    /// ([`StoreError::LeaseLost`]). Both backends report rows *matched* (MySQL through Diesel's
-    /// `CLIENT_FOUND_ROWS`), so an idempotent repeat counts 1.
-    pub(super) fn expect_row(self, conn: &mut DbConnection, matched: usize) -> StoreResult<()> {
-        if matched > 0 {
-            return Ok(());
-        }
-        match self {
-            Writer::Operator(id) => Err(StoreError::ApplyOperationNotFound { id }),
-            Writer::Lease(lease) => Err(lease_miss(conn, lease.operation_id)?),
-        }
-    }
-
-    /// The operation written.
-    pub(super) fn operation_id(self) -> ApplyOperationId {
-        match self {
-            Writer::Operator(id) => id,
-            Writer::Lease(lease) => lease.operation_id,
-        }
-    }
-
-    /// Like [`execute`](Self::execute), for a write that moves the operation out of its state into a
-    /// non-completing one: through a lease, only while the operation is not settled. A settled
-    /// operation keeps its holder's lease (a repeated completion succeeds), but its holder can never
-    /// move it on again: such a write is [`StoreError::LeaseLost`] (only an operator's retry revives a
-    /// settled operation).
-    pub(super) fn execute_moving<V>(self, conn: &mut DbConnection, changes: V) -> QueryResult<usize>
-    where
-        V: AsChangeset<Target = apply_operations::table>,
-        Update<is_operation, V>: ExecuteDsl<DbConnection>,
-        Update<is_unsettled_held_by, V>: ExecuteDsl<DbConnection>,
-    {
-        match self {
-            Writer::Operator(id) => {
-                db::cached_update(apply_operations::table, is_operation(id), changes).execute(conn)
-            }
-            Writer::Lease(lease) => db::cached_update(
-                apply_operations::table,
-                is_unsettled_held_by(lease.operation_id, lease.token.clone(), lease.owner.clone()),
-                changes,
-            )
-            .execute(conn),
-        }
-    }
-
-    /// Rejects a lease that cannot be a real one before any SQL runs.
-    pub(super) fn check(self) -> StoreResult<()> {
-        match self {
-            Writer::Operator(_) => Ok(()),
-            Writer::Lease(lease) => validate::lease(lease),
-        }
-    }
-}
-
-/// The UPDATE of the operation rows `W` selects, prepared once per connection.
-pub(super) type Update<W, V> =
-    db::CachedUpdate<apply_operations::table, W, <V as AsChangeset>::Changeset>;
-
-/// The operation with this id, whoever holds it.
-#[diesel::dsl::auto_type]
-pub(super) fn is_operation(operation_id: ApplyOperationId) -> _ {
-    apply_operations::id.eq(operation_id)
-}
-
-/// The operation while it carries this token and owner.
-#[diesel::dsl::auto_type]
-pub(super) fn is_held_by(operation_id: ApplyOperationId, token: LeaseToken, owner: String) -> _ {
-    apply_operations::id
-        .eq(operation_id)
-        .and(apply_operations::lease_token.eq(token))
-        .and(apply_operations::lease_owner.eq(owner))
-}
-
-/// The operation row while it carries this token and owner.
-#[diesel::dsl::auto_type]
-pub(super) fn held_row(operation_id: ApplyOperationId, token: LeaseToken, owner: String) -> _ {
-    let held: is_held_by = is_held_by(operation_id, token, owner);
-    apply_operations::table.filter(held)
-}
-
-/// [`is_held_by`] while the operation is not settled: four inequalities rather than `NOT IN`, so the
-/// statement has one fixed SQL text.
-#[diesel::dsl::auto_type]
-pub(super) fn is_unsettled_held_by(
-    operation_id: ApplyOperationId,
-    token: LeaseToken,
-    owner: String,
-) -> _ {
-    let completed: ApplyState = ApplyState::Completed;
-    let failed: ApplyState = ApplyState::Failed;
-    let cancelled: ApplyState = ApplyState::Cancelled;
-    let reverted: ApplyState = ApplyState::Reverted;
-    let held: is_held_by = is_held_by(operation_id, token, owner);
-    held.and(apply_operations::state.ne(completed))
-        .and(apply_operations::state.ne(failed))
-        .and(apply_operations::state.ne(cancelled))
-        .and(apply_operations::state.ne(reverted))
-}
-
-/// Why a leased write matched no row: the row is gone, or its token is no longer the lease's.
-pub(super) fn lease_miss(
-    conn: &mut DbConnection,
-    operation_id: ApplyOperationId,
-) -> StoreResult<StoreError> {
-    let exists = apply_operations::table
-        .find(operation_id)
-        .select(apply_operations::id)
-        .first::<ApplyOperationId>(conn)
-        .optional()?
-        .is_some();
-    Ok(if exists {
-        StoreError::LeaseLost { operation_id }
-    } else {
-        StoreError::ApplyOperationNotFound { id: operation_id }
-    })
-}
-
-/// Runs one operation write the way every state write runs: in a write transaction (retried while
-/// it loses races, see [`db::retry_fenced_write`]) that first locks the operation's apply row, then runs
-/// `write` (the UPDATE of the operation row, given the locked apply, `None` for an operation whose
-/// apply is gone), then refreshes the apply's derived state in the same transaction.
+/// Runs one operation write as a unit of work on its apply ([`unit::run`], retried patiently while
+/// it loses races): `write` is the UPDATE of the operation row, given the locked apply (`None` for
+/// an operation whose apply is gone).
 fn write_with_refresh(
     conn: &mut DbConnection,
     writer: Writer<'_>,
     mut write: impl FnMut(&mut DbConnection, Option<&LockedApply>) -> StoreResult<()>,
 ) -> StoreResult<()> {
     writer.check()?;
-    let outcome = db::retry_fenced_write(conn, |conn| {
-        db::claim_transaction(conn, |conn| {
-            let locked = aggregate::lock_apply_of(conn, writer.operation_id())?;
-            write(conn, locked.as_ref())?;
-            if let Some(locked) = &locked {
-                aggregate::refresh_locked(conn, locked)?;
-            }
-            Ok(())
-        })
-    })?;
+    let outcome = unit::run(
+        conn,
+        Lock::ApplyOf(writer.operation_id()),
+        OnLostRace::RetryPatiently,
+        |conn, locked| write(conn, locked.as_deref()),
+    )?;
     match outcome {
         db::TransactionOutcome::Committed(()) => Ok(()),
         // COMMIT was sent and its answer lost with the connection: the caller repeats it (every
@@ -198,24 +41,6 @@ fn write_with_refresh(
             source: error,
         }),
     }
-}
-
-/// The changeset of [`unleased`].
-pub(super) type Unleased = (
-    diesel::dsl::Eq<apply_operations::lease_owner, &'static str>,
-    diesel::dsl::Eq<apply_operations::lease_token, &'static str>,
-    diesel::dsl::Eq<apply_operations::lease_acquired_at, Option<chrono::NaiveDateTime>>,
-    diesel::dsl::Eq<apply_operations::lease_expires_at, Option<chrono::NaiveDateTime>>,
-);
-
-/// The lease columns of an operation nobody holds.
-pub(super) fn unleased() -> Unleased {
-    (
-        apply_operations::lease_owner.eq(""),
-        apply_operations::lease_token.eq(""),
-        apply_operations::lease_acquired_at.eq(None),
-        apply_operations::lease_expires_at.eq(None),
-    )
 }
 
 /// What a holder may not write while requests are pending (`docs/worker-contract.md`, "What a
@@ -249,7 +74,7 @@ fn leased_write_refusal(
         return Ok(needs.map(|kind| StoreError::NoPendingRequest { operation_id, kind }));
     }
     // Not found: the write itself reports the missing row or the lost lease.
-    let Some(covering) = claims::covering(conn, operation_id)? else {
+    let Some(covering) = rows::covering(conn, operation_id)? else {
         return Ok(None);
     };
     let current = ApplyState::from_stored(&covering.state);
@@ -353,7 +178,7 @@ fn write_error(
     }
 }
 
-pub(super) fn write_state(
+pub(in crate::store) fn write_state(
     conn: &mut DbConnection,
     writer: Writer<'_>,
     state: ApplyState,
@@ -417,7 +242,10 @@ fn budget_exhausted(
     })
 }
 
-pub(super) fn write_started(conn: &mut DbConnection, writer: Writer<'_>) -> StoreResult<()> {
+pub(in crate::store) fn write_started(
+    conn: &mut DbConnection,
+    writer: Writer<'_>,
+) -> StoreResult<()> {
     write_with_refresh(conn, writer, |conn, locked| {
         check_leased_write(conn, writer, locked, ApplyState::Running)?;
         let now = db::now();
@@ -442,7 +270,7 @@ pub(super) fn write_started(conn: &mut DbConnection, writer: Writer<'_>) -> Stor
     })
 }
 
-pub(super) fn write_failed(
+pub(in crate::store) fn write_failed(
     conn: &mut DbConnection,
     writer: Writer<'_>,
     message: &str,
@@ -451,7 +279,7 @@ pub(super) fn write_failed(
     write_completion(conn, writer, ApplyState::Failed, Some(message))
 }
 
-pub(super) fn write_terminal(
+pub(in crate::store) fn write_terminal(
     conn: &mut DbConnection,
     writer: Writer<'_>,
     state: ApplyState,
@@ -480,7 +308,7 @@ fn completes(state: ApplyState) -> bool {
     state.is_terminal() && state != ApplyState::Stopped
 }
 
-pub(super) fn write_completion(
+pub(in crate::store) fn write_completion(
     conn: &mut DbConnection,
     writer: Writer<'_>,
     state: ApplyState,

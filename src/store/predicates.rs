@@ -30,7 +30,7 @@ mod sibling_alias {
 use sibling_alias::siblings;
 
 /// The cutover policies whose cutover goes through the cutover claim.
-pub(super) const CUTOVER_CLAIMED_POLICIES: [CutoverPolicy; 2] =
+pub(in crate::store) const CUTOVER_CLAIMED_POLICIES: [CutoverPolicy; 2] =
     [CutoverPolicy::Barrier, CutoverPolicy::Parallel];
 
 /// The request kinds that never hold a start back. Every other pending kind does: `stop`, `cancel`,
@@ -95,7 +95,7 @@ fn sibling_state() -> _ {
 
 /// The apply has an operation other than this one.
 #[diesel::dsl::auto_type]
-pub(super) fn has_sibling() -> _ {
+pub(in crate::store) fn has_sibling() -> _ {
     exists(
         siblings
             .filter(siblings.field(ops::apply_id).eq(ops::apply_id))
@@ -117,7 +117,7 @@ fn requests_for_row() -> _ {
 /// **The stop gate**: no pending `stop` (nor a pending request of a kind this version does not know)
 /// for the row's apply or for the row.
 #[diesel::dsl::auto_type]
-pub(super) fn stop_gate() -> _ {
+pub(in crate::store) fn stop_gate() -> _ {
     let pass: [ControlRequestKind; 6] = KINDS_THAT_LET_STARTS_PASS;
     let pending: ControlRequestStatus = ControlRequestStatus::Pending;
     not(exists(
@@ -157,7 +157,7 @@ pub(in crate::store) fn request_pending_for_row(kind: ControlRequestKind) -> _ {
 
 /// A pending `start` for the row's apply or for the row.
 #[diesel::dsl::auto_type]
-pub(super) fn start_requested() -> _ {
+pub(in crate::store) fn start_requested() -> _ {
     let start: ControlRequestKind = ControlRequestKind::Start;
     let pending: request_pending_for_row = request_pending_for_row(start);
     pending
@@ -327,7 +327,7 @@ const FAILURE_STATES: [ApplyState; 2] = [ApplyState::Failed, ApplyState::Reverte
 /// failure gate's business; see [`crate::state::start_order_passes`]). Applies to `rolling` and to
 /// any policy this version does not know.
 #[diesel::dsl::auto_type]
-pub(super) fn rolling_gate() -> _ {
+pub(in crate::store) fn rolling_gate() -> _ {
     let passing: Vec<ApplyState> = start_order_passing(CutoverPolicy::Rolling);
     not(exists(
         earlier_siblings().filter(db::none_of(sibling_state(), passing)),
@@ -338,7 +338,7 @@ pub(super) fn rolling_gate() -> _ {
 /// `cutting_over`, `revert_window` or `completed`) or is `cancelled` (a failure is the failure gate's
 /// business).
 #[diesel::dsl::auto_type]
-pub(super) fn barrier_gate() -> _ {
+pub(in crate::store) fn barrier_gate() -> _ {
     let passing: Vec<ApplyState> = start_order_passing(CutoverPolicy::Barrier);
     not(exists(
         earlier_siblings().filter(db::none_of(sibling_state(), passing)),
@@ -348,7 +348,7 @@ pub(super) fn barrier_gate() -> _ {
 /// **The start order**: the row's cutover policy picks its gate: `barrier` the barrier gate,
 /// `parallel` none, anything else the rolling gate.
 #[diesel::dsl::auto_type]
-pub(super) fn start_order_gate() -> _ {
+pub(in crate::store) fn start_order_gate() -> _ {
     let barrier: CutoverPolicy = CutoverPolicy::Barrier;
     let parallel: CutoverPolicy = CutoverPolicy::Parallel;
     let claimed: [CutoverPolicy; 2] = CUTOVER_CLAIMED_POLICIES;
@@ -392,7 +392,7 @@ fn driven_siblings() -> _ {
 /// claim never do (a half-swapped schema must always be recoverable). Exact because claims are
 /// serialised per apply: the claim holds the apply's row lock while it counts.
 #[diesel::dsl::auto_type]
-pub(super) fn concurrency_gate() -> _ {
+pub(in crate::store) fn concurrency_gate() -> _ {
     let cap: apply_max_concurrency = apply_max_concurrency();
     let cap_again: apply_max_concurrency = apply_max_concurrency();
     cap.is_null().or(cap_again.gt(driven_siblings()))
@@ -404,7 +404,7 @@ pub(super) fn concurrency_gate() -> _ {
 /// budget stores `failed` instead ([`crate::state::automatic_retry_left`]), so `attempt` 0 in
 /// `failed_retryable` with a budget of 0 only ever comes from an operator.
 #[diesel::dsl::auto_type]
-pub(super) fn retry_budget_left() -> _ {
+pub(in crate::store) fn retry_budget_left() -> _ {
     let first: i32 = 0;
     ops::attempt.eq(first).nullable().or(applies::table
         .filter(applies::id.eq(ops::apply_id))
@@ -417,7 +417,7 @@ pub(super) fn retry_budget_left() -> _ {
 /// gate. The stop gate and the concurrency cap complete it; [`driving_rules`] applies them once for
 /// the start, resume and retry rules together.
 #[diesel::dsl::auto_type]
-pub(super) fn start_rule() -> _ {
+pub(in crate::store) fn start_rule() -> _ {
     let pending: ApplyState = ApplyState::Pending;
     ops::state
         .eq(pending)
@@ -432,7 +432,7 @@ pub(super) fn start_rule() -> _ {
 /// tested before the stop gate, and the cap last, so a row that no rule can take costs no
 /// subquery it does not need.
 #[diesel::dsl::auto_type]
-pub(super) fn driving_rules() -> _ {
+pub(in crate::store) fn driving_rules() -> _ {
     let gated: [ApplyState; 2] = [ApplyState::Pending, ApplyState::FailedRetryable];
     resume_rule()
         .or(db::one_of(ops::state, gated)
@@ -447,7 +447,7 @@ pub(super) fn driving_rules() -> _ {
 /// [`cutover_owned`]). No order or stop gate: an operation a pending stop or cancel covers is moved to
 /// `stopped` or `cancelled` in place by the claim instead of being taken.
 #[diesel::dsl::auto_type]
-pub(super) fn recovery_rule() -> _ {
+pub(in crate::store) fn recovery_rule() -> _ {
     let recoverable: Vec<ApplyState> = recoverable_states();
     let waiting: ApplyState = ApplyState::WaitingForCutover;
     let window: ApplyState = ApplyState::RevertWindow;
@@ -460,7 +460,7 @@ pub(super) fn recovery_rule() -> _ {
 /// operation, `rolling` and lone ones included, waits at `waiting_for_cutover` for an operator's
 /// request), or the row is `barrier` or `parallel` in an apply with more than one operation.
 #[diesel::dsl::auto_type]
-pub(super) fn cutover_owned() -> _ {
+pub(in crate::store) fn cutover_owned() -> _ {
     let claimed: [CutoverPolicy; 2] = CUTOVER_CLAIMED_POLICIES;
     let deferred: apply_defers_cutover = apply_defers_cutover(true);
     deferred.or(db::one_of(ops::cutover_policy, claimed).and(has_sibling()))
@@ -470,7 +470,7 @@ pub(super) fn cutover_owned() -> _ {
 /// never-started one goes back to `pending` when the start is recorded), with a pending `start` for
 /// its apply or for it. The concurrency cap completes it ([`driving_rules`]).
 #[diesel::dsl::auto_type]
-pub(super) fn resume_rule() -> _ {
+pub(in crate::store) fn resume_rule() -> _ {
     let stopped: ApplyState = ApplyState::Stopped;
     let paused: ApplyState = ApplyState::Paused;
     ops::state
@@ -483,7 +483,7 @@ pub(super) fn resume_rule() -> _ {
 /// **Retry**, the part of the rule that is its own: `failed_retryable` with retry budget left. The
 /// stop gate and the concurrency cap complete it ([`driving_rules`]).
 #[diesel::dsl::auto_type]
-pub(super) fn retry_rule() -> _ {
+pub(in crate::store) fn retry_rule() -> _ {
     let retryable: ApplyState = ApplyState::FailedRetryable;
     ops::state.eq(retryable).and(retry_budget_left())
 }
@@ -493,7 +493,7 @@ pub(super) fn retry_rule() -> _ {
 /// a row is never claimed (it fails closed, like an unknown state), and it does not stop the claims of
 /// other rows. An operator repairs it through [`crate::models::raw`].
 #[diesel::dsl::auto_type]
-pub(super) fn readable_policies() -> _ {
+pub(in crate::store) fn readable_policies() -> _ {
     let cutover: &'static [CutoverPolicy] = CutoverPolicy::ALL;
     let failure: &'static [FailurePolicy] = FailurePolicy::ALL;
     db::one_of(ops::cutover_policy, cutover).and(db::one_of(ops::on_failure, failure))
@@ -502,7 +502,7 @@ pub(super) fn readable_policies() -> _ {
 /// What the copy claim takes: a free lease on a readable row and one of recovery, or start, resume
 /// or retry ([`driving_rules`]).
 #[diesel::dsl::auto_type]
-pub(super) fn copy_claimable(now: DbNow) -> _ {
+pub(in crate::store) fn copy_claimable(now: DbNow) -> _ {
     let free: lease_free = lease_free(now);
     free.and(readable_policies())
         .and(recovery_rule().or(driving_rules()))
@@ -523,7 +523,7 @@ fn apply_defers_cutover(deferred: bool) -> _ {
 /// **The cutover order**: every earlier sibling is `completed` or `cancelled` (so one in
 /// `revert_window` still blocks; a failure is the failure gate's business).
 #[diesel::dsl::auto_type]
-pub(super) fn cutover_order_gate() -> _ {
+pub(in crate::store) fn cutover_order_gate() -> _ {
     let passing: Vec<ApplyState> = cutover_order_passing();
     not(exists(
         earlier_siblings().filter(db::none_of(sibling_state(), passing)),
@@ -544,7 +544,7 @@ fn pending_cutover_requests() -> _ {
 
 /// A pending `cutover` request naming the row itself.
 #[diesel::dsl::auto_type]
-pub(super) fn cutover_requested_for_row() -> _ {
+pub(in crate::store) fn cutover_requested_for_row() -> _ {
     pending_cutover_requests()
         .filter(reqs::apply_operation_id.eq(ops::id.nullable()))
         .select(reqs::id)
@@ -555,7 +555,7 @@ pub(super) fn cutover_requested_for_row() -> _ {
 
 /// A pending whole-apply `cutover` request for the row's apply.
 #[diesel::dsl::auto_type]
-pub(super) fn cutover_requested_for_apply() -> _ {
+pub(in crate::store) fn cutover_requested_for_apply() -> _ {
     pending_cutover_requests()
         .filter(reqs::apply_operation_id.is_null())
         .select(reqs::id)
@@ -566,7 +566,7 @@ pub(super) fn cutover_requested_for_apply() -> _ {
 
 /// **Automatic cutover** (`defer_cutover` off): the cutover order and the failure gate.
 #[diesel::dsl::auto_type]
-pub(super) fn automatic_cutover_rule() -> _ {
+pub(in crate::store) fn automatic_cutover_rule() -> _ {
     let automatic: apply_defers_cutover = apply_defers_cutover(false);
     automatic.and(cutover_order_gate()).and(failure_gate())
 }
@@ -575,7 +575,7 @@ pub(super) fn automatic_cutover_rule() -> _ {
 /// order, so an operator can cut over any deployment while the others wait), or a whole-apply request
 /// with the automatic order and failure gate.
 #[diesel::dsl::auto_type]
-pub(super) fn directed_cutover_rule() -> _ {
+pub(in crate::store) fn directed_cutover_rule() -> _ {
     let deferred: apply_defers_cutover = apply_defers_cutover(true);
     deferred.and(
         cutover_requested_for_row().or(cutover_requested_for_apply()
@@ -594,7 +594,7 @@ pub(super) fn directed_cutover_rule() -> _ {
 /// - **stop in place**: `waiting_for_cutover` whose cutover it owns while a stop or cancel covers it
 ///   (the claim moves it to `stopped` or `cancelled` and takes nothing).
 #[diesel::dsl::auto_type]
-pub(super) fn cutover_claimable(now: DbNow) -> _ {
+pub(in crate::store) fn cutover_claimable(now: DbNow) -> _ {
     let waiting: ApplyState = ApplyState::WaitingForCutover;
     let cutting_over: ApplyState = ApplyState::CuttingOver;
     let window: ApplyState = ApplyState::RevertWindow;
@@ -619,7 +619,7 @@ pub(super) fn cutover_claimable(now: DbNow) -> _ {
 /// The rows the candidate read walks: those in a claimable state, through
 /// `apply_operations_claim_idx` (`claimable`, `created_at`, `id`).
 #[diesel::dsl::auto_type]
-pub(super) fn walk_claim_index() -> _ {
+pub(in crate::store) fn walk_claim_index() -> _ {
     ops::table.filter(ops::claimable.eq(true))
 }
 
@@ -631,7 +631,7 @@ pub(super) fn walk_claim_index() -> _ {
 /// not repeat `claimable = 1` either (the state conditions imply it): with it, the optimizer may walk
 /// the claim index instead, locking every claimable row it passes.
 #[diesel::dsl::auto_type]
-pub(super) fn only_row(id: crate::models::ApplyOperationId) -> _ {
+pub(in crate::store) fn only_row(id: crate::models::ApplyOperationId) -> _ {
     ops::id.ge(id).and(ops::id.le(id))
 }
 

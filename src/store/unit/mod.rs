@@ -1,24 +1,30 @@
-//! The apply as a whole: the per-apply lock every state write takes first, and the refresh that keeps
-//! `applies.state` equal to [`derive_apply_state`] of the operations.
+//! The unit of work: the one way a write that touches an apply runs. [`run`] opens the write
+//! transaction, locks the apply's row, runs the caller's write, then, in the same transaction,
+//! carries pending stops and cancels out on what nobody drives, derives the apply's state from its
+//! operations, settles the requests that are done and keeps failed operations' target holds; and it
+//! runs the whole again when the transaction loses a race, as [`OnLostRace`] says. Operators'
+//! writes, workers' leased writes, control requests, inserts of operations and the claims all go
+//! through it; nothing else locks an apply.
 //!
-//! **Serialised per apply.** Every transaction that writes an operation's state, records a control
-//! request or claims first locks its apply's row ([`lock_apply`], [`lock_apply_of`]) and only then
-//! reads siblings or writes operation rows: the order is always apply row, then operation rows, so
-//! two such writers never deadlock on each other, and the second sees what the first committed.
+//! **Serialised per apply.** The apply's row is locked first, and only then are siblings read or
+//! operation rows written: the order is always apply row, then operation rows, so two units of work
+//! never deadlock on each other, and the second sees what the first committed.
 //!
-//! **The refresh** ([`refresh_locked`]) runs last in that transaction: it reads the operations (one
-//! SELECT), derives the apply's state, and writes the apply only when the state, its message,
-//! `started_at` or `completed_at` would change. In the same step it keeps failed operations'
-//! target holds: a failed operation holds its target while its apply has an unsettled operation left,
-//! and lets it go when the last one settles.
+//! **The refresh** runs last: it reads the operations (one SELECT), derives the apply's state, and
+//! writes the apply only when the state, its message, `started_at` or `completed_at` would change.
+//! In the same step it keeps failed operations' target holds: a failed operation holds its target
+//! while its apply has an unsettled operation left, and lets it go when the last one settles. A
+//! write that says it only started a pending operation ([`Written::Start`]) saves the read when the
+//! apply's row alone tells what the apply becomes; one that says it wrote nothing skips the refresh.
 
 use chrono::NaiveDateTime;
 use diesel::dsl::exists;
 use diesel::prelude::*;
 
-use super::claims::released_through;
-use super::{control_requests, targets};
-use crate::db::{self, DbConnection};
+use super::predicates::released_through;
+use super::rows::ApplyLockRow;
+use super::targets;
+use crate::db::{self, DbConnection, TransactionOutcome};
 use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyId, ApplyOperationId, ControlRequestId};
 use crate::schema::{applies, apply_control_requests as reqs, apply_operations as ops};
@@ -28,37 +34,66 @@ use crate::state::{
     CutoverPolicy, Derived, FailurePolicy, OperationView,
 };
 
-/// An apply row as the per-apply lock reads it: what the refresh compares against and what the
-/// claims' cap and budget need.
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = applies)]
-pub(crate) struct ApplyLockRow {
-    pub(crate) id: ApplyId,
-    pub(crate) database_name: String,
-    pub(crate) environment: String,
-    /// As stored: the refresh replaces whatever is there, known or not.
-    pub(crate) state: String,
-    pub(crate) error_message: Option<String>,
-    pub(crate) started_at: Option<NaiveDateTime>,
-    pub(crate) completed_at: Option<NaiveDateTime>,
-    pub(crate) max_attempts: i32,
-    pub(crate) defer_cutover: bool,
-    /// The apply's last failure sequence number (what a `release` records as `releases_through`).
-    pub(crate) failure_seq: i64,
+mod requests;
+
+pub(in crate::store) use requests::{act_on_undriven, complete_cutover};
+
+/// Which apply a unit of work locks, and how.
+#[derive(Debug, Clone, Copy)]
+pub(in crate::store) enum Lock {
+    /// This apply; waits for another transaction that holds it.
+    Apply(ApplyId),
+    /// This apply unless another transaction holds it (MySQL `FOR UPDATE SKIP LOCKED`): the claims,
+    /// which would rather take another apply's candidate than wait.
+    ApplyUnlessLocked(ApplyId),
+    /// The apply of this operation, found by a subquery in the same statement.
+    ApplyOf(ApplyOperationId),
+    /// The apply of this control request, found by a subquery in the same statement.
+    ApplyOfRequest(ControlRequestId),
+}
+
+/// What a unit of work does when its transaction loses a race (a deadlock; on a Galera node a
+/// certification failure or a brute-force abort): the database rolled it back, and running it again
+/// is safe. Inside a caller's transaction the first loss is returned at once as
+/// [`StoreError::Contention`]: the caller's whole transaction was rolled back.
+#[derive(Debug, Clone, Copy)]
+pub(in crate::store) enum OnLostRace {
+    /// A few more runs with short pauses, then [`StoreError::Contention`]: requests, inserts and
+    /// claims (a claim passes over what keeps losing).
+    RetryBriefly,
+    /// Runs again for up to ten seconds: idempotent state writes (fenced by their
+    /// lease, or an operator's, which writes the same values again), which should end in success or
+    /// in their own error, not in a lost race.
+    RetryPatiently,
+}
+
+/// What the write of a unit of work changed, which decides how much of the refresh runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::store) enum Written {
+    /// Nothing: no refresh.
+    Nothing,
+    /// One `pending` operation moved to `running`, nothing else: the apply's row alone usually
+    /// tells what the apply becomes ([`crate::state::after_start`]).
+    Start,
+    /// Anything else: the full refresh.
+    Rows,
 }
 
 /// A locked apply row and the database's time when the lock read it, which every stamp the refresh
 /// writes uses.
 #[derive(Debug, Clone)]
-pub(crate) struct LockedApply {
+pub(in crate::store) struct LockedApply {
     /// The row.
-    pub(crate) row: ApplyLockRow,
+    pub(in crate::store) row: ApplyLockRow,
     /// The database's clock when the row was locked.
-    pub(crate) now: NaiveDateTime,
+    pub(in crate::store) now: NaiveDateTime,
     /// Whether the apply had a pending control request when it was locked (or one was recorded
     /// since, in this transaction): only then does the refresh read the pending requests to
-    /// complete those that are done, and only then can a leased write need one.
-    pub(crate) requests_pending: bool,
+    /// complete those that are done, and only then can a leased write need one. A write that
+    /// records a request sets it.
+    pub(in crate::store) requests_pending: bool,
+    /// What the write changed; [`Written::Rows`] unless the write says otherwise.
+    pub(in crate::store) written: Written,
 }
 
 impl LockedApply {
@@ -67,7 +102,61 @@ impl LockedApply {
             row,
             now,
             requests_pending,
+            written: Written::Rows,
         }
+    }
+}
+
+/// Runs `write` as a unit of work on the apply `lock` names: in a write transaction (on MySQL READ
+/// COMMITTED, so each statement after the lock reads what was committed before it was granted; on
+/// SQLite `BEGIN IMMEDIATE`; inside a caller's transaction a savepoint of it), the apply's row
+/// locked first, then `write` (given the locked apply, or `None` when there is no such apply, or,
+/// for [`Lock::ApplyUnlessLocked`], when another transaction holds it), then the refresh of the
+/// locked apply (see the module's doc). `write`'s error rolls everything back. Run again on a lost
+/// race as `on_lost_race` says, so `write` must be safe to repeat.
+///
+/// [`TransactionOutcome::Unknown`] when COMMIT was sent and its answer lost with the connection.
+pub(in crate::store) fn run<T>(
+    conn: &mut DbConnection,
+    lock: Lock,
+    on_lost_race: OnLostRace,
+    mut write: impl FnMut(&mut DbConnection, Option<&mut LockedApply>) -> StoreResult<T>,
+) -> StoreResult<TransactionOutcome<T>> {
+    let once = |conn: &mut DbConnection| {
+        db::claim_transaction(conn, |conn| {
+            let mut locked = lock_apply(conn, lock)?;
+            let value = write(conn, locked.as_mut())?;
+            if let Some(locked) = &locked {
+                finish(conn, locked)?;
+            }
+            Ok(value)
+        })
+    };
+    match on_lost_race {
+        OnLostRace::RetryBriefly => db::retry_contention(conn, once),
+        OnLostRace::RetryPatiently => db::retry_fenced_write(conn, once),
+    }
+}
+
+/// [`run`] for a caller that reports a COMMIT whose answer was lost as the error it was.
+pub(in crate::store) fn run_known<T>(
+    conn: &mut DbConnection,
+    lock: Lock,
+    on_lost_race: OnLostRace,
+    write: impl FnMut(&mut DbConnection, Option<&mut LockedApply>) -> StoreResult<T>,
+) -> StoreResult<T> {
+    match run(conn, lock, on_lost_race, write)? {
+        TransactionOutcome::Committed(value) => Ok(value),
+        TransactionOutcome::Unknown { error, .. } => Err(error.into()),
+    }
+}
+
+/// The refresh after the write, as much of it as [`LockedApply::written`] needs.
+fn finish(conn: &mut DbConnection, locked: &LockedApply) -> StoreResult<()> {
+    match locked.written {
+        Written::Nothing => Ok(()),
+        Written::Start if refresh_after_start(conn, locked)? => Ok(()),
+        Written::Start | Written::Rows => refresh_locked(conn, locked),
     }
 }
 
@@ -103,48 +192,29 @@ macro_rules! lock_apply_row {
     };
 }
 
-/// Locks apply `apply_id`'s row and returns it, or `None` when there is no such apply.
-pub(crate) fn lock_apply(
-    conn: &mut DbConnection,
-    apply_id: ApplyId,
-) -> StoreResult<Option<LockedApply>> {
-    lock_apply_row!(first_current, conn, applies::id.eq(apply_id))
-}
-
-/// Locks apply `apply_id`'s row unless another transaction holds it (MySQL `FOR UPDATE SKIP
-/// LOCKED`): `None` when it is locked (or missing). For the claims, which would rather take another
-/// apply's candidate than wait.
-pub(crate) fn lock_apply_unless_locked(
-    conn: &mut DbConnection,
-    apply_id: ApplyId,
-) -> StoreResult<Option<LockedApply>> {
-    lock_apply_row!(first_for_claim, conn, applies::id.eq(apply_id))
-}
-
-/// Locks the row of operation `operation_id`'s apply, found by a subquery in the same statement (the
-/// operation row itself is not locked), or `None` when the operation or its apply does not exist.
-pub(crate) fn lock_apply_of(
-    conn: &mut DbConnection,
-    operation_id: ApplyOperationId,
-) -> StoreResult<Option<LockedApply>> {
-    let apply_id = ops::table
-        .find(operation_id)
-        .select(ops::apply_id)
-        .single_value();
-    lock_apply_row!(first_current, conn, applies::id.nullable().eq(apply_id))
-}
-
-/// Locks the row of control request `request_id`'s apply (see [`lock_apply_of`]), or `None` when the
-/// request or its apply does not exist.
-pub(crate) fn lock_apply_of_request(
-    conn: &mut DbConnection,
-    request_id: ControlRequestId,
-) -> StoreResult<Option<LockedApply>> {
-    let apply_id = reqs::table
-        .find(request_id)
-        .select(reqs::apply_id)
-        .single_value();
-    lock_apply_row!(first_current, conn, applies::id.nullable().eq(apply_id))
+/// The locking read `lock` names, or `None` (no such apply; or, unless waiting, one another
+/// transaction holds).
+fn lock_apply(conn: &mut DbConnection, lock: Lock) -> StoreResult<Option<LockedApply>> {
+    match lock {
+        Lock::Apply(apply_id) => lock_apply_row!(first_current, conn, applies::id.eq(apply_id)),
+        Lock::ApplyUnlessLocked(apply_id) => {
+            lock_apply_row!(first_for_claim, conn, applies::id.eq(apply_id))
+        }
+        Lock::ApplyOf(operation_id) => {
+            let apply_id = ops::table
+                .find(operation_id)
+                .select(ops::apply_id)
+                .single_value();
+            lock_apply_row!(first_current, conn, applies::id.nullable().eq(apply_id))
+        }
+        Lock::ApplyOfRequest(request_id) => {
+            let apply_id = reqs::table
+                .find(request_id)
+                .select(reqs::apply_id)
+                .single_value();
+            lock_apply_row!(first_current, conn, applies::id.nullable().eq(apply_id))
+        }
+    }
 }
 
 /// Keeps `locked`'s apply current after a start claim (one `pending` operation moved to `running`)
@@ -158,10 +228,7 @@ pub(crate) fn lock_apply_of_request(
 /// Returns `false`, having done nothing, when the refresh must run instead: a pending control
 /// request (the refresh carries those forward), or a stored state that `after_start` cannot decide
 /// from. One UPDATE of the apply when it changes, none otherwise.
-pub(crate) fn refresh_after_start(
-    conn: &mut DbConnection,
-    locked: &LockedApply,
-) -> StoreResult<bool> {
+fn refresh_after_start(conn: &mut DbConnection, locked: &LockedApply) -> StoreResult<bool> {
     let row = &locked.row;
     if locked.requests_pending {
         return Ok(false);
@@ -212,22 +279,21 @@ struct OperationFacts {
 /// Brings apply `apply`'s derived state, timestamps and failed operations' target holds up to date,
 /// numbers new failures, and carries pending control requests forward: what a pending stop or cancel
 /// covers and nobody drives is stopped or cancelled, and the requests that are done are completed
-/// (see [`control_requests`]). The caller holds the apply's lock (it is [`lock_apply`]'s row) in the
-/// current transaction.
+/// (see [`requests`]). The caller holds the apply's lock in the current transaction.
 ///
 /// Reads the operations in claim order (one SELECT); writes the apply only when something changes
 /// (one UPDATE), and the failed operations' holds only when they must change (one UPDATE, which can
 /// fail with [`crate::StoreError::TargetBusy`] when a retry makes an apply unsettled again after
 /// another apply took a failed operation's target).
-pub(crate) fn refresh_locked(conn: &mut DbConnection, locked: &LockedApply) -> StoreResult<()> {
+fn refresh_locked(conn: &mut DbConnection, locked: &LockedApply) -> StoreResult<()> {
     let apply = &locked.row;
     let now = locked.now;
     let pending = if locked.requests_pending {
-        control_requests::pending_of(conn, apply.id)?
+        requests::pending_of(conn, apply.id)?
     } else {
         Vec::new()
     };
-    control_requests::enforce(conn, apply.id, &pending)?;
+    requests::enforce(conn, apply.id, &pending)?;
     let mut facts: Vec<OperationFacts> = ops::table
         .filter(ops::apply_id.eq(apply.id))
         .order((ops::created_at.asc(), ops::id.asc()))
@@ -250,7 +316,7 @@ pub(crate) fn refresh_locked(conn: &mut DbConnection, locked: &LockedApply) -> S
             .iter()
             .map(|f| (f.id, ApplyState::from_stored(&f.state)))
             .collect();
-        control_requests::settle(conn, &pending, &scope)?;
+        requests::settle(conn, &pending, &scope)?;
     }
     let derived = derive(&facts);
     let stored_state = ApplyState::from_stored(&apply.state);
