@@ -13,8 +13,9 @@
 use diesel::prelude::*;
 
 use super::claims::blocking_failure;
+use super::moves::Move;
 use super::predicates::{failure_gate, released_through};
-use super::rows::{self, unleased};
+use super::rows;
 use super::unit::{self, act_on_undriven, Lock, LockedApply, OnLostRace};
 use super::{check_operation_owner, coalesce_timestamp, targets, validate};
 use crate::db::{self, DbConnection};
@@ -290,18 +291,8 @@ fn record_retry(
             by,
         });
     }
-    let now = db::now();
     let moved = diesel::update(apply_operations::table.find(operation.id))
-        .set((
-            apply_operations::state.eq(ApplyState::FailedRetryable),
-            apply_operations::attempt.eq(0),
-            apply_operations::error_message.eq(None::<String>),
-            apply_operations::completed_at.eq(None::<chrono::NaiveDateTime>),
-            apply_operations::failure_seq.eq(None::<i64>),
-            apply_operations::holds_target.eq(Some(true)),
-            unleased(),
-            apply_operations::updated_at.eq(now),
-        ))
+        .set(Move::operators_retry().changes())
         .execute(conn);
     if let Err(err) = moved {
         return Err(targets::busy_or(

@@ -22,7 +22,7 @@ use crate::models::{ApplyId, ApplyOperationId};
 // - the rules and input checks: `predicates` (the claim rules, one named predicate each) and
 //   `validate`;
 // - row helpers: `rows` (who may write an operation row, lease columns, plain reads of an apply's
-//   rows) and `targets` (one holder per target);
+//   rows), `targets` (one holder per target) and `moves` (what a move into a state writes);
 // - `unit`: the unit of work every write that touches an apply runs as (lock, write, requests,
 //   derivation, target holds, retries), and `writes`, the operation state writes built on it;
 // - `claims` (with `blockers`) and `rollouts` (creating an apply with its operations);
@@ -32,6 +32,7 @@ pub mod apply_operations;
 pub mod claims;
 pub mod control_requests;
 pub mod leases;
+mod moves;
 mod predicates;
 mod rollouts;
 mod rows;

@@ -5,16 +5,16 @@
 
 use diesel::prelude::*;
 
-use super::rows::{self, held_row, is_operation, lease_miss, unleased, Writer};
+use super::moves::{completes, Move, Mover};
+use super::rows::{self, held_row, lease_miss, Writer};
 use super::unit::{self, Lock, LockedApply, OnLostRace};
-use super::{coalesce_timestamp, targets, validate};
+use super::{targets, validate};
 use crate::db::{self, DbConnection};
 use crate::error::{StoreError, StoreResult};
 use crate::models::ApplyOperationId;
 use crate::schema::apply_operations;
 use crate::state::{
-    automatic_retry_left, clears_lease, is_cancellable, is_failure, is_stoppable, ApplyState,
-    ControlRequestKind,
+    automatic_retry_left, is_cancellable, is_stoppable, ApplyState, ControlRequestKind,
 };
 
 /// Runs one operation write as a unit of work on its apply ([`unit::run`], retried patiently while
@@ -198,20 +198,9 @@ pub(in crate::store) fn write_state(
                 return completion(conn, writer, locked, ApplyState::Failed, Some(&message));
             }
         }
-        let moved = (
-            apply_operations::state.eq(state),
-            apply_operations::completed_at.eq(None::<chrono::NaiveDateTime>),
-            apply_operations::holds_target.eq(targets::hold_for(state)),
-            apply_operations::failure_seq.eq(None::<i64>),
-            apply_operations::updated_at.eq(db::now()),
-        );
-        // Nobody holds an operation in these states: the lease goes in the same UPDATE, so a holder
+        // Nobody holds an operation in some states: the lease goes in the same UPDATE, so a holder
         // that stalled past this write is fenced off (docs/worker-contract.md, "Leased writes").
-        let written = if clears_lease(state) {
-            writer.execute_moving(conn, (moved, unleased()))
-        } else {
-            writer.execute_moving(conn, moved)
-        };
+        let written = writer.execute_moving(conn, Move::to(state, mover(writer)).changes());
         match written {
             Ok(matched) => writer.expect_row(conn, matched),
             Err(err) => Err(write_error(conn, err, writer, locked)),
@@ -248,21 +237,7 @@ pub(in crate::store) fn write_started(
 ) -> StoreResult<()> {
     write_with_refresh(conn, writer, |conn, locked| {
         check_leased_write(conn, writer, locked, ApplyState::Running)?;
-        let now = db::now();
-        let written = writer.execute_moving(
-            conn,
-            (
-                apply_operations::state.eq(ApplyState::Running),
-                apply_operations::started_at.eq(coalesce_timestamp(
-                    apply_operations::started_at,
-                    now.nullable(),
-                )),
-                apply_operations::completed_at.eq(None::<chrono::NaiveDateTime>),
-                apply_operations::holds_target.eq(Some(true)),
-                apply_operations::failure_seq.eq(None::<i64>),
-                apply_operations::updated_at.eq(now),
-            ),
-        );
+        let written = writer.execute_moving(conn, Move::start(mover(writer)).changes());
         match written {
             Ok(matched) => writer.expect_row(conn, matched),
             Err(err) => Err(write_error(conn, err, writer, locked)),
@@ -303,11 +278,6 @@ pub(in crate::store) fn write_terminal(
     }
 }
 
-/// The states that stamp `completed_at`: the terminal ones except `stopped`, which can resume.
-fn completes(state: ApplyState) -> bool {
-    state.is_terminal() && state != ApplyState::Stopped
-}
-
 pub(in crate::store) fn write_completion(
     conn: &mut DbConnection,
     writer: Writer<'_>,
@@ -320,8 +290,7 @@ pub(in crate::store) fn write_completion(
     })
 }
 
-/// The UPDATE of a move into completing `state`: `completed_at` stamped once, the error message set
-/// when given, and the target let go unless the state is `failed` (whose hold the refresh decides).
+/// The UPDATE of a move into completing `state` ([`Move`]), with `error_message` when given.
 fn completion(
     conn: &mut DbConnection,
     writer: Writer<'_>,
@@ -330,65 +299,22 @@ fn completion(
     error_message: Option<&str>,
 ) -> StoreResult<()> {
     debug_assert!(completes(state));
-    let now = db::now();
-    let stamp_completion = (
-        apply_operations::state.eq(state),
-        apply_operations::completed_at.eq(coalesce_timestamp(
-            apply_operations::completed_at,
-            now.nullable(),
-        )),
-        apply_operations::updated_at.eq(now),
-    );
-    // A holder's settling write keeps its token and owner (a repeat under the lease succeeds) but not
-    // the expiry: the claims find expired leases through an index on it, which so holds only
-    // operations in flight. An operator settling an operation someone holds takes it from them: the
-    // whole lease goes in the same UPDATE, so the holder finds it lost ([`StoreError::LeaseLost`])
-    // rather than its lease left on a row it no longer drives. A macro rather than a generic
-    // function: each arm is one concrete statement.
-    macro_rules! settle {
-        ($changes:expr) => {
-            match writer {
-                Writer::Operator(id) => db::cached_update(
-                    apply_operations::table,
-                    is_operation(id),
-                    ($changes, unleased()),
-                )
-                .execute(conn),
-                Writer::Lease(_) => writer.execute(
-                    conn,
-                    (
-                        $changes,
-                        apply_operations::lease_expires_at.eq(None::<chrono::NaiveDateTime>),
-                    ),
-                ),
-            }
-        };
+    let mut moved = Move::to(state, mover(writer));
+    if let Some(message) = error_message {
+        moved = moved.with_message(message);
     }
-    let written = match (error_message, state == ApplyState::Failed) {
-        (Some(message), true) => settle!((
-            stamp_completion,
-            apply_operations::error_message.eq(message.to_owned()),
-        )),
-        (Some(message), false) => settle!((
-            stamp_completion,
-            apply_operations::error_message.eq(message.to_owned()),
-            apply_operations::holds_target.eq(None::<bool>),
-            apply_operations::failure_seq.eq(None::<i64>),
-        )),
-        // A failure keeps the number it has (a repeat) or gets one from the refresh.
-        (None, true) => settle!(stamp_completion),
-        (None, false) if is_failure(state) => settle!((
-            stamp_completion,
-            apply_operations::holds_target.eq(None::<bool>),
-        )),
-        (None, false) => settle!((
-            stamp_completion,
-            apply_operations::holds_target.eq(None::<bool>),
-            apply_operations::failure_seq.eq(None::<i64>),
-        )),
-    };
+    // Through a lease, not only while unsettled: a holder's repeated completion succeeds.
+    let written = writer.execute(conn, moved.changes());
     match written {
         Ok(matched) => writer.expect_row(conn, matched),
         Err(err) => Err(write_error(conn, err, writer, locked)),
+    }
+}
+
+/// Who a [`Writer`] moves an operation as.
+fn mover(writer: Writer<'_>) -> Mover {
+    match writer {
+        Writer::Operator(_) => Mover::Other,
+        Writer::Lease(_) => Mover::Holder,
     }
 }

@@ -255,7 +255,7 @@ fn claim(
                         continue;
                     };
                     if let Some(state) = take::in_place(&locked) {
-                        if take::move_in_place(conn, &locked.row, state, locked.now)? {
+                        if take::move_in_place(conn, &locked.row, state)? {
                             apply.written = Written::Rows;
                         }
                         continue;

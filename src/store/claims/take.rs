@@ -15,8 +15,9 @@ use crate::models::{ApplyOperation, LeaseToken, OperationLease};
 use crate::schema::apply_operations as ops;
 use crate::schema_types::{datetime, DatetimeValue};
 use crate::state::{moved_in_place, ApplyState};
+use crate::store::moves::{Move, Mover};
 use crate::store::predicates::{lease_free, retry_budget_left, stop_gate};
-use crate::store::rows::{self, unleased};
+use crate::store::rows;
 
 /// The WHERE of a claim's UPDATE: the row as read, its lease free, and the kind's gates.
 type Guard = Box<
@@ -161,37 +162,12 @@ pub(super) fn move_in_place(
     conn: &mut DbConnection,
     row: &ApplyOperation,
     state: ApplyState,
-    now: NaiveDateTime,
 ) -> StoreResult<bool> {
     let guard = ops::id
         .eq(row.id)
         .and(ops::state.eq(row.state))
         .and(lease_free(db::now()));
-    let matched = if state == ApplyState::Cancelled {
-        db::cached_update(
-            ops::table,
-            guard,
-            (
-                ops::state.eq(state),
-                unleased(),
-                ops::completed_at.eq(Some(now)),
-                ops::holds_target.eq(None::<bool>),
-                ops::failure_seq.eq(None::<i64>),
-                ops::updated_at.eq(datetime(now)),
-            ),
-        )
-        .execute(conn)?
-    } else {
-        db::cached_update(
-            ops::table,
-            guard,
-            (
-                ops::state.eq(state),
-                unleased(),
-                ops::updated_at.eq(datetime(now)),
-            ),
-        )
-        .execute(conn)?
-    };
+    let moved = Move::to(state, Mover::Other);
+    let matched = db::cached_update(ops::table, guard, moved.changes()).execute(conn)?;
     Ok(matched > 0)
 }

@@ -13,9 +13,8 @@ use crate::state::{
     is_cancellable, is_stoppable, progress, ApplyState, ControlRequestKind, ControlRequestStatus,
     RequestProgress,
 };
-use crate::store::coalesce_timestamp;
+use crate::store::moves::{Move, Mover};
 use crate::store::predicates::lease_free;
-use crate::store::rows::unleased;
 
 /// A pending request as the refresh reads it: its id, kind (`None`: a kind this version does not
 /// know, which stays pending and holds starts back) and scope (`None`: the whole apply).
@@ -129,42 +128,15 @@ pub(in crate::store) fn act_on_undriven(
     if let Some(id) = scope {
         target = target.filter(apply_operations::id.eq(id));
     }
-    match kind {
-        ControlRequestKind::Stop => {
-            target
-                .set((
-                    apply_operations::state.eq(ApplyState::Stopped),
-                    unleased(),
-                    apply_operations::updated_at.eq(now),
-                ))
-                .execute(conn)?;
-        }
-        ControlRequestKind::Cancel => {
-            target
-                .set((
-                    apply_operations::state.eq(ApplyState::Cancelled),
-                    unleased(),
-                    apply_operations::completed_at.eq(coalesce_timestamp(
-                        apply_operations::completed_at,
-                        now.nullable(),
-                    )),
-                    apply_operations::holds_target.eq(None::<bool>),
-                    apply_operations::failure_seq.eq(None::<i64>),
-                    apply_operations::updated_at.eq(now),
-                ))
-                .execute(conn)?;
-        }
+    let moved = match kind {
+        ControlRequestKind::Stop => Move::to(ApplyState::Stopped, Mover::Other),
+        ControlRequestKind::Cancel => Move::to(ApplyState::Cancelled, Mover::Other),
         _ => {
-            target
-                .filter(apply_operations::started_at.is_null())
-                .set((
-                    apply_operations::state.eq(ApplyState::Pending),
-                    unleased(),
-                    apply_operations::updated_at.eq(now),
-                ))
-                .execute(conn)?;
+            target = target.filter(apply_operations::started_at.is_null());
+            Move::to(ApplyState::Pending, Mover::Other)
         }
-    }
+    };
+    target.set(moved.changes()).execute(conn)?;
     Ok(())
 }
 
