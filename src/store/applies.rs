@@ -75,22 +75,24 @@ pub fn get_by_identifier(
 }
 
 /// Turns automatic cutover off (`true`) or on (`false`) for apply `id`. Idempotent.
-/// [`StoreError::ApplyNotFound`] when there is no such apply.
+/// [`StoreError::ApplyNotFound`] when there is no such apply. A unit of work on the apply, like
+/// every write that changes what its operations may do: the apply locked, then the UPDATE, then its
+/// refresh.
 pub fn set_defer_cutover(
     conn: &mut DbConnection,
     id: ApplyId,
     defer_cutover: bool,
 ) -> StoreResult<()> {
-    let matched = diesel::update(applies::table.find(id))
-        .set((
-            applies::defer_cutover.eq(defer_cutover),
-            applies::updated_at.eq(db::now()),
-        ))
-        .execute(conn)?;
-    if matched == 0 {
-        return Err(StoreError::ApplyNotFound { id });
-    }
-    Ok(())
+    unit::run_known(conn, Lock::Apply(id), OnLostRace::RetryBriefly, |conn, locked| {
+        locked.ok_or(StoreError::ApplyNotFound { id })?;
+        diesel::update(applies::table.find(id))
+            .set((
+                applies::defer_cutover.eq(defer_cutover),
+                applies::updated_at.eq(db::now()),
+            ))
+            .execute(conn)?;
+        Ok(())
+    })
 }
 
 /// The apply with everything it owns: its operations in claim order with their tasks, its tasks no
