@@ -11,7 +11,7 @@ use crate::models::{
 };
 use crate::state::{ApplyState, ControlRequestKind};
 use crate::store::applies::{ApplyFilter, ApplyProgress, Blocker, Page};
-use crate::store::claims::ClaimOptions;
+use crate::store::claims::{ClaimOptions, ClaimScope};
 use crate::store::{applies, apply_operations, claims, control_requests, leases, tasks};
 
 /// A connection pool plus the store's operations, for worker binaries that share one database.
@@ -541,6 +541,7 @@ handle! {
         fn create_rollout(new: &NewRollout) -> Rollout;
         fn refresh(id: ApplyId) -> Apply;
         fn blockers(apply_id: ApplyId) -> Vec<(ApplyOperationId, Blocker)>;
+        fn blockers_in(apply_id: ApplyId, scope: &ClaimScope) -> Vec<(ApplyOperationId, Blocker)>;
         fn target_holder(database_name: &str, environment: &str, deployment: &str) -> Option<ApplyId>;
     }
 }

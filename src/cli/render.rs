@@ -203,6 +203,7 @@ pub fn rfc3339(at: NaiveDateTime) -> String {
 /// A stable snake_case name for a blocker, for scripts (`--json`).
 pub fn blocker_code(blocker: &Blocker) -> &'static str {
     match blocker {
+        Blocker::OutOfScope => "out_of_scope",
         Blocker::LeaseLive { .. } => "lease_live",
         Blocker::StopPending => "stop_pending",
         Blocker::CancelPending => "cancel_pending",
@@ -237,6 +238,7 @@ pub fn blocker_text(
                 short_duration(left)
             )
         }
+        Blocker::OutOfScope => "outside the claim scope asked about".to_owned(),
         Blocker::StopPending => format!("a stop is pending for apply {apply_id} or for it"),
         Blocker::CancelPending => format!("a cancel is pending for apply {apply_id} or for it"),
         Blocker::AwaitingStart => "stopped: waits for a start request".to_owned(),

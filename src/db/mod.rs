@@ -57,7 +57,7 @@ pub use now::{now, now_when_read, now_when_read_plus, DbNow, DbNowWhenRead, DbNo
 pub use pool::{
     ping, pool, ConnectionManager, DbPool, PoolConfig, PooledConnection, MAX_POOL_DURATION,
 };
-pub(crate) use reuse::{cached_update, none_of, one_of, CachedUpdate};
+pub(crate) use reuse::{cached_update, none_of, one_of, within, CachedUpdate};
 pub use transaction::{discard_on_return, write_transaction};
 pub use url::{redact_url, DatabaseUrl};
 

@@ -80,6 +80,8 @@ pub(crate) struct OneOf<C, T> {
     column: C,
     values: Vec<T>,
     negated: bool,
+    /// No values: true (every row), instead of what `negated` says.
+    empty_is_all: bool,
 }
 
 /// `column IN (values…)`: see [`OneOf`]. No values: false.
@@ -88,6 +90,18 @@ pub(crate) fn one_of<C, T>(column: C, values: impl IntoIterator<Item = T>) -> On
         column,
         values: values.into_iter().collect(),
         negated: false,
+        empty_is_all: false,
+    }
+}
+
+/// `column IN (values…)`, or true when there are no values (no restriction): see [`OneOf`]. For a
+/// filter an input may leave open, such as a claim's scope.
+pub(crate) fn within<C, T>(column: C, values: impl IntoIterator<Item = T>) -> OneOf<C, T> {
+    OneOf {
+        column,
+        values: values.into_iter().collect(),
+        negated: false,
+        empty_is_all: true,
     }
 }
 
@@ -97,6 +111,7 @@ pub(crate) fn none_of<C, T>(column: C, values: impl IntoIterator<Item = T>) -> O
         column,
         values: values.into_iter().collect(),
         negated: true,
+        empty_is_all: true,
     }
 }
 
@@ -125,7 +140,7 @@ where
 {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
         if self.values.is_empty() {
-            out.push_sql(if self.negated { "1=1" } else { "1=0" });
+            out.push_sql(if self.empty_is_all { "1=1" } else { "1=0" });
             return Ok(());
         }
         self.column.walk_ast(out.reborrow())?;
@@ -144,6 +159,10 @@ where
 /// The type of [`one_of`]`(column, values)`, for `#[diesel::dsl::auto_type]`.
 #[allow(non_camel_case_types)]
 pub(crate) type one_of<C, V> = OneOf<C, <V as IntoIterator>::Item>;
+
+/// The type of [`within()`]`(column, values)`, for `#[diesel::dsl::auto_type]`.
+#[allow(non_camel_case_types)]
+pub(crate) type within<C, V> = OneOf<C, <V as IntoIterator>::Item>;
 
 /// The type of [`none_of`]`(column, values)`, for `#[diesel::dsl::auto_type]`.
 #[allow(non_camel_case_types)]

@@ -5,6 +5,57 @@ use serde::{Deserialize, Serialize};
 use super::{ApplyOperation, ApplyOperationId, OperationLease};
 use crate::state::ApplyState;
 
+/// Which operations a worker claims: those of the listed deployments, of applies in the given
+/// environment and for the given database, each left open when empty (`None`). The default scope
+/// is open: any operation. Every claim rule holds inside a scope as outside it; a scope only narrows
+/// the candidates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimScope {
+    /// Only these deployments (compared exactly); empty: any deployment. At most
+    /// [`MAX_SCOPE_DEPLOYMENTS`].
+    #[serde(default)]
+    pub deployments: Vec<String>,
+    /// Only operations of applies in this environment.
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Only operations of applies for this database.
+    #[serde(default)]
+    pub database_name: Option<String>,
+}
+
+/// The most deployments one [`ClaimScope`] lists.
+pub const MAX_SCOPE_DEPLOYMENTS: usize = 64;
+
+impl ClaimScope {
+    /// The open scope: any operation.
+    pub fn any() -> Self {
+        ClaimScope::default()
+    }
+
+    /// The scope narrowed to `deployments` (added to those listed).
+    pub fn deployments<I, S>(mut self, deployments: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.deployments
+            .extend(deployments.into_iter().map(Into::into));
+        self
+    }
+
+    /// The scope narrowed to applies in `environment`.
+    pub fn environment(mut self, environment: impl Into<String>) -> Self {
+        self.environment = Some(environment.into());
+        self
+    }
+
+    /// The scope narrowed to applies for `database_name`.
+    pub fn database_name(mut self, database_name: impl Into<String>) -> Self {
+        self.database_name = Some(database_name.into());
+        self
+    }
+}
+
 /// Why an operation was claimed, read off the state it had before the claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

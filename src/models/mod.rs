@@ -21,7 +21,7 @@ mod task;
 
 pub use apply::{Apply, NewApply, DEFAULT_MAX_ATTEMPTS};
 pub use apply_operation::{ApplyOperation, NewApplyOperation};
-pub use claim::{ClaimKind, ClaimedOperation, UnknownClaim};
+pub use claim::{ClaimKind, ClaimScope, ClaimedOperation, UnknownClaim, MAX_SCOPE_DEPLOYMENTS};
 pub use control_request::{ControlRequest, NewControlRequest};
 pub use ids::{ApplyId, ApplyOperationId, ControlRequestId, TaskId};
 pub use lease::{LeaseToken, LiveLease, OperationLease};

@@ -15,7 +15,7 @@ use crate::schema::{
 };
 use crate::state::ApplyState;
 
-pub use super::claims::{blockers, Blocker};
+pub use super::claims::{blockers, blockers_in, Blocker};
 pub use super::rollouts::{
     create_rollout, validate_rollout, MAX_OPERATION_TASKS, MAX_ROLLOUT_DDL_BYTES,
     MAX_ROLLOUT_OPERATIONS, MAX_ROLLOUT_TASKS,
@@ -83,16 +83,21 @@ pub fn set_defer_cutover(
     id: ApplyId,
     defer_cutover: bool,
 ) -> StoreResult<()> {
-    unit::run_known(conn, Lock::Apply(id), OnLostRace::RetryBriefly, |conn, locked| {
-        locked.ok_or(StoreError::ApplyNotFound { id })?;
-        diesel::update(applies::table.find(id))
-            .set((
-                applies::defer_cutover.eq(defer_cutover),
-                applies::updated_at.eq(db::now()),
-            ))
-            .execute(conn)?;
-        Ok(())
-    })
+    unit::run_known(
+        conn,
+        Lock::Apply(id),
+        OnLostRace::RetryBriefly,
+        |conn, locked| {
+            locked.ok_or(StoreError::ApplyNotFound { id })?;
+            diesel::update(applies::table.find(id))
+                .set((
+                    applies::defer_cutover.eq(defer_cutover),
+                    applies::updated_at.eq(db::now()),
+                ))
+                .execute(conn)?;
+            Ok(())
+        },
+    )
 }
 
 /// The apply with everything it owns: its operations in claim order with their tasks, its tasks no

@@ -16,6 +16,7 @@ use diesel::dsl::{exists, max, not};
 use diesel::prelude::*;
 
 use crate::db::{self, DbNow};
+use crate::models::ClaimScope;
 use crate::schema::{applies, apply_control_requests as reqs, apply_operations as ops};
 use crate::state::{
     cutover_order_passing, start_order_passing, ApplyState, ControlRequestKind,
@@ -613,6 +614,34 @@ pub(in crate::store) fn cutover_claimable(now: DbNow) -> _ {
                     .or(ops::state.eq(window).and(not(revert_decision_requested()))),
             )
             .or(ops::state.eq(window).and(revert_decision_requested())),
+    )
+}
+
+/// A claim's scope ([`ClaimScope`]): the row's deployment among those listed, its environment and
+/// its database the ones given; an open part (nothing listed) restricts nothing. Row-local: the
+/// scope of a deployment list is served by `apply_operations_scope_claim_idx` (`claimable`,
+/// `deployment`, `created_at`, `id`).
+#[diesel::dsl::auto_type]
+pub(in crate::store) fn in_scope(
+    deployments: Vec<String>,
+    environments: Vec<String>,
+    databases: Vec<String>,
+) -> _ {
+    let deployment: db::within<ops::deployment, Vec<String>> =
+        db::within(ops::deployment, deployments);
+    let environment: db::within<ops::environment, Vec<String>> =
+        db::within(ops::environment, environments);
+    let database: db::within<ops::database_name, Vec<String>> =
+        db::within(ops::database_name, databases);
+    deployment.and(environment).and(database)
+}
+
+/// [`in_scope`] of `scope`.
+pub(in crate::store) fn scope_filter(scope: &ClaimScope) -> in_scope {
+    in_scope(
+        scope.deployments.clone(),
+        scope.environment.iter().cloned().collect(),
+        scope.database_name.iter().cloned().collect(),
     )
 }
 

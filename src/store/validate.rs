@@ -233,6 +233,38 @@ pub(crate) fn lease(lease: &OperationLease) -> StoreResult<()> {
 }
 
 /// Rejects a TTL that is zero, longer than [`MAX_LEASE_TTL`], or finer than the microseconds stored.
+/// A claim's scope: at most [`crate::models::MAX_SCOPE_DEPLOYMENTS`] deployments, each one an
+/// operation could have, no name twice; an environment or database name that is not blank and
+/// fits its column.
+pub(crate) fn claim_scope(scope: &crate::models::ClaimScope) -> StoreResult<()> {
+    let limit = crate::models::MAX_SCOPE_DEPLOYMENTS;
+    if scope.deployments.len() > limit {
+        return Err(StoreError::invalid(
+            "scope.deployments",
+            format!(
+                "{} deployments; a scope lists at most {limit}",
+                scope.deployments.len()
+            ),
+        ));
+    }
+    for (n, deployment) in scope.deployments.iter().enumerate() {
+        key_varchar("scope.deployments", deployment)?;
+        if scope.deployments[..n].contains(deployment) {
+            return Err(StoreError::invalid(
+                "scope.deployments",
+                format!("{deployment:?} is listed twice"),
+            ));
+        }
+    }
+    if let Some(environment) = &scope.environment {
+        required_varchar("scope.environment", environment)?;
+    }
+    if let Some(database_name) = &scope.database_name {
+        required_varchar("scope.database_name", database_name)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn lease_ttl(ttl: Duration) -> StoreResult<()> {
     if ttl < Duration::from_micros(1) {
         return Err(StoreError::invalid(

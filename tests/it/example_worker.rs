@@ -150,7 +150,66 @@ backend_tests!(
     an_operator_reverts_or_skips_operations_in_the_example_workers_revert_window,
     the_example_workers_revert_window_closes_on_its_own_and_the_operation_completes,
     the_example_worker_heartbeats_through_a_revert_window_longer_than_its_lease,
+    workers_scoped_to_disjoint_deployments_drain_rollouts_together_each_claiming_only_its_own,
 );
+
+/// Three example workers, each claiming only one deployment (`--deployment`), drain three rollouts
+/// (rolling, barrier, parallel) of three deployments together: every operation completes, each
+/// worker claimed something, and every claim a worker logged was of its own deployment. A scoped
+/// worker waits while an earlier sibling outside its scope is still on its way (the rolling and
+/// barrier gates hold across scopes), and exits once nothing can reach its scope any more.
+fn workers_scoped_to_disjoint_deployments_drain_rollouts_together_each_claiming_only_its_own(
+    db: &TestDb,
+) {
+    worker_binary();
+    for policy in [
+        CutoverPolicy::Rolling,
+        CutoverPolicy::Barrier,
+        CutoverPolicy::Parallel,
+    ] {
+        rollout(&mut db.conn(), 3, policy, FailurePolicy::Halt);
+    }
+    let deployments = ["deployment-0", "deployment-1", "deployment-2"];
+    let logs: Vec<(String, String, String)> = std::thread::scope(|scope| {
+        let runs: Vec<_> = deployments
+            .iter()
+            .map(|deployment| {
+                scope.spawn(move || {
+                    let args = [
+                        "--workers",
+                        "2",
+                        "--step-ms",
+                        "1",
+                        "--exit-when-idle",
+                        "--deployment",
+                        deployment,
+                    ];
+                    let (status, stdout, stderr) = run_worker_with(db.url(), &args);
+                    assert!(
+                        status.success(),
+                        "worker for {deployment} failed ({status})\n{stdout}\n{stderr}"
+                    );
+                    (deployment.to_string(), stdout, stderr)
+                })
+            })
+            .collect();
+        runs.into_iter().map(|run| run.join().unwrap()).collect()
+    });
+    assert_eq!(assert_all_completed_and_unleased(db), 9);
+    for (deployment, stdout, stderr) in &logs {
+        let claims: Vec<&str> = stderr.lines().filter(|l| l.contains(" claimed")).collect();
+        assert!(
+            !claims.is_empty(),
+            "the worker for {deployment} claimed something\n{stdout}\n{stderr}"
+        );
+        for line in claims {
+            assert!(
+                line.contains(&format!("deployment={deployment} ")),
+                "the worker for {deployment} claimed only its own: {line}"
+            );
+        }
+    }
+}
 
 /// A window longer than the lease and a step (the window's request poll) longer than the lease: the
 /// holder still renews its lease in time, so the other thread, waiting to recover a lapsed lease,

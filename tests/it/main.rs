@@ -10,6 +10,7 @@ mod apply_operations;
 mod blockers;
 mod checkpoints;
 mod claim_locks;
+mod claim_scope;
 mod claim_walk;
 mod claimable_property;
 mod claims;

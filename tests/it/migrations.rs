@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use crate::backend_tests;
 use crate::harness::{schema_snapshot, table_exists, tables, Kind, TestDb};
 
-const VERSIONS: [&str; 13] = [
+const VERSIONS: [&str; 14] = [
     "20261124000001",
     "20261124000002",
     "20261124000003",
@@ -25,6 +25,7 @@ const VERSIONS: [&str; 13] = [
     "20261205000002",
     "20261205000003",
     "20261207000001",
+    "20261207000002",
 ];
 const TABLES: [&str; 4] = [
     "applies",
@@ -49,7 +50,7 @@ enum Added {
 }
 
 /// What each migration adds, in VERSIONS order.
-const ADDED_BY_MIGRATION: [Added; 13] = [
+const ADDED_BY_MIGRATION: [Added; 14] = [
     Added::Table("applies"),
     Added::Table("apply_operations"),
     Added::Table("tasks"),
@@ -63,6 +64,7 @@ const ADDED_BY_MIGRATION: [Added; 13] = [
     Added::Column("apply_control_requests", "releases_through"),
     Added::Index("apply_operations", "apply_operations_lease_expiry_idx"),
     Added::StoredGeneratedColumns,
+    Added::Index("apply_operations", "apply_operations_scope_claim_idx"),
 ];
 
 /// True while what migration `index` adds is present; `None` where it changes nothing observable on
@@ -214,7 +216,12 @@ backend_tests!(
 fn the_request_revision_numbers_failures_and_completes_pending_releases(db: &TestDb) {
     use applyops::schema::{applies, apply_control_requests as reqs, apply_operations as ops};
     let conn = &mut db.conn();
-    for version in ["20261207000001", "20261205000003", "20261205000002"] {
+    for version in [
+        "20261207000002",
+        "20261207000001",
+        "20261205000003",
+        "20261205000002",
+    ] {
         assert_eq!(
             db::revert_last_migration(conn).unwrap().as_deref(),
             Some(version)
@@ -239,7 +246,12 @@ fn the_request_revision_numbers_failures_and_completes_pending_releases(db: &Tes
     }
     assert_eq!(
         db::run_migrations(conn).unwrap(),
-        ["20261205000002", "20261205000003", "20261207000001"]
+        [
+            "20261205000002",
+            "20261205000003",
+            "20261207000001",
+            "20261207000002"
+        ]
     );
     let seqs: Vec<(i64, Option<i64>)> = ops::table
         .order(ops::id)
@@ -312,12 +324,13 @@ fn before_the_target_key(conn: &mut applyops::DbConnection, second_state: &str) 
 }
 
 /// The target-key migration and those after it, oldest first.
-const AFTER_THE_TARGET_KEY: [&str; 5] = [
+const AFTER_THE_TARGET_KEY: [&str; 6] = [
     "20261125000006",
     "20261205000001",
     "20261205000002",
     "20261205000003",
     "20261207000001",
+    "20261207000002",
 ];
 
 fn the_target_key_migration_refuses_targets_held_twice_and_changes_nothing(db: &TestDb) {

@@ -20,6 +20,12 @@
 //! deployment fail after its first step (`mark_failed`), so that an operator's `applyops retry`
 //! can be shown; the retried attempt succeeds.
 //!
+//! `--deployment NAME` (repeatable) and `--environment NAME` scope its claims: it takes only
+//! operations of those deployments, of applies in that environment (`ClaimScope`), for a worker that
+//! runs in one region or holds credentials for some deployments only. With `--exit-when-idle` a
+//! scoped worker exits once no apply with unsettled work in its scope has an operation a claim
+//! could take or a live lease (an earlier sibling outside the scope still unblocks its own).
+//!
 //! It logs through `tracing` to stderr, filtered by `RUST_LOG` (default `info`;
 //! `RUST_LOG=info,applyops=debug` adds a line per store call with its duration). Logging never takes
 //! the worker down: a write to a closed stderr (`worker … 2>&1 | head`, a log shipper that went away)
@@ -45,7 +51,8 @@ use applyops::models::{
 };
 use applyops::schema::apply_operations as ops;
 use applyops::state::{is_cancellable, is_stoppable, ControlRequestKind, CutoverPolicy};
-use applyops::store::claims::{ClaimKind, ClaimOptions, ClaimedOperation};
+use applyops::store::applies::{self, Blocker};
+use applyops::store::claims::{ClaimKind, ClaimOptions, ClaimScope, ClaimedOperation};
 use applyops::store::leases::OperationLease;
 use applyops::{ApplyState, PoolConfig, Store, StoreError, StoreResult};
 use diesel::prelude::*;
@@ -54,7 +61,8 @@ use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::EnvFilter;
 
 const USAGE: &str = "usage: applyops-worker [--database-url URL] [--workers N] [--seed APPLIES] \
-[--lease-ttl-ms MS] [--step-ms MS] [--revert-window MS] [--exit-when-idle] [--fail-once DEPLOYMENT]...";
+[--lease-ttl-ms MS] [--step-ms MS] [--revert-window MS] [--exit-when-idle] [--fail-once DEPLOYMENT]... \
+[--deployment NAME]... [--environment NAME]";
 const DEPLOYMENTS: [&str; 3] = ["us-east", "us-west", "eu-central"];
 const POLICIES: [CutoverPolicy; 3] = [
     CutoverPolicy::Rolling,
@@ -83,6 +91,9 @@ struct Config {
     /// watching for an operator's `revert` or `skip-revert`) before it completes. Zero: it completes
     /// right after its cutover.
     revert_window: Duration,
+    /// `--deployment` (repeatable) and `--environment`: claim only operations of these deployments
+    /// and of applies in this environment. Open (any operation) by default.
+    scope: ClaimScope,
 }
 
 /// What every thread shares. The `Store` is a pool: each call checks a connection out briefly.
@@ -206,6 +217,10 @@ fn init_logging() {
 }
 
 fn run(cfg: Config) -> Result<(), Box<dyn Error>> {
+    // A scope no claim would accept stops the worker here, not in every claim.
+    ClaimOptions::new("applyops-worker", cfg.lease_ttl)
+        .with_scope(cfg.scope.clone())
+        .validate()?;
     info!(url = %redact_url(&cfg.database_url), "opening the database");
     let pool = PoolConfig {
         // One connection per thread plus one for main; claims never need two at once.
@@ -274,7 +289,8 @@ fn run(cfg: Config) -> Result<(), Box<dyn Error>> {
 
 fn worker_loop(sh: &Shared, i: usize) {
     let who = format!("worker-{i}");
-    let opts = ClaimOptions::new(format!("{}-{who}", sh.owner_prefix), sh.cfg.lease_ttl);
+    let opts = ClaimOptions::new(format!("{}-{who}", sh.owner_prefix), sh.cfg.lease_ttl)
+        .with_scope(sh.cfg.scope.clone());
     let mut backoff = BACKOFF_MIN;
     // `--exit-when-idle`: set when a look at the leases found none that could still hand out work.
     // An empty claim right after that look (and only right after it) means the database is drained.
@@ -297,6 +313,27 @@ fn worker_loop(sh: &Shared, i: usize) {
                 if after_lease_check {
                     debug!(worker = %who, "nothing claimable and no lease pending; exiting");
                     break;
+                }
+                // A scoped worker waits while an apply with unsettled work in its scope has an
+                // operation a claim could take or a lease could move on (in its scope or not: an
+                // earlier sibling's progress unblocks the later ones).
+                if sh.cfg.scope != ClaimScope::any() {
+                    match scope_waits(&sh.store, &sh.cfg.scope) {
+                        Ok(false) => {
+                            debug!(worker = %who, "nothing left that could reach our scope; exiting");
+                            break;
+                        }
+                        Ok(true) => {
+                            nap(sh, backoff);
+                            backoff = (backoff * 2).min(BACKOFF_MAX);
+                        }
+                        Err(err) => {
+                            warn!(worker = %who, error = %err, "looking at our scope's applies failed");
+                            sh.count("errors");
+                            nap(sh, BACKOFF_MAX);
+                        }
+                    }
+                    continue;
                 }
                 // Nothing is claimable now. Something still may be once a lease ends: the holder's
                 // (maybe dead) operation itself, or the siblings its completion unblocks.
@@ -331,6 +368,40 @@ fn worker_loop(sh: &Shared, i: usize) {
             }
         }
     }
+}
+
+/// For a scoped worker with `--exit-when-idle`: whether work may still come to its scope. Only the
+/// applies with an unsettled operation in the scope matter (the claim rules look at siblings within
+/// an apply, never across applies); work can still come while one of them has an operation a claim
+/// would take ([`Blocker::Claimable`], in the scope or not) or one under a live lease, whose holder
+/// moves it on or whose expiry hands it back. With neither, nothing changes without an operator.
+fn scope_waits(store: &Store, scope: &ClaimScope) -> StoreResult<bool> {
+    let conn = &mut *store.connection()?;
+    // `completed_at` is set exactly while an operation is settled.
+    let mut unsettled = ops::table
+        .filter(ops::completed_at.is_null())
+        .select(ops::apply_id)
+        .distinct()
+        .into_boxed();
+    if !scope.deployments.is_empty() {
+        unsettled = unsettled.filter(ops::deployment.eq_any(scope.deployments.clone()));
+    }
+    if let Some(environment) = &scope.environment {
+        unsettled = unsettled.filter(ops::environment.eq(environment.clone()));
+    }
+    if let Some(database_name) = &scope.database_name {
+        unsettled = unsettled.filter(ops::database_name.eq(database_name.clone()));
+    }
+    let applies: Vec<ApplyId> = unsettled.load(conn)?;
+    for apply in applies {
+        let moving = applies::blockers(conn, apply)?
+            .into_iter()
+            .any(|(_, blocker)| matches!(blocker, Blocker::Claimable | Blocker::LeaseLive { .. }));
+        if moving {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The operation in flight whose live lease expires first, if any: work that nobody can
@@ -826,6 +897,7 @@ fn parse_args() -> Result<Option<Config>, String> {
         exit_when_idle: false,
         fail_once: Vec::new(),
         revert_window: Duration::ZERO,
+        scope: ClaimScope::any(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -841,6 +913,8 @@ fn parse_args() -> Result<Option<Config>, String> {
             "--exit-when-idle" => cfg.exit_when_idle = true,
             "--fail-once" => cfg.fail_once.push(value()?),
             "--revert-window" => cfg.revert_window = Duration::from_millis(number(value()?)?),
+            "--deployment" => cfg.scope.deployments.push(value()?),
+            "--environment" => cfg.scope.environment = Some(value()?),
             "-h" | "--help" => {
                 writeln!(io::stdout(), "{USAGE}").ok();
                 return Ok(None);

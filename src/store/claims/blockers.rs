@@ -16,7 +16,7 @@ use diesel::prelude::*;
 
 use crate::db::{self, DbConnection};
 use crate::error::StoreResult;
-use crate::models::{Apply, ApplyId, ApplyOperation, ApplyOperationId};
+use crate::models::{Apply, ApplyId, ApplyOperation, ApplyOperationId, ClaimScope};
 use crate::schema::apply_operations as ops;
 use crate::state::{
     cutover_order_passes, is_failure, is_settled, lets_failure_through, moved_in_place,
@@ -25,15 +25,17 @@ use crate::state::{
 use crate::store::predicates::{
     concurrency_gate, copy_claimable, cutover_claimable, cutover_order_gate,
     cutover_requested_for_apply, cutover_requested_for_row, failure_gate, lease_free,
-    released_through, request_pending_for_row, retry_budget_left, start_order_gate,
+    released_through, request_pending_for_row, retry_budget_left, scope_filter, start_order_gate,
     start_requested, stop_gate, CUTOVER_CLAIMED_POLICIES,
 };
-use crate::store::rows;
+use crate::store::{rows, validate};
 
 /// Why an operation is not being taken by a claim, or that it would be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Blocker {
+    /// Outside the scope asked about ([`blockers_in`]): a claim in that scope never takes it.
+    OutOfScope,
     /// A worker holds it under a lease that has not expired.
     LeaseLive {
         /// The holder.
@@ -97,6 +99,7 @@ pub enum Blocker {
 #[derive(Debug, Queryable)]
 struct Gates {
     id: ApplyOperationId,
+    in_scope: bool,
     lease_free: Option<bool>,
     stop_gate: bool,
     stop_pending: bool,
@@ -121,6 +124,19 @@ pub fn blockers(
     conn: &mut DbConnection,
     apply_id: ApplyId,
 ) -> StoreResult<Vec<(ApplyOperationId, Blocker)>> {
+    blockers_in(conn, apply_id, &ClaimScope::any())
+}
+
+/// [`blockers`] as a claim inside `scope` sees them: an operation outside it is
+/// [`Blocker::OutOfScope`], judged by the scope predicate the claims' reads use.
+/// [`StoreError::InvalidInput`](crate::StoreError::InvalidInput) for a scope a claim would refuse,
+/// before any SQL.
+pub fn blockers_in(
+    conn: &mut DbConnection,
+    apply_id: ApplyId,
+    scope: &ClaimScope,
+) -> StoreResult<Vec<(ApplyOperationId, Blocker)>> {
+    validate::claim_scope(scope)?;
     let Some(apply) = rows::apply(conn, apply_id)? else {
         return Ok(Vec::new());
     };
@@ -130,6 +146,7 @@ pub fn blockers(
         .filter(ops::apply_id.eq(apply_id))
         .select((
             ops::id,
+            scope_filter(scope),
             lease_free(now),
             stop_gate(),
             request_pending_for_row(ControlRequestKind::Stop),
@@ -157,6 +174,10 @@ pub fn blockers(
         };
         // SQL's NULL is "not known to hold": a WHERE clause does not take the row either.
         let selected = gates.copy == Some(true) || gates.cutover == Some(true);
+        if !gates.in_scope {
+            found.push((op.id, Blocker::OutOfScope));
+            continue;
+        }
         let blocker = match moved_in_place(op.state, gates.stop_pending, gates.cancel_pending) {
             // A claim that selects it moves it to `cancelled` or `stopped` and takes nothing.
             Some(ApplyState::Cancelled) if selected => Blocker::CancelPending,

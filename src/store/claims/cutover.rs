@@ -6,21 +6,22 @@ use diesel::prelude::*;
 use super::{load_candidates, Candidate, ClaimKind, Locked, LockedRow, CANDIDATE_PAGE};
 use crate::db::{self, DbConnection, DbNow};
 use crate::error::StoreResult;
-use crate::models::{ApplyOperation, ApplyOperationId};
+use crate::models::{ApplyOperation, ApplyOperationId, ClaimScope};
 use crate::schema::apply_operations as ops;
 use crate::state::{ApplyState, ControlRequestKind};
 use crate::store::predicates::{
-    cutover_claimable, only_row, request_pending_for_row, walk_claim_index,
+    cutover_claimable, in_scope, only_row, request_pending_for_row, scope_filter, walk_claim_index,
 };
 
 /// The unlocked candidate read: the ids of the oldest (by `created_at`, `id`) rows the claim may take,
 /// walking the claim index, other than those in `passed`.
 #[diesel::dsl::auto_type]
-pub(super) fn candidate_read(now: DbNow, passed: Vec<ApplyOperationId>) -> _ {
+pub(super) fn candidate_read(now: DbNow, passed: Vec<ApplyOperationId>, scope: in_scope) -> _ {
     let claimable: cutover_claimable = cutover_claimable(now);
     let page: i64 = CANDIDATE_PAGE;
     walk_claim_index()
         .filter(claimable)
+        .filter(scope)
         .filter(db::none_of(ops::id, passed))
         .order((ops::created_at.asc(), ops::id.asc()))
         .select((ops::id, ops::apply_id))
@@ -41,12 +42,13 @@ pub(super) fn lock_read(now: DbNow, id: ApplyOperationId) -> _ {
 /// (`claimable` requires an empty lease token), so the walk never reads past them and recovery
 /// finds them here instead, before the walk.
 #[diesel::dsl::auto_type]
-pub(super) fn expired_read(now: DbNow, passed: Vec<ApplyOperationId>) -> _ {
+pub(super) fn expired_read(now: DbNow, passed: Vec<ApplyOperationId>, scope: in_scope) -> _ {
     let claimable: cutover_claimable = cutover_claimable(now);
     let page: i64 = CANDIDATE_PAGE;
     ops::table
         .filter(ops::lease_expires_at.le(now.nullable()))
         .filter(claimable)
+        .filter(scope)
         .filter(db::none_of(ops::id, passed))
         .order((ops::lease_expires_at.asc(), ops::id.asc()))
         .select((ops::id, ops::apply_id))
@@ -57,13 +59,14 @@ pub(super) fn expired_read(now: DbNow, passed: Vec<ApplyOperationId>) -> _ {
 /// first, then the walk.
 pub(super) fn candidates(
     conn: &mut DbConnection,
+    scope: &ClaimScope,
     passed: &[ApplyOperationId],
 ) -> StoreResult<Vec<Candidate>> {
     let now = db::now();
     load_candidates!(
         conn,
-        expired_read(now, passed.to_vec()),
-        candidate_read(now, passed.to_vec())
+        expired_read(now, passed.to_vec(), scope_filter(scope)),
+        candidate_read(now, passed.to_vec(), scope_filter(scope))
     )
 }
 

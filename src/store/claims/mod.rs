@@ -24,6 +24,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::predicates::scope_filter;
 use super::unit::{self, Lock, OnLostRace, Written};
 use super::{rows, validate};
 use crate::db::{self, DbConnection};
@@ -36,9 +37,11 @@ mod copy;
 mod cutover;
 mod take;
 
-pub use crate::models::{ClaimKind, ClaimedOperation, UnknownClaim};
+pub use crate::models::{
+    ClaimKind, ClaimScope, ClaimedOperation, UnknownClaim, MAX_SCOPE_DEPLOYMENTS,
+};
 pub(in crate::store) use blockers::blocking_failure;
-pub use blockers::{blockers, Blocker};
+pub use blockers::{blockers, blockers_in, Blocker};
 
 pub use crate::models::DEFAULT_MAX_ATTEMPTS;
 
@@ -54,6 +57,9 @@ pub struct ClaimOptions {
     pub owner: String,
     /// How long the lease lasts without a heartbeat (`leases::heartbeat`): 1 µs to 24 h.
     pub lease_ttl: Duration,
+    /// Which operations the worker claims ([`ClaimScope`]); open by default.
+    #[serde(default)]
+    pub scope: ClaimScope,
 }
 
 impl ClaimOptions {
@@ -63,12 +69,25 @@ impl ClaimOptions {
         ClaimOptions {
             owner: owner.into(),
             lease_ttl,
+            scope: ClaimScope::any(),
         }
     }
 
-    fn check(&self) -> StoreResult<()> {
+    /// The options, claiming only inside `scope`.
+    pub fn with_scope(mut self, scope: ClaimScope) -> Self {
+        self.scope = scope;
+        self
+    }
+
+    /// Checks the options as a claim does first: [`StoreError::InvalidInput`] for a blank or
+    /// over-long owner, a TTL outside 1 µs – 24 h, or a scope listing over
+    /// [`MAX_SCOPE_DEPLOYMENTS`] deployments, a deployment no operation could have or one twice, or
+    /// a blank or over-long environment or database name. Runs no SQL: a worker can check its
+    /// configuration before it starts.
+    pub fn validate(&self) -> StoreResult<()> {
         validate::required_name("owner", &self.owner)?;
-        validate::lease_ttl(self.lease_ttl)
+        validate::lease_ttl(self.lease_ttl)?;
+        validate::claim_scope(&self.scope)
     }
 }
 
@@ -102,7 +121,7 @@ pub fn claim_next(
     conn: &mut DbConnection,
     options: &ClaimOptions,
 ) -> StoreResult<Option<ClaimedOperation>> {
-    options.check()?;
+    options.validate()?;
     claim(conn, options, copy::candidates, copy::lock, copy::kind_of)
 }
 
@@ -131,7 +150,7 @@ pub fn claim_next_cutover(
     conn: &mut DbConnection,
     options: &ClaimOptions,
 ) -> StoreResult<Option<ClaimedOperation>> {
-    options.check()?;
+    options.validate()?;
     claim(
         conn,
         options,
@@ -214,11 +233,15 @@ type Candidate = (ApplyOperationId, ApplyId);
 fn claim(
     conn: &mut DbConnection,
     options: &ClaimOptions,
-    mut candidates: impl FnMut(&mut DbConnection, &[ApplyOperationId]) -> StoreResult<Vec<Candidate>>,
+    candidates: fn(
+        &mut DbConnection,
+        &ClaimScope,
+        &[ApplyOperationId],
+    ) -> StoreResult<Vec<Candidate>>,
     mut lock: impl FnMut(&mut DbConnection, ApplyOperationId) -> StoreResult<Locked>,
     kind_of: fn(&LockedRow) -> ClaimKind,
 ) -> StoreResult<Option<ClaimedOperation>> {
-    let mut page = candidates(conn, &[])?;
+    let mut page = candidates(conn, &options.scope, &[])?;
     if page.is_empty() {
         return Ok(None);
     }
@@ -328,7 +351,7 @@ fn claim(
         if page.len() < CANDIDATE_PAGE as usize {
             return Ok(None);
         }
-        page = candidates(conn, &passed)?;
+        page = candidates(conn, &options.scope, &passed)?;
     }
 }
 
@@ -418,17 +441,37 @@ pub fn resolve_unknown(
 /// and `Extra`; on SQLite the `EXPLAIN QUERY PLAN` details. Reads nothing else and writes nothing:
 /// for operators checking that the claim walks its index (see `tests/it/explain.rs`).
 pub fn explain_claim_next(conn: &mut DbConnection) -> StoreResult<Vec<String>> {
+    explain_claim_next_in(conn, &ClaimScope::any())
+}
+
+/// [`explain_claim_next`] for a claim inside `scope` (a scope listing deployments walks
+/// `apply_operations_scope_claim_idx`). [`StoreError::InvalidInput`] for a scope a claim would
+/// refuse.
+pub fn explain_claim_next_in(
+    conn: &mut DbConnection,
+    scope: &ClaimScope,
+) -> StoreResult<Vec<String>> {
+    validate::claim_scope(scope)?;
     Ok(db::explain!(
         conn,
-        copy::candidate_read(db::now(), Vec::new())
+        copy::candidate_read(db::now(), Vec::new(), scope_filter(scope))
     )?)
 }
 
 /// The database's plan for [`claim_next_cutover`]'s candidate read; see [`explain_claim_next`].
 pub fn explain_claim_next_cutover(conn: &mut DbConnection) -> StoreResult<Vec<String>> {
+    explain_claim_next_cutover_in(conn, &ClaimScope::any())
+}
+
+/// [`explain_claim_next_cutover`] for a claim inside `scope`.
+pub fn explain_claim_next_cutover_in(
+    conn: &mut DbConnection,
+    scope: &ClaimScope,
+) -> StoreResult<Vec<String>> {
+    validate::claim_scope(scope)?;
     Ok(db::explain!(
         conn,
-        cutover::candidate_read(db::now(), Vec::new())
+        cutover::candidate_read(db::now(), Vec::new(), scope_filter(scope))
     )?)
 }
 

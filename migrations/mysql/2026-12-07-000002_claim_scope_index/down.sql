@@ -1,0 +1,1 @@
+ALTER TABLE apply_operations DROP INDEX apply_operations_scope_claim_idx;
