@@ -1,12 +1,14 @@
 //! `Claimable` means a claim takes it: a property test over generated applies (policies, states,
-//! live and expired leases, every request kind, caps, deferred cutovers, retry budgets), each built
-//! row by row and checked in a transaction that is rolled back.
+//! live and expired leases, every request kind, caps, deferred cutovers, retry budgets) and claim
+//! scopes, each built row by row and checked in a transaction that is rolled back.
 //!
 //! The check, per generated apply: read `blockers`; run `claim_next`, else `claim_next_cutover`, with
 //! the same options. A claim that takes an operation must take one `blockers` called `Claimable`
 //! just before; when neither claim takes anything, `blockers` must have called nothing `Claimable`.
 //! Repeated until both claims come back empty, re-reading `blockers` before every claim (taking one
-//! operation can change what the others wait for: the concurrency cap, the order gates).
+//! operation can change what the others wait for: the concurrency cap, the order gates). The claims
+//! run inside the generated scope (some deployments, the apply's environment or another), and
+//! `blockers_in` answers for the same scope.
 //!
 //! `APPLYOPS_PROPTEST_CASES` sets the number of generated applies per backend (default 256).
 
@@ -19,7 +21,7 @@ use applyops::state::{
     is_failure, ApplyState, ControlRequestKind, ControlRequestStatus, CutoverPolicy, FailurePolicy,
 };
 use applyops::store::applies::{self as applies_store, Blocker};
-use applyops::store::claims;
+use applyops::store::claims::{self, ClaimScope};
 use applyops::{DbConnection, StoreError};
 use chrono::{Duration, NaiveDateTime, Utc};
 use diesel::prelude::*;
@@ -66,6 +68,9 @@ struct Case {
     requests: Vec<Request>,
     /// A completed `release`: its scope and how many failures it lets through.
     release: Option<(Option<usize>, i64)>,
+    /// The claims' scope: the operations whose deployments it lists (none: any), and whether it
+    /// names the apply's environment (`Some(true)`), another one, or none.
+    scope: (BTreeSet<usize>, Option<bool>),
 }
 
 fn operation() -> impl Strategy<Value = Operation> {
@@ -129,9 +134,21 @@ fn case() -> impl Strategy<Value = Case> {
             Just(operations),
             prop::collection::vec(request(n), 0..=3),
             prop::option::of((prop::option::of(0..n), 0..=3i64)),
+            (
+                prop::collection::btree_set(0..n, 0..=n),
+                prop::option::weighted(0.2, any::<bool>()),
+            ),
         )
             .prop_map(
-                |(defer_cutover, max_concurrency, max_attempts, operations, requests, release)| {
+                |(
+                    defer_cutover,
+                    max_concurrency,
+                    max_attempts,
+                    operations,
+                    requests,
+                    release,
+                    scope,
+                )| {
                     let requests = reachable_requests(&operations, defer_cutover, requests);
                     Case {
                         defer_cutover,
@@ -140,6 +157,7 @@ fn case() -> impl Strategy<Value = Case> {
                         operations,
                         requests,
                         release,
+                        scope,
                     }
                 },
             )
@@ -303,9 +321,23 @@ fn build(conn: &mut DbConnection, case: &Case) -> (ApplyId, Vec<ApplyOperationId
     (apply_id, ids)
 }
 
-/// The operations `blockers` calls `Claimable`.
-fn claimable(conn: &mut DbConnection, apply_id: ApplyId) -> (BTreeSet<ApplyOperationId>, String) {
-    let blockers = applies_store::blockers(conn, apply_id).unwrap();
+/// The claims' scope of `case`: the deployments `d{i}` it lists, and the apply's environment or
+/// another.
+fn scope_of(case: &Case) -> ClaimScope {
+    let mut scope = ClaimScope::any().deployments(case.scope.0.iter().map(|i| format!("d{i}")));
+    if let Some(own) = case.scope.1 {
+        scope = scope.environment(if own { "production" } else { "staging" });
+    }
+    scope
+}
+
+/// The operations `blockers_in` calls `Claimable` in `scope`.
+fn claimable(
+    conn: &mut DbConnection,
+    apply_id: ApplyId,
+    scope: &ClaimScope,
+) -> (BTreeSet<ApplyOperationId>, String) {
+    let blockers = applies_store::blockers_in(conn, apply_id, scope).unwrap();
     let set = blockers
         .iter()
         .filter(|(_, blocker)| *blocker == Blocker::Claimable)
@@ -319,9 +351,10 @@ fn check(conn: &mut DbConnection, case: &Case) -> Result<(), TestCaseError> {
     let mut outcome = Ok(());
     let _ = conn.transaction::<(), StoreError, _>(|conn| {
         let (apply_id, ids) = build(conn, case);
-        let options = opts("prober");
+        let scope = scope_of(case);
+        let options = opts("prober").with_scope(scope.clone());
         for _step in 0..3 * ids.len() + 3 {
-            let (before, shown) = claimable(conn, apply_id);
+            let (before, shown) = claimable(conn, apply_id, &scope);
             // What a claim may take, and what some claim must take when nothing is taken.
             let (mut may, mut must) = (before.clone(), before.clone());
             let taken = match claims::claim_next(conn, &options).unwrap() {
@@ -334,7 +367,7 @@ fn check(conn: &mut DbConnection, case: &Case) -> Result<(), TestCaseError> {
                     // Then the cutover claim, running after that move, may take what `blockers`
                     // calls Claimable before or after it, and must take one of those it calls
                     // Claimable at both moments.
-                    let (after, _) = claimable(conn, apply_id);
+                    let (after, _) = claimable(conn, apply_id, &scope);
                     may.extend(after.iter().copied());
                     must.retain(|id| after.contains(id));
                     claims::claim_next_cutover(conn, &options).unwrap()
@@ -358,7 +391,7 @@ fn check(conn: &mut DbConnection, case: &Case) -> Result<(), TestCaseError> {
                 }
                 // Nothing taken and nothing owed; carry on while the copy claim still moves
                 // operations in place.
-                None if claimable(conn, apply_id).1 != shown => {}
+                None if claimable(conn, apply_id, &scope).1 != shown => {}
                 None => break,
             }
         }
