@@ -3,13 +3,10 @@
 
 use std::collections::BTreeSet;
 
-use applyops::models::ApplyOperationId;
 use applyops::state::{ApplyState, ControlRequestKind, CutoverPolicy, FailurePolicy};
 use applyops::store::applies::{self, Blocker};
 use applyops::store::apply_operations;
-use applyops::store::claims;
-use applyops::{DbConnection, StoreError};
-use diesel::Connection;
+use applyops::DbConnection;
 
 use crate::backend_tests;
 use crate::fixtures::*;
@@ -19,32 +16,6 @@ use CutoverPolicy::{Barrier, Parallel, Rolling};
 use FailurePolicy::{Continue, Halt, Pause};
 
 backend_tests!(each_blocker_is_built_and_the_claims_agree_with_every_verdict,);
-
-/// The operations the claims would take now: claim until nothing is left, in a transaction that is
-/// rolled back.
-fn taken_by_claims(conn: &mut DbConnection) -> BTreeSet<ApplyOperationId> {
-    let mut taken = BTreeSet::new();
-    let _ = conn.transaction::<(), StoreError, _>(|conn| {
-        loop {
-            let options = opts("probe");
-            let claimed = match claims::claim_next(conn, &options).unwrap() {
-                Some(claimed) => Some(claimed),
-                None => claims::claim_next_cutover(conn, &options).unwrap(),
-            };
-            match claimed {
-                Some(claimed) => {
-                    taken.insert(claimed.operation.id);
-                }
-                None => break,
-            }
-        }
-        Err(StoreError::InvalidInput {
-            field: "rollback",
-            reason: "probe only".into(),
-        })
-    });
-    taken
-}
 
 fn each_blocker_is_built_and_the_claims_agree_with_every_verdict(db: &TestDb) {
     let conn = &mut db.conn();
@@ -241,5 +212,5 @@ fn each_blocker_is_built_and_the_claims_agree_with_every_verdict(db: &TestDb) {
         .filter(|(_, b)| *b == Blocker::Claimable)
         .map(|(id, _)| *id)
         .collect();
-    assert_eq!(claimable, taken_by_claims(conn));
+    assert_eq!(claimable, taken_by(conn, &opts("probe")));
 }

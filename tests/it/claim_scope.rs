@@ -10,7 +10,6 @@ use applyops::store::applies::{self, Blocker};
 use applyops::store::claims::{self, ClaimOptions, ClaimScope};
 use applyops::store::{apply_operations, leases};
 use applyops::{DbConnection, StoreError};
-use diesel::Connection;
 
 use crate::backend_tests;
 use crate::fixtures::*;
@@ -34,31 +33,6 @@ fn scoped(owner: &str, scope: ClaimScope) -> ClaimOptions {
 /// The scope of the named deployments.
 fn deployments(names: &[&str]) -> ClaimScope {
     ClaimScope::any().deployments(names.iter().copied())
-}
-
-/// The operations repeated claims with `options` take (copy claim first, then cutover claim), in
-/// a transaction that is rolled back.
-fn taken_by(conn: &mut DbConnection, options: &ClaimOptions) -> BTreeSet<ApplyOperationId> {
-    let mut taken = BTreeSet::new();
-    let _ = conn.transaction::<(), StoreError, _>(|conn| {
-        loop {
-            let claimed = match claims::claim_next(conn, options).unwrap() {
-                Some(claimed) => Some(claimed),
-                None => claims::claim_next_cutover(conn, options).unwrap(),
-            };
-            match claimed {
-                Some(claimed) => {
-                    taken.insert(claimed.operation.id);
-                }
-                None => break,
-            }
-        }
-        Err(StoreError::InvalidInput {
-            field: "rollback",
-            reason: "probe only".into(),
-        })
-    });
-    taken
 }
 
 fn a_scoped_claim_takes_only_operations_of_its_deployments(db: &TestDb) {

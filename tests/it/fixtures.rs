@@ -264,3 +264,32 @@ pub fn insert_operation(
     apply_operations::insert(conn, &NewApplyOperation::new(apply_id, deployment))
         .expect("insert operation")
 }
+
+/// The operations repeated claims with `options` take now (the copy claim, else the cutover claim,
+/// until both come back empty), in a transaction that is rolled back.
+pub fn taken_by(
+    conn: &mut DbConnection,
+    options: &ClaimOptions,
+) -> std::collections::BTreeSet<ApplyOperationId> {
+    use diesel::Connection;
+    let mut taken = std::collections::BTreeSet::new();
+    let _ = conn.transaction::<(), applyops::StoreError, _>(|conn| {
+        loop {
+            let claimed = match claims::claim_next(conn, options).unwrap() {
+                Some(claimed) => Some(claimed),
+                None => claims::claim_next_cutover(conn, options).unwrap(),
+            };
+            match claimed {
+                Some(claimed) => {
+                    taken.insert(claimed.operation.id);
+                }
+                None => break,
+            }
+        }
+        Err(applyops::StoreError::InvalidInput {
+            field: "rollback",
+            reason: "probe only".into(),
+        })
+    });
+    taken
+}
