@@ -1,8 +1,8 @@
 //! The `apply_operations` store: one row per (apply, deployment).
 //!
-//! Every state write is one UPDATE of the operation (zero matched rows is a missing id), in a write
-//! transaction that first locks the operation's apply row and then refreshes the apply's derived
-//! state (the unit of work); it is idempotent: repeating it succeeds and keeps the
+//! Every state write is one UPDATE of the operation (zero matched rows is a missing id), run as the
+//! store's unit of work on its apply: a write transaction that first locks the apply's row and
+//! then refreshes the apply's derived state; it is idempotent: repeating it succeeds and keeps the
 //! timestamps already stamped.
 //! Timestamp rules: `started_at` is stamped by the first [`mark_started`]; `completed_at` is stamped by
 //! the first move into a completing state ([`mark_completed`], [`mark_failed`], [`mark_terminal`]) and

@@ -8,9 +8,9 @@
 //! has claimed yet still writes. Repeating a write under the current lease is idempotent.
 //!
 //! Each write is one UPDATE; only when it matches nothing does a second statement tell a missing row
-//! ([`StoreError::ApplyOperationNotFound`]) from a lost lease. A state write runs in a transaction
-//! that first locks the operation's apply and last refreshes the apply's derived state (see
-//! `applies::refresh`); `heartbeat` and `release` change no state and need no transaction
+//! ([`StoreError::ApplyOperationNotFound`]) from a lost lease. A state write runs as the store's
+//! unit of work on the operation's apply: one transaction that first locks the apply and last
+//! refreshes its derived state; `heartbeat` and `release` change no state and need no transaction
 //! (a heartbeat reads its new expiry back).
 //!
 //! When to heartbeat, what to do on [`StoreError::LeaseLost`], when to release, and what each error
