@@ -84,35 +84,36 @@ pub(crate) struct OneOf<C, T> {
     empty_is_all: bool,
 }
 
+impl<C, T> OneOf<C, T> {
+    fn new(
+        column: C,
+        values: impl IntoIterator<Item = T>,
+        negated: bool,
+        empty_is_all: bool,
+    ) -> Self {
+        OneOf {
+            column,
+            values: values.into_iter().collect(),
+            negated,
+            empty_is_all,
+        }
+    }
+}
+
 /// `column IN (values…)`: see [`OneOf`]. No values: false.
 pub(crate) fn one_of<C, T>(column: C, values: impl IntoIterator<Item = T>) -> OneOf<C, T> {
-    OneOf {
-        column,
-        values: values.into_iter().collect(),
-        negated: false,
-        empty_is_all: false,
-    }
+    OneOf::new(column, values, false, false)
 }
 
 /// `column IN (values…)`, or true when there are no values (no restriction): see [`OneOf`]. For a
 /// filter an input may leave open, such as a claim's scope.
 pub(crate) fn within<C, T>(column: C, values: impl IntoIterator<Item = T>) -> OneOf<C, T> {
-    OneOf {
-        column,
-        values: values.into_iter().collect(),
-        negated: false,
-        empty_is_all: true,
-    }
+    OneOf::new(column, values, false, true)
 }
 
 /// `column NOT IN (values…)`: see [`OneOf`]. No values: true.
 pub(crate) fn none_of<C, T>(column: C, values: impl IntoIterator<Item = T>) -> OneOf<C, T> {
-    OneOf {
-        column,
-        values: values.into_iter().collect(),
-        negated: true,
-        empty_is_all: true,
-    }
+    OneOf::new(column, values, true, true)
 }
 
 impl<C: Expression, T> Expression for OneOf<C, T> {

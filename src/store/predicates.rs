@@ -668,6 +668,32 @@ pub(in crate::store) fn only_row(id: crate::models::ApplyOperationId) -> _ {
 mod tests {
     use super::*;
 
+    /// The WHERE clause `filter` renders on SQLite.
+    #[cfg(feature = "sqlite")]
+    fn rendered(filter: in_scope) -> String {
+        let query = ops::table.select(ops::id).filter(filter);
+        diesel::debug_query::<diesel::sqlite::Sqlite, _>(&query).to_string()
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn an_open_scope_restricts_nothing_and_a_listed_one_is_in() {
+        assert!(
+            rendered(scope_filter(&ClaimScope::any())).contains("WHERE ((1=1 AND 1=1) AND 1=1)"),
+            "{}",
+            rendered(scope_filter(&ClaimScope::any()))
+        );
+        let scope = ClaimScope::any()
+            .deployments(["east", "west"])
+            .environment("production");
+        let sql = rendered(scope_filter(&scope));
+        assert!(
+            sql.contains("`deployment` IN (?, ?)") && sql.contains("`environment` IN (?)"),
+            "{sql}"
+        );
+        assert!(sql.contains("AND 1=1"), "the open database part: {sql}");
+    }
+
     #[test]
     fn the_failure_gate_binds_the_failure_states_of_the_state_module() {
         assert_eq!(FAILURE_STATES.to_vec(), failure_states());
