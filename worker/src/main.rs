@@ -282,7 +282,11 @@ fn run(cfg: Config) -> Result<(), Box<dyn Error>> {
         t.join().map_err(|_| "a worker thread panicked")?;
     }
     if !shared.interrupted() {
-        info!("drained: nothing claimable and no lease left to wait for");
+        if shared.cfg.scope == ClaimScope::any() {
+            info!("drained: nothing claimable and no lease left to wait for");
+        } else {
+            info!("drained: nothing claimable in our scope, and nothing left that could reach it");
+        }
     }
     summarize(&shared, &seeded)
 }
@@ -323,15 +327,8 @@ fn worker_loop(sh: &Shared, i: usize) {
                             debug!(worker = %who, "nothing left that could reach our scope; exiting");
                             break;
                         }
-                        Ok(true) => {
-                            nap(sh, backoff);
-                            backoff = (backoff * 2).min(BACKOFF_MAX);
-                        }
-                        Err(err) => {
-                            warn!(worker = %who, error = %err, "looking at our scope's applies failed");
-                            sh.count("errors");
-                            nap(sh, BACKOFF_MAX);
-                        }
+                        Ok(true) => back_off(sh, &mut backoff),
+                        Err(err) => look_failed(sh, &who, &err, "looking at our scope's applies"),
                     }
                     continue;
                 }
@@ -343,20 +340,12 @@ fn worker_loop(sh: &Shared, i: usize) {
                     Ok(None) => no_lease_pending = true,
                     Ok(Some(op)) => {
                         sh.report_wait(&op);
-                        nap(sh, backoff);
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        back_off(sh, &mut backoff);
                     }
-                    Err(err) => {
-                        warn!(worker = %who, error = %err, "looking for pending leases failed");
-                        sh.count("errors");
-                        nap(sh, BACKOFF_MAX);
-                    }
+                    Err(err) => look_failed(sh, &who, &err, "looking for pending leases"),
                 }
             }
-            Ok(None) => {
-                nap(sh, backoff);
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
+            Ok(None) => back_off(sh, &mut backoff),
             Err(err) => {
                 // A failed claim usually took nothing, but not always: if the connection broke after
                 // COMMIT was sent, the claim may have committed, leaving the row under a lease whose
@@ -368,6 +357,20 @@ fn worker_loop(sh: &Shared, i: usize) {
             }
         }
     }
+}
+
+/// Naps for `backoff`, then doubles it up to [`BACKOFF_MAX`]: an empty claim's wait.
+fn back_off(sh: &Shared, backoff: &mut Duration) {
+    nap(sh, *backoff);
+    *backoff = (*backoff * 2).min(BACKOFF_MAX);
+}
+
+/// `--exit-when-idle`'s look at the database (`what`) failed: logged, counted as an error, and
+/// the longest nap before the next claim.
+fn look_failed(sh: &Shared, who: &str, err: &StoreError, what: &str) {
+    warn!(worker = %who, error = %err, "{what} failed");
+    sh.count("errors");
+    nap(sh, BACKOFF_MAX);
 }
 
 /// For a scoped worker with `--exit-when-idle`: whether work may still come to its scope. Only the
