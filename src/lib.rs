@@ -33,8 +33,9 @@
 //! 5. [`db`]: connections, transactions, migrations, the pool; the only code that knows the backend,
 //!    and it names no table.
 //! 6. [`store`]: queries, each a function on `&mut DbConnection`, so callers compose them in their
-//!    own transactions; every write that touches an apply runs as one unit of work, and the claim
-//!    rules are named predicates (`docs/layout.md` in the repository).
+//!    own transactions; every write that touches an apply runs as one unit of work, which decides
+//!    the claim rules ([`state::decide`]) and stores the decision the claims read
+//!    (`docs/layout.md` in the repository).
 //! 7. [`Store`]: a pool-owning facade for worker binaries.
 //!
 //! 8. The `applyops` binary (`src/main.rs`, `src/cli/`) and the example worker sit on top, as users of

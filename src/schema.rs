@@ -93,6 +93,12 @@ diesel::table! {
         external_id -> Nullable<Varchar>,
         failure_seq -> Nullable<Bigint>,
         claimable -> Nullable<Bool>,
+        #[max_length = 16]
+        copy_claim -> Nullable<Varchar>,
+        #[max_length = 16]
+        cutover_claim -> Nullable<Varchar>,
+        copy_walk -> Nullable<Bool>,
+        cutover_walk -> Nullable<Bool>,
     }
 }
 

@@ -4,7 +4,9 @@
 //! The typed models ([`ApplyOperation`](super::ApplyOperation), …) are loaded through these: Diesel
 //! reads the raw row and [`TryFrom`] turns it into the typed one, so a value that names nothing is an
 //! [`UnknownValue`] that carries the table, the column, the value and the row's id. Select a raw row
-//! with `ApplyOperationRow::as_select()` where the typed read fails:
+//! with `ApplyOperationRow::as_select()` where the typed read fails. After repairing a row by hand,
+//! run [`applies::refresh`](crate::store::applies::refresh) on its apply: the claim rules' decision
+//! stored on the operations follows the rows only when the store wrote them.
 //!
 //! ```
 //! use applyops::models::{raw::ApplyOperationRow, NewApply, NewApplyOperation};

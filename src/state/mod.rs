@@ -14,12 +14,16 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod decide;
 mod derive;
 mod order;
 mod requests;
 mod sql;
 mod vocabulary;
 
+pub use decide::{
+    blocking_failure, decide, ApplyRules, Decision, OperationRules, PendingFor, Wait,
+};
 pub use derive::{
     after_start, derive_apply_state, is_driven, is_failure, is_settled, lets_failure_through,
     Derived, OperationView,
@@ -34,7 +38,8 @@ pub use requests::{
 };
 pub use sql::UnknownStoredValue;
 pub use vocabulary::{
-    ControlRequestKind, ControlRequestStatus, CutoverPolicy, FailurePolicy, ParseVocabularyError,
+    ClaimAction, ControlRequestKind, ControlRequestStatus, CutoverPolicy, FailurePolicy,
+    ParseVocabularyError,
 };
 
 /// Every state an apply, or one deployment's operation of it, can be in.

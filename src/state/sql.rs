@@ -12,7 +12,9 @@ use diesel::deserialize::{self, FromSql};
 use diesel::serialize::{self, Output, ToSql};
 use diesel::sql_types::Text;
 
-use super::{ApplyState, ControlRequestKind, ControlRequestStatus, CutoverPolicy, FailurePolicy};
+use super::{
+    ApplyState, ClaimAction, ControlRequestKind, ControlRequestStatus, CutoverPolicy, FailurePolicy,
+};
 
 /// A stored value that names nothing in its vocabulary: what reading one produces, as the source of
 /// Diesel's `DeserializationError`.
@@ -61,4 +63,5 @@ stored_as_text! {
     FailurePolicy => "failure policy",
     ControlRequestKind => "control request kind",
     ControlRequestStatus => "control request status",
+    ClaimAction => "claim action",
 }

@@ -177,6 +177,37 @@ vocabulary! {
     }
 }
 
+vocabulary! {
+    /// What a claim does with an operation once its lease is free, as the claim rules decided when
+    /// the operation's apply was last written (stored in `apply_operations.copy_claim` for the copy
+    /// claim and `cutover_claim` for the cutover claim; NULL: that claim never takes it). See
+    /// [`super::decide`].
+    ClaimAction, "claim action" {
+        /// Start it: `pending` becomes `running`.
+        Start => "start",
+        /// Resume it: `stopped` or `paused` becomes `resuming`.
+        Resume => "resume",
+        /// Retry it: `failed_retryable` becomes `running` with the next attempt.
+        Retry => "retry",
+        /// Take it over from a holder whose lease lapsed, keeping its state.
+        Recover => "recover",
+        /// Cut it over: `waiting_for_cutover` becomes `cutting_over`.
+        Cutover => "cutover",
+        /// Revert it: `revert_window` becomes `reverting`.
+        Revert => "revert",
+        /// Skip its revert: `revert_window` becomes `skipping_revert`.
+        SkipRevert => "skip_revert",
+        /// Move it to `stopped` in place and take nothing (a pending stop covers it).
+        Stop => "stop",
+        /// Move it to `cancelled` in place and take nothing (a pending cancel covers it).
+        Cancel => "cancel",
+        /// Not decided yet: the row was written outside the store (by hand, or before the columns
+        /// existed). The claim that meets it decides its apply's operations under the apply's lock
+        /// first.
+        Undecided => "undecided",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

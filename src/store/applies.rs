@@ -88,13 +88,15 @@ pub fn set_defer_cutover(
         Lock::Apply(id),
         OnLostRace::RetryBriefly,
         |conn, locked| {
-            locked.ok_or(StoreError::ApplyNotFound { id })?;
+            let locked = locked.ok_or(StoreError::ApplyNotFound { id })?;
             diesel::update(applies::table.find(id))
                 .set((
                     applies::defer_cutover.eq(defer_cutover),
                     applies::updated_at.eq(db::now()),
                 ))
                 .execute(conn)?;
+            // The refresh decides the claim rules from the apply as written.
+            locked.row.defer_cutover = defer_cutover;
             Ok(())
         },
     )

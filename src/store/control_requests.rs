@@ -12,9 +12,7 @@
 
 use diesel::prelude::*;
 
-use super::claims::blocking_failure;
 use super::moves::Move;
-use super::predicates::{failure_gate, released_through};
 use super::rows;
 use super::unit::{self, act_on_undriven, Lock, LockedApply, OnLostRace};
 use super::{check_operation_owner, coalesce_timestamp, targets, validate};
@@ -105,7 +103,7 @@ fn record(
         ControlRequestKind::Retry => record_retry(conn, locked, new, operation.as_ref())?,
         ControlRequestKind::Release => {
             if let Some(operation) = &operation {
-                if failure_holding_back(conn, operation)?.is_none() {
+                if unit::failure_holding_back(conn, operation.apply_id, operation.id)?.is_none() {
                     return Err(rejected(
                         new.kind,
                         format!("no failure holds operation {} back", operation.id),
@@ -242,26 +240,6 @@ fn insert(
     Ok(ControlRequestId(db::last_insert_id(conn)?))
 }
 
-/// The earlier failure that holds `operation` back under its failure policy, if any: the failure
-/// gate of the claims, and the sibling it found.
-fn failure_holding_back(
-    conn: &mut DbConnection,
-    operation: &ApplyOperation,
-) -> StoreResult<Option<ApplyOperationId>> {
-    let (passes, released): (bool, Option<i64>) = apply_operations::table
-        .find(operation.id)
-        .select((failure_gate(), released_through()))
-        .first(conn)?;
-    if passes {
-        return Ok(None);
-    }
-    let siblings = rows::operations_of(conn, operation.apply_id)?;
-    let Some(index) = siblings.iter().position(|op| op.id == operation.id) else {
-        return Ok(None);
-    };
-    Ok(blocking_failure(&siblings, index, released).map(|failure| failure.id))
-}
-
 /// A `retry`: the `failed` operation becomes `failed_retryable` with `attempt` 0, its lease cleared,
 /// and its error message moves into the completed request's `result`.
 fn record_retry(
@@ -285,7 +263,7 @@ fn record_retry(
             ),
         ));
     }
-    if let Some(by) = failure_holding_back(conn, operation)? {
+    if let Some(by) = unit::failure_holding_back(conn, operation.apply_id, operation.id)? {
         return Err(StoreError::HaltedBy {
             operation_id: operation.id,
             by,

@@ -19,12 +19,13 @@ use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyId, ApplyOperationId};
 
 // The modules depend on each other one way, bottom to top (`tests/layers.rs` fails on a circle):
-// - the rules and input checks: `predicates` (the claim rules, one named predicate each) and
-//   `validate`;
+// - the row-level predicates and input checks: `predicates` (a free lease, the requests covering a
+//   row, a claim's scope) and `validate`;
 // - row helpers: `rows` (who may write an operation row, lease columns, plain reads of an apply's
 //   rows), `targets` (one holder per target) and `moves` (what a move into a state writes);
 // - `unit`: the unit of work every write that touches an apply runs as (lock, write, requests,
-//   derivation, target holds, retries), and `writes`, the operation state writes built on it;
+//   derivation, the claim rules' decision, target holds, retries), and `writes`, the operation
+//   state writes built on it;
 // - `claims` (with `blockers`) and `rollouts` (creating an apply with its operations);
 // - the public per-table modules, which never name each other.
 pub mod applies;

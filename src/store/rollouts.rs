@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use diesel::prelude::*;
 
-use super::{rows, targets, validate};
+use super::{rows, targets, unit, validate};
 use crate::db::{self, DbConnection};
 use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyId, ApplyOperationId, NewApply, NewRollout, Rollout};
@@ -190,18 +190,36 @@ fn insert_rollout(conn: &mut DbConnection, new: &NewRollout) -> StoreResult<Roll
 }
 
 /// Inserts the operations, `pending` and holding their targets, in list order (so in claim order: one
-/// `created_at` and ascending ids), in chunks of [`CHUNK_ROWS`].
+/// `created_at` and ascending ids), in chunks of [`CHUNK_ROWS`], each with the claim rules'
+/// decision for it (a new apply has no request, and nothing has started).
 fn insert_operations(
     conn: &mut DbConnection,
     apply_id: ApplyId,
     new: &NewRollout,
 ) -> StoreResult<()> {
-    for chunk in new.operations.chunks(CHUNK_ROWS) {
+    let settings = unit::ApplySettings {
+        defer_cutover: new.defer_cutover,
+        max_concurrency: new.max_concurrency,
+        max_attempts: new.max_attempts,
+    };
+    let policies: Vec<_> = new
+        .operations
+        .iter()
+        .map(|operation| (operation.cutover_policy, operation.on_failure))
+        .collect();
+    let decided = unit::decisions_for_new(settings, &policies);
+    for (chunk, decided) in new
+        .operations
+        .chunks(CHUNK_ROWS)
+        .zip(decided.chunks(CHUNK_ROWS))
+    {
         let now = db::now();
         let rows: Vec<_> = chunk
             .iter()
-            .map(|operation| {
+            .zip(decided)
+            .map(|(operation, &(copy, cutover))| {
                 (
+                    (ops::copy_claim.eq(copy), ops::cutover_claim.eq(cutover)),
                     ops::apply_id.eq(apply_id),
                     ops::deployment.eq(&operation.deployment),
                     ops::target.eq(&operation.target),

@@ -246,6 +246,7 @@ pub(in crate::store) struct ApplyLockRow {
     pub(in crate::store) started_at: Option<NaiveDateTime>,
     pub(in crate::store) completed_at: Option<NaiveDateTime>,
     pub(in crate::store) max_attempts: i32,
+    pub(in crate::store) max_concurrency: Option<i64>,
     pub(in crate::store) defer_cutover: bool,
     /// The apply's last failure sequence number (what a `release` records as `releases_through`).
     pub(in crate::store) failure_seq: i64,

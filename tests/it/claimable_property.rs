@@ -10,15 +10,25 @@
 //! run inside the generated scope (some deployments, the apply's environment or another), and
 //! `blockers_in` answers for the same scope.
 //!
+//! Before the claims run, the rules are checked against the SQL they replaced: the claim conditions
+//! of revision d5c63b4 (evaluated per row as correlated subqueries, frozen in `legacy_gates/`) must
+//! agree, on every operation, with the decision of the pure rules ([`applyops::state::decide`])
+//! built from the generated case, and, once the store has refreshed the apply, with the decision
+//! stored on the rows; the apply's stored state must equal the pure derivation of its operations.
+//! The only difference the decision was allowed (whether an expired lease counts against the
+//! concurrency cap) was settled the way the old SQL had it, so no case is exempt.
+//!
 //! `APPLYOPS_PROPTEST_CASES` sets the number of generated applies per backend (default 256).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use applyops::models::{ApplyId, ApplyOperationId};
 use applyops::schema::{applies, apply_control_requests as reqs, apply_operations as ops};
 use applyops::schema_types::datetime;
 use applyops::state::{
-    is_failure, ApplyState, ControlRequestKind, ControlRequestStatus, CutoverPolicy, FailurePolicy,
+    decide, derive_apply_state, is_failure, ApplyRules, ApplyState, ClaimAction,
+    ControlRequestKind, ControlRequestStatus, CutoverPolicy, Decision, FailurePolicy,
+    OperationRules, OperationView, PendingFor,
 };
 use applyops::store::applies::{self as applies_store, Blocker};
 use applyops::store::claims::{self, ClaimScope};
@@ -346,11 +356,233 @@ fn claimable(
     (set, format!("{blockers:?}"))
 }
 
+/// What the old SQL said of one operation: the copy claim's and the cutover claim's conditions.
+#[derive(Debug, QueryableByName)]
+struct Legacy {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    id: i64,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Bool>)]
+    copy_claimable: Option<bool>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Bool>)]
+    cutover_claimable: Option<bool>,
+}
+
+/// The old claim conditions of every operation of `apply_id`, as (copy, cutover); NULL is "not known
+/// to hold", as a WHERE clause reads it.
+fn legacy_gates(
+    conn: &mut DbConnection,
+    apply_id: ApplyId,
+) -> BTreeMap<ApplyOperationId, (bool, bool)> {
+    use diesel::sql_types::BigInt;
+    let rows: Vec<Legacy> = match conn {
+        DbConnection::Mysql(_) => diesel::sql_query(include_str!("legacy_gates/mysql.sql"))
+            .bind::<BigInt, _>(apply_id.0)
+            .load(conn),
+        DbConnection::Sqlite(_) => {
+            let now = Utc::now().naive_utc();
+            diesel::sql_query(include_str!("legacy_gates/sqlite.sql"))
+                .bind::<applyops::schema_types::Datetime, _>(now)
+                .bind::<applyops::schema_types::Datetime, _>(now)
+                .bind::<BigInt, _>(apply_id.0)
+                .load(conn)
+        }
+    }
+    .expect("the legacy gates run");
+    rows.into_iter()
+        .map(|row| {
+            (
+                ApplyOperationId(row.id),
+                (
+                    row.copy_claimable == Some(true),
+                    row.cutover_claimable == Some(true),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The pure rules' decision for `case`, built from the case itself (not from the rows).
+fn pure_decisions(case: &Case) -> Vec<Decision> {
+    let mut failures = 0;
+    let operations: Vec<OperationRules> = case
+        .operations
+        .iter()
+        .enumerate()
+        .map(|(i, op)| {
+            let failure_seq = is_failure(op.state).then(|| {
+                failures += 1;
+                failures
+            });
+            let mut pending = PendingFor::default();
+            for request in case
+                .requests
+                .iter()
+                .filter(|r| r.scope.is_none_or(|s| s == i))
+            {
+                match request.kind {
+                    ControlRequestKind::Stop => pending.stop = true,
+                    ControlRequestKind::Cancel => pending.cancel = true,
+                    ControlRequestKind::Start => pending.start = true,
+                    ControlRequestKind::Revert => pending.revert = true,
+                    ControlRequestKind::SkipRevert => pending.skip_revert = true,
+                    ControlRequestKind::Cutover => pending.cutover |= request.scope.is_some(),
+                    _ => {}
+                }
+            }
+            OperationRules {
+                state: Some(op.state),
+                cutover_policy: Some(op.cutover_policy),
+                on_failure: Some(op.on_failure),
+                started: op.started,
+                attempt: op.attempt,
+                failure_seq,
+                released_through: case
+                    .release
+                    .filter(|(scope, _)| scope.is_none_or(|s| s == i))
+                    .map(|(_, through)| through),
+                pending,
+            }
+        })
+        .collect();
+    let apply = ApplyRules {
+        defer_cutover: case.defer_cutover,
+        max_concurrency: case.max_concurrency,
+        max_attempts: case.max_attempts,
+        cutover_requested: case
+            .requests
+            .iter()
+            .any(|r| r.kind == ControlRequestKind::Cutover && r.scope.is_none()),
+    };
+    decide(&apply, &operations)
+}
+
+/// Whether operation `id`'s lease is free now (none, or expired), read from its row.
+fn lease_free(conn: &mut DbConnection, id: ApplyOperationId) -> bool {
+    let (token, expires): (String, Option<NaiveDateTime>) = ops::table
+        .find(id)
+        .select((ops::lease_token, ops::lease_expires_at))
+        .first(conn)
+        .unwrap();
+    token.is_empty() || expires.is_none_or(|at| at <= Utc::now().naive_utc())
+}
+
+/// The old SQL and a decision agree on every operation: a claim's old condition held exactly when
+/// the decision has that claim take it (or move it in place) and its lease is free.
+fn agree(
+    conn: &mut DbConnection,
+    apply_id: ApplyId,
+    ids: &[ApplyOperationId],
+    decided: &[(Option<ClaimAction>, Option<ClaimAction>)],
+    what: &str,
+) -> Result<(), TestCaseError> {
+    let legacy = legacy_gates(conn, apply_id);
+    for (id, (copy, cutover)) in ids.iter().zip(decided) {
+        let free = lease_free(conn, *id);
+        let new = (copy.is_some() && free, cutover.is_some() && free);
+        let old = legacy[id];
+        if old != new {
+            return Err(TestCaseError::fail(format!(
+                "operation {id}: the old SQL says (copy, cutover) = {old:?}, the {what} \
+                 ({copy:?}, {cutover:?}, lease free: {free}) says {new:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The decision stored on each of `ids`.
+fn stored_decisions(
+    conn: &mut DbConnection,
+    ids: &[ApplyOperationId],
+) -> Vec<(Option<ClaimAction>, Option<ClaimAction>)> {
+    ids.iter()
+        .map(|id| {
+            let (copy, cutover): (Option<String>, Option<String>) = ops::table
+                .find(*id)
+                .select((ops::copy_claim, ops::cutover_claim))
+                .first(conn)
+                .unwrap();
+            let read = |v: Option<String>| v.map(|v| ClaimAction::from_stored(&v).expect("known"));
+            (read(copy), read(cutover))
+        })
+        .collect()
+}
+
+/// The apply's stored state is the pure derivation of its operations as stored.
+fn derived_as_stored(conn: &mut DbConnection, apply_id: ApplyId) -> Result<(), TestCaseError> {
+    let rollout = applies_store::rollout(conn, apply_id).unwrap().unwrap();
+    let released: BTreeMap<Option<ApplyOperationId>, i64> = reqs::table
+        .filter(reqs::apply_id.eq(apply_id))
+        .filter(reqs::kind.eq(ControlRequestKind::Release))
+        .filter(reqs::status.eq(ControlRequestStatus::Completed))
+        .select((reqs::apply_operation_id, reqs::releases_through))
+        .load::<(Option<ApplyOperationId>, Option<i64>)>(conn)
+        .unwrap()
+        .into_iter()
+        .filter_map(|(scope, through)| through.map(|t| (scope, t)))
+        .collect();
+    let views: Vec<OperationView<'_>> = rollout
+        .operations
+        .iter()
+        .map(|entry| {
+            let op = &entry.operation;
+            OperationView {
+                state: op.state,
+                cutover_policy: op.cutover_policy,
+                on_failure: op.on_failure,
+                started: op.started_at.is_some(),
+                released_through: [released.get(&None), released.get(&Some(op.id))]
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .max(),
+                failure_seq: op.failure_seq,
+                deployment: &op.deployment,
+                error_message: op.error_message.as_deref(),
+            }
+        })
+        .collect();
+    let derived = derive_apply_state(&views);
+    if rollout.apply.state != derived.state {
+        return Err(TestCaseError::fail(format!(
+            "the apply is stored {} but its operations derive {}",
+            rollout.apply.state, derived.state
+        )));
+    }
+    Ok(())
+}
+
+/// The old SQL against the pure rules on the rows as built, then against the decision the store
+/// keeps once it has refreshed the apply; and the derived state.
+fn rules_did_not_change(
+    conn: &mut DbConnection,
+    case: &Case,
+    apply_id: ApplyId,
+    ids: &[ApplyOperationId],
+) -> Result<(), TestCaseError> {
+    let pure: Vec<_> = pure_decisions(case)
+        .into_iter()
+        .map(|d| (d.copy, d.cutover))
+        .collect();
+    agree(conn, apply_id, ids, &pure, "pure decision")?;
+    applies_store::refresh(conn, apply_id).unwrap();
+    let stored = stored_decisions(conn, ids);
+    agree(conn, apply_id, ids, &stored, "stored decision")?;
+    derived_as_stored(conn, apply_id)
+}
+
 /// The property for one generated apply, in a transaction that is rolled back.
 fn check(conn: &mut DbConnection, case: &Case) -> Result<(), TestCaseError> {
     let mut outcome = Ok(());
     let _ = conn.transaction::<(), StoreError, _>(|conn| {
         let (apply_id, ids) = build(conn, case);
+        if let Err(failed) = rules_did_not_change(conn, case, apply_id, &ids) {
+            outcome = Err(failed);
+            return Err(StoreError::InvalidInput {
+                field: "rollback",
+                reason: "probe only".into(),
+            });
+        }
         let scope = scope_of(case);
         let options = opts("prober").with_scope(scope.clone());
         for _step in 0..3 * ids.len() + 3 {

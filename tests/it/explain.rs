@@ -1,5 +1,6 @@
-//! The claim queries' plans on MySQL/MariaDB with a production-like table: they walk
-//! `apply_operations_claim_idx` in (created_at, id) order, with no full scan and no filesort anywhere.
+//! The claim queries' plans on MySQL/MariaDB with a production-like table: each claim walks its own
+//! index (`apply_operations_copy_walk_idx`, `apply_operations_cutover_walk_idx`) in (created_at, id)
+//! order, with no full scan and no filesort anywhere.
 
 use applyops::db::DbConnection;
 use applyops::models::ApplyOperationId;
@@ -107,8 +108,8 @@ fn seed(conn: &mut DbConnection) {
         .unwrap();
 }
 
-fn assert_indexed(plan: &[String]) {
-    assert_walks(plan, "apply_operations_claim_idx", false);
+fn assert_indexed(plan: &[String], index: &str) {
+    assert_walks(plan, index, false);
 }
 
 /// The plan's outer read walks index `key` of `apply_operations`, no read in it scans a whole
@@ -144,8 +145,11 @@ fn mysql_the_claim_queries_walk_the_claim_index_without_scan_or_filesort() {
     assert!(count >= 10_000);
     let plan = claims::explain_claim_next(conn).unwrap();
     eprintln!("claim_next plan:\n{}", plan.join("\n"));
-    assert_indexed(&plan);
-    assert_indexed(&claims::explain_claim_next_cutover(conn).unwrap());
+    assert_indexed(&plan, "apply_operations_copy_walk_idx");
+    assert_indexed(
+        &claims::explain_claim_next_cutover(conn).unwrap(),
+        "apply_operations_cutover_walk_idx",
+    );
     // And the plan is not just on paper: the claim takes the oldest claimable row.
     let claimed = crate::fixtures::claim(conn, "explain").expect("a row is claimable");
     let oldest_running: i64 = ops::table
@@ -163,7 +167,7 @@ fn sqlite_the_claim_query_uses_the_claim_index() {
     let conn = &mut db.conn();
     assert_sqlite_walks(
         &claims::explain_claim_next(conn).unwrap(),
-        "apply_operations_claim_idx",
+        "apply_operations_copy_walk_idx",
     );
 }
 
@@ -179,7 +183,8 @@ fn assert_sqlite_walks(plan: &[String], index: &str) {
 }
 
 /// A claim scoped to a deployment reads only that deployment's rows: through
-/// `apply_operations_scope_claim_idx` (`claimable`, `deployment`, `created_at`, `id`), already in
+/// the claim's scope index (`apply_operations_copy_scope_idx`: `copy_walk`, `deployment`,
+/// `created_at`, `id`; the cutover claim's likewise), already in
 /// claim order, or through `apply_operations_deployment_state_idx` (`deployment`, `state`), sorting
 /// what it found (the deployment's rows in a claimable state: the index skips its history). The
 /// optimizer picks between the two by its estimates; never the whole claim index.
@@ -189,13 +194,19 @@ fn mysql_a_claim_scoped_to_a_deployment_reads_only_that_deployments_rows() {
     let conn = &mut db.conn();
     seed(conn);
     let scope = ClaimScope::any().deployments(["deployment-3"]);
-    for plan in [
-        claims::explain_claim_next_in(conn, &scope).unwrap(),
-        claims::explain_claim_next_cutover_in(conn, &scope).unwrap(),
+    for (plan, index) in [
+        (
+            claims::explain_claim_next_in(conn, &scope).unwrap(),
+            "apply_operations_copy_scope_idx",
+        ),
+        (
+            claims::explain_claim_next_cutover_in(conn, &scope).unwrap(),
+            "apply_operations_cutover_scope_idx",
+        ),
     ] {
         eprintln!("scoped plan:\n{}", plan.join("\n"));
-        if plan[0].contains("key=apply_operations_scope_claim_idx ") {
-            assert_walks(&plan, "apply_operations_scope_claim_idx", false);
+        if plan[0].contains(&format!("key={index} ")) {
+            assert_walks(&plan, index, false);
         } else {
             assert_walks(&plan, "apply_operations_deployment_state_idx", true);
         }
@@ -214,6 +225,6 @@ fn sqlite_a_claim_scoped_to_a_deployment_reads_only_that_deployments_rows() {
     let scope = ClaimScope::any().deployments(["deployment-3"]);
     assert_sqlite_walks(
         &claims::explain_claim_next_in(conn, &scope).unwrap(),
-        "apply_operations_scope_claim_idx (claimable=? AND deployment=?)",
+        "apply_operations_copy_scope_idx (copy_walk=? AND deployment=?)",
     );
 }

@@ -59,6 +59,30 @@ pub fn rollout(
     (apply_id, ids)
 }
 
+/// Marks the claim rules of apply `apply_id`'s operations undecided, as a tool that writes rows by
+/// hand must: the stored decision no longer follows from the rows, and the claim that meets one of
+/// them decides the apply again first.
+pub fn undecide(conn: &mut DbConnection, apply_id: ApplyId) {
+    let undecided = applyops::state::ClaimAction::Undecided;
+    diesel::update(ops::table.filter(ops::apply_id.eq(apply_id)))
+        .set((
+            ops::copy_claim.eq(Some(undecided)),
+            ops::cutover_claim.eq(Some(undecided)),
+        ))
+        .execute(conn)
+        .expect("undecide");
+}
+
+/// [`undecide`] for the apply of operation `id`.
+fn undecide_apply_of(conn: &mut DbConnection, id: ApplyOperationId) {
+    let apply_id: ApplyId = ops::table
+        .find(id)
+        .select(ops::apply_id)
+        .first(conn)
+        .expect("the operation's apply");
+    undecide(conn, apply_id);
+}
+
 /// Sets an apply's retry budget directly.
 pub fn set_max_attempts(conn: &mut DbConnection, apply_id: ApplyId, max_attempts: i32) {
     use applyops::schema::applies as applies_table;
@@ -66,6 +90,7 @@ pub fn set_max_attempts(conn: &mut DbConnection, apply_id: ApplyId, max_attempts
         .set(applies_table::max_attempts.eq(max_attempts))
         .execute(conn)
         .expect("set max_attempts");
+    undecide(conn, apply_id);
 }
 
 /// Sets an operation's attempt directly.
@@ -74,6 +99,7 @@ pub fn set_attempt(conn: &mut DbConnection, id: ApplyOperationId, attempt: i32) 
         .set(ops::attempt.eq(attempt))
         .execute(conn)
         .expect("set attempt");
+    undecide_apply_of(conn, id);
 }
 
 /// Sets an apply's concurrency cap directly.
@@ -83,6 +109,7 @@ pub fn set_max_concurrency(conn: &mut DbConnection, apply_id: ApplyId, cap: Opti
         .set(applies_table::max_concurrency.eq(cap))
         .execute(conn)
         .expect("set max_concurrency");
+    undecide(conn, apply_id);
 }
 
 /// Sets a row's state directly, as an operator's SQL or an older tool might (no stamps, no checks).
@@ -91,6 +118,7 @@ pub fn force_state(conn: &mut DbConnection, id: ApplyOperationId, state: ApplySt
         .set(ops::state.eq(state))
         .execute(conn)
         .expect("force state");
+    undecide_apply_of(conn, id);
 }
 
 /// Stores `state` verbatim in a row's state column, even a value no version knows.
@@ -99,6 +127,7 @@ pub fn force_raw_state(conn: &mut DbConnection, id: ApplyOperationId, state: &st
         .set(ops::state.eq(state))
         .execute(conn)
         .expect("force raw state");
+    undecide_apply_of(conn, id);
 }
 
 /// Sets a raw column value the store would refuse to write (e.g. an unknown policy).
@@ -115,6 +144,7 @@ pub fn force_policy(
         ))
         .execute(conn)
         .expect("force policy");
+    undecide_apply_of(conn, id);
 }
 
 /// Stamps a row's `started_at`, as if it had run before (the resume claim takes only started rows).
@@ -127,6 +157,7 @@ pub fn force_started(conn: &mut DbConnection, id: ApplyOperationId) {
         .set(ops::started_at.eq(Some(long_ago)))
         .execute(conn)
         .expect("force started");
+    undecide_apply_of(conn, id);
 }
 
 /// Moves a row's lease expiry far into the past, as if its holder had died long ago.

@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use crate::backend_tests;
 use crate::harness::{schema_snapshot, table_exists, tables, Kind, TestDb};
 
-const VERSIONS: [&str; 14] = [
+const VERSIONS: [&str; 15] = [
     "20261124000001",
     "20261124000002",
     "20261124000003",
@@ -26,6 +26,7 @@ const VERSIONS: [&str; 14] = [
     "20261205000003",
     "20261207000001",
     "20261207000002",
+    "20261207000003",
 ];
 const TABLES: [&str; 4] = [
     "applies",
@@ -47,10 +48,13 @@ enum Added {
     Index(&'static str, &'static str),
     /// The indexed generated columns are STORED (MySQL; SQLite keeps them VIRTUAL).
     StoredGeneratedColumns,
+    /// An index of a table that a later migration replaces: observable only while that migration's
+    /// column (the third field) is absent.
+    IndexUntilColumn(&'static str, &'static str, &'static str),
 }
 
 /// What each migration adds, in VERSIONS order.
-const ADDED_BY_MIGRATION: [Added; 14] = [
+const ADDED_BY_MIGRATION: [Added; 15] = [
     Added::Table("applies"),
     Added::Table("apply_operations"),
     Added::Table("tasks"),
@@ -64,7 +68,12 @@ const ADDED_BY_MIGRATION: [Added; 14] = [
     Added::Column("apply_control_requests", "releases_through"),
     Added::Index("apply_operations", "apply_operations_lease_expiry_idx"),
     Added::StoredGeneratedColumns,
-    Added::Index("apply_operations", "apply_operations_scope_claim_idx"),
+    Added::IndexUntilColumn(
+        "apply_operations",
+        "apply_operations_scope_claim_idx",
+        "copy_claim",
+    ),
+    Added::Column("apply_operations", "copy_claim"),
 ];
 
 /// True while what migration `index` adds is present; `None` where it changes nothing observable on
@@ -77,6 +86,13 @@ fn added_by_migration_exists(conn: &mut applyops::DbConnection, index: usize) ->
         }
         Added::Index(table, index) => {
             Some(crate::harness::index_exists(conn, table, index).is_some())
+        }
+        Added::IndexUntilColumn(table, index, column) => {
+            if crate::harness::column_exists(conn, table, column).is_some() {
+                None
+            } else {
+                Some(crate::harness::index_exists(conn, table, index).is_some())
+            }
         }
         Added::NoPadCollations => match conn {
             applyops::DbConnection::Mysql(_) => {
@@ -217,6 +233,7 @@ fn the_request_revision_numbers_failures_and_completes_pending_releases(db: &Tes
     use applyops::schema::{applies, apply_control_requests as reqs, apply_operations as ops};
     let conn = &mut db.conn();
     for version in [
+        "20261207000003",
         "20261207000002",
         "20261207000001",
         "20261205000003",
@@ -250,7 +267,8 @@ fn the_request_revision_numbers_failures_and_completes_pending_releases(db: &Tes
             "20261205000002",
             "20261205000003",
             "20261207000001",
-            "20261207000002"
+            "20261207000002",
+            "20261207000003"
         ]
     );
     let seqs: Vec<(i64, Option<i64>)> = ops::table
@@ -324,13 +342,14 @@ fn before_the_target_key(conn: &mut applyops::DbConnection, second_state: &str) 
 }
 
 /// The target-key migration and those after it, oldest first.
-const AFTER_THE_TARGET_KEY: [&str; 6] = [
+const AFTER_THE_TARGET_KEY: [&str; 7] = [
     "20261125000006",
     "20261205000001",
     "20261205000002",
     "20261205000003",
     "20261207000001",
     "20261207000002",
+    "20261207000003",
 ];
 
 fn the_target_key_migration_refuses_targets_held_twice_and_changes_nothing(db: &TestDb) {

@@ -162,10 +162,36 @@ fn apply_operations_has_its_unique_and_secondary_indexes(db: &TestDb) {
         ),
         plain(&["apply_id", "created_at", "id"])
     );
-    assert_eq!(
-        index_exists(conn, "apply_operations", "apply_operations_claim_idx"),
-        plain(&["claimable", "created_at", "id"])
-    );
+    for (index, columns) in [
+        (
+            "apply_operations_copy_walk_idx",
+            &["copy_walk", "created_at", "id"][..],
+        ),
+        (
+            "apply_operations_cutover_walk_idx",
+            &["cutover_walk", "created_at", "id"][..],
+        ),
+        (
+            "apply_operations_copy_scope_idx",
+            &["copy_walk", "deployment", "created_at", "id"][..],
+        ),
+        (
+            "apply_operations_cutover_scope_idx",
+            &["cutover_walk", "deployment", "created_at", "id"][..],
+        ),
+    ] {
+        assert_eq!(
+            index_exists(conn, "apply_operations", index),
+            plain(columns),
+            "{index}"
+        );
+    }
+    for gone in [
+        "apply_operations_claim_idx",
+        "apply_operations_scope_claim_idx",
+    ] {
+        assert_eq!(index_exists(conn, "apply_operations", gone), None, "{gone}");
+    }
     assert_eq!(
         index_exists(conn, "apply_operations", "apply_operations_external_id_key"),
         unique(&["external_id"])
@@ -231,6 +257,10 @@ fn apply_operations_columns_have_the_documented_nullability(db: &TestDb) {
         ("lease_acquired_at", true),
         ("lease_expires_at", true),
         ("claimable", true),
+        ("copy_claim", true),
+        ("cutover_claim", true),
+        ("copy_walk", true),
+        ("cutover_walk", true),
     ] {
         assert_eq!(
             column_exists(conn, "apply_operations", column),

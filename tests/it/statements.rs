@@ -76,9 +76,10 @@ fn mysql_statements_per_operation() {
     });
     assert_eq!(
         n,
-        2 + 4,
-        "insert: BEGIN and COMMIT + locking the apply, INSERT, LAST_INSERT_ID(), the refresh's read \
-         (a pending operation leaves a pending apply as it is)"
+        2 + 5,
+        "insert: BEGIN and COMMIT + locking the apply, INSERT, LAST_INSERT_ID(), the refresh's read, \
+         its write of the new operation's claim decision (a pending operation leaves a pending \
+         apply as it is)"
     );
     let (n, conflict) = statements(conn, |c| {
         store::insert(c, &NewApplyOperation::new(ApplyId(1), "a"))
@@ -118,9 +119,16 @@ fn mysql_statements_per_operation() {
         // A move into a failure also numbers it in the apply's failure sequence (one UPDATE of the
         // operation; the apply's new number rides on its refresh write).
         let numbering = i64::from(name == "mark_failed");
+        // A move that changes what a claim does with the operation stores the new decision (one
+        // UPDATE): pending to active (start to recover), active to completed (recover to none),
+        // cancelled back to pending (none to start).
+        let decision = i64::from(matches!(
+            name,
+            "update_state" | "mark_completed" | "update_state again"
+        ));
         assert_eq!(
             n,
-            2 + 4 + numbering,
+            2 + 4 + numbering + decision,
             "{name} on an existing row: BEGIN and COMMIT + locking the apply, the UPDATE, the refresh's \
              read and its write of the apply"
         );
@@ -196,10 +204,11 @@ fn mysql_statements_per_operation() {
 }
 
 /// The worker contract's round trips: a claim is the unlocked candidate read, then BEGIN, locking the
-/// apply's row, the one-row SELECT … FOR UPDATE SKIP LOCKED, the UPDATE, the apply refresh's read
-/// (and its write when the derived state changes) and COMMIT; a start needs no read of the
-/// operations (the apply's row tells what it becomes); one that finds nothing is the candidate read
-/// alone. A leased state write is a transaction with the apply lock, the UPDATE and the refresh;
+/// apply's row, reading its operations, the one-row SELECT … FOR UPDATE SKIP LOCKED, the UPDATE
+/// (which also stores the taken operation's new claim decision), the apply's write when its derived
+/// state changes, and COMMIT: the refresh reuses the operations read before the take. One that
+/// finds nothing is the candidate read alone. A leased state write is a transaction with the apply
+/// lock, the UPDATE and the refresh (and the operation's new claim decision when it changes);
 /// heartbeat and release, which change no state, are the UPDATE (and reading the new expiry back).
 #[test]
 fn mysql_statements_per_claim_and_leased_write() {
@@ -219,9 +228,9 @@ fn mysql_statements_per_claim_and_leased_write() {
     let mut claimed = claimed.expect("claimable");
     assert_eq!(
         n,
-        1 + 2 + 3,
+        1 + 2 + 4,
         "claim_next starting an operation of a running apply: candidate SELECT + BEGIN and COMMIT + \
-         locking the apply + locking SELECT + UPDATE, no refresh"
+         locking the apply + reading its operations + locking SELECT + UPDATE, no other write"
     );
     let stored = applyops::store::applies::get(conn, apply_id)
         .unwrap()
@@ -236,8 +245,9 @@ fn mysql_statements_per_claim_and_leased_write() {
     });
     assert_eq!(
         n,
-        2 + 3,
-        "a leased write: BEGIN and COMMIT + locking the apply, the UPDATE, the refresh's read"
+        2 + 4,
+        "a leased write: BEGIN and COMMIT + locking the apply, the UPDATE, the refresh's read, the \
+         operation's new claim decision (running: recovery; waiting_for_cutover: the cutover)"
     );
     let (n, _) = statements(conn, |c| {
         leases::update_state(c, &claimed.lease, ApplyState::WaitingForCutover).unwrap()
@@ -275,9 +285,9 @@ fn mysql_statements_per_claim_and_leased_write() {
     let first = first.expect("claimable");
     assert_eq!(
         n,
-        1 + 2 + 4,
+        1 + 2 + 5,
         "the first claim of a pending apply: candidate SELECT + BEGIN and COMMIT + locking the \
-         apply + locking SELECT + UPDATE + writing the apply running (its row tells, no read)"
+         apply + reading its operations + locking SELECT + UPDATE + writing the apply running"
     );
     let stored = applyops::store::applies::get(conn, first.operation.apply_id)
         .unwrap()

@@ -1,33 +1,24 @@
 //! Why is it waiting? For every unsettled operation of an apply, the first reason no claim takes it,
-//! read from the claims' own predicates.
+//! from the claim rules' decision.
 //!
-//! One SELECT evaluates, for each operation of the apply, the named predicates of [`crate::store::predicates`]
-//! (the free lease, the stop gate, the failure gate, the start order, the cutover order, the request
-//! lookups) and the two claims' whole conditions ([`copy_claimable`], [`cutover_claimable`]). An
-//! operation is [`Blocker::Claimable`] exactly when a claim takes it: a claim's condition holds for
-//! it, and the claim would not move it in place instead (an operation a pending stop or cancel
-//! covers, whose lease expired, is moved to `stopped` or `cancelled` by the claim that meets it:
-//! [`crate::state::moved_in_place`], the rule the claims apply); otherwise the predicates that fail
-//! name the reason, each claim arm checking its gates in a fixed order. Nothing here restates a
-//! rule.
+//! The decision is the one the claims read: stored on each operation by the unit of work that last
+//! wrote the apply ([`crate::state::decide`]), with the reasons that decision gives for what waits.
+//! What is row-local is read as the claims read it: the lease (live or free by the database's
+//! clock) and the scope. An operation is [`Blocker::Claimable`] exactly when a claim takes it: its
+//! lease is free, it is in the scope, and a claim's stored decision takes it rather than moving it
+//! in place (an operation a pending stop or cancel covers, whose lease expired, is moved to
+//! `stopped` or `cancelled` by the claim that meets it). Nothing here restates a rule.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use crate::db::{self, DbConnection};
 use crate::error::StoreResult;
-use crate::models::{Apply, ApplyId, ApplyOperation, ApplyOperationId, ClaimScope};
+use crate::models::{ApplyId, ApplyOperationId, ClaimScope};
 use crate::schema::apply_operations as ops;
-use crate::state::{
-    cutover_order_passes, is_failure, is_settled, lets_failure_through, moved_in_place,
-    start_order_passes, ApplyState, ControlRequestKind, FailurePolicy,
-};
-use crate::store::predicates::{
-    concurrency_gate, copy_claimable, cutover_claimable, cutover_order_gate,
-    cutover_requested_for_apply, cutover_requested_for_row, failure_gate, lease_free,
-    released_through, request_pending_for_row, retry_budget_left, scope_filter, start_order_gate,
-    start_requested, stop_gate, CUTOVER_CLAIMED_POLICIES,
-};
+use crate::state::{is_settled, ApplyState, ClaimAction, Decision, Wait};
+use crate::store::predicates::{lease_free, scope_filter};
+use crate::store::unit::{self, ApplySettings, OperationFacts};
 use crate::store::{rows, validate};
 
 /// Why an operation is not being taken by a claim, or that it would be.
@@ -95,31 +86,20 @@ pub enum Blocker {
     Claimable,
 }
 
-/// The predicates one operation is judged by, as the database evaluated them.
+/// What `blockers` reads of one operation beyond the rules' facts: its scope and lease, as the
+/// claims' reads test them.
 #[derive(Debug, Queryable)]
-struct Gates {
+struct RowLocal {
     id: ApplyOperationId,
     in_scope: bool,
     lease_free: Option<bool>,
-    stop_gate: bool,
-    stop_pending: bool,
-    cancel_pending: bool,
-    failure_gate: bool,
-    start_order: bool,
-    start_requested: bool,
-    cutover_order: bool,
-    cutover_for_row: bool,
-    cutover_for_apply: bool,
-    concurrency: Option<bool>,
-    budget_left: Option<bool>,
-    released_through: Option<i64>,
-    copy: Option<bool>,
-    cutover: Option<bool>,
+    lease_owner: String,
+    lease_expires_at: Option<NaiveDateTime>,
 }
 
 /// For every unsettled operation of apply `apply_id`, in claim order, the first reason no claim takes
-/// it, or [`Blocker::Claimable`]. Empty for an unknown apply. Three SELECTs (the apply, its
-/// operations, the predicates).
+/// it, or [`Blocker::Claimable`]. Empty for an unknown apply. Four SELECTs (the apply, its pending
+/// requests, its operations' facts, their leases).
 pub fn blockers(
     conn: &mut DbConnection,
     apply_id: ApplyId,
@@ -140,180 +120,98 @@ pub fn blockers_in(
     let Some(apply) = rows::apply(conn, apply_id)? else {
         return Ok(Vec::new());
     };
-    let operations = rows::operations_of(conn, apply_id)?;
-    let now = db::now();
-    let gates: Vec<Gates> = ops::table
+    let pending = unit::pending_of(conn, apply_id)?;
+    let facts = unit::read_facts(conn, apply_id)?;
+    let local: Vec<RowLocal> = ops::table
         .filter(ops::apply_id.eq(apply_id))
         .select((
             ops::id,
             scope_filter(scope),
-            lease_free(now),
-            stop_gate(),
-            request_pending_for_row(ControlRequestKind::Stop),
-            request_pending_for_row(ControlRequestKind::Cancel),
-            failure_gate(),
-            start_order_gate(),
-            start_requested(),
-            cutover_order_gate(),
-            cutover_requested_for_row(),
-            cutover_requested_for_apply(),
-            concurrency_gate(),
-            retry_budget_left(),
-            released_through(),
-            copy_claimable(now),
-            cutover_claimable(now),
+            lease_free(db::now()),
+            ops::lease_owner,
+            ops::lease_expires_at,
         ))
         .load(conn)?;
+    let settings = ApplySettings {
+        defer_cutover: apply.defer_cutover,
+        max_concurrency: apply.max_concurrency,
+        max_attempts: apply.max_attempts,
+    };
+    let decided = unit::decisions(settings, &facts, &pending);
     let mut found = Vec::new();
-    for (index, op) in operations.iter().enumerate() {
-        if is_settled(op.state) {
+    for (fact, decision) in facts.iter().zip(&decided) {
+        if ApplyState::from_stored(&fact.state).is_some_and(is_settled) {
             continue;
         }
-        let Some(gates) = gates.iter().find(|g| g.id == op.id) else {
+        let Some(local) = local.iter().find(|l| l.id == fact.id) else {
             continue; // inserted between the two reads
         };
-        // SQL's NULL is "not known to hold": a WHERE clause does not take the row either.
-        let selected = gates.copy == Some(true) || gates.cutover == Some(true);
-        if !gates.in_scope {
-            found.push((op.id, Blocker::OutOfScope));
-            continue;
-        }
-        let blocker = match moved_in_place(op.state, gates.stop_pending, gates.cancel_pending) {
-            // A claim that selects it moves it to `cancelled` or `stopped` and takes nothing.
-            Some(ApplyState::Cancelled) if selected => Blocker::CancelPending,
-            Some(_) if selected => Blocker::StopPending,
-            _ if selected => Blocker::Claimable,
-            _ => reason(&operations, index, gates, &apply),
-        };
-        found.push((op.id, blocker));
+        found.push((fact.id, blocker(&facts, fact, decision, local)));
     }
     Ok(found)
 }
 
-/// The first failing predicate of operation `index`'s claim arm, each arm checking its gates in a
-/// fixed order (the lease, then the stop gate, then the rest of the arm's conditions).
-fn reason(operations: &[ApplyOperation], index: usize, gates: &Gates, apply: &Apply) -> Blocker {
-    let op = &operations[index];
-    let capped = gates.concurrency != Some(true);
-    let cap = || Blocker::ConcurrencyCap {
-        limit: apply.max_concurrency.unwrap_or_default(),
-    };
-    if gates.lease_free != Some(true) {
+/// The blocker of one operation: its scope, then its lease, then the stored decision (the rules'
+/// decision where nothing is stored yet), then the decision's reason for waiting.
+fn blocker(
+    facts: &[OperationFacts],
+    fact: &OperationFacts,
+    decision: &Decision,
+    local: &RowLocal,
+) -> Blocker {
+    if !local.in_scope {
+        return Blocker::OutOfScope;
+    }
+    if local.lease_free != Some(true) {
         return Blocker::LeaseLive {
-            owner: op.lease_owner.clone(),
-            expires_at: op.lease_expires_at.unwrap_or_default(),
+            owner: local.lease_owner.clone(),
+            expires_at: local.lease_expires_at.unwrap_or_default(),
         };
     }
-    let cutover_owned = apply.defer_cutover
-        || (CUTOVER_CLAIMED_POLICIES.contains(&op.cutover_policy) && operations.len() > 1);
-    let stopped_by = || {
-        if gates.cancel_pending {
-            Blocker::CancelPending
-        } else {
-            Blocker::StopPending
-        }
+    let (copy, cutover) = fact.stored();
+    let settled = |stored: Option<ClaimAction>, decided: Option<ClaimAction>| match stored {
+        Some(ClaimAction::Undecided) => decided,
+        other => other,
     };
-    match op.state {
-        ApplyState::Pending => {
-            if !gates.stop_gate {
-                stopped_by()
-            } else if !gates.failure_gate {
-                failure_blocker(operations, index, gates.released_through)
-            } else if !gates.start_order {
-                sibling_blocker(operations, index)
-            } else if capped {
-                cap()
-            } else {
-                Blocker::NoClaimArm
-            }
-        }
-        ApplyState::Stopped | ApplyState::Paused if !gates.start_requested => {
-            Blocker::AwaitingStart
-        }
-        ApplyState::Stopped | ApplyState::Paused if capped => cap(),
-        ApplyState::FailedRetryable => {
-            if !gates.stop_gate {
-                stopped_by()
-            } else if capped {
-                cap()
-            } else if gates.budget_left != Some(true) {
-                Blocker::RetryBudgetExhausted
-            } else {
-                Blocker::NoClaimArm
-            }
-        }
-        ApplyState::WaitingForCutover if cutover_owned => {
-            if !gates.stop_gate {
-                stopped_by()
-            } else if apply.defer_cutover && !gates.cutover_for_row && !gates.cutover_for_apply {
-                Blocker::AwaitingOperatorCutover
-            } else if !gates.failure_gate {
-                failure_blocker(operations, index, gates.released_through)
-            } else if !gates.cutover_order {
-                cutover_order_blocker(operations, index)
-            } else {
-                Blocker::NoClaimArm
-            }
-        }
-        _ => Blocker::NoClaimArm,
+    let actions = [
+        settled(copy, decision.copy),
+        settled(cutover, decision.cutover),
+    ];
+    if actions.contains(&Some(ClaimAction::Cancel)) {
+        return Blocker::CancelPending;
+    }
+    if actions.contains(&Some(ClaimAction::Stop)) {
+        return Blocker::StopPending;
+    }
+    if actions.iter().any(Option::is_some) {
+        return Blocker::Claimable;
+    }
+    match decision.wait {
+        Some(wait) => reason(facts, wait),
+        None => Blocker::NoClaimArm,
     }
 }
 
-/// The earliest earlier failure (failed or reverted) that the operation's failure policy does not let
-/// pass, as a blocker.
-fn failure_blocker(
-    operations: &[ApplyOperation],
-    index: usize,
-    released_through: Option<i64>,
-) -> Blocker {
-    match (
-        blocking_failure(operations, index, released_through),
-        operations[index].on_failure,
-    ) {
-        (Some(failed), FailurePolicy::Pause) => Blocker::PausedUntilRelease { id: failed.id },
-        (Some(failed), _) => Blocker::HaltedBy { id: failed.id },
-        (None, _) => Blocker::NoClaimArm,
-    }
-}
-
-/// The earliest earlier failure of operation `index` (in claim order) that its failure policy does
-/// not let through, given the releases that reach `released_through` (see
-/// [`lets_failure_through`]). Names what the failure gate found.
-pub(in crate::store) fn blocking_failure(
-    operations: &[ApplyOperation],
-    index: usize,
-    released_through: Option<i64>,
-) -> Option<&ApplyOperation> {
-    let op = &operations[index];
-    operations[..index].iter().find(|earlier| {
-        is_failure(earlier.state)
-            && !lets_failure_through(op.on_failure, released_through, earlier.failure_seq)
-    })
-}
-
-/// The earliest earlier sibling the operation's start order waits for.
-fn sibling_blocker(operations: &[ApplyOperation], index: usize) -> Blocker {
-    let policy = operations[index].cutover_policy;
-    match operations[..index]
-        .iter()
-        .find(|earlier| !start_order_passes(policy, earlier.state))
-    {
-        Some(sibling) => Blocker::WaitingForSibling {
-            id: sibling.id,
-            deployment: sibling.deployment.clone(),
-            state: sibling.state,
+/// The blocker a decision's reason for waiting names, with the sibling it points at.
+fn reason(facts: &[OperationFacts], wait: Wait) -> Blocker {
+    match wait {
+        Wait::StopPending => Blocker::StopPending,
+        Wait::CancelPending => Blocker::CancelPending,
+        Wait::AwaitingStart => Blocker::AwaitingStart,
+        Wait::HaltedBy(i) => Blocker::HaltedBy { id: facts[i].id },
+        Wait::PausedUntilRelease(i) => Blocker::PausedUntilRelease { id: facts[i].id },
+        Wait::WaitingForSibling(i) => match ApplyState::from_stored(&facts[i].state) {
+            Some(state) => Blocker::WaitingForSibling {
+                id: facts[i].id,
+                deployment: facts[i].deployment.clone(),
+                state,
+            },
+            None => Blocker::NoClaimArm,
         },
-        None => Blocker::NoClaimArm,
-    }
-}
-
-/// The earliest earlier sibling the cutover order waits for.
-fn cutover_order_blocker(operations: &[ApplyOperation], index: usize) -> Blocker {
-    match operations[..index]
-        .iter()
-        .find(|earlier| !cutover_order_passes(earlier.state))
-    {
-        Some(sibling) => Blocker::WaitingForCutoverOrder { id: sibling.id },
-        None => Blocker::NoClaimArm,
+        Wait::AwaitingOperatorCutover => Blocker::AwaitingOperatorCutover,
+        Wait::WaitingForCutoverOrder(i) => Blocker::WaitingForCutoverOrder { id: facts[i].id },
+        Wait::ConcurrencyCap(limit) => Blocker::ConcurrencyCap { limit },
+        Wait::RetryBudgetExhausted => Blocker::RetryBudgetExhausted,
+        Wait::NoClaimArm => Blocker::NoClaimArm,
     }
 }

@@ -10,12 +10,12 @@
 //! is [`StoreError::ClaimOutcomeUnknown`], which [`resolve_unknown`] settles on a new connection
 //! ([`crate::Store`] does this itself).
 //!
-//! The rules are named predicates in `store::predicates` (the stop gate, the failure gate, the rolling
-//! gate, the barrier gate, …), one per rule; `copy`, `cutover` and `blockers` are built from them.
-//! A row whose state, cutover policy or failure policy this version does not know is never claimed
-//! (`readable_policies`), and the gates name the permissive values, so they fail closed. The rules
-//! in full, each with the test that pins it, and how a claim runs: "Claims" and "How a claim runs"
-//! in `docs/worker-contract.md` in the repository.
+//! The rules are decided when the apply is written ([`crate::state::decide`], run by the unit of
+//! work, which stores the decision on each operation); a claim's reads test only the row: the
+//! stored decision, the lease and the scope. A row whose state, cutover policy or failure policy
+//! this version does not know is never claimed (the locking read tests `readable`, whatever the row
+//! stores). The rules in full, each with the test that pins it, and how a claim runs: "Claims",
+//! "Decided once per write" and "How a claim runs" in `docs/worker-contract.md` in the repository.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -31,16 +31,18 @@ use crate::db::{self, DbConnection};
 use crate::error::{StoreError, StoreResult};
 use crate::models::{ApplyId, ApplyOperation, ApplyOperationId};
 use crate::schema::apply_operations as ops;
+use crate::state::ClaimAction;
 
 mod blockers;
-mod copy;
-mod cutover;
+mod reads;
 mod take;
+
+use reads::{copy, cutover};
+use take::Side;
 
 pub use crate::models::{
     ClaimKind, ClaimScope, ClaimedOperation, UnknownClaim, MAX_SCOPE_DEPLOYMENTS,
 };
-pub(in crate::store) use blockers::blocking_failure;
 pub use blockers::{blockers, blockers_in, Blocker};
 
 pub use crate::models::DEFAULT_MAX_ATTEMPTS;
@@ -122,7 +124,7 @@ pub fn claim_next(
     options: &ClaimOptions,
 ) -> StoreResult<Option<ClaimedOperation>> {
     options.validate()?;
-    claim(conn, options, copy::candidates, copy::lock, copy::kind_of)
+    claim(conn, options, copy::candidates, copy::lock, Side::Copy)
 }
 
 /// Claims the oldest operation whose cutover is due, or that an operator's revert decision names,
@@ -156,7 +158,7 @@ pub fn claim_next_cutover(
         options,
         cutover::candidates,
         cutover::lock,
-        cutover::kind_of,
+        Side::Cutover,
     )
 }
 
@@ -174,38 +176,13 @@ macro_rules! load_candidates {
 }
 use load_candidates;
 
-/// A candidate locked for the claim: the row, the database's time when the lock read it, and the
-/// pending requests that cover it.
+/// A candidate locked for the claim: the row, the database's time when the lock read it, and what
+/// the claim's stored decision says to do with it.
 #[derive(Debug)]
 struct LockedRow {
     row: ApplyOperation,
     now: NaiveDateTime,
-    stop: bool,
-    cancel: bool,
-    revert: bool,
-    skip_revert: bool,
-}
-
-impl LockedRow {
-    fn of(
-        (row, now, stop, cancel, revert, skip_revert): (
-            ApplyOperation,
-            NaiveDateTime,
-            bool,
-            bool,
-            bool,
-            bool,
-        ),
-    ) -> Self {
-        LockedRow {
-            row,
-            now,
-            stop,
-            cancel,
-            revert,
-            skip_revert,
-        }
-    }
+    action: ClaimAction,
 }
 
 /// [`LockedRow`], or `None` when the candidate was gone or locked.
@@ -216,15 +193,18 @@ type Candidate = (ApplyOperationId, ApplyId);
 
 /// The claim both claims share.
 ///
-/// 1. An unlocked read of the oldest candidates (`candidates`, walking the claim index). None: the
-///    claim ends there, without a transaction, so idle workers polling for work only read.
+/// 1. An unlocked read of the oldest candidates (`candidates`, walking the claim's index of the rows
+///    its stored decision takes). None: the claim ends there, without a transaction, so idle
+///    workers polling for work only read.
 /// 2. Per apply, in the order its first candidate comes (the oldest first, then the rest from a
 ///    place the claim's random token picks, so contending claimers spread out), a unit of work
 ///    ([`unit::run`]) that locks the apply's row unless another transaction holds it (claims are
 ///    serialised per apply, apply row first), then locks its candidates one at a time (`lock`: the
-///    same rules narrowed to that row, MySQL `FOR UPDATE SKIP LOCKED`), takes the first that still
-///    qualifies (`take`), and lets the unit refresh the apply (after a start, from the apply's row
-///    alone when it tells). One apply per transaction, so a claim never waits for one apply's lock
+///    row-local conditions narrowed to that row, MySQL `FOR UPDATE SKIP LOCKED`; a row whose
+///    decision is undecided has its apply decided first), reads the apply's operations once
+///    ([`unit::ApplyView`]), takes the first that still qualifies (`take`, storing the row's new
+///    decision in the same UPDATE), and lets the unit refresh the apply from the operations it
+///    read, as the take left them. One apply per transaction, so a claim never waits for one apply's lock
 ///    while holding another's. The applies another transaction held are waited for once every other
 ///    candidate of the page is gone. When every candidate is gone, the next ones are read, passing
 ///    over those tried.
@@ -238,8 +218,8 @@ fn claim(
         &ClaimScope,
         &[ApplyOperationId],
     ) -> StoreResult<Vec<Candidate>>,
-    mut lock: impl FnMut(&mut DbConnection, ApplyOperationId) -> StoreResult<Locked>,
-    kind_of: fn(&LockedRow) -> ClaimKind,
+    lock: fn(&mut DbConnection, ApplyOperationId) -> StoreResult<Locked>,
+    side: Side,
 ) -> StoreResult<Option<ClaimedOperation>> {
     let mut page = candidates(conn, &options.scope, &[])?;
     if page.is_empty() {
@@ -273,21 +253,48 @@ fn claim(
                     return Ok(Attempt::Busy);
                 };
                 apply.written = Written::Nothing;
+                // The apply's operations, read once a candidate is locked (and again after
+                // anything but a take changed them).
+                let mut view: Option<unit::ApplyView> = None;
                 for &id in &ids {
-                    let Some(locked) = lock(conn, id)? else {
+                    let Some(mut locked) = lock(conn, id)? else {
                         continue;
                     };
-                    if let Some(state) = take::in_place(&locked) {
-                        if take::move_in_place(conn, &locked.row, state)? {
-                            apply.written = Written::Rows;
+                    if locked.action == ClaimAction::Undecided {
+                        // Written outside the store: decide the apply's rules now, then look again.
+                        unit::decide_now(conn, apply)?;
+                        apply.written = Written::Rows;
+                        view = None;
+                        match lock(conn, id)? {
+                            Some(again) if again.action != ClaimAction::Undecided => locked = again,
+                            _ => continue,
                         }
-                        continue;
                     }
-                    let kind = kind_of(&locked);
-                    let from_pending = locked.row.state == crate::state::ApplyState::Pending;
-                    let Some(claimed) =
-                        take::take(conn, locked.row, kind, locked.now, options, &token)?
-                    else {
+                    let kind = match take::what(locked.action) {
+                        take::What::MoveInPlace(state) => {
+                            if take::move_in_place(conn, &locked.row, state)? {
+                                apply.written = Written::Rows;
+                                view = None;
+                            }
+                            continue;
+                        }
+                        take::What::Take(kind) => kind,
+                        take::What::Nothing => continue,
+                    };
+                    let seen = match view.take() {
+                        Some(seen) => seen,
+                        None => unit::ApplyView::read(conn, apply)?,
+                    };
+                    let action = locked.action;
+                    let taken = take::take(
+                        conn,
+                        locked.row,
+                        (kind, side, action),
+                        (locked.now, options, &token),
+                        |next| seen.after(next),
+                    )?;
+                    let Some((claimed, facts)) = taken else {
+                        view = Some(seen);
                         continue;
                     };
                     if kind == ClaimKind::Cutover {
@@ -297,15 +304,8 @@ fn claim(
                             claimed.operation.id,
                         )?;
                     }
-                    // After a start, the apply's row alone usually tells what the apply becomes.
-                    apply.written = if kind == ClaimKind::Start
-                        && from_pending
-                        && apply.written == Written::Nothing
-                    {
-                        Written::Start
-                    } else {
-                        Written::Rows
-                    };
+                    apply.written = Written::Rows;
+                    apply.facts = Some(facts);
                     return Ok(Attempt::Took(Box::new(claimed)));
                 }
                 Ok(Attempt::Nothing)
@@ -445,7 +445,7 @@ pub fn explain_claim_next(conn: &mut DbConnection) -> StoreResult<Vec<String>> {
 }
 
 /// [`explain_claim_next`] for a claim inside `scope` (a scope listing deployments walks
-/// `apply_operations_scope_claim_idx`). [`StoreError::InvalidInput`] for a scope a claim would
+/// `apply_operations_copy_scope_idx`). [`StoreError::InvalidInput`] for a scope a claim would
 /// refuse.
 pub fn explain_claim_next_in(
     conn: &mut DbConnection,
@@ -454,7 +454,7 @@ pub fn explain_claim_next_in(
     validate::claim_scope(scope)?;
     Ok(db::explain!(
         conn,
-        copy::candidate_read(db::now(), Vec::new(), scope_filter(scope))
+        copy::candidate_read(Vec::new(), scope_filter(scope))
     )?)
 }
 
@@ -471,7 +471,7 @@ pub fn explain_claim_next_cutover_in(
     validate::claim_scope(scope)?;
     Ok(db::explain!(
         conn,
-        cutover::candidate_read(db::now(), Vec::new(), scope_filter(scope))
+        cutover::candidate_read(Vec::new(), scope_filter(scope))
     )?)
 }
 

@@ -8,16 +8,17 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::{ClaimKind, ClaimOptions, ClaimedOperation, LockedRow};
+use super::{ClaimKind, ClaimOptions, ClaimedOperation};
 use crate::db::{self, DbConnection, MultiBackend};
 use crate::error::StoreResult;
 use crate::models::{ApplyOperation, LeaseToken, OperationLease};
 use crate::schema::apply_operations as ops;
 use crate::schema_types::{datetime, DatetimeValue};
-use crate::state::{moved_in_place, ApplyState};
+use crate::state::{ApplyState, ClaimAction};
 use crate::store::moves::{Move, Mover};
-use crate::store::predicates::{lease_free, retry_budget_left, stop_gate};
+use crate::store::predicates::lease_free;
 use crate::store::rows;
+use crate::store::unit::{OperationFacts, Stored};
 
 /// The WHERE of a claim's UPDATE: the row as read, its lease free, and the kind's gates.
 type Guard = Box<
@@ -27,6 +28,42 @@ type Guard = Box<
         SqlType = diesel::sql_types::Nullable<diesel::sql_types::Bool>,
     >,
 >;
+
+/// Which claim is taking: its decision is stored in `copy_claim` or in `cutover_claim`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Side {
+    /// [`super::claim_next`].
+    Copy,
+    /// [`super::claim_next_cutover`].
+    Cutover,
+}
+
+/// What a claim does with a locked row, by its stored decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum What {
+    /// Take it as this kind of claim.
+    Take(ClaimKind),
+    /// Move it to this state (`stopped` or `cancelled`) in place, taking nothing.
+    MoveInPlace(ApplyState),
+    /// Nothing (not decided).
+    Nothing,
+}
+
+/// What decision `action` tells the claim to do.
+pub(super) fn what(action: ClaimAction) -> What {
+    match action {
+        ClaimAction::Start => What::Take(ClaimKind::Start),
+        ClaimAction::Resume => What::Take(ClaimKind::Resume),
+        ClaimAction::Retry => What::Take(ClaimKind::Retry),
+        ClaimAction::Recover => What::Take(ClaimKind::Recovery),
+        ClaimAction::Cutover => What::Take(ClaimKind::Cutover),
+        ClaimAction::Revert => What::Take(ClaimKind::Revert),
+        ClaimAction::SkipRevert => What::Take(ClaimKind::SkipRevert),
+        ClaimAction::Stop => What::MoveInPlace(ApplyState::Stopped),
+        ClaimAction::Cancel => What::MoveInPlace(ApplyState::Cancelled),
+        ClaimAction::Undecided => What::Nothing,
+    }
+}
 
 /// The row as claim `kind` leaves it, taken at `now` by `owner` until `expires_at`:
 /// - **start**: `running`, `started_at` stamped once;
@@ -71,6 +108,10 @@ pub(super) fn transition(
 /// The columns a claim writes, with the values [`transition`] computed (and the token, which the row
 /// model does not carry).
 type ClaimChanges<'a> = (
+    (
+        diesel::dsl::Eq<ops::copy_claim, Option<ClaimAction>>,
+        diesel::dsl::Eq<ops::cutover_claim, Option<ClaimAction>>,
+    ),
     diesel::dsl::Eq<ops::state, ApplyState>,
     diesel::dsl::Eq<ops::attempt, i32>,
     diesel::dsl::Eq<ops::error_message, Option<&'a str>>,
@@ -82,9 +123,15 @@ type ClaimChanges<'a> = (
     diesel::dsl::Eq<ops::updated_at, DatetimeValue>,
 );
 
-/// [`ClaimChanges`] of `row` (as [`transition`] left it) under `token`.
-fn claim_changes<'a>(row: &'a ApplyOperation, token: &'a LeaseToken) -> ClaimChanges<'a> {
+/// [`ClaimChanges`] of `row` (as [`transition`] left it) under `token`, with the claim rules'
+/// decision for it as it now is.
+fn claim_changes<'a>(
+    row: &'a ApplyOperation,
+    token: &'a LeaseToken,
+    (copy, cutover): Stored,
+) -> ClaimChanges<'a> {
     (
+        (ops::copy_claim.eq(copy), ops::cutover_claim.eq(cutover)),
         ops::state.eq(row.state),
         ops::attempt.eq(row.attempt),
         ops::error_message.eq(row.error_message.as_deref()),
@@ -98,36 +145,33 @@ fn claim_changes<'a>(row: &'a ApplyOperation, token: &'a LeaseToken) -> ClaimCha
 }
 
 /// The UPDATE that takes a locked row: guarded by the state it was selected in, its attempt, a free
-/// lease and (for a start, a retry or a cutover) the stop gate, it writes [`transition`]'s row.
-/// `Ok(None)` when the row no longer qualifies.
+/// lease and the claim's stored decision (`action`, what `side`'s column holds), it writes
+/// [`transition`]'s row and the decision the rules make for the row as it then is (`decide`: the
+/// apply's operations after the take, and that decision). `Ok(None)` when the row no longer
+/// qualifies; else the claim and the apply's operations after it.
 pub(super) fn take(
     conn: &mut DbConnection,
     row: ApplyOperation,
-    kind: ClaimKind,
-    now: NaiveDateTime,
-    options: &ClaimOptions,
-    token: &LeaseToken,
-) -> StoreResult<Option<ClaimedOperation>> {
+    (kind, side, action): (ClaimKind, Side, ClaimAction),
+    (now, options, token): (NaiveDateTime, &ClaimOptions, &LeaseToken),
+    decide: impl FnOnce(&ApplyOperation) -> (Vec<OperationFacts>, Stored),
+) -> StoreResult<Option<(ClaimedOperation, Vec<OperationFacts>)>> {
     let previous_state = row.state;
     let expires_at = rows::expiry(now, options.lease_ttl);
-    // One statement per kind's guard, each prepared once per connection.
-    let mut guard: Guard = Box::new(
-        ops::id
-            .eq(row.id)
-            .and(ops::state.eq(previous_state))
-            .and(ops::attempt.eq(row.attempt))
-            .and(lease_free(db::now())),
-    );
-    match kind {
-        ClaimKind::Start | ClaimKind::Cutover => guard = Box::new(guard.and(stop_gate())),
-        ClaimKind::Retry => {
-            guard = Box::new(guard.and(stop_gate()).and(retry_budget_left()));
-        }
-        ClaimKind::Recovery | ClaimKind::Resume | ClaimKind::Revert | ClaimKind::SkipRevert => {}
-    }
+    // One statement per side's guard, each prepared once per connection.
+    let held = ops::id
+        .eq(row.id)
+        .and(ops::state.eq(previous_state))
+        .and(ops::attempt.eq(row.attempt))
+        .and(lease_free(db::now()));
+    let guard: Guard = match side {
+        Side::Copy => Box::new(held.and(ops::copy_claim.eq(action))),
+        Side::Cutover => Box::new(held.and(ops::cutover_claim.eq(action))),
+    };
     let next = transition(row, kind, &options.owner, now, expires_at);
+    let (facts, decided) = decide(&next);
     let matched =
-        db::cached_update(ops::table, guard, claim_changes(&next, token)).execute(conn)?;
+        db::cached_update(ops::table, guard, claim_changes(&next, token, decided)).execute(conn)?;
     if matched == 0 {
         return Ok(None);
     }
@@ -140,24 +184,20 @@ pub(super) fn take(
         expires_at,
         ttl: options.lease_ttl,
     };
-    Ok(Some(ClaimedOperation {
-        operation: next,
-        previous_state,
-        kind,
-        lease,
-    }))
+    Ok(Some((
+        ClaimedOperation {
+            operation: next,
+            previous_state,
+            kind,
+            lease,
+        },
+        facts,
+    )))
 }
 
-/// Where a claim that meets an operation a pending stop or cancel covers (its lease expired or was
-/// released) moves it instead of taking it: `cancelled` when a cancel covers it, else `stopped`; `None`
-/// when neither applies. Only the recovery arms and the cutover claim's waiting rows get here: a
-/// start, resume or retry arm never selects a covered row.
-pub(super) fn in_place(locked: &LockedRow) -> Option<ApplyState> {
-    moved_in_place(locked.row.state, locked.stop, locked.cancel)
-}
-
-/// Moves a locked row to `state` (`stopped` or `cancelled`) in place: lease cleared, a cancelled one
-/// stamped completed and letting its target go. Guarded like [`take`]: same state, free lease.
+/// Moves a locked row to `state` (`stopped` or `cancelled`) in place, as its decision says when a
+/// pending stop or cancel covers it and nobody drives it: lease cleared, a cancelled one stamped
+/// completed and letting its target go. Guarded like [`take`]: same state, free lease.
 pub(super) fn move_in_place(
     conn: &mut DbConnection,
     row: &ApplyOperation,

@@ -12,16 +12,16 @@
 //!
 //! **The refresh** runs last: it reads the operations (one SELECT), derives the apply's state, and
 //! writes the apply only when the state, its message, `started_at` or `completed_at` would change.
-//! In the same step it keeps failed operations' target holds: a failed operation holds its target
-//! while its apply has an unsettled operation left, and lets it go when the last one settles. A
-//! write that says it only started a pending operation ([`Written::Start`]) saves the read when the
-//! apply's row alone tells what the apply becomes; one that says it wrote nothing skips the refresh.
+//! In the same step it keeps failed operations' target holds (a failed operation holds its target
+//! while its apply has an unsettled operation left, and lets it go when the last one settles) and
+//! decides the claim rules for every operation of the apply, storing the decision where it changed
+//! ([`decisions`]): a claim then reads only the row. A write that says it wrote nothing skips the
+//! refresh.
 
 use chrono::NaiveDateTime;
 use diesel::dsl::exists;
 use diesel::prelude::*;
 
-use super::predicates::released_through;
 use super::rows::ApplyLockRow;
 use super::targets;
 use crate::db::{self, DbConnection, TransactionOutcome};
@@ -30,13 +30,19 @@ use crate::models::{ApplyId, ApplyOperationId, ControlRequestId};
 use crate::schema::{applies, apply_control_requests as reqs, apply_operations as ops};
 use crate::schema_types::datetime;
 use crate::state::{
-    after_start, derive_apply_state, is_failure, is_settled, ApplyState, ControlRequestStatus,
-    CutoverPolicy, Derived, FailurePolicy, OperationView,
+    derive_apply_state, is_failure, is_settled, ApplyState, ControlRequestStatus, CutoverPolicy,
+    Derived, FailurePolicy, OperationView,
 };
 
+mod decisions;
 mod requests;
 
-pub(in crate::store) use requests::{act_on_undriven, complete_cutover};
+pub(in crate::store) use decisions::{
+    decisions, decisions_for_new, failure_holding_back, read_facts, ApplySettings, ApplyView,
+    OperationFacts, Stored,
+};
+
+pub(in crate::store) use requests::{act_on_undriven, complete_cutover, pending_of};
 
 /// Which apply a unit of work locks, and how.
 #[derive(Debug, Clone, Copy)]
@@ -72,10 +78,7 @@ pub(in crate::store) enum OnLostRace {
 pub(in crate::store) enum Written {
     /// Nothing: no refresh.
     Nothing,
-    /// One `pending` operation moved to `running`, nothing else: the apply's row alone usually
-    /// tells what the apply becomes ([`crate::state::after_start`]).
-    Start,
-    /// Anything else: the full refresh.
+    /// Rows of the apply: the full refresh.
     Rows,
 }
 
@@ -94,6 +97,9 @@ pub(in crate::store) struct LockedApply {
     pub(in crate::store) requests_pending: bool,
     /// What the write changed; [`Written::Rows`] unless the write says otherwise.
     pub(in crate::store) written: Written,
+    /// The apply's operations as the write left them, when it kept them (a claim, with no request
+    /// pending): the refresh uses them instead of reading them again.
+    pub(in crate::store) facts: Option<Vec<OperationFacts>>,
 }
 
 impl LockedApply {
@@ -103,6 +109,7 @@ impl LockedApply {
             now,
             requests_pending,
             written: Written::Rows,
+            facts: None,
         }
     }
 }
@@ -126,7 +133,7 @@ pub(in crate::store) fn run<T>(
         db::claim_transaction(conn, |conn| {
             let mut locked = lock_apply(conn, lock)?;
             let value = write(conn, locked.as_mut())?;
-            if let Some(locked) = &locked {
+            if let Some(locked) = &mut locked {
                 finish(conn, locked)?;
             }
             Ok(value)
@@ -152,11 +159,11 @@ pub(in crate::store) fn run_known<T>(
 }
 
 /// The refresh after the write, as much of it as [`LockedApply::written`] needs.
-fn finish(conn: &mut DbConnection, locked: &LockedApply) -> StoreResult<()> {
+fn finish(conn: &mut DbConnection, locked: &mut LockedApply) -> StoreResult<()> {
+    let known = locked.facts.take();
     match locked.written {
         Written::Nothing => Ok(()),
-        Written::Start if refresh_after_start(conn, locked)? => Ok(()),
-        Written::Start | Written::Rows => refresh_locked(conn, locked),
+        Written::Rows => refresh_locked(conn, locked, known),
     }
 }
 
@@ -217,75 +224,24 @@ fn lock_apply(conn: &mut DbConnection, lock: Lock) -> StoreResult<Option<LockedA
     }
 }
 
-/// Keeps `locked`'s apply current after a start claim (one `pending` operation moved to `running`)
-/// in the claim's transaction, without reading the operations, when the stored row alone decides
-/// what the apply becomes ([`state::after_start`](crate::state::after_start), with a property
-/// test): a pending apply is written `running` and started; a running one, already started, is
-/// left alone. The stored state is the derivation, because every state write refreshes it. An apply
-/// that is pending or running without a message has no failure to number and no failed operation
-/// holding a target, and whatever else the refresh touches is written the same way here.
-///
-/// Returns `false`, having done nothing, when the refresh must run instead: a pending control
-/// request (the refresh carries those forward), or a stored state that `after_start` cannot decide
-/// from. One UPDATE of the apply when it changes, none otherwise.
-fn refresh_after_start(conn: &mut DbConnection, locked: &LockedApply) -> StoreResult<bool> {
-    let row = &locked.row;
-    if locked.requests_pending {
-        return Ok(false);
-    }
-    let Some(state) = ApplyState::from_stored(&row.state) else {
-        return Ok(false);
-    };
-    let Some(next) = after_start(&Derived {
-        state,
-        error_message: row.error_message.clone(),
-    }) else {
-        return Ok(false);
-    };
-    if next.state == state && row.started_at.is_some() && row.completed_at.is_none() {
-        return Ok(true);
-    }
-    db::cached_update(
-        applies::table,
-        applies::id.eq(row.id),
-        (
-            applies::state.eq(next.state),
-            applies::error_message.eq(next.error_message),
-            applies::started_at.eq(row.started_at.or(Some(locked.now))),
-            applies::completed_at.eq(None::<NaiveDateTime>),
-            applies::updated_at.eq(datetime(locked.now)),
-        ),
-    )
-    .execute(conn)?;
-    Ok(true)
-}
-
-/// What the refresh reads of one operation: the raw vocabulary columns (an unknown value must not fail
-/// the refresh) and whether a counted `release` names its apply or it.
-#[derive(Debug, Queryable)]
-struct OperationFacts {
-    id: ApplyOperationId,
-    deployment: String,
-    state: String,
-    cutover_policy: String,
-    on_failure: String,
-    started_at: Option<NaiveDateTime>,
-    error_message: Option<String>,
-    holds_target: Option<bool>,
-    failure_seq: Option<i64>,
-    released_through: Option<i64>,
-}
-
 /// Brings apply `apply`'s derived state, timestamps and failed operations' target holds up to date,
 /// numbers new failures, and carries pending control requests forward: what a pending stop or cancel
 /// covers and nobody drives is stopped or cancelled, and the requests that are done are completed
 /// (see [`requests`]). The caller holds the apply's lock in the current transaction.
 ///
-/// Reads the operations in claim order (one SELECT); writes the apply only when something changes
+/// Reads the operations in claim order (one SELECT); stores the claim rules' decision where it
+/// changed (an UPDATE per distinct new decision); writes the apply only when something changes
 /// (one UPDATE), and the failed operations' holds only when they must change (one UPDATE, which can
 /// fail with [`crate::StoreError::TargetBusy`] when a retry makes an apply unsettled again after
 /// another apply took a failed operation's target).
-fn refresh_locked(conn: &mut DbConnection, locked: &LockedApply) -> StoreResult<()> {
+///
+/// `known`: the operations as the write left them, kept in memory (a claim's); used instead of the
+/// read when no request is pending (with one, what it covers may have moved since).
+fn refresh_locked(
+    conn: &mut DbConnection,
+    locked: &LockedApply,
+    known: Option<Vec<OperationFacts>>,
+) -> StoreResult<()> {
     let apply = &locked.row;
     let now = locked.now;
     let pending = if locked.requests_pending {
@@ -294,30 +250,22 @@ fn refresh_locked(conn: &mut DbConnection, locked: &LockedApply) -> StoreResult<
         Vec::new()
     };
     requests::enforce(conn, apply.id, &pending)?;
-    let mut facts: Vec<OperationFacts> = ops::table
-        .filter(ops::apply_id.eq(apply.id))
-        .order((ops::created_at.asc(), ops::id.asc()))
-        .select((
-            ops::id,
-            ops::deployment,
-            ops::state,
-            ops::cutover_policy,
-            ops::on_failure,
-            ops::started_at,
-            ops::error_message,
-            ops::holds_target,
-            ops::failure_seq,
-            released_through(),
-        ))
-        .load(conn)?;
+    let mut facts = match known {
+        Some(facts) if !locked.requests_pending => facts,
+        _ => read_facts(conn, apply.id)?,
+    };
     let failure_seq = number_failures(conn, apply.failure_seq, &mut facts)?;
-    if !pending.is_empty() {
+    let still_pending = if pending.is_empty() {
+        pending
+    } else {
         let scope: Vec<(ApplyOperationId, Option<ApplyState>)> = facts
             .iter()
             .map(|f| (f.id, ApplyState::from_stored(&f.state)))
             .collect();
-        requests::settle(conn, &pending, &scope)?;
-    }
+        requests::settle(conn, pending, &scope)?
+    };
+    let settings = ApplySettings::of(apply);
+    decisions::store(conn, &facts, &decisions(settings, &facts, &still_pending))?;
     let derived = derive(&facts);
     let stored_state = ApplyState::from_stored(&apply.state);
     let (state, error_message) = match derived {
@@ -438,4 +386,15 @@ fn derive(facts: &[OperationFacts]) -> Result<Derived, String> {
         });
     }
     Ok(derive_apply_state(&views))
+}
+
+/// Decides the claim rules for the locked apply now, in the middle of a unit of work: the full
+/// refresh. A claim runs it when it meets an operation whose decision is
+/// [`ClaimAction::Undecided`](crate::state::ClaimAction::Undecided) (written outside the store),
+/// then reads the row again.
+pub(in crate::store) fn decide_now(
+    conn: &mut DbConnection,
+    locked: &LockedApply,
+) -> StoreResult<()> {
+    refresh_locked(conn, locked, None)
 }

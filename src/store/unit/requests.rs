@@ -63,14 +63,18 @@ pub(in crate::store) fn enforce(
 /// (`None`: a state this version does not know): see [`crate::state::progress`]. Run by the refresh,
 /// in the transaction of every state write, with the apply locked. An UPDATE per request settled,
 /// stamped with the database's time as it runs: a request recorded in the same transaction (after
-/// the apply's lock was taken) is never completed before it was created.
+/// the apply's lock was taken) is never completed before it was created. Returns the requests that
+/// stay pending.
 pub(in crate::store) fn settle(
     conn: &mut DbConnection,
-    pending: &[PendingRequest],
+    pending: Vec<PendingRequest>,
     operations: &[(ApplyOperationId, Option<ApplyState>)],
-) -> StoreResult<()> {
-    for (id, kind, scope) in pending {
+) -> StoreResult<Vec<PendingRequest>> {
+    let mut still_pending = Vec::new();
+    for request in pending {
+        let (id, kind, scope) = request;
         let Some(kind) = kind else {
+            still_pending.push(request);
             continue;
         };
         let states: Vec<Option<ApplyState>> = operations
@@ -78,15 +82,18 @@ pub(in crate::store) fn settle(
             .filter(|(op, _)| scope.is_none_or(|scope| scope == *op))
             .map(|(_, state)| *state)
             .collect();
-        let (status, result) = match progress(*kind, &states) {
-            RequestProgress::Pending => continue,
+        let (status, result) = match progress(kind, &states) {
+            RequestProgress::Pending => {
+                still_pending.push(request);
+                continue;
+            }
             RequestProgress::Done => (ControlRequestStatus::Completed, None),
             RequestProgress::Failed(result) => (ControlRequestStatus::Failed, Some(result)),
         };
         db::cached_update(
             reqs::table,
             reqs::id
-                .eq(*id)
+                .eq(id)
                 .and(reqs::status.eq(ControlRequestStatus::Pending)),
             (
                 reqs::status.eq(status),
@@ -97,7 +104,7 @@ pub(in crate::store) fn settle(
         )
         .execute(conn)?;
     }
-    Ok(())
+    Ok(still_pending)
 }
 
 /// What a stop, cancel or start does at once to the operations of its scope that nobody drives (no
