@@ -18,7 +18,9 @@
 //! The only difference the decision was allowed (whether an expired lease counts against the
 //! concurrency cap) was settled the way the old SQL had it, so no case is exempt.
 //!
-//! `APPLYOPS_PROPTEST_CASES` sets the number of generated applies per backend (default 256).
+//! `APPLYOPS_PROPTEST_CASES` sets the number of generated applies per backend (default 10,000, about
+//! four minutes for both backends on 2 cores); the `--ignored` long run
+//! (`cargo test --test it claimable_property -- --ignored`) checks 100,000 per backend.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -635,17 +637,44 @@ fn check(conn: &mut DbConnection, case: &Case) -> Result<(), TestCaseError> {
     outcome
 }
 
-fn cases() -> u32 {
+/// Generated applies per backend in the suite's run.
+const CASES: u32 = 10_000;
+/// Generated applies per backend in the `--ignored` long run.
+const LONG_RUN_CASES: u32 = 100_000;
+
+fn cases(default: u32) -> u32 {
     std::env::var("APPLYOPS_PROPTEST_CASES")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(256)
+        .unwrap_or(default)
 }
 
 fn claimable_holds_exactly_when_some_claim_takes_the_operation(db: &TestDb) {
+    run_cases(db, cases(CASES));
+}
+
+#[test]
+#[ignore = "the long run: 100,000 generated applies per backend"]
+fn long_run_mysql() {
+    run_cases(
+        &TestDb::new(crate::harness::Kind::Mysql),
+        cases(LONG_RUN_CASES),
+    );
+}
+
+#[test]
+#[ignore = "the long run: 100,000 generated applies per backend"]
+fn long_run_sqlite() {
+    run_cases(
+        &TestDb::new(crate::harness::Kind::Sqlite),
+        cases(LONG_RUN_CASES),
+    );
+}
+
+fn run_cases(db: &TestDb, cases: u32) {
     let conn = std::cell::RefCell::new(db.conn());
     let mut runner = TestRunner::new(Config {
-        cases: cases(),
+        cases,
         // Failures are reported with the shrunk case; nothing is persisted from a shared test.
         failure_persistence: None,
         ..Config::default()
