@@ -125,6 +125,7 @@ fn seed(url: &str, held: bool) {
             .execute(&mut conn)
             .expect("seed operations");
     }
+    common::decide_all(&mut applyops::db::establish(url).expect("deciding connection"));
 }
 
 /// One side: its store and the claims' options.

@@ -22,6 +22,12 @@
 //! cluster the claim's transaction lost a certification or brute-force race to another node's and
 //! every retry lost too); the worker then tries again.
 //!
+//! **Raw row.** On MySQL, every drain is followed by the same drain through the raw `mysql` crate:
+//! per worker its own connection, the 4-statement claim (BEGIN; the oldest `pending` row of the
+//! copy claim's walk, `FOR UPDATE SKIP LOCKED`; its UPDATE; COMMIT) and a one-statement fenced
+//! completion, no rule evaluated. The `raw` row's 4-worker/1-worker ratio is the scaling a claim is
+//! compared with (printed below the table).
+//!
 //! **Galera.** With `CLUSTER_URLS` set (one server URL per node; `scripts/cluster.sh` sets it:
 //! `./scripts/cluster.sh cargo bench --bench claims`), a third table row, `galera`, drains with the
 //! workers spread over the nodes, one store per node. Errors from `claim_next` or `mark_completed` are not hidden: they are counted,
@@ -218,6 +224,7 @@ fn reset_and_seed(store: &Store, history: usize, pending: usize) -> Seeded {
             insert_all!(c);
         }
     }
+    common::decide_all(&mut conn);
     Seeded {
         first_pending: history as i64 + 1,
         last_pending: (history + pending) as i64,
@@ -385,8 +392,115 @@ fn drain(backend: &str, stores: &[Store], workers: usize) -> Drain {
     }
 }
 
-/// Drains with every worker count, through one store per URL in `urls` (see [`drain`]).
+/// The raw driver's claim (the `mysql` crate, no applyops): BEGIN; the oldest `pending` row of the
+/// copy claim's walk, locked unless another claimer holds it; take it (state, lease, stamps);
+/// COMMIT. Four round trips, no rule evaluated: the floor a claim is measured against.
+const RAW_CLAIM_SELECT: &str = "SELECT id FROM apply_operations WHERE copy_walk = 1 AND state = \
+'pending' ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED";
+/// The raw claim's UPDATE: binds owner, token, TTL in µs, id.
+const RAW_CLAIM_UPDATE: &str = "UPDATE apply_operations SET state = 'running', \
+started_at = COALESCE(started_at, UTC_TIMESTAMP(6)), lease_owner = ?, lease_token = ?, \
+lease_acquired_at = UTC_TIMESTAMP(6), \
+lease_expires_at = DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? MICROSECOND), \
+updated_at = UTC_TIMESTAMP(6) WHERE id = ?";
+/// The raw completion: binds id, owner, token (the lease's fence).
+const RAW_COMPLETE: &str = "UPDATE apply_operations SET state = 'completed', \
+completed_at = UTC_TIMESTAMP(6), lease_expires_at = NULL, updated_at = UTC_TIMESTAMP(6) \
+WHERE id = ? AND lease_owner = ? AND lease_token = ?";
+
+/// One raw worker: claims with the raw driver's 4-statement claim and completes each claim with one
+/// fenced UPDATE, until nothing is `pending`.
+fn raw_worker(url: &str, owner: String, start: &Barrier) -> WorkerResult {
+    use mysql::prelude::Queryable as _;
+    let mut conn = mysql::Conn::new(mysql::Opts::from_url(url).expect("a MySQL URL")).expect("raw");
+    let select = conn.prep(RAW_CLAIM_SELECT).expect("prepare");
+    let update = conn.prep(RAW_CLAIM_UPDATE).expect("prepare");
+    let complete = conn.prep(RAW_COMPLETE).expect("prepare");
+    let ttl = LEASE_TTL.as_micros() as i64;
+    let mut out = WorkerResult::default();
+    start.wait();
+    let mut n = 0u64;
+    loop {
+        conn.query_drop("BEGIN").expect("BEGIN");
+        let id: Option<i64> = conn.exec_first(&select, ()).expect("raw claim select");
+        let Some(id) = id else {
+            conn.query_drop("COMMIT").expect("COMMIT");
+            let left: Option<i64> = conn
+                .query_first("SELECT COUNT(*) FROM apply_operations WHERE state = 'pending'")
+                .expect("count pending");
+            if left == Some(0) {
+                break;
+            }
+            out.lost_races += 1;
+            continue;
+        };
+        n += 1;
+        let token = format!("{:016x}{:016x}", std::process::id(), n);
+        conn.exec_drop(&update, (&owner, &token, ttl, id))
+            .expect("raw claim update");
+        conn.query_drop("COMMIT").expect("COMMIT");
+        out.ids.push(id);
+        conn.exec_drop(&complete, (id, &owner, &token))
+            .expect("raw completion");
+    }
+    out
+}
+
+/// Drains with every worker count through the raw driver ([`raw_worker`]), seeded like [`drain`].
+fn raw_drain(store: &Store, url: &str, workers: usize) -> Drain {
+    let seeded = reset_and_seed(store, HISTORY, PENDING);
+    let start = Arc::new(Barrier::new(workers + 1));
+    let handles: Vec<_> = (0..workers)
+        .map(|t| {
+            let start = Arc::clone(&start);
+            let url = url.to_owned();
+            let owner = format!("bench-raw-w{workers}-t{t}");
+            thread::spawn(move || raw_worker(&url, owner, &start))
+        })
+        .collect();
+    start.wait();
+    let began = Instant::now();
+    let results: Vec<WorkerResult> = handles
+        .into_iter()
+        .map(|h| h.join().expect("raw worker panicked"))
+        .collect();
+    let seconds = began.elapsed().as_secs_f64();
+    let ids: Vec<i64> = results.iter().flat_map(|r| r.ids.iter().copied()).collect();
+    let unique: HashSet<i64> = ids.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "raw, {workers} workers: a row claimed twice"
+    );
+    assert_eq!(
+        ids.len(),
+        seeded.count(),
+        "raw, {workers} workers: claims vs seeded"
+    );
+    Drain {
+        workers,
+        claims: ids.len(),
+        seconds,
+        rates: vec![ids.len() as f64 / seconds],
+        lost_races: results.iter().map(|r| r.lost_races).sum(),
+        claim_errors: Vec::new(),
+        complete_errors: Vec::new(),
+    }
+}
+
+/// Drains with every worker count, through one store per URL in `urls` (see [`drain`]); with
+/// `raw_url`, each drain is followed by the same drain through the raw driver ([`raw_drain`]), so
+/// the two rows are measured interleaved, in the same run.
 fn bench_throughput(backend: &str, urls: &[String]) -> Vec<Drain> {
+    bench_throughput_beside_raw(backend, urls, None).0
+}
+
+/// [`bench_throughput`], and the raw driver's drains beside it when `raw_url` is given.
+fn bench_throughput_beside_raw(
+    backend: &str,
+    urls: &[String],
+    raw_url: Option<&str>,
+) -> (Vec<Drain>, Vec<Drain>) {
     let config = PoolConfig {
         max_size: MAX_WORKERS as u32,
         ..PoolConfig::default()
@@ -399,20 +513,44 @@ fn bench_throughput(backend: &str, urls: &[String]) -> Vec<Drain> {
     // Rounds alternate the order (1, 2, 4, 8, then 8, 4, 2, 1, ...), so a drift in machine load over
     // the run does not favour one end of the table.
     let mut drains: Vec<Option<Drain>> = WORKERS.iter().map(|_| None).collect();
+    let mut raw_drains: Vec<Option<Drain>> = WORKERS.iter().map(|_| None).collect();
+    let add = |slot: &mut Option<Drain>, d: Drain| match slot {
+        Some(sum) => sum.merge(d),
+        empty => *empty = Some(d),
+    };
     for round in 0..ROUNDS {
         let mut order: Vec<usize> = (0..WORKERS.len()).collect();
         if round % 2 == 1 {
             order.reverse();
         }
         for i in order {
-            let d = drain(backend, &stores, WORKERS[i]);
-            match &mut drains[i] {
-                Some(sum) => sum.merge(d),
-                slot => *slot = Some(d),
+            add(&mut drains[i], drain(backend, &stores, WORKERS[i]));
+            if let Some(url) = raw_url {
+                add(&mut raw_drains[i], raw_drain(&stores[0], url, WORKERS[i]));
             }
         }
     }
-    drains.into_iter().map(|d| d.expect("measured")).collect()
+    let measured = |d: Vec<Option<Drain>>| d.into_iter().flatten().collect();
+    (measured(drains), measured(raw_drains))
+}
+
+/// The 4-worker/1-worker ratio of the MySQL row against the raw driver's own, measured in the same
+/// run.
+fn print_scaling(rows: &[(&str, Vec<Drain>)]) {
+    let scaling = |name: &str| {
+        let drains = &rows.iter().find(|(backend, _)| *backend == name)?.1;
+        let one = drains.iter().find(|d| d.workers == 1)?.per_second();
+        let four = drains.iter().find(|d| d.workers == 4)?.per_second();
+        Some(four / one)
+    };
+    if let (Some(mysql), Some(raw)) = (scaling("mysql"), scaling("raw")) {
+        println!();
+        println!(
+            "4 workers / 1 worker: applyops {mysql:.2}x, raw driver {raw:.2}x; applyops' scaling \
+             is {:.2} of the raw driver's",
+            mysql / raw
+        );
+    }
 }
 
 fn print_table(rows: &[(&str, Vec<Drain>)]) {
@@ -853,10 +991,9 @@ fn main() {
         name,
     };
     let url = format!("{server}/{}", guard.name);
-    rows.push((
-        "mysql",
-        bench_throughput("mysql", std::slice::from_ref(&url)),
-    ));
+    let (mysql, raw) = bench_throughput_beside_raw("mysql", std::slice::from_ref(&url), Some(&url));
+    rows.push(("mysql", mysql));
+    rows.push(("raw", raw));
     let counts = [true, false].map(|ping| count_statements(&url, &mut admin, ping));
     drop(guard);
     if let Ok(nodes) = std::env::var("CLUSTER_URLS") {
@@ -864,6 +1001,7 @@ fn main() {
     }
 
     print_table(&rows);
+    print_scaling(&rows);
     print_statements(&counts);
     println!();
     println!("total {:.1} s", overall.elapsed().as_secs_f64());

@@ -192,37 +192,41 @@ const INSERT: &str =
 const LOCK_APPLY_OF: &str =
     "SELECT `applies`.`id`, `applies`.`database_name`, `applies`.`environment`, \
 `applies`.`state`, `applies`.`error_message`, `applies`.`started_at`, \
-`applies`.`completed_at`, `applies`.`max_attempts`, `applies`.`defer_cutover`, \
-`applies`.`failure_seq`, SYSDATE(6), EXISTS (SELECT `apply_control_requests`.`id` FROM \
+`applies`.`completed_at`, `applies`.`max_attempts`, `applies`.`max_concurrency`, \
+`applies`.`defer_cutover`, `applies`.`failure_seq`, SYSDATE(6), EXISTS (SELECT `apply_control_requests`.`id` FROM \
 `apply_control_requests` WHERE ((`apply_control_requests`.`apply_id` = `applies`.`id`) AND \
 (`apply_control_requests`.`status` = ?))) FROM `applies` WHERE (`applies`.`id` = (SELECT \
 `apply_operations`.`apply_id` FROM `apply_operations` WHERE (`apply_operations`.`id` = ?) \
 LIMIT ?)) LIMIT ? FOR UPDATE";
 /// Case 3, `update_state(waiting_for_cutover)` through a lease: binds the state, NULL
-/// (`completed_at`), 1 (`holds_target`), NULL (`failure_seq`), the operation id, token and owner,
-/// and the four settled states it must not be in.
+/// (`completed_at`), 1 (`holds_target`), NULL (`failure_seq`), the claim rules' decision for the
+/// row (copy claim, cutover claim), the operation id, token and owner, and the four settled states
+/// it must not be in.
 const WRITE_WAITING: &str =
     "UPDATE `apply_operations` SET `state` = ?, `completed_at` = ?, `holds_target` = ?, \
-`failure_seq` = ?, `updated_at` = UTC_TIMESTAMP(6) WHERE (((((((`apply_operations`.`id` = ?) \
+`failure_seq` = ?, `updated_at` = UTC_TIMESTAMP(6), `copy_claim` = ?, `cutover_claim` = ? WHERE (((((((`apply_operations`.`id` = ?) \
 AND (`apply_operations`.`lease_token` = ?)) AND (`apply_operations`.`lease_owner` = ?)) AND \
 (`apply_operations`.`state` != ?)) AND (`apply_operations`.`state` != ?)) AND \
 (`apply_operations`.`state` != ?)) AND (`apply_operations`.`state` != ?))";
 /// Case 3, `mark_started` through a lease: binds as [`WRITE_WAITING`].
 const WRITE_RUNNING: &str = "UPDATE `apply_operations` SET `state` = ?, `started_at` = \
 COALESCE(`apply_operations`.`started_at`, UTC_TIMESTAMP(6)), `completed_at` = ?, \
-`holds_target` = ?, `failure_seq` = ?, `updated_at` = UTC_TIMESTAMP(6) WHERE \
+`holds_target` = ?, `failure_seq` = ?, `updated_at` = UTC_TIMESTAMP(6), `copy_claim` = ?, \
+`cutover_claim` = ? WHERE \
 (((((((`apply_operations`.`id` = ?) AND (`apply_operations`.`lease_token` = ?)) AND \
 (`apply_operations`.`lease_owner` = ?)) AND (`apply_operations`.`state` != ?)) AND \
 (`apply_operations`.`state` != ?)) AND (`apply_operations`.`state` != ?)) AND \
 (`apply_operations`.`state` != ?))";
-/// Case 3, the refresh's read of the apply's operations in claim order
-/// (`aggregate::refresh_locked`), each with the highest release that names it: binds 'release',
+/// Case 3, the read of the apply's operations in claim order before the write (`unit::read_facts`,
+/// which the refresh then reuses), each with the highest release that names it: binds 'release',
 /// 'completed', 1 (the LIMIT), the apply id.
 const REFRESH: &str =
     "SELECT `apply_operations`.`id`, `apply_operations`.`deployment`, `apply_operations`.`state`, \
 `apply_operations`.`cutover_policy`, `apply_operations`.`on_failure`, \
 `apply_operations`.`started_at`, `apply_operations`.`error_message`, \
-`apply_operations`.`holds_target`, `apply_operations`.`failure_seq`, (SELECT \
+`apply_operations`.`holds_target`, `apply_operations`.`failure_seq`, \
+`apply_operations`.`attempt`, `apply_operations`.`copy_claim`, \
+`apply_operations`.`cutover_claim`, (SELECT \
 max(`apply_control_requests`.`releases_through`) FROM `apply_control_requests` WHERE \
 ((((`apply_control_requests`.`apply_id` = `apply_operations`.`apply_id`) AND \
 ((`apply_control_requests`.`apply_operation_id` IS NULL) OR \
@@ -242,8 +246,9 @@ const HEARTBEAT_READ: &str =
 (((`apply_operations`.`id` = ?) AND (`apply_operations`.`lease_token` = ?)) AND \
 (`apply_operations`.`lease_owner` = ?)) LIMIT ?";
 
-/// Case 5, raw only: the oldest claimable `pending` row, locked unless another claimer holds it.
-const CLAIM_SELECT: &str = "SELECT id FROM apply_operations WHERE claimable = 1 AND state = ? \
+/// Case 5, raw only: the oldest `pending` row in the copy claim's walk (an unheld row the claim
+/// takes: `apply_operations_copy_walk_idx`), locked unless another claimer holds it.
+const CLAIM_SELECT: &str = "SELECT id FROM apply_operations WHERE copy_walk = 1 AND state = ? \
 ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED";
 /// Case 5, raw only: take it. Binds state, owner, token, TTL in µs, id.
 const CLAIM_UPDATE: &str = "UPDATE apply_operations SET state = ?, \
@@ -496,6 +501,7 @@ fn seed(url: &str) -> Fixture {
         Ok(())
     })
     .expect("seed");
+    common::decide_all(&mut applyops::db::establish(url).expect("deciding connection"));
     // Statistics for the fresh rows now, rather than whenever InnoDB gets to them mid-run.
     conn.batch_execute("ANALYZE TABLE applies, apply_operations")
         .expect("analyze");
@@ -753,7 +759,7 @@ impl Side for Raw {
                 conn.query_drop("COMMIT").unwrap();
             }
             // applyops's statements for a leased state write: BEGIN; lock the operation's apply;
-            // the guarded UPDATE; the refresh's read of the apply's operations; COMMIT.
+            // the read of the apply's operations; the guarded UPDATE; COMMIT.
             Case::StateWrite => {
                 let lease = &self.write;
                 conn.query_drop("BEGIN").unwrap();
@@ -762,33 +768,40 @@ impl Side for Raw {
                     .unwrap()
                     .expect("the seeded apply");
                 let apply_id: i64 = apply.get(0).expect("the apply's id");
-                let (statement, state) = if self.write_running {
-                    (&self.to_waiting, "waiting_for_cutover")
-                } else {
-                    (&self.to_running, "running")
-                };
-                let null = mysql::Value::NULL;
-                let binds = (
-                    state,
-                    null.clone(), // completed_at
-                    true,         // holds_target
-                    null,         // failure_seq
-                    lease.operation_id,
-                    &lease.token,
-                    OWNER,
-                    "completed",
-                    "failed",
-                    "cancelled",
-                    "reverted",
-                );
-                conn.exec_drop(statement, binds).unwrap();
-                self.matched_one("state write");
-                let conn = &mut self.conn;
                 let siblings: Vec<mysql::Row> = conn
                     .exec(&self.refresh, ("release", "completed", 1, apply_id))
                     .unwrap();
                 black_box(siblings);
-                conn.query_drop("COMMIT").unwrap();
+                let (statement, state, copy, cutover) = if self.write_running {
+                    (
+                        &self.to_waiting,
+                        "waiting_for_cutover",
+                        None,
+                        Some("cutover"),
+                    )
+                } else {
+                    (&self.to_running, "running", Some("recover"), None)
+                };
+                let null = mysql::Value::NULL;
+                // Thirteen binds: more than the driver's tuples take.
+                let binds: Vec<mysql::Value> = vec![
+                    state.into(),
+                    null.clone(), // completed_at
+                    true.into(),  // holds_target
+                    null,         // failure_seq
+                    copy.into(),
+                    cutover.into(),
+                    lease.operation_id.into(),
+                    lease.token.as_str().into(),
+                    OWNER.into(),
+                    "completed".into(),
+                    "failed".into(),
+                    "cancelled".into(),
+                    "reverted".into(),
+                ];
+                conn.exec_drop(statement, binds).unwrap();
+                self.matched_one("state write");
+                self.conn.query_drop("COMMIT").unwrap();
                 self.write_running = !self.write_running;
             }
             // applyops's two statements: the guarded UPDATE of the expiry, then reading it back.

@@ -37,3 +37,17 @@ pub struct SeedApply {
     pub completed_at: Option<NaiveDateTime>,
     pub defer_cutover: bool,
 }
+
+/// Lets the store decide the claim rules of every apply (`applies::refresh` on each): operations
+/// seeded by hand start `undecided`, and the first claims would otherwise decide their applies as
+/// they meet them, inside the measured calls.
+#[allow(dead_code)] // pool_checkout seeds no operation.
+pub fn decide_all(conn: &mut applyops::DbConnection) {
+    let ids: Vec<applyops::models::ApplyId> = applies::table
+        .select(applies::id)
+        .load(conn)
+        .expect("apply ids");
+    for id in ids {
+        applyops::store::applies::refresh(conn, id).expect("decide a seeded apply");
+    }
+}

@@ -152,6 +152,19 @@ pub fn blocking_failure(operations: &[OperationRules], index: usize) -> Option<u
     })
 }
 
+/// **The cutover belongs to the cutover claim**: the apply defers cutovers (then every operation
+/// waits at `waiting_for_cutover` for an operator's request), or the operation is `barrier` or
+/// `parallel` in an apply of more than one operation. Otherwise (`rolling`, or a lone operation of
+/// an apply that does not defer) its holder cuts it over itself, and the copy claim recovers it.
+pub const fn cutover_claimed(
+    defer_cutover: bool,
+    policy: CutoverPolicy,
+    operations: usize,
+) -> bool {
+    defer_cutover
+        || (matches!(policy, CutoverPolicy::Barrier | CutoverPolicy::Parallel) && operations > 1)
+}
+
 /// The gates of operation `index`, each a named rule.
 struct Gates<'a> {
     apply: &'a ApplyRules,
@@ -230,14 +243,9 @@ impl Gates<'_> {
         op.attempt == 0 || self.apply.max_attempts > op.attempt
     }
 
-    /// **The cutover belongs to the cutover claim**: the apply defers cutovers, or the operation is
-    /// `barrier` or `parallel` in an apply with more than one operation.
     fn cutover_owned(&self) -> bool {
-        self.apply.defer_cutover
-            || (matches!(
-                self.op().cutover_policy,
-                Some(CutoverPolicy::Barrier | CutoverPolicy::Parallel)
-            ) && self.operations.len() > 1)
+        let policy = self.op().cutover_policy.unwrap_or(CutoverPolicy::Rolling);
+        cutover_claimed(self.apply.defer_cutover, policy, self.operations.len())
     }
 
     /// A pending `revert` or `skip_revert` covers it.

@@ -22,7 +22,8 @@ mod sql;
 mod vocabulary;
 
 pub use decide::{
-    blocking_failure, decide, ApplyRules, Decision, OperationRules, PendingFor, Wait,
+    blocking_failure, cutover_claimed, decide, ApplyRules, Decision, OperationRules, PendingFor,
+    Wait,
 };
 pub use derive::{
     after_start, derive_apply_state, is_driven, is_failure, is_settled, lets_failure_through,

@@ -100,6 +100,41 @@ impl<'a> Move<'a> {
         }
     }
 
+    /// The state the move writes.
+    pub(in crate::store) fn state(&self) -> ApplyState {
+        self.state
+    }
+
+    /// What the move leaves in the columns the unit of work's refresh reads, given their values
+    /// before, as [`Move::changes`] writes them: `started_at` (stamped once, with `now`), the
+    /// error message, the attempt, the target hold and the failure number.
+    pub(in crate::store) fn leaves(&self, before: Columns, now: chrono::NaiveDateTime) -> Columns {
+        let state = self.state;
+        Columns {
+            started_at: before.started_at.or(self.stamp_started.then_some(now)),
+            error_message: match self.message {
+                Message::Keep => before.error_message,
+                Message::Clear => None,
+                Message::Set(message) => Some(message.to_owned()),
+            },
+            attempt: if self.reset_attempt {
+                0
+            } else {
+                before.attempt
+            },
+            holds_target: if state == ApplyState::Failed {
+                before.holds_target
+            } else {
+                hold_for(state)
+            },
+            failure_seq: if is_failure(state) {
+                before.failure_seq
+            } else {
+                None
+            },
+        }
+    }
+
     /// The columns the move writes (see the module's doc for the rules), `updated_at` from the
     /// database's clock. Every assignment reads only its own column, so MySQL (left to right) and
     /// SQLite (the old row) agree.
@@ -126,6 +161,17 @@ impl<'a> Move<'a> {
             ops::updated_at.eq(now),
         )
     }
+}
+
+/// The columns of an operation row that a [`Move`] may change and the unit of work's refresh reads
+/// ([`Move::leaves`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(in crate::store) struct Columns {
+    pub(in crate::store) started_at: Option<chrono::NaiveDateTime>,
+    pub(in crate::store) error_message: Option<String>,
+    pub(in crate::store) attempt: i32,
+    pub(in crate::store) holds_target: Option<bool>,
+    pub(in crate::store) failure_seq: Option<i64>,
 }
 
 /// `started_at` stamped once.

@@ -23,14 +23,14 @@ use crate::state::{
 fn write_with_refresh(
     conn: &mut DbConnection,
     writer: Writer<'_>,
-    mut write: impl FnMut(&mut DbConnection, Option<&LockedApply>) -> StoreResult<()>,
+    mut write: impl FnMut(&mut DbConnection, Option<&mut LockedApply>) -> StoreResult<()>,
 ) -> StoreResult<()> {
     writer.check()?;
     let outcome = unit::run(
         conn,
         Lock::ApplyOf(writer.operation_id()),
         OnLostRace::RetryPatiently,
-        |conn, locked| write(conn, locked.as_deref()),
+        |conn, locked| write(conn, locked),
     )?;
     match outcome {
         db::TransactionOutcome::Committed(()) => Ok(()),
@@ -192,20 +192,75 @@ pub(in crate::store) fn write_state(
         ));
     }
     write_with_refresh(conn, writer, |conn, locked| {
-        check_leased_write(conn, writer, locked, state)?;
+        check_leased_write(conn, writer, locked.as_deref(), state)?;
         if state == ApplyState::FailedRetryable {
-            if let Some(message) = budget_exhausted(conn, writer, locked)? {
+            if let Some(message) = budget_exhausted(conn, writer, locked.as_deref())? {
                 return completion(conn, writer, locked, ApplyState::Failed, Some(&message));
             }
         }
         // Nobody holds an operation in some states: the lease goes in the same UPDATE, so a holder
         // that stalled past this write is fenced off (docs/worker-contract.md, "Leased writes").
-        let written = writer.execute_moving(conn, Move::to(state, mover(writer)).changes());
-        match written {
-            Ok(matched) => writer.expect_row(conn, matched),
-            Err(err) => Err(write_error(conn, err, writer, locked)),
-        }
+        write_move(
+            conn,
+            writer,
+            locked,
+            Move::to(state, mover(writer)),
+            Moving::OutOfItsState,
+        )
     })
+}
+
+/// Whether a write moves the operation on from its state (through a lease, only while it is
+/// unsettled: [`Writer::execute_moving`]) or completes it ([`Writer::execute`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Moving {
+    OutOfItsState,
+    ToCompletion,
+}
+
+/// The UPDATE of `moved` on the writer's row, storing with it the claim rules' decision for the row
+/// as the move leaves it: the apply's operations are read first ([`unit::ApplyView`]), and the
+/// unit's refresh reuses them instead of reading them again.
+fn write_move(
+    conn: &mut DbConnection,
+    writer: Writer<'_>,
+    locked: Option<&mut LockedApply>,
+    moved: Move<'_>,
+    moving: Moving,
+) -> StoreResult<()> {
+    let decided = match locked.as_deref() {
+        Some(locked) => unit::ApplyView::read(conn, locked)?.after_move(
+            writer.operation_id(),
+            &moved,
+            locked.now,
+        ),
+        None => None,
+    };
+    let (facts, decision) = match decided {
+        Some((facts, (copy, cutover))) => (
+            Some(facts),
+            Some((
+                apply_operations::copy_claim.eq(copy),
+                apply_operations::cutover_claim.eq(cutover),
+            )),
+        ),
+        None => (None, None),
+    };
+    let changes = (moved.changes(), decision);
+    let written = match moving {
+        Moving::OutOfItsState => writer.execute_moving(conn, changes),
+        Moving::ToCompletion => writer.execute(conn, changes),
+    };
+    match written {
+        Ok(matched) => {
+            writer.expect_row(conn, matched)?;
+            if let Some(locked) = locked {
+                locked.facts = facts;
+            }
+            Ok(())
+        }
+        Err(err) => Err(write_error(conn, err, writer, locked.as_deref())),
+    }
 }
 
 /// For a write of `failed_retryable`: the message to store `failed` with instead when the operation
@@ -236,12 +291,14 @@ pub(in crate::store) fn write_started(
     writer: Writer<'_>,
 ) -> StoreResult<()> {
     write_with_refresh(conn, writer, |conn, locked| {
-        check_leased_write(conn, writer, locked, ApplyState::Running)?;
-        let written = writer.execute_moving(conn, Move::start(mover(writer)).changes());
-        match written {
-            Ok(matched) => writer.expect_row(conn, matched),
-            Err(err) => Err(write_error(conn, err, writer, locked)),
-        }
+        check_leased_write(conn, writer, locked.as_deref(), ApplyState::Running)?;
+        write_move(
+            conn,
+            writer,
+            locked,
+            Move::start(mover(writer)),
+            Moving::OutOfItsState,
+        )
     })
 }
 
@@ -285,7 +342,7 @@ pub(in crate::store) fn write_completion(
     error_message: Option<&str>,
 ) -> StoreResult<()> {
     write_with_refresh(conn, writer, |conn, locked| {
-        check_leased_write(conn, writer, locked, state)?;
+        check_leased_write(conn, writer, locked.as_deref(), state)?;
         completion(conn, writer, locked, state, error_message)
     })
 }
@@ -294,7 +351,7 @@ pub(in crate::store) fn write_completion(
 fn completion(
     conn: &mut DbConnection,
     writer: Writer<'_>,
-    locked: Option<&LockedApply>,
+    locked: Option<&mut LockedApply>,
     state: ApplyState,
     error_message: Option<&str>,
 ) -> StoreResult<()> {
@@ -304,11 +361,7 @@ fn completion(
         moved = moved.with_message(message);
     }
     // Through a lease, not only while unsettled: a holder's repeated completion succeeds.
-    let written = writer.execute(conn, moved.changes());
-    match written {
-        Ok(matched) => writer.expect_row(conn, matched),
-        Err(err) => Err(write_error(conn, err, writer, locked)),
-    }
+    write_move(conn, writer, locked, moved, Moving::ToCompletion)
 }
 
 /// Who a [`Writer`] moves an operation as.

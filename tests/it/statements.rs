@@ -119,18 +119,11 @@ fn mysql_statements_per_operation() {
         // A move into a failure also numbers it in the apply's failure sequence (one UPDATE of the
         // operation; the apply's new number rides on its refresh write).
         let numbering = i64::from(name == "mark_failed");
-        // A move that changes what a claim does with the operation stores the new decision (one
-        // UPDATE): pending to active (start to recover), active to completed (recover to none),
-        // cancelled back to pending (none to start).
-        let decision = i64::from(matches!(
-            name,
-            "update_state" | "mark_completed" | "update_state again"
-        ));
         assert_eq!(
             n,
-            2 + 4 + numbering + decision,
-            "{name} on an existing row: BEGIN and COMMIT + locking the apply, the UPDATE, the refresh's \
-             read and its write of the apply"
+            2 + 4 + numbering,
+            "{name} on an existing row: BEGIN and COMMIT + locking the apply, reading the operations, \
+             the UPDATE (with the operation's new claim decision), the apply's write"
         );
         let (n, repeat) = statements(conn, |c| update(c, id));
         repeat.unwrap();
@@ -208,7 +201,7 @@ fn mysql_statements_per_operation() {
 /// (which also stores the taken operation's new claim decision), the apply's write when its derived
 /// state changes, and COMMIT: the refresh reuses the operations read before the take. One that
 /// finds nothing is the candidate read alone. A leased state write is a transaction with the apply
-/// lock, the UPDATE and the refresh (and the operation's new claim decision when it changes);
+/// lock, the read of the operations and the UPDATE (which stores the operation's new decision);
 /// heartbeat and release, which change no state, are the UPDATE (and reading the new expiry back).
 #[test]
 fn mysql_statements_per_claim_and_leased_write() {
@@ -245,9 +238,10 @@ fn mysql_statements_per_claim_and_leased_write() {
     });
     assert_eq!(
         n,
-        2 + 4,
-        "a leased write: BEGIN and COMMIT + locking the apply, the UPDATE, the refresh's read, the \
-         operation's new claim decision (running: recovery; waiting_for_cutover: the cutover)"
+        2 + 3,
+        "a leased write: BEGIN and COMMIT + locking the apply, reading the operations, the UPDATE \
+         with the operation's new claim decision (running: recovery; waiting_for_cutover: the \
+         cutover)"
     );
     let (n, _) = statements(conn, |c| {
         leases::update_state(c, &claimed.lease, ApplyState::WaitingForCutover).unwrap()

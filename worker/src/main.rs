@@ -50,7 +50,9 @@ use applyops::models::{
     ApplyId, ApplyOperation, ApplyOperationId, NewRollout, NewRolloutOperation,
 };
 use applyops::schema::apply_operations as ops;
-use applyops::state::{is_cancellable, is_stoppable, ControlRequestKind, CutoverPolicy};
+use applyops::state::{
+    cutover_claimed, is_cancellable, is_stoppable, ControlRequestKind, CutoverPolicy,
+};
 use applyops::store::applies::{self, Blocker};
 use applyops::store::claims::{ClaimKind, ClaimOptions, ClaimScope, ClaimedOperation};
 use applyops::store::leases::OperationLease;
@@ -552,20 +554,18 @@ impl Job<'_> {
         let store = &self.sh.store;
         // Rolling operations (and lone ones) cut over inside this lease; barrier and parallel ones in
         // a multi-operation apply are cut over by `claim_next_cutover` once their siblings allow, and
-        // so is every operation of an apply that defers its cutovers (on an operator's request).
-        // Like the claims, an unknown policy counts as rolling. The store refuses a cutover that is
-        // not ours to make anyway.
+        // so is every operation of an apply that defers its cutovers (on an operator's request):
+        // the claims' own rule, `state::cutover_claimed`. The store refuses a cutover that is not
+        // ours to make anyway.
         let deferred = store
             .applies()
             .get(self.op.apply_id)?
             .is_some_and(|apply| apply.defer_cutover);
-        let owns_cutover = !deferred
-            && (!is_cutover_claimed(&self.op)
-                || store
-                    .apply_operations()
-                    .list_by_apply(self.op.apply_id)?
-                    .len()
-                    == 1);
+        let operations = store
+            .apply_operations()
+            .list_by_apply(self.op.apply_id)?
+            .len();
+        let owns_cutover = !cutover_claimed(deferred, self.op.cutover_policy, operations);
         loop {
             // Operators' requests first: a stop or cancel that arrived during the last step wins
             // over the next one, and a revert decision takes a revert_window operation away.
@@ -779,13 +779,6 @@ impl Job<'_> {
 /// of another shape.
 fn checkpoint_steps(bytes: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(bytes.try_into().ok()?))
-}
-
-fn is_cutover_claimed(op: &ApplyOperation) -> bool {
-    matches!(
-        op.cutover_policy,
-        CutoverPolicy::Barrier | CutoverPolicy::Parallel
-    )
 }
 
 /// Creates `applies` demo rollouts of three deployments each (one task per deployment), cycling

@@ -305,7 +305,7 @@ fn claim(
                         )?;
                     }
                     apply.written = Written::Rows;
-                    apply.facts = Some(facts);
+                    apply.facts = facts;
                     return Ok(Attempt::Took(Box::new(claimed)));
                 }
                 Ok(Attempt::Nothing)

@@ -147,15 +147,16 @@ fn claim_changes<'a>(
 /// The UPDATE that takes a locked row: guarded by the state it was selected in, its attempt, a free
 /// lease and the claim's stored decision (`action`, what `side`'s column holds), it writes
 /// [`transition`]'s row and the decision the rules make for the row as it then is (`decide`: the
-/// apply's operations after the take, and that decision). `Ok(None)` when the row no longer
+/// apply's operations after the take, and that decision; without them, the row is left undecided,
+/// and the next claim that meets it decides its apply again). `Ok(None)` when the row no longer
 /// qualifies; else the claim and the apply's operations after it.
 pub(super) fn take(
     conn: &mut DbConnection,
     row: ApplyOperation,
     (kind, side, action): (ClaimKind, Side, ClaimAction),
     (now, options, token): (NaiveDateTime, &ClaimOptions, &LeaseToken),
-    decide: impl FnOnce(&ApplyOperation) -> (Vec<OperationFacts>, Stored),
-) -> StoreResult<Option<(ClaimedOperation, Vec<OperationFacts>)>> {
+    decide: impl FnOnce(&ApplyOperation) -> Option<(Vec<OperationFacts>, Stored)>,
+) -> StoreResult<Option<(ClaimedOperation, Option<Vec<OperationFacts>>)>> {
     let previous_state = row.state;
     let expires_at = rows::expiry(now, options.lease_ttl);
     // One statement per side's guard, each prepared once per connection.
@@ -169,7 +170,13 @@ pub(super) fn take(
         Side::Cutover => Box::new(held.and(ops::cutover_claim.eq(action))),
     };
     let next = transition(row, kind, &options.owner, now, expires_at);
-    let (facts, decided) = decide(&next);
+    let (facts, decided) = match decide(&next) {
+        Some((facts, decided)) => (Some(facts), decided),
+        None => (
+            None,
+            (Some(ClaimAction::Undecided), Some(ClaimAction::Undecided)),
+        ),
+    };
     let matched =
         db::cached_update(ops::table, guard, claim_changes(&next, token, decided)).execute(conn)?;
     if matched == 0 {

@@ -16,6 +16,7 @@ use crate::state::{
     blocking_failure, decide, ApplyRules, ApplyState, ClaimAction, ControlRequestKind,
     CutoverPolicy, Decision, FailurePolicy, OperationRules, PendingFor,
 };
+use crate::store::moves::{Columns, Move};
 use crate::store::predicates::released_through;
 
 /// What the refresh and `blockers` read of one operation: the raw vocabulary columns (an unknown
@@ -276,23 +277,57 @@ impl ApplyView {
 
     /// The operations once `row` (one of them) is written as given, with the decision the rules
     /// make for it then marked as stored on it; and that decision. The others keep what they store:
-    /// the refresh writes theirs where it changes.
+    /// the refresh writes theirs where it changes. `None` when `row` is not one of them.
     pub(in crate::store) fn after(
         &self,
         row: &crate::models::ApplyOperation,
-    ) -> (Vec<OperationFacts>, Stored) {
+    ) -> Option<(Vec<OperationFacts>, Stored)> {
+        self.decided_after(row.id, |fact| {
+            row.state.as_str().clone_into(&mut fact.state);
+            fact.attempt = row.attempt;
+            fact.started_at = row.started_at;
+            fact.error_message.clone_from(&row.error_message);
+        })
+    }
+
+    /// [`after`](Self::after) a [`Move`] of operation `id`, made at `now`.
+    pub(in crate::store) fn after_move(
+        &self,
+        id: ApplyOperationId,
+        moved: &Move<'_>,
+        now: NaiveDateTime,
+    ) -> Option<(Vec<OperationFacts>, Stored)> {
+        self.decided_after(id, |fact| {
+            let before = Columns {
+                started_at: fact.started_at,
+                error_message: fact.error_message.take(),
+                attempt: fact.attempt,
+                holds_target: fact.holds_target,
+                failure_seq: fact.failure_seq,
+            };
+            let after = moved.leaves(before, now);
+            moved.state().as_str().clone_into(&mut fact.state);
+            fact.started_at = after.started_at;
+            fact.error_message = after.error_message;
+            fact.attempt = after.attempt;
+            fact.holds_target = after.holds_target;
+            fact.failure_seq = after.failure_seq;
+        })
+    }
+
+    /// The operations with operation `id` edited by `edit`, and the decision for it then, marked as
+    /// stored on it.
+    fn decided_after(
+        &self,
+        id: ApplyOperationId,
+        edit: impl FnOnce(&mut OperationFacts),
+    ) -> Option<(Vec<OperationFacts>, Stored)> {
+        let index = self.facts.iter().position(|fact| fact.id == id)?;
         let mut facts = self.facts.clone();
-        let Some(index) = facts.iter().position(|fact| fact.id == row.id) else {
-            return (facts, (None, None));
-        };
-        let fact = &mut facts[index];
-        row.state.as_str().clone_into(&mut fact.state);
-        fact.attempt = row.attempt;
-        fact.started_at = row.started_at;
-        fact.error_message.clone_from(&row.error_message);
+        edit(&mut facts[index]);
         let decided = decisions(self.settings, &facts, &self.pending)[index];
         let stored = (decided.copy, decided.cutover);
         facts[index].set_stored(stored);
-        (facts, stored)
+        Some((facts, stored))
     }
 }
