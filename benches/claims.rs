@@ -413,6 +413,9 @@ WHERE id = ? AND lease_owner = ? AND lease_token = ?";
 fn raw_worker(url: &str, owner: String, start: &Barrier) -> WorkerResult {
     use mysql::prelude::Queryable as _;
     let mut conn = mysql::Conn::new(mysql::Opts::from_url(url).expect("a MySQL URL")).expect("raw");
+    // The isolation applyops' sessions run at.
+    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .expect("READ COMMITTED");
     let select = conn.prep(RAW_CLAIM_SELECT).expect("prepare");
     let update = conn.prep(RAW_CLAIM_UPDATE).expect("prepare");
     let complete = conn.prep(RAW_COMPLETE).expect("prepare");
@@ -436,8 +439,17 @@ fn raw_worker(url: &str, owner: String, start: &Barrier) -> WorkerResult {
         };
         n += 1;
         let token = format!("{:016x}{:016x}", std::process::id(), n);
-        conn.exec_drop(&update, (&owner, &token, ttl, id))
-            .expect("raw claim update");
+        if let Err(err) = conn.exec_drop(&update, (&owner, &token, ttl, id)) {
+            // A deadlock with another claimer (the server rolled the transaction back): a lost
+            // race, as applyops counts its own.
+            assert!(
+                matches!(&err, mysql::Error::MySqlError(e) if e.code == 1213),
+                "raw claim update: {err:?}"
+            );
+            conn.query_drop("ROLLBACK").expect("ROLLBACK");
+            out.lost_races += 1;
+            continue;
+        }
         conn.query_drop("COMMIT").expect("COMMIT");
         out.ids.push(id);
         conn.exec_drop(&complete, (id, &owner, &token))
