@@ -47,20 +47,25 @@
 //!    `.mark_started()` in turn, on an operation whose apply has a second operation `running`
 //!    (so the apply stays `running` and its row is never rewritten). Raw: the statements applyops
 //!    sends for it, prepared with the same SQL text: `BEGIN`; the locking read of the operation's
-//!    apply (`FOR UPDATE`, with `SYSDATE(6)` and the pending-request check); the guarded UPDATE
-//!    (id, lease token and owner, not settled), its `waiting_for_cutover` or its `running` form
-//!    in turn; the refresh's SELECT of the apply's operations; `COMMIT`. It skips what applyops
-//!    does in Rust in between (deriving the apply's state from the rows read).
+//!    apply (`FOR UPDATE`, with `SYSDATE(6)` and the pending-request check); the SELECT of the
+//!    apply's operations; the guarded UPDATE (id, lease token and owner, not settled) with the
+//!    claim rules' decision, its `waiting_for_cutover` or its `running` form in turn; `COMMIT`. It
+//!    skips what applyops does in Rust in between (deciding the claim rules and deriving the
+//!    apply's state from the rows read).
 //! 4. **heartbeat**: `store.heartbeat(&mut lease)`. Raw: the two statements applyops sends, with
 //!    the same SQL text: the guarded UPDATE of `lease_expires_at` (`DATE_ADD(SYSDATE(6), INTERVAL
 //!    ? MICROSECOND)`), then the SELECT that reads it back.
 //! 5. **claim_next**: `store.claim_next(&options)` over `PENDING` claimable `pending` operations
 //!    with `cutover_policy = parallel`, one per apply, which both sides drain from the oldest. Raw,
-//!    a minimal 4-round-trip claim: `BEGIN`; `SELECT id FROM apply_operations WHERE claimable = 1
-//!    AND state = 'pending' ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED`; `UPDATE
-//!    apply_operations SET state = 'running'`, `started_at`, the lease columns and `updated_at`
-//!    `WHERE id = ?`; `COMMIT`. No sibling, stop, failure or concurrency rules, no apply lock, no
-//!    refresh, and only the id comes back (applyops returns the whole claimed row).
+//!    a minimal 4-round-trip claim: `BEGIN`; `SELECT id FROM apply_operations WHERE copy_walk = 1
+//!    AND state = 'pending' ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED` (the copy
+//!    claim's walk index); `UPDATE apply_operations SET state = 'running'`, `started_at`, the lease
+//!    columns and `updated_at` `WHERE id = ?`; `COMMIT`. No apply lock, no decision, no refresh,
+//!    and only the id comes back (applyops returns the whole claimed row).
+//! 6. **empty claim_next**: `store.claim_next(&options)` scoped to a deployment no operation has, so
+//!    it finds nothing (one statement: the expired leases and the walk of the scope index, `UNION
+//!    ALL`). Raw: the indexed read it comes down to, `SELECT id, apply_id FROM apply_operations
+//!    WHERE copy_walk = 1 AND deployment = ? ORDER BY created_at, id LIMIT 16`.
 //!
 //! Where the raw side uses applyops's SQL (cases 1, 3, 4 and the INSERT of 2), the texts below
 //! are copied from `-- --print-sql`. Each run first makes `CAPTURED_CALLS` calls of every case on
@@ -95,7 +100,7 @@ use applyops::models::{ApplyId, ApplyOperationId, LeaseToken, NewApplyOperation,
 use applyops::schema::{applies, apply_operations};
 use applyops::schema_types::{datetime, DatetimeValue};
 use applyops::state::{ApplyState, CutoverPolicy, FailurePolicy};
-use applyops::store::claims::{ClaimKind, ClaimOptions};
+use applyops::store::claims::{ClaimKind, ClaimOptions, ClaimScope};
 use applyops::{PoolConfig, Store};
 use chrono::{NaiveDateTime, SubsecRound, Utc};
 use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
@@ -136,14 +141,16 @@ enum Case {
     StateWrite,
     Heartbeat,
     Claim,
+    EmptyClaim,
 }
 
-const CASES: [Case; 5] = [
+const CASES: [Case; 6] = [
     Case::Get,
     Case::Insert,
     Case::StateWrite,
     Case::Heartbeat,
     Case::Claim,
+    Case::EmptyClaim,
 ];
 
 impl Case {
@@ -154,6 +161,7 @@ impl Case {
             Case::StateWrite => "leased state write",
             Case::Heartbeat => "heartbeat",
             Case::Claim => "claim_next",
+            Case::EmptyClaim => "empty claim_next",
         }
     }
 }
@@ -257,6 +265,14 @@ lease_acquired_at = UTC_TIMESTAMP(6), \
 lease_expires_at = DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? MICROSECOND), \
 updated_at = UTC_TIMESTAMP(6) WHERE id = ?";
 
+/// Case 6, raw only: the indexed read an empty claim comes down to: the oldest rows of the copy
+/// claim's walk in one deployment (`apply_operations_copy_scope_idx`), of which there are none.
+/// Binds the deployment.
+const EMPTY_CLAIM_SELECT: &str = "SELECT id, apply_id FROM apply_operations WHERE copy_walk = 1 \
+AND deployment = ? ORDER BY created_at, id LIMIT 16";
+/// The deployment no operation has: the empty claim's scope.
+const NO_DEPLOYMENT: &str = "no-operation-here";
+
 /// Which raw statements must be among those applyops sent for a case.
 fn mirrored(case: Case) -> &'static [&'static str] {
     match case {
@@ -264,7 +280,7 @@ fn mirrored(case: Case) -> &'static [&'static str] {
         Case::StateWrite => &[LOCK_APPLY_OF, WRITE_WAITING, WRITE_RUNNING, REFRESH],
         Case::Heartbeat => &[HEARTBEAT_UPDATE, HEARTBEAT_READ],
         Case::Insert => &[INSERT],
-        Case::Claim => &[],
+        Case::Claim | Case::EmptyClaim => &[],
     }
 }
 
@@ -603,6 +619,8 @@ struct Applyops {
     write_running: bool,
     heartbeat: OperationLease,
     claim: ClaimOptions,
+    /// A claim scoped to [`NO_DEPLOYMENT`]: it finds nothing.
+    empty_claim: ClaimOptions,
 }
 
 impl Side for Applyops {
@@ -634,6 +652,10 @@ impl Side for Applyops {
                 let claimed = claimed.expect("a pending operation left to claim");
                 assert_eq!(claimed.kind, ClaimKind::Start);
                 black_box(claimed);
+            }
+            Case::EmptyClaim => {
+                let claimed = self.store.claim_next(&self.empty_claim).unwrap();
+                assert!(claimed.is_none(), "nothing to claim in {NO_DEPLOYMENT}");
             }
         }
     }
@@ -671,6 +693,7 @@ struct Raw {
     heartbeat_read: mysql::Statement,
     claim_select: mysql::Statement,
     claim_update: mysql::Statement,
+    empty_claim_select: mysql::Statement,
     /// Numbers the raw claims' tokens.
     claims: u64,
 }
@@ -711,6 +734,7 @@ impl Raw {
             heartbeat_read: prep(HEARTBEAT_READ),
             claim_select: prep(CLAIM_SELECT),
             claim_update: prep(CLAIM_UPDATE),
+            empty_claim_select: prep(EMPTY_CLAIM_SELECT),
             claims: 0,
             conn,
         }
@@ -841,6 +865,13 @@ impl Side for Raw {
                 .unwrap();
                 self.matched_one("claim");
                 self.conn.query_drop("COMMIT").unwrap();
+            }
+            // The indexed read an empty claim comes down to, one round trip.
+            Case::EmptyClaim => {
+                let rows: Vec<(i64, i64)> = conn
+                    .exec(&self.empty_claim_select, (NO_DEPLOYMENT,))
+                    .unwrap();
+                assert!(rows.is_empty(), "nothing to claim in {NO_DEPLOYMENT}");
             }
         }
     }
@@ -1133,6 +1164,8 @@ fn run(url: &str, admin: &mut MysqlConnection, show_sql: bool) {
         write_running: true,
         heartbeat: rows.heartbeat.lease(),
         claim: ClaimOptions::new(OWNER, LEASE_TTL),
+        empty_claim: ClaimOptions::new(OWNER, LEASE_TTL)
+            .with_scope(ClaimScope::any().deployments([NO_DEPLOYMENT])),
     };
     let captured = capture(&mut applyops, capturing);
     if show_sql {
