@@ -263,7 +263,6 @@ fn claim(
                     if locked.action == ClaimAction::Undecided {
                         // Written outside the store: decide the apply's rules now, then look again.
                         unit::decide_now(conn, apply)?;
-                        apply.written = Written::Rows;
                         view = None;
                         match lock(conn, id)? {
                             Some(again) if again.action != ClaimAction::Undecided => locked = again,

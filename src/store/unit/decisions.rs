@@ -275,6 +275,15 @@ impl ApplyView {
         })
     }
 
+    /// Stores the rules' decision for the operations as read, where it differs from what they store.
+    pub(in crate::store) fn store_decisions(&self, conn: &mut DbConnection) -> StoreResult<()> {
+        store(
+            conn,
+            &self.facts,
+            &decisions(self.settings, &self.facts, &self.pending),
+        )
+    }
+
     /// The operations once `row` (one of them) is written as given, with the decision the rules
     /// make for it then marked as stored on it; and that decision. The others keep what they store:
     /// the refresh writes theirs where it changes. `None` when `row` is not one of them.

@@ -388,13 +388,15 @@ fn derive(facts: &[OperationFacts]) -> Result<Derived, String> {
     Ok(derive_apply_state(&views))
 }
 
-/// Decides the claim rules for the locked apply now, in the middle of a unit of work: the full
-/// refresh. A claim runs it when it meets an operation whose decision is
-/// [`ClaimAction::Undecided`](crate::state::ClaimAction::Undecided) (written outside the store),
-/// then reads the row again.
+/// Decides the claim rules for the locked apply now, in the middle of a unit of work, and stores the
+/// decision where it changed; nothing else (the apply's state, requests and target holds are the
+/// refresh's, when the unit's write changes rows). A claim runs it when it meets an operation whose
+/// decision is [`ClaimAction::Undecided`](crate::state::ClaimAction::Undecided) (written outside
+/// the store), then reads the row again. Two SELECTs at most (the pending requests, the
+/// operations).
 pub(in crate::store) fn decide_now(
     conn: &mut DbConnection,
     locked: &LockedApply,
 ) -> StoreResult<()> {
-    refresh_locked(conn, locked, None)
+    ApplyView::read(conn, locked)?.store_decisions(conn)
 }
