@@ -69,8 +69,8 @@ pub(crate) use mysql::explain as mysql_explain;
 pub(crate) use sqlite::explain as sqlite_explain;
 pub(crate) use transaction::{
     apply_transaction, claim_transaction, execute_batch_insert, first_current, first_for_claim,
-    in_transaction, is_cluster_node, load_union_all, retry_contention, retry_fenced_write,
-    serialized_write, snapshot_read, TransactionOutcome,
+    first_native, in_transaction, is_cluster_node, load_union_all, retry_contention,
+    retry_fenced_write, serialized_write, snapshot_read, TransactionOutcome,
 };
 pub(crate) use unique_key::{
     is_unique_violation_of, is_unreadable_unique_violation, UniqueKey, ViolatedKey,

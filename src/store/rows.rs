@@ -302,11 +302,13 @@ pub(in crate::store) fn operation(
     conn: &mut DbConnection,
     id: ApplyOperationId,
 ) -> StoreResult<Option<ApplyOperation>> {
-    Ok(apply_operations::table
-        .find(id)
-        .select(ApplyOperation::as_select())
-        .first(conn)
-        .optional()?)
+    Ok(db::first_native!(
+        conn,
+        apply_operations::table
+            .find(id)
+            .select(ApplyOperation::as_select())
+    )
+    .optional()?)
 }
 
 /// The operations of `apply_id` in claim order: oldest first by (`created_at`, `id`).
