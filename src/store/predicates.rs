@@ -127,18 +127,16 @@ pub(in crate::store) fn only_row(id: crate::models::ApplyOperationId) -> _ {
     ops::id.ge(id).and(ops::id.le(id))
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sqlite"))]
 mod tests {
     use super::*;
 
     /// The WHERE clause `filter` renders on SQLite.
-    #[cfg(feature = "sqlite")]
     fn rendered(filter: in_scope) -> String {
         let query = ops::table.select(ops::id).filter(filter);
         diesel::debug_query::<diesel::sqlite::Sqlite, _>(&query).to_string()
     }
 
-    #[cfg(feature = "sqlite")]
     #[test]
     fn an_open_scope_restricts_nothing_and_a_listed_one_is_in() {
         assert!(
