@@ -40,7 +40,8 @@ pub fn insert(conn: &mut DbConnection, new: &NewApply) -> StoreResult<ApplyId> {
     db::serialized_write(conn, |conn| rows::insert_apply(conn, new))
 }
 
-/// Brings apply `id`'s derived state up to date and returns the apply as stored afterwards. Every
+/// Brings apply `id`'s derived state and its operations' claim decisions (what each claim does with
+/// them, see [`crate::state::decide`]) up to date and returns the apply as stored afterwards. Every
 /// state write already does this in its own transaction; this is for operators (after repairing a row
 /// by hand, or for an apply written before the aggregate existed). Writes only when something
 /// changes. [`StoreError::ApplyNotFound`] for an unknown apply.
