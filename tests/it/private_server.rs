@@ -76,9 +76,16 @@ impl PrivateServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
+        // A temp directory of its own: bootstraps running side by side in the shared /tmp were
+        // seen to trip over each other's temporary tables ("Could not remove temporary table
+        // '/tmp/#sql-temptable-…'", then "Unknown table 'mysql.tmp_user_sys'").
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
         let install = Command::new(need("mariadb-install-db"))
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
+            .env("TMPDIR", &tmp)
             .args([
                 "--user=root",
                 "--auth-root-authentication-method=normal",
@@ -97,6 +104,7 @@ impl PrivateServer {
             let mut child = Command::new(need("/usr/sbin/mariadbd"))
                 .arg("--no-defaults")
                 .arg(format!("--datadir={}", data.display()))
+                .arg(format!("--tmpdir={}", tmp.display()))
                 .arg(format!("--socket={}", dir.path().join("sock").display()))
                 .arg(format!("--pid-file={}", dir.path().join("pid").display()))
                 .arg(format!(
