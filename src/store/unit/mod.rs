@@ -293,7 +293,12 @@ fn refresh_locked(
         && apply.started_at == started_at
         && apply.completed_at == completed_at
         && apply.failure_seq == failure_seq;
-    if !unchanged {
+    // On a Galera node the apply's row lock is the node's own: two nodes' units of work on one
+    // apply both run, and certification only orders them if they write a common row. Each unit
+    // decided its operations from what it read, so the apply's row is written by every unit there
+    // (its `updated_at`, at least): one of two concurrent units then fails certification and runs
+    // again, seeing the other's rows, instead of both storing decisions the other made stale.
+    if !unchanged || db::is_cluster_node(conn) {
         db::cached_update(
             applies::table,
             applies::id.eq(apply.id),
