@@ -1,0 +1,1 @@
+ALTER TABLE applies DROP COLUMN IF EXISTS defer_cutover;

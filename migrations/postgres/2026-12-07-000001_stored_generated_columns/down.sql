@@ -1,0 +1,2 @@
+-- Nothing to undo on PostgreSQL (see up.sql): its generated columns cannot be VIRTUAL.
+SELECT 1;
