@@ -5,14 +5,16 @@
 #                      `make demo DATABASE_URL=sqlite:///tmp/d.db` keeps the database to inspect
 #   make test          install missing system packages, then run the whole suite against a MySQL
 #                      server: TEST_DATABASE_URL, else 127.0.0.1:3306, else Docker, else a private
-#                      MariaDB started for the run (scripts/test-server.sh)
+#                      MariaDB started for the run (scripts/test-server.sh); and a PostgreSQL
+#                      server: TEST_POSTGRES_URL, else postgres@127.0.0.1:5432
 #   make test-no-server  check make test's private server where nothing listens: a few MySQL tests
 #                      in a network namespace of their own (needs root), nothing left running after
 #   make cluster-test  start a 3-node MariaDB Galera cluster on loopback (child processes, temp
 #                      datadirs), run tests/cluster.rs against it, always stop it
 #   make lint          rustfmt check + clippy with -D warnings
-#   make check-features  each backend alone: check, clippy and unit tests with only `sqlite` and only
-#                      `mysql`, and no mysqlclient-sys in the SQLite-only dependency tree
+#   make check-features  each backend alone: check, clippy and unit tests with only `sqlite`, only
+#                      `mysql` and only `postgres`; no mysqlclient-sys in the SQLite-only dependency
+#                      tree, no pq-sys in the SQLite-only or MySQL-only one
 #   make schema-check  fail when src/schema.rs disagrees with the MySQL migrations or the diesel CLI
 #                      workflow (run, redo, revert, revert --all, print-schema) reports an error
 #   make migrate       run migrations on DATABASE_URL (default sqlite://applyops.db)
@@ -31,7 +33,7 @@ export DATABASE_URL
 .PHONY: demo cluster-test cluster-deps test test-no-server lint check-features schema-check migrate doc man bench deps diesel-cli
 
 # The MySQL client library and pkg-config are needed to build Diesel's mysql backend (mysqlclient-sys,
-# our default `mysql` feature); libsqlite3-dev is needed by the diesel CLI's sqlite feature (the crate
+# our default `mysql` feature), libpq its postgres backend (pq-sys, our default `postgres` feature); libsqlite3-dev is needed by the diesel CLI's sqlite feature (the crate
 # itself bundles SQLite). The tests that start a MariaDB server of their own (one whose clock reads
 # another date) need MariaDB's server binaries and libfaketime.
 deps:
@@ -40,6 +42,7 @@ deps:
 	if ! pkg-config --exists mysqlclient 2>/dev/null && ! pkg-config --exists libmariadb 2>/dev/null; then \
 	  missing="$$missing default-libmysqlclient-dev"; fi; \
 	pkg-config --exists sqlite3 2>/dev/null || missing="$$missing libsqlite3-dev"; \
+	pkg-config --exists libpq 2>/dev/null || missing="$$missing libpq-dev"; \
 	ls /usr/lib/*/faketime/libfaketimeMT.so.1 >/dev/null 2>&1 || missing="$$missing faketime"; \
 	[ -x /usr/sbin/mariadbd ] && command -v mariadb-install-db >/dev/null 2>&1 || \
 	  missing="$$missing mariadb-server"; \
@@ -100,23 +103,30 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# The backends are the `mysql` and `sqlite` features (both default): each must build, lint clean and
-# pass its unit tests alone (the tests for refusing the other backend's URLs only exist there), and a
-# SQLite-only build must not need libmysqlclient. The integration suite needs both backends.
+# The backends are the `mysql`, `postgres` and `sqlite` features (all default): each must build,
+# lint clean and pass its unit tests alone (the tests for refusing the other backends' URLs only
+# exist there); a SQLite-only build must not need libmysqlclient, and neither it nor a MySQL-only
+# build libpq. The integration suite needs every backend.
 check-features: deps
 	$(CARGO) check --no-default-features --features sqlite,cli --lib --bins
 	$(CARGO) check --no-default-features --features mysql,cli --lib --bins
+	$(CARGO) check --no-default-features --features postgres,cli --lib --bins
 	$(CARGO) clippy --no-default-features --features sqlite,cli --lib --bins -- -D warnings
 	$(CARGO) clippy --no-default-features --features mysql,cli --lib --bins -- -D warnings
+	$(CARGO) clippy --no-default-features --features postgres,cli --lib --bins -- -D warnings
 	$(CARGO) test --no-default-features --features sqlite --lib
 	$(CARGO) test --no-default-features --features mysql --lib
-	@tree="$$($(CARGO) tree --no-default-features --features sqlite -e normal)" || exit 1; \
-	if grep -q mysqlclient-sys <<<"$$tree"; then \
-	  echo "check-features: mysqlclient-sys is in the SQLite-only dependency tree:"; \
-	  $(CARGO) tree --no-default-features --features sqlite -e normal -i mysqlclient-sys; \
-	  exit 1; \
-	fi; \
-	echo "check-features: no mysqlclient-sys in the SQLite-only dependency tree"
+	$(CARGO) test --no-default-features --features postgres --lib
+	@for feature in sqlite mysql; do \
+	  tree="$$($(CARGO) tree --no-default-features --features $$feature -e normal)" || exit 1; \
+	  for library in mysqlclient-sys pq-sys; do \
+	    [ "$$library" = mysqlclient-sys ] && [ "$$feature" = mysql ] && continue; \
+	    if grep -q "$$library" <<<"$$tree"; then \
+	      echo "check-features: $$library is in the $$feature-only dependency tree"; exit 1; \
+	    fi; \
+	  done; \
+	done; \
+	echo "check-features: no mysqlclient-sys in the SQLite-only tree, no pq-sys without postgres"
 
 schema-check: diesel-cli
 	./scripts/schema-check.sh

@@ -3,7 +3,7 @@
 //!
 //! Writes `$OUT_DIR/down_sql.rs` with one `(version, down.sql)` table per backend tree, found the way
 //! `embed_migrations!` finds migrations: each directory holding an `up.sql`, the version being the
-//! directory name up to its first `_`, without dashes. Both trees are always read; each table is
+//! directory name up to its first `_`, without dashes. Every tree is always read; each table is
 //! behind its backend's `#[cfg(feature = …)]`, which the crate evaluates where it includes the file,
 //! so a single-backend build compiles only its own.
 
@@ -17,6 +17,7 @@ fn main() {
     let mut code = String::new();
     for (name, tree, feature) in [
         ("MYSQL_DOWN_SQL", "migrations/mysql", "mysql"),
+        ("POSTGRES_DOWN_SQL", "migrations/postgres", "postgres"),
         ("SQLITE_DOWN_SQL", "migrations/sqlite", "sqlite"),
     ] {
         let dir = Path::new(&manifest_dir).join(tree);

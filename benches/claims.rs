@@ -214,6 +214,16 @@ fn reset_and_seed(store: &Store, history: usize, pending: usize) -> Seeded {
             c.batch_execute("ANALYZE TABLE applies, apply_operations")
                 .expect("analyze");
         }
+        DbConnection::Pg(c) => {
+            c.batch_execute(
+                "TRUNCATE TABLE apply_control_requests, apply_operations, applies RESTART IDENTITY",
+            )
+            .expect("truncate");
+            insert_all!(c);
+            // As on MySQL: every drain starts from statistics of the seeded tables.
+            c.batch_execute("ANALYZE applies, apply_operations")
+                .expect("analyze");
+        }
         DbConnection::Sqlite(c) => {
             c.batch_execute(
                 "DELETE FROM apply_control_requests; DELETE FROM apply_operations; \

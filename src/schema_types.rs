@@ -17,7 +17,8 @@ use diesel::serialize::{self, Output, ToSql};
 use diesel::sql_types::HasSqlType;
 use diesel::QueryResult;
 
-/// A date and time column (`DATETIME(6)` on MySQL/MariaDB, text on SQLite), read and written as
+/// A date and time column (`DATETIME(6)` on MySQL/MariaDB, `timestamp(6)` holding UTC on PostgreSQL,
+/// text on SQLite), read and written as
 /// `chrono::NaiveDateTime` in UTC with microseconds.
 ///
 /// Every value the columns can hold round-trips, from `1000-01-01 00:00:00` to
@@ -26,11 +27,12 @@ use diesel::QueryResult;
 /// `Timestamp` binds its values as `MYSQL_TYPE_TIMESTAMP`, which the server converts through the
 /// `TIMESTAMP` range (1970-01-01 00:00:01 to 2038-01-19 03:14:07 UTC) and turns into NULL outside it,
 /// without an error. `Datetime` binds as `MYSQL_TYPE_DATETIME` on MySQL, and exactly as `Timestamp`
-/// (ISO 8601 text) on SQLite.
+/// on PostgreSQL (`timestamp`, microseconds) and SQLite (ISO 8601 text).
 #[derive(
     Debug, Clone, Copy, Default, diesel::sql_types::SqlType, diesel::query_builder::QueryId,
 )]
 #[diesel(mysql_type(name = "DateTime"))]
+#[diesel(postgres_type(oid = 1114, array_oid = 1115))]
 #[diesel(sqlite_type(name = "Text"))]
 pub struct Datetime;
 
@@ -116,6 +118,25 @@ mod mysql {
     impl ToSql<Datetime, Mysql> for NaiveDateTime {
         fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Mysql>) -> serialize::Result {
             <NaiveDateTime as ToSql<MysqlDatetime, Mysql>>::to_sql(self, out)
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+    use diesel::pg::{Pg, PgValue};
+    use diesel::sql_types::Timestamp;
+
+    impl FromSql<Datetime, Pg> for NaiveDateTime {
+        fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
+            <NaiveDateTime as FromSql<Timestamp, Pg>>::from_sql(value)
+        }
+    }
+
+    impl ToSql<Datetime, Pg> for NaiveDateTime {
+        fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+            <NaiveDateTime as ToSql<Timestamp, Pg>>::to_sql(self, out)
         }
     }
 }

@@ -6,6 +6,8 @@ use diesel::prelude::*;
 
 #[cfg(feature = "mysql")]
 use super::mysql;
+#[cfg(feature = "postgres")]
+use super::postgres;
 use super::url::DatabaseUrl;
 #[cfg(feature = "sqlite")]
 use super::{sqlite, url};
@@ -13,6 +15,8 @@ use crate::error::{StoreError, StoreResult};
 
 #[cfg(feature = "mysql")]
 pub use multi::MysqlConn;
+#[cfg(feature = "postgres")]
+pub use multi::PgConn;
 pub use multi::{DbConnection, MultiBackend};
 
 mod multi {
@@ -22,14 +26,16 @@ mod multi {
 
     #[cfg(feature = "mysql")]
     pub use crate::db::mysql_connection::MysqlConn;
+    #[cfg(feature = "postgres")]
+    pub use crate::db::pg_connection::PgConn;
     #[cfg(feature = "sqlite")]
     use diesel::sqlite::SqliteConnection;
 
-    /// A connection to either backend. Open it with [`establish`](super::establish), never with
-    /// Diesel's derived `Connection::establish`, which would fall back to creating a SQLite file when
-    /// a MySQL server is unreachable and skips applyops' session settings.
+    /// A connection to any of the backends. Open it with [`establish`](super::establish), never
+    /// with Diesel's derived `Connection::establish`, which would fall back to creating a SQLite
+    /// file when a server is unreachable and skips applyops' session settings.
     ///
-    /// Each variant exists only in builds with its Cargo feature (`mysql`, `sqlite`); match on
+    /// Each variant exists only in builds with its Cargo feature (`mysql`, `postgres`, `sqlite`); match on
     /// [`backend`](DbConnection::backend) rather than on the variants to stay feature-independent.
     #[derive(diesel::MultiConnection)]
     pub enum DbConnection {
@@ -37,6 +43,9 @@ mod multi {
         /// prepared once (see [`MysqlConn`]).
         #[cfg(feature = "mysql")]
         Mysql(MysqlConn),
+        /// PostgreSQL 15+: Diesel's `PgConnection` with its use counted (see [`PgConn`]).
+        #[cfg(feature = "postgres")]
+        Pg(PgConn),
         /// SQLite (bundled libsqlite3), a file or `:memory:`.
         #[cfg(feature = "sqlite")]
         Sqlite(SqliteConnection),
@@ -44,7 +53,8 @@ mod multi {
 }
 
 /// [`Datetime`](crate::schema_types::Datetime) on every backend of [`DbConnection`]: each variant
-/// binds and reads it as its own backend does (`MYSQL_TYPE_DATETIME` on MySQL, text on SQLite).
+/// binds and reads it as its own backend does (`MYSQL_TYPE_DATETIME` on MySQL, `timestamp` on
+/// PostgreSQL, text on SQLite).
 mod datetime {
     use chrono::NaiveDateTime;
     use diesel::deserialize::{self, FromSql};
@@ -78,23 +88,35 @@ mod datetime {
 
 /// Which backend a [`DbConnection`] or [`DatabaseUrl`] talks to.
 ///
-/// Both variants exist in every build; [`is_compiled_in`](Backend::is_compiled_in) tells which ones
-/// this build can open.
+/// Every variant exists in every build; [`is_compiled_in`](Backend::is_compiled_in) tells which
+/// ones this build can open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
     /// MySQL or MariaDB.
     Mysql,
+    /// PostgreSQL.
+    Postgres,
     /// SQLite.
     Sqlite,
 }
 
 impl Backend {
     /// True when this build of applyops was compiled with the backend's Cargo feature (`mysql`,
-    /// `sqlite`) and so can open it.
+    /// `postgres`, `sqlite`) and so can open it.
     pub const fn is_compiled_in(self) -> bool {
         match self {
             Backend::Mysql => cfg!(feature = "mysql"),
+            Backend::Postgres => cfg!(feature = "postgres"),
             Backend::Sqlite => cfg!(feature = "sqlite"),
+        }
+    }
+
+    /// The backend's name as people write it: `MySQL`, `PostgreSQL`, `SQLite`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Backend::Mysql => "MySQL",
+            Backend::Postgres => "PostgreSQL",
+            Backend::Sqlite => "SQLite",
         }
     }
 }
@@ -105,6 +127,8 @@ impl DbConnection {
         match self {
             #[cfg(feature = "mysql")]
             DbConnection::Mysql(_) => Backend::Mysql,
+            #[cfg(feature = "postgres")]
+            DbConnection::Pg(_) => Backend::Postgres,
             #[cfg(feature = "sqlite")]
             DbConnection::Sqlite(_) => Backend::Sqlite,
         }
@@ -119,8 +143,8 @@ pub struct ConnectOptions {
     /// under many concurrent writers SQLite's busy handler (which is not fair) can keep one waiting
     /// for seconds.
     pub sqlite_busy_timeout: Duration,
-    /// MySQL only: how long opening a connection (TCP connect, handshake, session setup) may take
-    /// before it fails with [`StoreError::Timeout`]. `None` waits as long as the operating system
+    /// MySQL and PostgreSQL: how long opening a connection (TCP connect, handshake, session setup)
+    /// may take before it fails with [`StoreError::Timeout`]. `None` waits as long as the operating system
     /// does. Default 10 s.
     pub connect_timeout: Option<Duration>,
     /// MySQL only: how long a statement may wait for the server's answer (sending it included)
@@ -185,7 +209,9 @@ impl Default for ConnectOptions {
 
 /// Opens a connection with the default [`ConnectOptions`].
 ///
-/// `url` is `mysql://user:password@host:port/database` for MySQL/MariaDB, or for SQLite a file path,
+/// `url` is `mysql://user:password@host:port/database` for MySQL/MariaDB,
+/// `postgres://user:password@host:port/database` (or `postgresql://`, with any of libpq's
+/// parameters, several hosts included) for PostgreSQL, or for SQLite a file path,
 /// `sqlite://path` (`sqlite:///abs/path` for an absolute one) or `:memory:`. See [`DatabaseUrl`].
 ///
 /// ```no_run
@@ -199,7 +225,8 @@ pub fn establish(url: &str) -> StoreResult<DbConnection> {
 
 /// Opens a connection and applies the session settings: on MySQL a strict `sql_mode` and UTC time zone
 /// (so bad data is an error, never a silent truncation, and timestamps mean the same on every server);
-/// on SQLite WAL journaling and a busy timeout (so readers never block the writer and writers queue).
+/// on PostgreSQL the UTC time zone and READ COMMITTED; on SQLite WAL journaling and a busy timeout
+/// (so readers never block the writer and writers queue).
 ///
 /// Errors: [`StoreError::InvalidInput`] for options [`ConnectOptions::check`] rejects, before connecting;
 /// [`StoreError::UnsupportedDatabaseUrl`] for a URL [`DatabaseUrl::parse`] rejects, including one for a
@@ -210,32 +237,70 @@ pub fn establish_with(url: &str, options: &ConnectOptions) -> StoreResult<DbConn
     match parsed {
         #[cfg(feature = "mysql")]
         DatabaseUrl::Mysql(url) => Ok(DbConnection::Mysql(mysql::connect(&url, options)?)),
+        #[cfg(feature = "postgres")]
+        DatabaseUrl::Postgres(url) => Ok(DbConnection::Pg(postgres::connect(&url, options)?)),
         #[cfg(feature = "sqlite")]
         DatabaseUrl::Sqlite(path) => {
             url::check_sqlite_directory(&path)?;
             Ok(DbConnection::Sqlite(sqlite::connect(&path, options)?))
         }
         // `parse` has already refused a backend this build lacks; still an error, never a panic.
-        #[cfg(not(all(feature = "mysql", feature = "sqlite")))]
+        #[cfg(not(all(feature = "mysql", feature = "postgres", feature = "sqlite")))]
         other => Err(DatabaseUrl::not_compiled_in(url, other.backend())),
     }
 }
 
-/// How many statements have succeeded on `conn` since it was opened, on MySQL; always 0 on SQLite,
+/// Runs `open` on a thread of its own and stops waiting for it after `timeout` with
+/// [`StoreError::Timeout`] (`None`: runs it here and waits as long as it takes). Neither client
+/// library's own connect timeout covers a server that accepts connections but never answers its
+/// handshake, and Diesel gives no access to them anyway. The thread ends when the server answers or
+/// the operating system gives up on the connection; what it opened late is closed.
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+pub(super) fn within<C: Send + 'static>(
+    timeout: Option<Duration>,
+    open: impl FnOnce() -> StoreResult<C> + Send + 'static,
+) -> StoreResult<C> {
+    let Some(timeout) = timeout else {
+        return open();
+    };
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("applyops-connect".into())
+        .spawn(move || {
+            // The caller may have stopped waiting: a connection it no longer wants is closed.
+            let _ = sender.send(open());
+        })
+        .map_err(|err| {
+            StoreError::Connect(diesel::ConnectionError::BadConnection(format!(
+                "could not start the connecting thread: {err}"
+            )))
+        })?;
+    match receiver.recv_timeout(timeout) {
+        Ok(opened) => opened,
+        Err(_) => Err(StoreError::Timeout {
+            operation: crate::error::TimedOut::Connect,
+            after: timeout,
+        }),
+    }
+}
+
+/// How many statements have succeeded on `conn` since it was opened, on MySQL and PostgreSQL; always 0 on SQLite,
 /// whose connections no server can close. Compared before and after a call, it tells whether the
 /// call's first statement was the one that failed.
 pub fn statements_succeeded(conn: &DbConnection) -> u64 {
     match conn {
         #[cfg(feature = "mysql")]
         DbConnection::Mysql(inner) => inner.statements_succeeded(),
+        #[cfg(feature = "postgres")]
+        DbConnection::Pg(inner) => inner.statements_succeeded(),
         #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(_) => 0,
     }
 }
 
-/// True for an error that says the connection to the MySQL server is gone (the client library's
-/// "Lost connection to … server during query" and "… server has gone away"; Diesel reports them
-/// as unknown database errors, by message only).
+/// True for an error that says the connection to the server is gone: on MySQL the client library's
+/// "Lost connection to … server during query" and "… server has gone away" (Diesel reports them
+/// as unknown database errors, by message only); on PostgreSQL a connection libpq reports bad.
 pub fn is_connection_lost(err: &StoreError) -> bool {
     match err {
         StoreError::Database(err) => lost_connection(err),
@@ -246,6 +311,10 @@ pub fn is_connection_lost(err: &StoreError) -> bool {
 /// [`is_connection_lost`] of a Diesel error (a failed COMMIT whose rollback failed too is judged by
 /// the COMMIT's error).
 pub(crate) fn lost_connection(err: &diesel::result::Error) -> bool {
+    #[cfg(feature = "postgres")]
+    if postgres::lost_connection(err) {
+        return true;
+    }
     match err {
         diesel::result::Error::DatabaseError(_, info) => {
             let message = info.message().to_ascii_lowercase();
@@ -264,6 +333,8 @@ pub(crate) fn idle_for(conn: &DbConnection) -> Option<Duration> {
     match conn {
         #[cfg(feature = "mysql")]
         DbConnection::Mysql(inner) => Some(inner.idle_for()),
+        #[cfg(feature = "postgres")]
+        DbConnection::Pg(inner) => Some(inner.idle_for()),
         #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(_) => None,
     }
@@ -274,13 +345,18 @@ pub(crate) fn last_insert_id(conn: &mut DbConnection) -> QueryResult<i64> {
     match conn {
         #[cfg(feature = "mysql")]
         DbConnection::Mysql(inner) => mysql::last_insert_id(inner),
+        #[cfg(feature = "postgres")]
+        DbConnection::Pg(inner) => postgres::last_insert_id(inner),
         #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(inner) => sqlite::last_insert_id(inner),
     }
 }
 
 // The refusals only exist in single-backend builds: `make check-features` runs them.
-#[cfg(all(test, not(all(feature = "mysql", feature = "sqlite"))))]
+#[cfg(all(
+    test,
+    not(all(feature = "mysql", feature = "postgres", feature = "sqlite"))
+))]
 mod tests {
     use super::*;
 

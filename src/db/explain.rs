@@ -2,13 +2,15 @@
 
 use diesel::prelude::*;
 
-/// The plan of `$query`, read without locks, as text lines: MySQL `EXPLAIN`, SQLite
+/// The plan of `$query`, read without locks, as text lines: MySQL and PostgreSQL `EXPLAIN`, SQLite
 /// `EXPLAIN QUERY PLAN`.
 macro_rules! explain {
     ($conn:expr, $query:expr) => {
         match $conn {
             #[cfg(feature = "mysql")]
             $crate::db::DbConnection::Mysql(inner) => $crate::db::mysql_explain(inner, $query),
+            #[cfg(feature = "postgres")]
+            $crate::db::DbConnection::Pg(inner) => $crate::db::postgres_explain(inner, $query),
             #[cfg(feature = "sqlite")]
             $crate::db::DbConnection::Sqlite(inner) => $crate::db::sqlite_explain(inner, $query),
         }
@@ -24,6 +26,10 @@ macro_rules! explain_for_claim {
             #[cfg(feature = "mysql")]
             $crate::db::DbConnection::Mysql(inner) => {
                 $crate::db::mysql_explain(inner, $query.for_update().skip_locked())
+            }
+            #[cfg(feature = "postgres")]
+            $crate::db::DbConnection::Pg(inner) => {
+                $crate::db::postgres_explain(inner, $query.for_update().skip_locked())
             }
             #[cfg(feature = "sqlite")]
             $crate::db::DbConnection::Sqlite(inner) => $crate::db::sqlite_explain(inner, $query),

@@ -14,14 +14,18 @@ use diesel::migration::MigrationSource;
 use diesel::prelude::*;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 
+#[cfg(feature = "mysql")]
+use super::mysql;
+#[cfg(feature = "postgres")]
+use super::postgres;
 #[cfg(feature = "sqlite")]
 use super::sqlite;
 use super::DbConnection;
-#[cfg(feature = "mysql")]
-use super::{mysql, MigrationOptions};
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+use super::MigrationOptions;
 use crate::error::{StoreError, StoreResult};
 
-// MYSQL_DOWN_SQL and SQLITE_DOWN_SQL: `(version, down.sql)` of each tree, written by build.rs, each
+// MYSQL_DOWN_SQL, POSTGRES_DOWN_SQL and SQLITE_DOWN_SQL: `(version, down.sql)` of each tree, written by build.rs, each
 // only with its backend's feature.
 include!(concat!(env!("OUT_DIR"), "/down_sql.rs"));
 
@@ -118,6 +122,11 @@ pub fn pending_migrations(conn: &mut DbConnection) -> StoreResult<Vec<String>> {
             embedded_versions::<diesel::mysql::Mysql>(&mysql::MIGRATIONS)?,
             mysql::table_rows(inner, BOOKKEEPING_TABLE)?,
         ),
+        #[cfg(feature = "postgres")]
+        DbConnection::Pg(inner) => (
+            embedded_versions::<diesel::pg::Pg>(&postgres::MIGRATIONS)?,
+            postgres::table_rows(inner, BOOKKEEPING_TABLE)?,
+        ),
         #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(inner) => (
             embedded_versions::<diesel::sqlite::Sqlite>(&sqlite::MIGRATIONS)?,
@@ -160,6 +169,8 @@ pub fn preview_revert(conn: &mut DbConnection) -> StoreResult<Option<RevertPrevi
     let newest = match conn {
         #[cfg(feature = "mysql")]
         DbConnection::Mysql(inner) => mysql::table_rows(inner, BOOKKEEPING_TABLE)?,
+        #[cfg(feature = "postgres")]
+        DbConnection::Pg(inner) => postgres::table_rows(inner, BOOKKEEPING_TABLE)?,
         #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(inner) => sqlite::table_rows(inner, BOOKKEEPING_TABLE)?,
     }
@@ -175,6 +186,10 @@ pub fn preview_revert(conn: &mut DbConnection) -> StoreResult<Option<RevertPrevi
         DbConnection::Mysql(inner) => preview(newest, MYSQL_DOWN_SQL, |table| {
             mysql::table_rows(inner, table)
         }),
+        #[cfg(feature = "postgres")]
+        DbConnection::Pg(inner) => preview(newest, POSTGRES_DOWN_SQL, |table| {
+            postgres::table_rows(inner, table)
+        }),
         #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(inner) => preview(newest, SQLITE_DOWN_SQL, |table| {
             sqlite::table_rows(inner, table)
@@ -187,7 +202,7 @@ pub fn preview_revert(conn: &mut DbConnection) -> StoreResult<Option<RevertPrevi
 /// that error is returned. Returns the reverted version, or `None` when no migration is applied (then
 /// `check` is not called).
 ///
-/// The preview, the check and the revert run under the migration lock (MySQL) or in one immediate
+/// The preview, the check and the revert run under the migration lock (MySQL, PostgreSQL) or in one immediate
 /// transaction (SQLite), so no other runner can apply or revert a migration in between, and on SQLite
 /// no row can be written in between either. On MySQL, rows written by other sessions between the
 /// preview and the `DROP` are not seen.
@@ -222,6 +237,19 @@ where
                 let newest = newest_applied(inner)?;
                 match preview(newest, MYSQL_DOWN_SQL, |table| {
                     mysql::table_rows(inner, table)
+                })? {
+                    Some(preview) => check(&preview),
+                    None => Ok(()),
+                }
+            })
+        }
+        #[cfg(feature = "postgres")]
+        DbConnection::Pg(inner) => {
+            let lock_wait = MigrationOptions::default().lock_wait;
+            postgres::revert_last_migration_checked(inner, lock_wait, |inner| {
+                let newest = newest_applied(inner)?;
+                match preview(newest, POSTGRES_DOWN_SQL, |table| {
+                    postgres::table_rows(inner, table)
                 })? {
                     Some(preview) => check(&preview),
                     None => Ok(()),
@@ -586,6 +614,8 @@ mod tests {
         vec![
             #[cfg(feature = "mysql")]
             MYSQL_DOWN_SQL,
+            #[cfg(feature = "postgres")]
+            POSTGRES_DOWN_SQL,
             #[cfg(feature = "sqlite")]
             SQLITE_DOWN_SQL,
         ]

@@ -6,6 +6,8 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 
 #[cfg(feature = "mysql")]
 use super::mysql;
+#[cfg(feature = "postgres")]
+use super::postgres;
 #[cfg(feature = "sqlite")]
 use super::sqlite;
 use super::DbConnection;
@@ -14,7 +16,7 @@ use crate::error::{StoreError, StoreResult};
 /// How migration runners wait for each other.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationOptions {
-    /// MySQL: how long to wait for another runner's migration lock before failing with
+    /// MySQL and PostgreSQL: how long to wait for another runner's migration lock before failing with
     /// [`StoreError::MigrationLockTimeout`], in whole seconds.
     /// Default 60 s. SQLite runners wait for the connection's busy timeout instead.
     pub lock_wait: Duration,
@@ -31,8 +33,11 @@ impl Default for MigrationOptions {
 /// Runs every pending migration of the connection's backend and returns the versions it applied.
 ///
 /// Concurrent runners are serialised: on MySQL with a named `GET_LOCK` scoped to the current database
-/// (waiting up to 60 s), on SQLite with one immediate transaction around the whole run. Every MySQL
-/// migration is a single idempotent DDL statement, so a run cut off half-way can simply be repeated.
+/// (waiting up to 60 s), on PostgreSQL with an advisory lock (scoped to the current database by
+/// PostgreSQL itself, same wait), on SQLite with one immediate transaction around the whole run.
+/// Every MySQL migration is idempotent, so a run cut off half-way can simply be repeated; on
+/// PostgreSQL each migration runs in a transaction of its own, so a cut-off run leaves whole
+/// migrations behind.
 pub fn run_migrations(conn: &mut DbConnection) -> StoreResult<Vec<String>> {
     run_migrations_with(conn, &MigrationOptions::default())
 }
@@ -45,6 +50,8 @@ pub fn run_migrations_with(
     match conn {
         #[cfg(feature = "mysql")]
         DbConnection::Mysql(inner) => mysql::run_migrations(inner, options.lock_wait),
+        #[cfg(feature = "postgres")]
+        DbConnection::Pg(inner) => postgres::run_migrations(inner, options.lock_wait),
         #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(inner) => {
             let _ = options; // SQLite runners wait for the busy timeout instead.
@@ -61,6 +68,10 @@ pub fn revert_last_migration(conn: &mut DbConnection) -> StoreResult<Option<Stri
         #[cfg(feature = "mysql")]
         DbConnection::Mysql(inner) => {
             mysql::revert_last_migration(inner, MigrationOptions::default().lock_wait)
+        }
+        #[cfg(feature = "postgres")]
+        DbConnection::Pg(inner) => {
+            postgres::revert_last_migration(inner, MigrationOptions::default().lock_wait)
         }
         #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(inner) => sqlite::revert_last_migration(inner),

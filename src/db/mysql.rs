@@ -11,7 +11,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 use super::mysql_connection::MysqlConn;
 use super::watchdog::Watch;
 use super::{ConnectOptions, ViolatedKey};
-use crate::error::{StoreError, StoreResult, TimedOut};
+use crate::error::{StoreError, StoreResult};
 
 /// The MySQL/MariaDB migration tree (`migrations/mysql`, the one `diesel.toml` points at).
 pub(super) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
@@ -75,35 +75,11 @@ const CLUSTER_SESSION_SETUP: &str = "SET SESSION wsrep_sync_wait = 1, wait_timeo
 /// watches its socket for `options.read_timeout` (see `db::watchdog`).
 ///
 /// With a connect timeout, the whole opening (TCP connect, handshake, session setup, finding the
-/// socket) runs on a thread of its own, and the caller stops waiting for it after the timeout with
-/// [`StoreError::Timeout`]: Diesel gives no access to libmariadb's connect timeout, and its default
-/// waits for ever on a server that accepts connections but does not answer. That thread ends when
-/// the server answers or the operating system gives up on the connection; what it opened late is
-/// closed.
+/// socket) runs on a thread of its own (see [`within`](super::connection::within)): libmariadb's
+/// default waits for ever on a server that accepts connections but does not answer.
 pub(super) fn connect(url: &str, options: &ConnectOptions) -> StoreResult<MysqlConn> {
-    let Some(timeout) = options.connect_timeout else {
-        return open(url, options.read_timeout);
-    };
-    let (sender, receiver) = std::sync::mpsc::channel();
     let (url, read_timeout) = (url.to_owned(), options.read_timeout);
-    std::thread::Builder::new()
-        .name("applyops-connect".into())
-        .spawn(move || {
-            // The caller may have stopped waiting: a connection it no longer wants is closed.
-            let _ = sender.send(open(&url, read_timeout));
-        })
-        .map_err(|err| {
-            StoreError::Connect(diesel::ConnectionError::BadConnection(format!(
-                "could not start the connecting thread: {err}"
-            )))
-        })?;
-    match receiver.recv_timeout(timeout) {
-        Ok(opened) => opened,
-        Err(_) => Err(StoreError::Timeout {
-            operation: TimedOut::Connect,
-            after: timeout,
-        }),
-    }
+    super::connection::within(options.connect_timeout, move || open(&url, read_timeout))
 }
 
 /// [`connect`]'s work: the connection, its session settings and its read timeout's watch.

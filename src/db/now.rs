@@ -7,6 +7,8 @@ use diesel::expression::{
 };
 #[cfg(feature = "mysql")]
 use diesel::mysql::Mysql;
+#[cfg(feature = "postgres")]
+use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 #[cfg(feature = "sqlite")]
 use diesel::sqlite::Sqlite;
@@ -18,7 +20,8 @@ use crate::schema_types::Datetime;
 /// "Now" in UTC with microseconds, taken from the database server's clock where there is a server.
 ///
 /// Every timestamp the store writes comes from here, so rows written by workers on different machines
-/// order by one clock: on MySQL/MariaDB it renders `UTC_TIMESTAMP(6)`, evaluated once per statement; on
+/// order by one clock: on MySQL/MariaDB it renders `UTC_TIMESTAMP(6)`, evaluated once per statement
+/// (on PostgreSQL `statement_timestamp() AT TIME ZONE 'UTC'`, the same); on
 /// SQLite, which runs in-process, it binds the process clock read when the expression was built
 /// (SQLite's own `'now'` has only millisecond resolution).
 #[derive(Debug, Clone, Copy, QueryId)]
@@ -48,8 +51,8 @@ pub fn now() -> DbNow {
 }
 
 /// "Now" as of the moment the database produces a row, not when the statement began: on MySQL
-/// `SYSDATE(6)` (the session time zone is UTC, see [`establish`](super::establish)); on SQLite the same
-/// as [`now`].
+/// `SYSDATE(6)` (the session time zone is UTC, see [`establish`](super::establish)), on PostgreSQL
+/// `clock_timestamp() AT TIME ZONE 'UTC'`; on SQLite the same as [`now`].
 ///
 /// For a claim's timestamps. A MySQL statement's `UTC_TIMESTAMP(6)` is fixed when the statement
 /// starts, but its subqueries read the rows committed when they run, which can be later: a claim stamped
@@ -70,9 +73,9 @@ fn process_clock() -> NaiveDateTime {
     Utc::now().naive_utc().trunc_subsecs(6)
 }
 
-/// The expression impls both "now" types share; only the MySQL SQL differs.
+/// The expression impls both "now" types share; only the servers' SQL differs.
 macro_rules! timestamp_expression {
-    ($type:ident, $mysql_sql:literal) => {
+    ($type:ident, $mysql_sql:literal, $pg_sql:literal) => {
         impl Expression for $type {
             type SqlType = Datetime;
         }
@@ -93,6 +96,14 @@ macro_rules! timestamp_expression {
             }
         }
 
+        #[cfg(feature = "postgres")]
+        impl QueryFragment<Pg> for $type {
+            fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+                out.push_sql($pg_sql);
+                Ok(())
+            }
+        }
+
         #[cfg(feature = "sqlite")]
         impl QueryFragment<Sqlite> for $type {
             fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
@@ -108,13 +119,17 @@ macro_rules! timestamp_expression {
     };
 }
 
-timestamp_expression!(DbNow, "UTC_TIMESTAMP(6)");
+timestamp_expression!(
+    DbNow,
+    "UTC_TIMESTAMP(6)",
+    "(statement_timestamp() AT TIME ZONE 'UTC')"
+);
 
 /// "Now plus a duration" as of the moment the database writes the row; see [`now_when_read_plus`].
 #[derive(Debug, Clone, Copy, QueryId)]
 pub struct DbNowWhenReadPlus {
-    /// The duration in microseconds (bound on MySQL).
-    #[cfg(feature = "mysql")]
+    /// The duration in microseconds (bound on MySQL and PostgreSQL).
+    #[cfg(any(feature = "mysql", feature = "postgres"))]
     micros: i64,
     /// The process clock plus the duration (bound on SQLite).
     #[cfg(feature = "sqlite")]
@@ -122,7 +137,8 @@ pub struct DbNowWhenReadPlus {
 }
 
 /// "Now" plus `micros` microseconds, read when the database evaluates the row, not when the statement
-/// began: on MySQL `DATE_ADD(SYSDATE(6), INTERVAL ? MICROSECOND)`, so an UPDATE that waited for a
+/// began: on MySQL `DATE_ADD(SYSDATE(6), INTERVAL ? MICROSECOND)` (PostgreSQL: the same from
+/// `clock_timestamp()`), so an UPDATE that waited for a
 /// row lock computes it once the lock is held; on SQLite the process clock read when this is built,
 /// so build it once the write lock is held (inside a `BEGIN IMMEDIATE` transaction).
 ///
@@ -130,7 +146,7 @@ pub struct DbNowWhenReadPlus {
 /// past when the row is written.
 pub fn now_when_read_plus(micros: i64) -> DbNowWhenReadPlus {
     DbNowWhenReadPlus {
-        #[cfg(feature = "mysql")]
+        #[cfg(any(feature = "mysql", feature = "postgres"))]
         micros,
         #[cfg(feature = "sqlite")]
         process_clock: process_clock() + chrono::Duration::microseconds(micros),
@@ -159,6 +175,18 @@ impl QueryFragment<Mysql> for DbNowWhenReadPlus {
     }
 }
 
+#[cfg(feature = "postgres")]
+impl QueryFragment<Pg> for DbNowWhenReadPlus {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        // An interval of whole microseconds: `interval * float8` rounds to the microsecond, exact
+        // for any duration under 2^53 µs (285 years).
+        out.push_sql("((clock_timestamp() AT TIME ZONE 'UTC') + ");
+        out.push_bind_param::<diesel::sql_types::BigInt, _>(&self.micros)?;
+        out.push_sql(" * INTERVAL '1 microsecond')");
+        Ok(())
+    }
+}
+
 #[cfg(feature = "sqlite")]
 impl QueryFragment<Sqlite> for DbNowWhenReadPlus {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
@@ -171,4 +199,8 @@ impl QueryFragment<MultiBackend> for DbNowWhenReadPlus {
         MultiBackend::walk_variant_ast(self, pass)
     }
 }
-timestamp_expression!(DbNowWhenRead, "SYSDATE(6)");
+timestamp_expression!(
+    DbNowWhenRead,
+    "SYSDATE(6)",
+    "(clock_timestamp() AT TIME ZONE 'UTC')"
+);

@@ -1,7 +1,7 @@
 //! Transactions as the store needs them: write transactions that hold the write lock from their first
 //! statement, the claim's transaction, and the locking reads that go with them.
 
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use diesel::connection::AnsiTransactionManager;
 use diesel::connection::TransactionManager;
 use diesel::prelude::*;
@@ -33,10 +33,22 @@ where
         }
         #[cfg(feature = "mysql")]
         DbConnection::Mysql(_) => false,
+        #[cfg(feature = "postgres")]
+        DbConnection::Pg(_) => false,
     };
     if !began_immediate {
         return conn.transaction(f);
     }
+    finish_begun(conn, f)
+}
+
+/// Runs `f` in the transaction the caller has just begun with a `BEGIN` of its own, then commits
+/// it, or rolls it back on `f`'s error.
+fn finish_begun<T, E, F>(conn: &mut DbConnection, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    E: From<DieselError>,
+{
     type Manager = <DbConnection as Connection>::TransactionManager;
     match f(conn) {
         Ok(value) => {
@@ -57,12 +69,25 @@ where
 /// On MySQL the session is READ COMMITTED (`db::mysql`), where each statement reads what was
 /// committed when it ran; the transaction is made REPEATABLE READ and READ ONLY
 /// (`SET TRANSACTION …`, which applies to the next transaction only: one statement more), so its
-/// statements read the snapshot its first one took. On SQLite a transaction reads one snapshot
+/// statements read the snapshot its first one took. On PostgreSQL the same in one statement
+/// (`BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY`). On SQLite a transaction reads one snapshot
 /// already. Inside a caller's transaction `f` runs in a savepoint of it, at the caller's level.
 pub(crate) fn snapshot_read<T, F>(conn: &mut DbConnection, f: F) -> StoreResult<T>
 where
     F: FnOnce(&mut DbConnection) -> StoreResult<T>,
 {
+    #[cfg(feature = "postgres")]
+    #[allow(irrefutable_let_patterns)] // a PostgreSQL-only build
+    if let DbConnection::Pg(inner) = conn {
+        match AnsiTransactionManager::begin_transaction_sql(
+            &mut **inner,
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+        ) {
+            Ok(()) => return finish_begun(conn, f),
+            Err(DieselError::AlreadyInTransaction) => return conn.transaction(f),
+            Err(err) => return Err(err.into()),
+        }
+    }
     #[cfg(feature = "mysql")]
     if matches!(conn, DbConnection::Mysql(_)) && !in_transaction(conn)? {
         use diesel::connection::SimpleConnection;
@@ -83,7 +108,9 @@ where
 /// writer's: on SQLite inside [`write_transaction`] (`BEGIN IMMEDIATE`: build the [`now`] expressions
 /// inside `f`, and they are read once the database's write lock is held); on MySQL `f` runs as it is,
 /// each statement taking its own row locks, and the stamps that must follow those locks use
-/// [`now_when_read`] or [`now_when_read_plus`].
+/// [`now_when_read`] or [`now_when_read_plus`]; on PostgreSQL, whose UPDATE computes its new values
+/// before it waits for a row's lock, `f` runs in a transaction and locks its row first
+/// ([`lock_before_stamping!`]), then stamps it with those.
 ///
 /// For stamps that order rows or decide a lease: an insert whose `created_at` was read before it
 /// waited for the lock could otherwise come out earlier than a sibling committed (and claimed)
@@ -92,13 +119,45 @@ pub(crate) fn serialized_write<T, F>(conn: &mut DbConnection, f: F) -> StoreResu
 where
     F: FnOnce(&mut DbConnection) -> StoreResult<T>,
 {
-    if write_lock_is_database_wide(conn) {
+    if write_lock_is_database_wide(conn) || stamps_before_row_locks(conn) {
         let written = write_transaction(conn, f);
         written.map_err(|err| storage_error(conn, err))
     } else {
         f(conn)
     }
 }
+
+/// True on PostgreSQL: an UPDATE evaluates its SET expressions when it reads the row, before any
+/// wait for the row's lock, and keeps them when the lock holder commits without changing the row,
+/// so `clock_timestamp()` in an assignment can be older than the wait (seen: a heartbeat that
+/// waited 1.5 s for a locked row stored an expiry computed before the wait).
+fn stamps_before_row_locks(conn: &DbConnection) -> bool {
+    #[cfg(feature = "postgres")]
+    if matches!(conn, DbConnection::Pg(_)) {
+        return true;
+    }
+    let _ = conn;
+    false
+}
+
+/// Inside [`serialized_write`], before an UPDATE stamps the row `$query` selects with
+/// [`now_when_read_plus`]: on PostgreSQL locks that row first with a locking read (`FOR UPDATE`),
+/// so that the UPDATE, which no longer waits, computes its stamp after any wait; elsewhere nothing
+/// (see [`serialized_write`]). Reads whether the row exists: `Ok(false)` when it does not.
+macro_rules! lock_before_stamping {
+    ($conn:expr, $query:expr) => {
+        match $conn {
+            #[cfg(feature = "postgres")]
+            $crate::db::DbConnection::Pg(inner) => ::diesel::OptionalExtension::optional(
+                ::diesel::RunQueryDsl::first::<i64>($query.for_update(), inner),
+            )
+            .map(|row| row.is_some()),
+            #[allow(unreachable_patterns)]
+            _ => Ok::<bool, ::diesel::result::Error>(true),
+        }
+    };
+}
+pub(crate) use lock_before_stamping;
 
 /// `err`, as [`StoreError::DiskFull`] when it says the database's disk is full (see
 /// `sqlite::is_disk_full`): a write's error, whatever statement met it.
@@ -123,6 +182,8 @@ fn is_disk_full(conn: &mut DbConnection, err: &DieselError) -> bool {
         DbConnection::Sqlite(inner) => super::sqlite::is_disk_full(inner, err),
         #[cfg(feature = "mysql")]
         DbConnection::Mysql(_) => false,
+        #[cfg(feature = "postgres")]
+        DbConnection::Pg(_) => false,
     }
 }
 
@@ -145,7 +206,7 @@ pub(crate) enum TransactionOutcome<T> {
 /// Runs `f` in the transaction a claim needs: with the claim's one-row `FOR UPDATE SKIP LOCKED`
 /// reads, concurrent claimers never wait on each other's rows and never take the same one.
 ///
-/// On MySQL the transaction is READ COMMITTED: a locking read then keeps only the rows it returns
+/// On MySQL and PostgreSQL the transaction is READ COMMITTED: a locking read then keeps only the rows it returns
 /// (a row it reads and rejects is unlocked at once, and no gap locks are taken), and its subqueries
 /// read the latest committed siblings and requests. On SQLite it is `BEGIN IMMEDIATE`, which excludes
 /// every other writer for its duration. Inside a caller's transaction, `f` runs in a savepoint of it,
@@ -168,9 +229,11 @@ where
         return write_transaction(conn, f).map(TransactionOutcome::Committed);
     }
     match conn {
-        // READ COMMITTED: the session's level (`db::mysql`).
+        // READ COMMITTED: the session's level (`db::mysql`, `db::postgres`).
         #[cfg(feature = "mysql")]
         DbConnection::Mysql(_) => Manager::begin_transaction(conn)?,
+        #[cfg(feature = "postgres")]
+        DbConnection::Pg(_) => Manager::begin_transaction(conn)?,
         #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(inner) => {
             AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE")?
@@ -203,6 +266,8 @@ fn commit_outcome_unknown(conn: &DbConnection, error: &DieselError) -> bool {
     match conn {
         #[cfg(feature = "mysql")]
         DbConnection::Mysql(_) => !is_lost_race(error) && super::connection::lost_connection(error),
+        #[cfg(feature = "postgres")]
+        DbConnection::Pg(_) => !is_lost_race(error) && super::connection::lost_connection(error),
         #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(_) => {
             let _ = error;
@@ -226,6 +291,8 @@ fn write_lock_is_database_wide(conn: &DbConnection) -> bool {
     match conn {
         #[cfg(feature = "mysql")]
         DbConnection::Mysql(_) => false,
+        #[cfg(feature = "postgres")]
+        DbConnection::Pg(_) => false,
         #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(_) => true,
     }
@@ -243,6 +310,8 @@ macro_rules! first_native {
         match $conn {
             #[cfg(feature = "mysql")]
             $crate::db::DbConnection::Mysql(inner) => ::diesel::RunQueryDsl::first($query, inner),
+            #[cfg(feature = "postgres")]
+            $crate::db::DbConnection::Pg(inner) => ::diesel::RunQueryDsl::first($query, inner),
             #[cfg(feature = "sqlite")]
             $crate::db::DbConnection::Sqlite(inner) => ::diesel::RunQueryDsl::first($query, inner),
         }
@@ -261,6 +330,10 @@ macro_rules! first_for_claim {
             $crate::db::DbConnection::Mysql(inner) => {
                 ::diesel::RunQueryDsl::first($query.for_update().skip_locked(), inner)
             }
+            #[cfg(feature = "postgres")]
+            $crate::db::DbConnection::Pg(inner) => {
+                ::diesel::RunQueryDsl::first($query.for_update().skip_locked(), inner)
+            }
             #[cfg(feature = "sqlite")]
             $crate::db::DbConnection::Sqlite(inner) => ::diesel::RunQueryDsl::first($query, inner),
         }
@@ -277,6 +350,11 @@ macro_rules! load_union_all {
         match $conn {
             #[cfg(feature = "mysql")]
             $crate::db::DbConnection::Mysql(inner) => ::diesel::RunQueryDsl::load(
+                ::diesel::query_dsl::CombineDsl::union_all($first, $second),
+                inner,
+            ),
+            #[cfg(feature = "postgres")]
+            $crate::db::DbConnection::Pg(inner) => ::diesel::RunQueryDsl::load(
                 ::diesel::query_dsl::CombineDsl::union_all($first, $second),
                 inner,
             ),
@@ -303,6 +381,10 @@ macro_rules! first_current {
             $crate::db::DbConnection::Mysql(inner) => {
                 ::diesel::RunQueryDsl::first($query.for_update(), inner)
             }
+            #[cfg(feature = "postgres")]
+            $crate::db::DbConnection::Pg(inner) => {
+                ::diesel::RunQueryDsl::first($query.for_update(), inner)
+            }
             #[cfg(feature = "sqlite")]
             $crate::db::DbConnection::Sqlite(inner) => ::diesel::RunQueryDsl::first($query, inner),
         }
@@ -315,9 +397,34 @@ pub(crate) fn is_cluster_node(conn: &DbConnection) -> bool {
     match conn {
         #[cfg(feature = "mysql")]
         DbConnection::Mysql(inner) => inner.is_cluster_node(),
+        #[cfg(feature = "postgres")]
+        DbConnection::Pg(_) => false,
         #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(_) => false,
     }
+}
+
+/// Runs `f`, one statement whose failure the caller handles and then goes on in the same
+/// transaction (a unique key's violation, answered by reading who holds the key). On PostgreSQL a
+/// failed statement aborts the transaction it ran in (every later statement is refused until it
+/// ends), so inside a transaction `f` runs in a savepoint of its own, which its failure rolls back
+/// (two statements more: `SAVEPOINT` and `RELEASE SAVEPOINT` or `ROLLBACK TO SAVEPOINT`). On MySQL
+/// and SQLite a failed statement leaves the transaction usable, and `f` runs as it is.
+pub(crate) fn recoverable<T>(
+    conn: &mut DbConnection,
+    f: impl FnOnce(&mut DbConnection) -> QueryResult<T>,
+) -> QueryResult<T> {
+    #[cfg(feature = "postgres")]
+    if matches!(conn, DbConnection::Pg(_)) {
+        type Manager = <DbConnection as Connection>::TransactionManager;
+        if Manager::transaction_manager_status_mut(conn)
+            .transaction_depth()?
+            .is_some()
+        {
+            return conn.transaction(f);
+        }
+    }
+    f(conn)
 }
 
 /// True while `conn` is inside a transaction (the caller's, or one of ours).
@@ -339,7 +446,8 @@ pub(crate) fn is_contention(err: &StoreError) -> bool {
 
 /// True for a database error that means the statement or transaction lost a race and was rolled
 /// back: a deadlock (MySQL 1213; on a Galera node also a certification failure or a brute-force
-/// abort by a replicated write), which Diesel reports as a serialisation failure.
+/// abort by a replicated write), which Diesel reports as a serialisation failure; on PostgreSQL a
+/// serialisation failure (40001) or a deadlock (40P01).
 pub(crate) fn is_lost_race(err: &DieselError) -> bool {
     match err {
         DieselError::DatabaseError(diesel::result::DatabaseErrorKind::SerializationFailure, _) => {
@@ -347,7 +455,11 @@ pub(crate) fn is_lost_race(err: &DieselError) -> bool {
         }
         // The same error from a statement sent as text (a COMMIT the server would not prepare),
         // which Diesel does not classify: 1213's message (sessions pin `lc_messages = en_US`).
-        DieselError::DatabaseError(_, info) => info.message().starts_with("Deadlock found"),
+        // PostgreSQL's deadlock (SQLSTATE 40P01), which Diesel 2.3 reports as `Unknown` without
+        // its SQLSTATE: its message, as a server with English messages (the default) words it.
+        DieselError::DatabaseError(_, info) => {
+            info.message().starts_with("Deadlock found") || info.message() == "deadlock detected"
+        }
         DieselError::RollbackErrorOnCommit { commit_error, .. } => is_lost_race(commit_error),
         _ => false,
     }
@@ -446,6 +558,8 @@ macro_rules! execute_batch_insert {
         match $conn {
             #[cfg(feature = "mysql")]
             $crate::db::DbConnection::Mysql(inner) => ::diesel::RunQueryDsl::execute($query, inner),
+            #[cfg(feature = "postgres")]
+            $crate::db::DbConnection::Pg(inner) => ::diesel::RunQueryDsl::execute($query, inner),
             #[cfg(feature = "sqlite")]
             $crate::db::DbConnection::Sqlite(inner) => {
                 ::diesel::RunQueryDsl::execute($query, inner)
@@ -582,6 +696,18 @@ mod tests {
             rollback_error: Box::new(DieselError::BrokenTransactionManager),
             commit_error: Box::new(database_error(DatabaseErrorKind::Unknown, deadlock)),
         }));
+    }
+
+    #[test]
+    fn a_postgresql_deadlock_is_a_lost_race() {
+        assert!(is_lost_race(&database_error(
+            DatabaseErrorKind::Unknown,
+            "deadlock detected"
+        )));
+        assert!(is_lost_race(&database_error(
+            DatabaseErrorKind::SerializationFailure,
+            "could not serialize access due to concurrent update"
+        )));
     }
 
     #[test]

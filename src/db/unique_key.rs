@@ -1,10 +1,13 @@
 //! Telling which unique key a duplicate-key error violated: Diesel reports no constraint name on MySQL
-//! or SQLite, so the server's message is read, with the parser of the backend that produced it.
+//! or SQLite, so the server's message is read, with the parser of the backend that produced it; on
+//! PostgreSQL the error carries the constraint's name and table.
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 #[cfg(feature = "mysql")]
 use super::mysql;
+#[cfg(feature = "postgres")]
+use super::postgres;
 #[cfg(feature = "sqlite")]
 use super::sqlite;
 use super::DbConnection;
@@ -27,8 +30,9 @@ pub(crate) struct UniqueKey {
 /// produces that backend's form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ViolatedKey {
-    /// MySQL/MariaDB name the index, MySQL 8.0.19+ prefixed with its table.
-    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+    /// MySQL/MariaDB name the index, MySQL 8.0.19+ prefixed with its table; PostgreSQL names the
+    /// constraint and its table.
+    #[cfg_attr(not(any(feature = "mysql", feature = "postgres")), allow(dead_code))]
     Named {
         /// The table, when the server names it.
         table: Option<String>,
@@ -92,6 +96,8 @@ fn violated(conn: &DbConnection, err: &DieselError) -> Option<Option<ViolatedKey
     Some(match conn {
         #[cfg(feature = "mysql")]
         DbConnection::Mysql(_) => mysql::violated_key(info.message()),
+        #[cfg(feature = "postgres")]
+        DbConnection::Pg(_) => postgres::violated_key(info.as_ref()),
         #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(_) => sqlite::violated_key(info.message()),
     })

@@ -2,26 +2,50 @@ use super::Backend;
 use crate::error::{StoreError, StoreResult};
 
 /// What to use instead of a URL this build cannot open, naming only the backends it has.
-#[cfg(all(feature = "mysql", feature = "sqlite"))]
+#[cfg(all(feature = "mysql", feature = "postgres", feature = "sqlite"))]
 macro_rules! use_instead {
     () => {
-        "use mysql://… or a SQLite path"
+        "use mysql://…, postgres://… or a SQLite path"
     };
 }
-#[cfg(all(feature = "mysql", not(feature = "sqlite")))]
+#[cfg(all(feature = "mysql", feature = "postgres", not(feature = "sqlite")))]
 macro_rules! use_instead {
     () => {
-        "use mysql://… (this build has no SQLite support)"
+        "use mysql://… or postgres://… (this build has no SQLite support)"
     };
 }
-#[cfg(all(feature = "sqlite", not(feature = "mysql")))]
+#[cfg(all(feature = "mysql", not(feature = "postgres"), feature = "sqlite"))]
 macro_rules! use_instead {
     () => {
-        "use a SQLite path (this build has no MySQL support)"
+        "use mysql://… or a SQLite path (this build has no PostgreSQL support)"
+    };
+}
+#[cfg(all(not(feature = "mysql"), feature = "postgres", feature = "sqlite"))]
+macro_rules! use_instead {
+    () => {
+        "use postgres://… or a SQLite path (this build has no MySQL support)"
+    };
+}
+#[cfg(all(feature = "mysql", not(feature = "postgres"), not(feature = "sqlite")))]
+macro_rules! use_instead {
+    () => {
+        "use mysql://… (this build has only MySQL support)"
+    };
+}
+#[cfg(all(not(feature = "mysql"), feature = "postgres", not(feature = "sqlite")))]
+macro_rules! use_instead {
+    () => {
+        "use postgres://… (this build has only PostgreSQL support)"
+    };
+}
+#[cfg(all(not(feature = "mysql"), not(feature = "postgres"), feature = "sqlite"))]
+macro_rules! use_instead {
+    () => {
+        "use a SQLite path (this build has only SQLite support)"
     };
 }
 // Without a backend `db/mod.rs` stops the build; this only keeps the error list short.
-#[cfg(not(any(feature = "mysql", feature = "sqlite")))]
+#[cfg(not(any(feature = "mysql", feature = "postgres", feature = "sqlite")))]
 macro_rules! use_instead {
     () => {
         ""
@@ -30,12 +54,15 @@ macro_rules! use_instead {
 
 /// A database URL, sorted by backend before any connection is attempted.
 ///
-/// Both variants exist in every build, but [`parse`](DatabaseUrl::parse) only returns the ones whose
+/// Every variant exists in every build, but [`parse`](DatabaseUrl::parse) only returns the ones whose
 /// backend this build was compiled with.
 #[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     /// `mysql://…`, passed to the MySQL client library as is.
     Mysql(String),
+    /// `postgres://…` or `postgresql://…`, passed to libpq as is (so several hosts and libpq's
+    /// parameters, `target_session_attrs=read-write` among them, work as libpq documents them).
+    Postgres(String),
     /// The SQLite database to open: a path, `:memory:` or a `file:` URI.
     Sqlite(String),
 }
@@ -43,20 +70,19 @@ pub enum DatabaseUrl {
 impl DatabaseUrl {
     /// Sorts `url` by backend.
     ///
-    /// - `mysql://…` is MySQL/MariaDB.
+    /// - `mysql://…` is MySQL/MariaDB; `postgres://…` and `postgresql://…` are PostgreSQL.
     /// - `sqlite://path` is the SQLite file `path` (`sqlite:///abs/path` for an absolute path,
     ///   `sqlite://:memory:` for an in-memory database); `file:…` URIs, `:memory:` and anything else
     ///   that does not start with a scheme are SQLite paths as given.
-    /// - A string that starts like a URL is never taken for a file name: `postgres://` and
-    ///   `postgresql://` are recognised but not supported yet; any other `scheme://`, a scheme
+    /// - A string that starts like a URL is never taken for a file name: any other `scheme://`, a scheme
     ///   followed by `:` without `//` (`mysql:u:pw@h`, `mysql:/h/db`; a scheme has two characters or
     ///   more, so `C:\x.db` is a path), and a backend's name followed by `//` (`mysql//h/db`) are
     ///   rejected. A file whose name starts that way is written `./mysql:x.db` or
     ///   `sqlite://mysql:x.db`.
     /// - Leading or trailing whitespace and control characters are rejected, never trimmed: a
     ///   password or a file name may end in a space.
-    /// - A URL for a backend this build was compiled without (its Cargo feature, `mysql` or `sqlite`,
-    ///   was off) is rejected too, never opened with the other backend.
+    /// - A URL for a backend this build was compiled without (its Cargo feature, `mysql`, `postgres`
+    ///   or `sqlite`, was off) is rejected too, never opened with the other backend.
     ///
     /// Errors: [`StoreError::UnsupportedDatabaseUrl`], showing the URL as [`redact_url`] does
     /// (without its password).
@@ -74,14 +100,21 @@ impl DatabaseUrl {
         StoreError::UnsupportedDatabaseUrl {
             url: redact_url(url),
             reason: match backend {
-                Backend::Mysql => {
+                Backend::Mysql => concat!(
                     "this build of applyops lacks the `mysql` feature (MySQL/MariaDB support); \
-                     rebuild with it enabled, or use a SQLite path"
-                }
-                Backend::Sqlite => {
+                     rebuild with it enabled, or ",
+                    use_instead!()
+                ),
+                Backend::Postgres => concat!(
+                    "this build of applyops lacks the `postgres` feature (PostgreSQL support); \
+                     rebuild with it enabled, or ",
+                    use_instead!()
+                ),
+                Backend::Sqlite => concat!(
                     "this build of applyops lacks the `sqlite` feature (SQLite support); rebuild \
-                     with it enabled, or use mysql://…"
-                }
+                     with it enabled, or ",
+                    use_instead!()
+                ),
             },
         }
     }
@@ -96,7 +129,8 @@ impl DatabaseUrl {
 
     /// False for a MySQL URL without a database (`mysql://user@host:3306`, `mysql://host/`): the
     /// server can be reached, but there are no applyops tables to read or migrate. True for every
-    /// SQLite database.
+    /// SQLite database and every PostgreSQL URL (libpq then connects to the user's own database, or
+    /// the one a `dbname` parameter names).
     ///
     /// ```
     /// use applyops::db::DatabaseUrl;
@@ -123,6 +157,7 @@ impl DatabaseUrl {
     pub fn backend(&self) -> Backend {
         match self {
             DatabaseUrl::Mysql(_) => Backend::Mysql,
+            DatabaseUrl::Postgres(_) => Backend::Postgres,
             DatabaseUrl::Sqlite(_) => Backend::Sqlite,
         }
     }
@@ -153,6 +188,9 @@ impl std::fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DatabaseUrl::Mysql(url) => f.debug_tuple("Mysql").field(&redact_url(url)).finish(),
+            DatabaseUrl::Postgres(url) => {
+                f.debug_tuple("Postgres").field(&redact_url(url)).finish()
+            }
             DatabaseUrl::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
         }
     }
@@ -198,7 +236,7 @@ fn classify(url: &str) -> Result<DatabaseUrl, &'static str> {
         return Ok(DatabaseUrl::Sqlite(path.to_owned()));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(concat!("PostgreSQL is not supported yet; ", use_instead!()));
+        return Ok(DatabaseUrl::Postgres(url.to_owned()));
     }
     match scheme_prefix(url) {
         // SQLite's URI filenames.
@@ -246,6 +284,8 @@ fn classify(url: &str) -> Result<DatabaseUrl, &'static str> {
 /// (`mysql:u:pw@h` → `mysql:***@h`, `mysql:/u:pw@h/db` → `mysql:/***@h/db`) or without `:`
 /// (`mysql//u:pw@h/db` → `mysql//***@h/db`).
 ///
+/// A `password=` query parameter (libpq reads one) is shown as `password=***`.
+///
 /// Unchanged: what `parse` takes for SQLite (`sqlite://` URLs, paths, `:memory:`, `file:` URIs),
 /// which carries no credentials and is shown as the file name it is; URLs without a `:` before their
 /// last `@` (no password: `mysql://root@db/x`); anything without an `@`.
@@ -262,6 +302,35 @@ pub fn redact_url(url: &str) -> String {
     if matches!(classify(url), Ok(DatabaseUrl::Sqlite(_))) {
         return url.to_owned();
     }
+    redact_password_parameter(&redact_userinfo(url))
+}
+
+/// The password of a well-formed `scheme://user:password@host…` URL, read as [`redact_url`] reads it
+/// (the userinfo ends at the last `@`), or `None`.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(super) fn password_of(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let at = rest.rfind('@')?;
+    rest[..at].split_once(':').map(|(_, password)| password)
+}
+
+/// `url` with the value of a `password=` query parameter (libpq takes one) replaced by `***`.
+fn redact_password_parameter(url: &str) -> String {
+    let Some((head, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let parameters: Vec<String> = query
+        .split('&')
+        .map(|parameter| match parameter.split_once('=') {
+            Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}=***"),
+            _ => parameter.to_owned(),
+        })
+        .collect();
+    format!("{head}?{}", parameters.join("&"))
+}
+
+/// [`redact_url`]'s userinfo part.
+fn redact_userinfo(url: &str) -> String {
     let body = url.trim_start();
     let lead = &url[..url.len() - body.len()];
     // The scheme, however spelt, then the separator, however malformed (any run of ':' and '/').
@@ -402,15 +471,37 @@ mod tests {
         assert!(!DatabaseUrl::Mysql("mysql://h/x".into()).is_sqlite_in_memory());
     }
 
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn postgres_urls_are_postgres_as_written() {
+        for url in [
+            "postgres://u@h/db",
+            "postgresql://u@h:5432/db",
+            "postgresql://u@h1:5432,h2:5433/db?target_session_attrs=read-write",
+        ] {
+            assert_eq!(
+                DatabaseUrl::parse(url).unwrap(),
+                DatabaseUrl::Postgres(url.into())
+            );
+            assert!(DatabaseUrl::parse(url).unwrap().names_database());
+        }
+    }
+
+    #[test]
+    fn a_password_parameter_is_not_shown() {
+        assert_eq!(
+            redact_url("postgresql://app@h1,h2/db?sslmode=require&password=hunter2&x=1"),
+            "postgresql://app@h1,h2/db?sslmode=require&password=***&x=1"
+        );
+        assert_eq!(
+            redact_url("postgres://h/db?password=hunter2"),
+            "postgres://h/db?password=***"
+        );
+    }
+
     #[test]
     fn other_schemes_are_rejected_not_taken_for_file_names() {
-        for input in [
-            "postgres://u@h/db",
-            "postgresql://u@h/db",
-            "redis://h",
-            "sqlite://",
-            "",
-        ] {
+        for input in ["redis://h", "mongodb://u@h/db", "sqlite://", ""] {
             let err = DatabaseUrl::parse(input).unwrap_err();
             assert!(
                 matches!(err, StoreError::UnsupportedDatabaseUrl { .. }),
@@ -421,17 +512,19 @@ mod tests {
 
     #[test]
     fn errors_and_debug_never_show_the_password() {
-        let err = DatabaseUrl::parse("postgres://app:hunter2@db:5432/x").unwrap_err();
+        let err = DatabaseUrl::parse("redis://app:hunter2@db:5432/x").unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
         assert!(err.to_string().contains("app:***@db:5432"), "{err}");
         let url = DatabaseUrl::Mysql("mysql://app:hunter2@db/x".into());
+        assert!(!format!("{url:?}").contains("hunter2"));
+        let url = DatabaseUrl::Postgres("postgres://app:hunter2@db/x".into());
         assert!(!format!("{url:?}").contains("hunter2"));
         assert_eq!(redact_url("mysql://root@h/x"), "mysql://root@h/x");
     }
 
     #[test]
     fn a_password_with_a_slash_is_not_shown() {
-        let err = DatabaseUrl::parse("postgres://app:hun/ter2@db/x").unwrap_err();
+        let err = DatabaseUrl::parse("redis://app:hun/ter2@db/x").unwrap_err();
         assert!(!err.to_string().contains("ter2"), "{err}");
         assert!(err.to_string().contains("app:***@db/x"), "{err}");
         let url = DatabaseUrl::Mysql("mysql://app:hun/ter2@db/x".into());

@@ -56,21 +56,23 @@ fn insert_row(
     // created_at orders the claims: it is read under the apply's lock (and SQLite's write lock), so
     // no sibling committed meanwhile can come out later than it.
     let now = db::now();
-    let inserted = diesel::insert_into(apply_operations::table)
-        .values((
-            apply_operations::apply_id.eq(new.apply_id),
-            apply_operations::deployment.eq(&new.deployment),
-            apply_operations::target.eq(&new.target),
-            apply_operations::cutover_policy.eq(new.cutover_policy),
-            apply_operations::on_failure.eq(new.on_failure),
-            apply_operations::state.eq(ApplyState::Pending),
-            apply_operations::database_name.eq(&locked.row.database_name),
-            apply_operations::environment.eq(&locked.row.environment),
-            apply_operations::holds_target.eq(Some(true)),
-            apply_operations::created_at.eq(now),
-            apply_operations::updated_at.eq(now),
-        ))
-        .execute(conn);
+    let inserted = db::recoverable(conn, |conn| {
+        diesel::insert_into(apply_operations::table)
+            .values((
+                apply_operations::apply_id.eq(new.apply_id),
+                apply_operations::deployment.eq(&new.deployment),
+                apply_operations::target.eq(&new.target),
+                apply_operations::cutover_policy.eq(new.cutover_policy),
+                apply_operations::on_failure.eq(new.on_failure),
+                apply_operations::state.eq(ApplyState::Pending),
+                apply_operations::database_name.eq(&locked.row.database_name),
+                apply_operations::environment.eq(&locked.row.environment),
+                apply_operations::holds_target.eq(Some(true)),
+                apply_operations::created_at.eq(now),
+                apply_operations::updated_at.eq(now),
+            ))
+            .execute(conn)
+    });
     let exists = || StoreError::ApplyOperationExists {
         apply_id: new.apply_id,
         deployment: new.deployment.clone(),

@@ -269,9 +269,11 @@ fn record_retry(
             by,
         });
     }
-    let moved = diesel::update(apply_operations::table.find(operation.id))
-        .set(Move::operators_retry().changes())
-        .execute(conn);
+    let moved = db::recoverable(conn, |conn| {
+        diesel::update(apply_operations::table.find(operation.id))
+            .set(Move::operators_retry().changes())
+            .execute(conn)
+    });
     if let Err(err) = moved {
         return Err(targets::busy_or(
             conn,

@@ -74,7 +74,8 @@ pub fn mark_terminal(
 /// Renews the lease: its expiry becomes the database's now plus the lease's TTL, "now" being read when
 /// the row is written (after any wait for a lock), so the new expiry is never already past. Updates
 /// `lease.expires_at` and returns the new expiry as stored. [`StoreError::LeaseLost`] once another
-/// worker has claimed the row. Two statements on MySQL (the UPDATE, then reading the expiry back).
+/// worker has claimed the row. Two statements on MySQL (the UPDATE, then reading the expiry back);
+/// on PostgreSQL the row is locked first, in a transaction of its own (five).
 pub fn heartbeat(
     conn: &mut DbConnection,
     lease: &mut OperationLease,
@@ -96,6 +97,12 @@ fn heartbeat_once(
     ttl_micros: i64,
 ) -> StoreResult<NaiveDateTime> {
     let writer = Writer::Lease(lease);
+    // Only PostgreSQL reads here (see `db::serialized_write`); a row it does not find is matched
+    // by nothing below either, which says why.
+    db::lock_before_stamping!(
+        &mut *conn,
+        held_row(lease.operation_id, lease.token.clone(), lease.owner.clone()).select(ops::id)
+    )?;
     let matched = writer.execute(
         conn,
         ops::lease_expires_at.eq(db::now_when_read_plus(ttl_micros).nullable()),

@@ -234,9 +234,9 @@ fn insert_operations(
                 )
             })
             .collect();
-        if let Err(err) =
+        if let Err(err) = db::recoverable(conn, |conn| {
             db::execute_batch_insert!(conn, diesel::insert_into(ops::table).values(rows))
-        {
+        }) {
             let deployments: Vec<&str> = new
                 .operations
                 .iter()

@@ -365,14 +365,16 @@ pub(in crate::store) fn insert_apply(
     new: &NewApply,
 ) -> StoreResult<ApplyId> {
     let now = db::now();
-    let inserted = diesel::insert_into(applies::table)
-        .values((
-            new,
-            applies::state.eq(ApplyState::Pending),
-            applies::created_at.eq(now),
-            applies::updated_at.eq(now),
-        ))
-        .execute(conn);
+    let inserted = db::recoverable(conn, |conn| {
+        diesel::insert_into(applies::table)
+            .values((
+                new,
+                applies::state.eq(ApplyState::Pending),
+                applies::created_at.eq(now),
+                applies::updated_at.eq(now),
+            ))
+            .execute(conn)
+    });
     let exists = || StoreError::ApplyExists {
         apply_identifier: new.apply_identifier.clone(),
     };

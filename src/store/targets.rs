@@ -123,14 +123,16 @@ pub(crate) fn set_failed_holds(
     let failed = ops::table
         .filter(ops::apply_id.eq(apply.id))
         .filter(ops::state.eq(ApplyState::Failed));
-    let written = db::cached_update(
-        ops::table,
-        ops::apply_id
-            .eq(apply.id)
-            .and(ops::state.eq(ApplyState::Failed)),
-        ops::holds_target.eq(hold.then_some(true)),
-    )
-    .execute(conn);
+    let written = db::recoverable(conn, |conn| {
+        db::cached_update(
+            ops::table,
+            ops::apply_id
+                .eq(apply.id)
+                .and(ops::state.eq(ApplyState::Failed)),
+            ops::holds_target.eq(hold.then_some(true)),
+        )
+        .execute(conn)
+    });
     match written {
         Ok(_) => Ok(()),
         Err(err) => {

@@ -247,10 +247,10 @@ fn write_move(
         None => (None, None),
     };
     let changes = (moved.changes(), decision);
-    let written = match moving {
+    let written = db::recoverable(conn, |conn| match moving {
         Moving::OutOfItsState => writer.execute_moving(conn, changes),
         Moving::ToCompletion => writer.execute(conn, changes),
-    };
+    });
     match written {
         Ok(matched) => {
             writer.expect_row(conn, matched)?;

@@ -380,6 +380,9 @@ fn legacy_gates(
         DbConnection::Mysql(_) => diesel::sql_query(include_str!("legacy_gates/mysql.sql"))
             .bind::<BigInt, _>(apply_id.0)
             .load(conn),
+        DbConnection::Pg(_) => diesel::sql_query(include_str!("legacy_gates/postgres.sql"))
+            .bind::<BigInt, _>(apply_id.0)
+            .load(conn),
         DbConnection::Sqlite(_) => {
             let now = Utc::now().naive_utc();
             diesel::sql_query(include_str!("legacy_gates/sqlite.sql"))
@@ -658,6 +661,15 @@ fn claimable_holds_exactly_when_some_claim_takes_the_operation(db: &TestDb) {
 fn long_run_mysql() {
     run_cases(
         &TestDb::new(crate::harness::Kind::Mysql),
+        cases(LONG_RUN_CASES),
+    );
+}
+
+#[test]
+#[ignore = "the long run: 100,000 generated applies per backend"]
+fn long_run_postgres() {
+    run_cases(
+        &TestDb::new(crate::harness::Kind::Postgres),
         cases(LONG_RUN_CASES),
     );
 }

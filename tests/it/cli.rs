@@ -32,6 +32,7 @@ fn applyops(url: &str, args: &[&str]) -> (bool, String, String) {
 fn versions(kind: Kind) -> Vec<String> {
     let tree = match kind {
         Kind::Mysql => "mysql",
+        Kind::Postgres => "postgres",
         Kind::Sqlite => "sqlite",
     };
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -53,6 +54,8 @@ fn versions(kind: Kind) -> Vec<String> {
 fn kind_of(db: &TestDb) -> Kind {
     if db.url().starts_with("mysql://") {
         Kind::Mysql
+    } else if db.url().starts_with("postgres://") {
+        Kind::Postgres
     } else {
         Kind::Sqlite
     }
@@ -358,7 +361,7 @@ fn cli_never_suggests_revert_for_a_mistyped_subcommand() {
 
 #[test]
 fn cli_reports_a_bad_url_and_fails() {
-    let (ok, out, err) = applyops("postgres://u:secret@h/db", &["migrate"]);
+    let (ok, out, err) = applyops("mongodb://u:secret@h/db", &["migrate"]);
     assert!(!ok);
     assert_eq!(out, "");
     assert!(

@@ -81,7 +81,7 @@ fn an_unreachable_mysql_server_is_a_connect_error_not_a_sqlite_fallback() {
 
 #[test]
 fn an_unsupported_url_is_rejected_before_connecting() {
-    for url in ["postgres://u:secret@127.0.0.1:5432/x", "redis://127.0.0.1"] {
+    for url in ["mongodb://u:secret@127.0.0.1:27017/x", "redis://127.0.0.1"] {
         match applyops::db::establish(url) {
             Err(err @ StoreError::UnsupportedDatabaseUrl { .. }) => {
                 assert!(!err.to_string().contains("secret"))

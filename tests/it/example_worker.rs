@@ -545,13 +545,18 @@ fn a_worker_killed_mid_copy_is_resumed_from_its_checkpoint(db: &TestDb) {
 #[test]
 fn the_example_worker_never_shows_the_password_and_prints_errors_with_display() {
     // Unreachable (nothing listens on port 1): the pool gives up after its connection timeout.
-    // And an unsupported scheme with a '/' in the password, rejected before any connection.
+    // A PostgreSQL URL with a '/' in the password, which libpq reads as host and port and quotes
+    // in its error. And an unsupported scheme, rejected before any connection.
     for (url, expected) in [
         (
             "mysql://app:S3cret@127.0.0.1:1/x",
             "could not get a connection from the pool",
         ),
-        ("postgres://app:S3cret/x@db/x", "unsupported database URL"),
+        (
+            "postgres://app:S3cret/x@db/x",
+            "could not get a connection from the pool",
+        ),
+        ("mongodb://app:S3cret/x@db/x", "unsupported database URL"),
     ] {
         let (status, stdout, stderr) = run_worker_with(url, &["--workers", "1"]);
         assert!(!status.success(), "{url}: the worker cannot have succeeded");

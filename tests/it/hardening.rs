@@ -200,12 +200,22 @@ fn a_heartbeat_that_waited_for_the_lock_still_renews_into_the_future(db: &TestDb
         .unwrap()
         .unwrap();
     let id = claimed.operation.id;
-    // Another session holds the row (MySQL) or the database (SQLite) for longer than the TTL.
+    // Another session holds the row (MySQL, PostgreSQL) or the database (SQLite) for longer than
+    // the TTL.
     let mut holder = db.conn();
     let (tx, rx) = std::sync::mpsc::channel();
     let hold = std::thread::spawn(move || {
         match &mut holder {
             DbConnection::Mysql(inner) => {
+                inner.batch_execute("BEGIN").unwrap();
+                ops::table
+                    .find(id)
+                    .select(ops::id)
+                    .for_update()
+                    .first::<i64>(inner)
+                    .unwrap();
+            }
+            DbConnection::Pg(inner) => {
                 inner.batch_execute("BEGIN").unwrap();
                 ops::table
                     .find(id)

@@ -1,5 +1,5 @@
-//! Test harness: a fresh, migrated database per test on either backend, and schema introspection
-//! helpers that work on both.
+//! Test harness: a fresh, migrated database per test on any backend, and schema introspection
+//! helpers that work on all three.
 //!
 //! Migrations run once per test process and backend, into a template; each test gets a copy of it
 //! (see [`TestDb::new`]).
@@ -15,6 +15,12 @@
 //! run's sweep. Databases left behind by killed runs are swept once per process: those whose process
 //! is gone (local server) or that are over two hours old, a template only while no process holds its
 //! lock. Each SQLite test gets a file in its own temp dir.
+//!
+//! PostgreSQL server discovery, once per test process: `TEST_POSTGRES_URL` (a `postgres://` server
+//! URL of a user allowed to create databases; any database path is ignored), else
+//! `postgres://postgres@127.0.0.1:5432`; otherwise the test fails, saying how to provide one. Each
+//! test gets `CREATE DATABASE applyops_t_… TEMPLATE <the process's migrated template>`, dropped
+//! (`WITH (FORCE)`) when the guard drops; leftovers are swept as on MySQL.
 
 use std::fmt::Write as _;
 use std::sync::{Mutex, OnceLock};
@@ -23,6 +29,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use applyops::db::{self, DbConnection};
 use diesel::connection::SimpleConnection;
 use diesel::mysql::MysqlConnection;
+use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text};
 
@@ -30,6 +37,7 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Mysql,
+    Postgres,
     Sqlite,
 }
 
@@ -37,11 +45,12 @@ const DB_PREFIX: &str = "applyops_t_";
 /// Ends the name of a process's MySQL template database, in place of a test database's random part.
 const TEMPLATE_SUFFIX: &str = "_tmpl";
 
-/// A fresh database, dropped (MySQL) or deleted (SQLite) when this guard drops.
+/// A fresh database, dropped (MySQL, PostgreSQL) or deleted (SQLite) when this guard drops.
 pub struct TestDb {
     kind: Kind,
     url: String,
     mysql_name: Option<String>,
+    pg_name: Option<String>,
     _sqlite_dir: Option<tempfile::TempDir>,
 }
 
@@ -76,6 +85,7 @@ impl TestDb {
                     .expect("copy the template database");
                 db
             }
+            Kind::Postgres => TestDb::create_pg(Some(pg_template())),
             Kind::Sqlite => {
                 let db = TestDb::unmigrated(Kind::Sqlite);
                 std::fs::write(db.sqlite_path(), sqlite_template())
@@ -97,6 +107,7 @@ impl TestDb {
     pub fn unmigrated(kind: Kind) -> TestDb {
         match kind {
             Kind::Mysql => TestDb::create_mysql(&mut admin_connection()),
+            Kind::Postgres => TestDb::create_pg(None),
             Kind::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}", dir.path().join("test.db").display());
@@ -104,6 +115,7 @@ impl TestDb {
                     kind,
                     url,
                     mysql_name: None,
+                    pg_name: None,
                     _sqlite_dir: Some(dir),
                 }
             }
@@ -125,6 +137,29 @@ impl TestDb {
             kind: Kind::Mysql,
             url: format!("{server}/{name}"),
             mysql_name: Some(name),
+            pg_name: None,
+            _sqlite_dir: None,
+        }
+    }
+
+    /// A PostgreSQL database: a copy of `template`, or an empty one.
+    fn create_pg(template: Option<&str>) -> TestDb {
+        let server = pg_server();
+        let name = format!(
+            "{DB_PREFIX}{}_{}_{:08x}",
+            std::process::id(),
+            unix_secs(),
+            rand::random::<u32>()
+        );
+        let from = template.map_or(String::new(), |t| format!(" TEMPLATE \"{t}\""));
+        pg_admin_connection()
+            .batch_execute(&format!("CREATE DATABASE \"{name}\"{from}"))
+            .expect("create test database");
+        TestDb {
+            kind: Kind::Postgres,
+            url: format!("{server}/{name}"),
+            mysql_name: None,
+            pg_name: Some(name),
             _sqlite_dir: None,
         }
     }
@@ -156,7 +191,137 @@ impl Drop for TestDb {
             // Best effort: a leftover is swept by a later run.
             let _ = admin_connection().batch_execute(&format!("DROP DATABASE IF EXISTS `{name}`"));
         }
+        if let Some(name) = &self.pg_name {
+            // Best effort: a leftover is swept by a later run.
+            let _ = pg_admin_connection()
+                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
+        }
     }
+}
+
+/// This process's migrated PostgreSQL template database, by name. Built by the first caller (test
+/// threads that ask meanwhile wait for it); no connection to it stays open, since `CREATE DATABASE …
+/// TEMPLATE` refuses a template anyone is connected to. A session-level advisory lock on the
+/// server's `postgres` database, held for the life of the process, tells other processes' sweeps
+/// that it is in use.
+fn pg_template() -> &'static str {
+    static TEMPLATE: OnceLock<(String, Mutex<PgConnection>)> = OnceLock::new();
+    &TEMPLATE
+        .get_or_init(|| {
+            let name = format!(
+                "{DB_PREFIX}{}_{}{TEMPLATE_SUFFIX}",
+                std::process::id(),
+                unix_secs()
+            );
+            let mut lock = pg_admin_connection();
+            let held = diesel::sql_query(
+                "SELECT CASE WHEN pg_try_advisory_lock(hashtext($1)) THEN 1::bigint ELSE 0 END AS n",
+            )
+            .bind::<Text, _>(&name)
+            .get_result::<Count>(&mut lock)
+            .expect("lock the template's name")
+            .n;
+            assert_eq!(held, Some(1), "the template's lock is free");
+            lock.batch_execute(&format!("CREATE DATABASE \"{name}\""))
+                .expect("create the template database");
+            {
+                let mut conn =
+                    db::establish(&format!("{}/{name}", pg_server())).expect("connect");
+                db::run_migrations(&mut conn).expect("migrations run on the template database");
+            }
+            (name, Mutex::new(lock))
+        })
+        .0
+}
+
+/// The PostgreSQL server URL without a database path, discovered once per process.
+pub fn pg_server() -> &'static str {
+    static SERVER: OnceLock<String> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let server = match std::env::var("TEST_POSTGRES_URL") {
+            Ok(url) => {
+                let server = strip_database(&url);
+                // Through applyops first: it initialises OpenSSL as libpq needs it (see
+                // `db::postgres::connect`).
+                if let Err(err) = db::establish(&format!("{server}/postgres")) {
+                    panic!(
+                        "TEST_POSTGRES_URL={:?} is set but cannot be reached: {err}",
+                        db::redact_url(&url)
+                    );
+                }
+                server
+            }
+            Err(_) => {
+                let local = "postgres://postgres@127.0.0.1:5432".to_owned();
+                if let Err(err) = db::establish(&format!("{local}/postgres")) {
+                    panic!(
+                        "no PostgreSQL server for the tests ({err}). Provide one of:\n\
+                         - TEST_POSTGRES_URL=postgres://USER:PASSWORD@HOST:PORT (a user allowed to \
+                         CREATE DATABASE);\n\
+                         - PostgreSQL listening on 127.0.0.1:5432 for user postgres without a \
+                         password (Debian: apt-get install postgresql, trust auth for 127.0.0.1)."
+                    );
+                }
+                local
+            }
+        };
+        sweep_pg_leftovers(&server);
+        server
+    })
+}
+
+/// A connection to the server's `postgres` database, for CREATE and DROP DATABASE.
+pub fn pg_admin_connection() -> PgConnection {
+    PgConnection::establish(&format!("{}/postgres", pg_server()))
+        .expect("connect to the PostgreSQL test server")
+}
+
+/// [`sweep_leftovers`] on PostgreSQL.
+fn sweep_pg_leftovers(server: &str) {
+    let Ok(mut conn) = PgConnection::establish(&format!("{server}/postgres")) else {
+        return;
+    };
+    let Ok(names) = diesel::sql_query(
+        "SELECT datname::text AS name FROM pg_database WHERE datname LIKE 'applyops\\_t\\_%'",
+    )
+    .load::<SchemaName>(&mut conn) else {
+        return;
+    };
+    let local = server.contains("@127.0.0.1") || server.contains("@localhost");
+    for SchemaName { name } in names {
+        if !leftover(&name, local) {
+            continue;
+        }
+        if name.ends_with(TEMPLATE_SUFFIX) {
+            let free = diesel::sql_query(
+                "SELECT CASE WHEN pg_try_advisory_lock(hashtext($1)) THEN 1::bigint ELSE 0 END AS n",
+            )
+            .bind::<Text, _>(&name)
+            .get_result::<Count>(&mut conn)
+            .is_ok_and(|taken| taken.n == Some(1));
+            if !free {
+                continue;
+            }
+            let _ = diesel::sql_query("SELECT pg_advisory_unlock(hashtext($1))")
+                .bind::<Text, _>(&name)
+                .execute(&mut conn);
+        }
+        let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
+    }
+}
+
+/// True for a test database named by a process that is gone (on a local server, where /proc
+/// tells) or created over two hours ago.
+fn leftover(name: &str, local: bool) -> bool {
+    let mut parts = name[DB_PREFIX.len()..].split('_');
+    let (Some(Ok(pid)), Some(Ok(created))) = (
+        parts.next().map(str::parse::<u32>),
+        parts.next().map(str::parse::<u64>),
+    ) else {
+        return false;
+    };
+    let process_gone = local && !std::path::Path::new(&format!("/proc/{pid}")).exists();
+    process_gone || unix_secs().saturating_sub(created) > 2 * 60 * 60
 }
 
 /// This process's migrated MySQL template database.
@@ -371,17 +536,8 @@ pub fn sweep_leftovers(server: &str) {
         return;
     };
     let local = server.contains("@127.0.0.1") || server.contains("@localhost");
-    let now = unix_secs();
     for SchemaName { name } in names {
-        let mut parts = name[DB_PREFIX.len()..].split('_');
-        let (Some(Ok(pid)), Some(Ok(created))) = (
-            parts.next().map(str::parse::<u32>),
-            parts.next().map(str::parse::<u64>),
-        ) else {
-            continue;
-        };
-        let process_gone = local && !std::path::Path::new(&format!("/proc/{pid}")).exists();
-        if !(process_gone || now.saturating_sub(created) > 2 * 60 * 60) {
+        if !leftover(&name, local) {
             continue;
         }
         // A template's process holds a lock named after it while it runs, wherever it runs.
@@ -547,6 +703,16 @@ pub fn columns(conn: &mut DbConnection, table: &str) -> Vec<ColumnInfo> {
         )
         .bind::<Text, _>(table)
         .load(c),
+        DbConnection::Pg(c) => diesel::sql_query(
+            "SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS declared_type, \
+             (CASE WHEN a.attnotnull THEN 0 ELSE 1 END)::bigint AS nullable \
+             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname = $1 \
+             AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        )
+        .bind::<Text, _>(table)
+        .load(c),
         DbConnection::Sqlite(c) => diesel::sql_query(
             // table_xinfo, unlike table_info, lists generated columns; SQLite reports their type with
             // a " GENERATED ALWAYS" suffix, removed below.
@@ -610,6 +776,18 @@ pub fn index_exists(conn: &mut DbConnection, table: &str, index: &str) -> Option
         .bind::<Text, _>(table)
         .bind::<Text, _>(index)
         .load(c),
+        DbConnection::Pg(c) => diesel::sql_query(
+            "SELECT (CASE WHEN ix.indisunique THEN 0 ELSE 1 END)::bigint AS non_unique, \
+             a.attname::text AS column_name \
+             FROM pg_index ix JOIN pg_class i ON i.oid = ix.indexrelid \
+             JOIN pg_class t ON t.oid = ix.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
+             CROSS JOIN LATERAL unnest(ix.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
+             LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum \
+             WHERE n.nspname = current_schema() AND t.relname = $1 AND i.relname = $2 ORDER BY k.ord",
+        )
+        .bind::<Text, _>(table)
+        .bind::<Text, _>(index)
+        .load(c),
         DbConnection::Sqlite(c) => diesel::sql_query(
             "SELECT CAST(1 - il.\"unique\" AS INTEGER) AS non_unique, ii.name AS column_name \
              FROM pragma_index_list(?) AS il, pragma_index_info(il.name) AS ii \
@@ -633,6 +811,12 @@ pub fn tables(conn: &mut DbConnection) -> Vec<String> {
         DbConnection::Mysql(c) => diesel::sql_query(
             "SELECT TABLE_NAME AS name FROM information_schema.TABLES \
              WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME <> '__diesel_schema_migrations' ORDER BY TABLE_NAME",
+        )
+        .load(c),
+        DbConnection::Pg(c) => diesel::sql_query(
+            "SELECT table_name::text AS name FROM information_schema.tables \
+             WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' \
+             AND table_name <> '__diesel_schema_migrations' ORDER BY table_name COLLATE \"C\"",
         )
         .load(c),
         DbConnection::Sqlite(c) => diesel::sql_query(
@@ -672,6 +856,7 @@ pub fn schema_snapshot(conn: &mut DbConnection) -> Vec<String> {
                     .create_table
             })
             .collect(),
+        DbConnection::Pg(c) => pg_schema_lines(c, "<> '__diesel_schema_migrations'"),
         DbConnection::Sqlite(c) => diesel::sql_query(
             "SELECT name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
              AND name <> '__diesel_schema_migrations' ORDER BY type, name",
@@ -684,8 +869,8 @@ pub fn schema_snapshot(conn: &mut DbConnection) -> Vec<String> {
     }
 }
 
-/// Instantiates test functions once per backend, as `<module>::mysql::<name>` and
-/// `<module>::sqlite::<name>`. Each named function is an ordinary `fn name(db: &TestDb)` in the
+/// Instantiates test functions once per backend, as `<module>::mysql::<name>`,
+/// `<module>::postgres::<name>` and `<module>::sqlite::<name>`. Each named function is an ordinary `fn name(db: &TestDb)` in the
 /// invoking module; the generated tests call it with a fresh, migrated [`TestDb`] of their backend.
 /// A test function left out of the list is dead code, which `-D warnings` rejects.
 #[macro_export]
@@ -696,6 +881,14 @@ macro_rules! backend_tests {
                 #[test]
                 fn $name() {
                     super::$name(&$crate::harness::TestDb::new($crate::harness::Kind::Mysql));
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(&$crate::harness::TestDb::new($crate::harness::Kind::Postgres));
                 }
             )*
         }
@@ -733,9 +926,43 @@ fn a_copied_test_database_matches_a_freshly_migrated_one(db: &TestDb) {
     }
 }
 
+/// PostgreSQL: one line per column (type, nullability, default, generation, collation), index and
+/// constraint of the current schema's tables whose name satisfies `table_filter` (an SQL
+/// condition's tail, written here), sorted.
+fn pg_schema_lines(c: &mut applyops::db::PgConn, table_filter: &str) -> Vec<String> {
+    diesel::sql_query(format!(
+        "SELECT c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) \
+         || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END \
+         || CASE a.attidentity WHEN 'd' THEN ' IDENTITY BY DEFAULT' WHEN 'a' THEN ' IDENTITY' ELSE '' END \
+         || CASE a.attgenerated WHEN 's' THEN ' GENERATED ' ELSE '' END \
+         || COALESCE(' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid), '') \
+         || COALESCE(' COLLATE ' || co.collname, '') AS name \
+         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+         LEFT JOIN pg_collation co ON co.oid = a.attcollation AND a.attcollation <> 0 \
+           AND co.collname <> 'default' \
+         WHERE n.nspname = current_schema() AND c.relkind = 'r' AND a.attnum > 0 \
+           AND NOT a.attisdropped AND c.relname {table_filter} \
+         UNION ALL SELECT indexdef FROM pg_indexes \
+         WHERE schemaname = current_schema() AND tablename {table_filter} \
+         UNION ALL SELECT t.relname || ' CONSTRAINT ' || k.conname || ' ' || pg_get_constraintdef(k.oid) \
+         FROM pg_constraint k JOIN pg_class t ON t.oid = k.conrelid \
+         JOIN pg_namespace n ON n.oid = t.relnamespace \
+         WHERE n.nspname = current_schema() AND t.relname {table_filter} \
+         ORDER BY 1"
+    ))
+    .load::<SchemaName>(c)
+    .expect("read the schema from pg_catalog")
+    .into_iter()
+    .map(|line| line.name)
+    .collect()
+}
+
 /// The DDL of Diesel's `__diesel_schema_migrations`, which [`schema_snapshot`] leaves out.
 fn migrations_table_ddl(conn: &mut DbConnection) -> String {
     match conn {
+        DbConnection::Pg(c) => pg_schema_lines(c, "= '__diesel_schema_migrations'").join("\n"),
         DbConnection::Mysql(c) => {
             diesel::sql_query("SHOW CREATE TABLE `__diesel_schema_migrations`")
                 .get_result::<CreateTable>(c)
@@ -762,6 +989,7 @@ fn applied_versions(conn: &mut DbConnection) -> Vec<String> {
     );
     match conn {
         DbConnection::Mysql(c) => query.load::<SchemaName>(c),
+        DbConnection::Pg(c) => query.load::<SchemaName>(c),
         DbConnection::Sqlite(c) => query.load::<SchemaName>(c),
     }
     .expect("read the applied migrations")

@@ -1,4 +1,4 @@
-//! The live schema of both backends matches src/schema.rs (tables, columns in order, types and
+//! The live schema of every backend matches src/schema.rs (tables, columns in order, types and
 //! nullability) and has the indexes the store relies on.
 
 use applyops::db::DbConnection;
@@ -50,7 +50,8 @@ fn declared_schema() -> Vec<(String, Vec<DeclaredColumn>)> {
             let family = match inner {
                 "Bigint" | "Integer" => "integer",
                 "Varchar" | "Text" => "text",
-                // crate::schema_types::Datetime (DATETIME(6) on MySQL, text on SQLite).
+                // crate::schema_types::Datetime (DATETIME(6) on MySQL, timestamp(6) on PostgreSQL,
+                // text on SQLite).
                 "Datetime" => "timestamp",
                 "Bool" => "bool",
                 "Blob" => "binary",
@@ -76,12 +77,12 @@ fn live_family(declared_type: &str) -> (&'static str, Option<u32>) {
     };
     match base {
         "bigint" | "integer" | "int" => ("integer", None),
-        "varchar" => ("text", length),
+        "varchar" | "character varying" => ("text", length),
         "text" => ("text", None),
         "datetime" | "timestamp" => ("timestamp", None),
         "tinyint" if length == Some(1) => ("bool", None),
         "boolean" => ("bool", None),
-        "blob" => ("binary", None),
+        "blob" | "bytea" => ("binary", None),
         other => panic!("live type {other} has no family here"),
     }
 }
