@@ -294,6 +294,91 @@ fn mysql_statements_per_claim_and_leased_write() {
     );
 }
 
+/// [`mysql_statements_per_claim_and_leased_write`] on PostgreSQL, counted on the client (Diesel's
+/// `StartQuery` events: each is one round trip of the extended protocol once its statement is
+/// prepared, and the calls are warmed first). Where PostgreSQL differs: a write whose failure the
+/// store answers in the same transaction runs in a savepoint (`SAVEPOINT` and `RELEASE SAVEPOINT`,
+/// two more), and the heartbeat locks its row before it stamps the expiry (a transaction of its
+/// own: `BEGIN`, the locking read, the UPDATE, the read back, `COMMIT`).
+#[test]
+fn postgres_statements_per_claim_and_leased_write() {
+    use applyops::state::{CutoverPolicy, FailurePolicy};
+    use applyops::store::{claims, leases};
+    use diesel::connection::Connection;
+
+    let db = TestDb::new(Kind::Postgres);
+    let conn = &mut db.conn();
+    let (apply_id, _) =
+        crate::fixtures::rollout(conn, 3, CutoverPolicy::Parallel, FailurePolicy::Halt);
+    let options = crate::fixtures::opts("counted");
+    // Warm the prepared-statement cache.
+    let mut warm = claims::claim_next(conn, &options).unwrap().unwrap();
+    leases::update_state(conn, &warm.lease, ApplyState::WaitingForCutover).unwrap();
+    leases::heartbeat(conn, &mut warm.lease).unwrap();
+    leases::mark_completed(conn, &warm.lease).unwrap();
+    let counter = QueryCounter::default();
+    conn.set_instrumentation(counter.clone());
+    let mut counted = |op: &mut dyn FnMut(&mut DbConnection)| {
+        let before = counter.0.load(std::sync::atomic::Ordering::Relaxed);
+        op(conn);
+        counter.0.load(std::sync::atomic::Ordering::Relaxed) - before
+    };
+
+    let mut claimed = None;
+    let n = counted(&mut |c| claimed = claims::claim_next(c, &options).unwrap());
+    let mut claimed = claimed.expect("claimable");
+    assert_eq!(
+        n,
+        1 + 2 + 4,
+        "claim_next starting an operation of a running apply: candidate SELECT + BEGIN and COMMIT + \
+         locking the apply + reading its operations + locking SELECT + UPDATE"
+    );
+    let lease = claimed.lease.clone();
+    let n =
+        counted(&mut |c| leases::update_state(c, &lease, ApplyState::WaitingForCutover).unwrap());
+    assert_eq!(
+        n,
+        2 + 3 + 2,
+        "a leased write: BEGIN and COMMIT + locking the apply, reading the operations, the UPDATE, \
+         + SAVEPOINT and RELEASE around the UPDATE"
+    );
+    let n = counted(&mut |c| {
+        leases::heartbeat(c, &mut claimed.lease).unwrap();
+    });
+    assert_eq!(
+        n,
+        2 + 3,
+        "heartbeat: BEGIN and COMMIT + the locking read, the UPDATE, reading the stored expiry"
+    );
+    let lease = claimed.lease.clone();
+    let n = counted(&mut |c| leases::save_engine_state(c, &lease, b"checkpoint").unwrap());
+    assert_eq!(n, 1, "a checkpoint: the UPDATE alone");
+    let n = counted(&mut |c| leases::release(c, &lease).unwrap());
+    assert_eq!(n, 1, "release");
+    let n = counted(&mut |c| assert!(leases::release(c, &lease).is_err()));
+    assert_eq!(
+        n, 2,
+        "a lost lease: the UPDATE, then the row check that tells lost from missing"
+    );
+    let n = counted(&mut |c| {
+        while let Some(rest) = claims::claim_next(c, &options).unwrap() {
+            leases::mark_completed(c, &rest.lease).unwrap();
+        }
+    });
+    assert!(n > 0);
+    let n = counted(&mut |c| assert!(claims::claim_next(c, &options).unwrap().is_none()));
+    assert_eq!(
+        n, 1,
+        "an empty claim: the candidate SELECT alone, no transaction"
+    );
+    let n = counted(&mut |c| {
+        assert!(applyops::store::applies::get(c, apply_id)
+            .unwrap()
+            .is_some())
+    });
+    assert_eq!(n, 1, "get of an apply");
+}
+
 #[test]
 fn mysql_a_rollout_is_read_in_the_same_statements_whatever_its_size() {
     use crate::fixtures::{request, rollout};
