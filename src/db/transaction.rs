@@ -372,8 +372,9 @@ pub(crate) use load_union_all;
 /// transaction reads from: MySQL `FOR UPDATE`, a locking read, which reads the latest committed row
 /// (a plain read in a REPEATABLE READ transaction sees the transaction's snapshot, which can miss a
 /// row another session committed since) and holds it until the transaction ends; SQLite the plain
-/// query, as a SQLite transaction that writes sees every commit. A macro because the locked and
-/// unlocked queries are different types.
+/// query, as a SQLite transaction that writes sees every commit; PostgreSQL the locking read, then
+/// the plain query (two statements, see the arm). A macro because the locked and unlocked queries
+/// are different types.
 macro_rules! first_current {
     ($conn:expr, $query:expr) => {
         match $conn {
@@ -381,9 +382,14 @@ macro_rules! first_current {
             $crate::db::DbConnection::Mysql(inner) => {
                 ::diesel::RunQueryDsl::first($query.for_update(), inner)
             }
+            // The lock, then the read: a PostgreSQL statement reads the snapshot taken when it
+            // began, before any wait for the lock, so the columns it computes besides the row
+            // (a sub-select, the clock) could miss what the lock's holder committed. The plain
+            // read that follows takes a new snapshot, once the row is ours.
             #[cfg(feature = "postgres")]
             $crate::db::DbConnection::Pg(inner) => {
-                ::diesel::RunQueryDsl::first($query.for_update(), inner)
+                ::diesel::RunQueryDsl::execute($query.for_update(), &mut *inner)
+                    .and_then(|_| ::diesel::RunQueryDsl::first($query, inner))
             }
             #[cfg(feature = "sqlite")]
             $crate::db::DbConnection::Sqlite(inner) => ::diesel::RunQueryDsl::first($query, inner),

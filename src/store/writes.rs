@@ -228,13 +228,16 @@ fn write_move(
     moved: Move<'_>,
     moving: Moving,
 ) -> StoreResult<()> {
-    let decided = match locked.as_deref() {
-        Some(locked) => unit::ApplyView::read(conn, locked)?.after_move(
-            writer.operation_id(),
-            &moved,
-            locked.now,
-        ),
-        None => None,
+    let (decided, takes_target) = match locked.as_deref() {
+        Some(locked) => {
+            let view = unit::ApplyView::read(conn, locked)?;
+            let id = writer.operation_id();
+            (
+                view.after_move(id, &moved, locked.now),
+                view.move_takes_target(id, &moved, locked.now),
+            )
+        }
+        None => (None, true),
     };
     let (facts, decision) = match decided {
         Some((facts, (copy, cutover))) => (
@@ -247,10 +250,16 @@ fn write_move(
         None => (None, None),
     };
     let changes = (moved.changes(), decision);
-    let written = db::recoverable(conn, |conn| match moving {
+    let write = |conn: &mut DbConnection| match moving {
         Moving::OutOfItsState => writer.execute_moving(conn, changes),
         Moving::ToCompletion => writer.execute(conn, changes),
-    });
+    };
+    // Only a write that takes the target can fail on its key and be answered with its holder.
+    let written = if takes_target {
+        db::recoverable(conn, write)
+    } else {
+        write(conn)
+    };
     match written {
         Ok(matched) => {
             writer.expect_row(conn, matched)?;

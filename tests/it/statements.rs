@@ -296,10 +296,11 @@ fn mysql_statements_per_claim_and_leased_write() {
 
 /// [`mysql_statements_per_claim_and_leased_write`] on PostgreSQL, counted on the client (Diesel's
 /// `StartQuery` events: each is one round trip of the extended protocol once its statement is
-/// prepared, and the calls are warmed first). Where PostgreSQL differs: a write whose failure the
-/// store answers in the same transaction runs in a savepoint (`SAVEPOINT` and `RELEASE SAVEPOINT`,
-/// two more), and the heartbeat locks its row before it stamps the expiry (a transaction of its
-/// own: `BEGIN`, the locking read, the UPDATE, the read back, `COMMIT`).
+/// prepared, and the calls are warmed first). Where PostgreSQL differs: a unit of work that waits for
+/// its apply's lock reads the apply again once the lock is its own (one statement more), and the
+/// heartbeat locks its row before it stamps the expiry (a transaction of its own: `BEGIN`, the locking read, the UPDATE,
+/// the read back, `COMMIT`). (A state write that takes its operation's target runs in a savepoint,
+/// two statements more; none here does.)
 #[test]
 fn postgres_statements_per_claim_and_leased_write() {
     use applyops::state::{CutoverPolicy, FailurePolicy};
@@ -338,9 +339,10 @@ fn postgres_statements_per_claim_and_leased_write() {
         counted(&mut |c| leases::update_state(c, &lease, ApplyState::WaitingForCutover).unwrap());
     assert_eq!(
         n,
-        2 + 3 + 2,
-        "a leased write: BEGIN and COMMIT + locking the apply, reading the operations, the UPDATE, \
-         + SAVEPOINT and RELEASE around the UPDATE"
+        2 + 4,
+        "a leased write: BEGIN and COMMIT + locking the apply and reading it again (a new snapshot, \
+         once the lock is ours), reading the operations, the UPDATE (no savepoint: the operation \
+         holds its target already, so the UPDATE cannot collide on it)"
     );
     let n = counted(&mut |c| {
         leases::heartbeat(c, &mut claimed.lease).unwrap();

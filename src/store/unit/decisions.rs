@@ -40,6 +40,17 @@ pub(in crate::store) struct OperationFacts {
 }
 
 impl OperationFacts {
+    /// The columns a [`Move`] reads of the row.
+    fn columns(&self) -> Columns {
+        Columns {
+            started_at: self.started_at,
+            error_message: self.error_message.clone(),
+            attempt: self.attempt,
+            holds_target: self.holds_target,
+            failure_seq: self.failure_seq,
+        }
+    }
+
     /// The decision stored on the row: `None` for a claim that never takes it; an unknown stored
     /// value reads as [`ClaimAction::Undecided`].
     pub(in crate::store) fn stored(&self) -> Stored {
@@ -299,6 +310,24 @@ impl ApplyView {
         })
     }
 
+    /// True when a [`Move`] of operation `id` makes it take its target, holding it where it did
+    /// not: the one kind of state write that can collide with another apply on the target key.
+    /// True for an operation not among those read (the write will find out).
+    pub(in crate::store) fn move_takes_target(
+        &self,
+        id: ApplyOperationId,
+        moved: &Move<'_>,
+        now: NaiveDateTime,
+    ) -> bool {
+        self.facts
+            .iter()
+            .find(|fact| fact.id == id)
+            .is_none_or(|fact| {
+                fact.holds_target != Some(true)
+                    && moved.leaves(fact.columns(), now).holds_target == Some(true)
+            })
+    }
+
     /// [`after`](Self::after) a [`Move`] of operation `id`, made at `now`.
     pub(in crate::store) fn after_move(
         &self,
@@ -307,14 +336,7 @@ impl ApplyView {
         now: NaiveDateTime,
     ) -> Option<(Vec<OperationFacts>, Stored)> {
         self.decided_after(id, |fact| {
-            let before = Columns {
-                started_at: fact.started_at,
-                error_message: fact.error_message.take(),
-                attempt: fact.attempt,
-                holds_target: fact.holds_target,
-                failure_seq: fact.failure_seq,
-            };
-            let after = moved.leaves(before, now);
+            let after = moved.leaves(fact.columns(), now);
             moved.state().as_str().clone_into(&mut fact.state);
             fact.started_at = after.started_at;
             fact.error_message = after.error_message;
