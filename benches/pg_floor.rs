@@ -66,7 +66,7 @@ const WRITE: &str = "UPDATE apply_operations SET state = $1, \
      updated_at = statement_timestamp() AT TIME ZONE 'UTC' \
      WHERE id = $2 AND lease_token = $3 AND lease_owner = $4";
 const HEARTBEAT: &str = "UPDATE apply_operations SET lease_expires_at = \
-     (clock_timestamp() AT TIME ZONE 'UTC') + $1 * INTERVAL '1 microsecond' \
+     (clock_timestamp() AT TIME ZONE 'UTC') + $1::int8 * INTERVAL '1 microsecond' \
      WHERE id = $2 AND lease_token = $3 AND lease_owner = $4 RETURNING lease_expires_at";
 const CLAIM: &str = "UPDATE apply_operations SET state = 'running', \
      started_at = COALESCE(started_at, clock_timestamp() AT TIME ZONE 'UTC'), \
@@ -132,13 +132,18 @@ struct SideRows {
 fn seed_side(store: &Store, side: &str) -> SideRows {
     let held = store
         .create_rollout(
-            &NewRollout::new(format!("{side}-held"), "db", "production", "bench")
-                .operation(
-                    NewRolloutOperation::new("held").with_cutover_policy(CutoverPolicy::Parallel),
-                )
-                .operation(
-                    NewRolloutOperation::new("second").with_cutover_policy(CutoverPolicy::Parallel),
-                ),
+            &NewRollout::new(
+                format!("{side}-held"),
+                format!("{side}-db"),
+                "production",
+                "bench",
+            )
+            .operation(
+                NewRolloutOperation::new("held").with_cutover_policy(CutoverPolicy::Parallel),
+            )
+            .operation(
+                NewRolloutOperation::new("second").with_cutover_policy(CutoverPolicy::Parallel),
+            ),
         )
         .expect("seed the held rollout");
     let options = ClaimOptions::new(format!("bench-{side}"), LEASE_TTL);
@@ -268,7 +273,7 @@ impl Raw {
     fn call(&mut self, case: Case, n: usize) {
         let lease = &self.rows.lease;
         let id = lease.operation_id.0;
-        let token = lease.token.to_string();
+        let token = lease.token.expose().to_owned();
         match case {
             Case::Get => {
                 let row = self
@@ -339,10 +344,12 @@ fn main() {
     let name = format!("applyops_bench_pg_floor_{}", std::process::id());
     let mut admin =
         postgres::Client::connect(&format!("{server}/postgres"), postgres::NoTls).expect("admin");
+    // One statement per call: several in one string run as one transaction, which these refuse.
     admin
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}"
-        ))
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .expect("drop a leftover bench database");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
         .expect("create the bench database");
     let url = format!("{server}/{name}");
     let result = std::panic::catch_unwind(|| run(&url));
@@ -364,6 +371,8 @@ fn run(url: &str) {
     )
     .expect("open the store");
     store.run_migrations().expect("migrate");
+    let ours = seed_side(&store, "applyops");
+    let theirs = seed_side(&store, "raw");
     // Pending operations both sides' claims drain, one parallel rollout per operation.
     for n in 0..2 * CALLS_PER_SIDE + 20 {
         store
@@ -380,8 +389,6 @@ fn run(url: &str) {
             )
             .expect("seed a pending rollout");
     }
-    let ours = seed_side(&store, "applyops");
-    let theirs = seed_side(&store, "raw");
     store
         .run(|conn| {
             diesel::connection::SimpleConnection::batch_execute(conn, "ANALYZE")?;
