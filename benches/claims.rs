@@ -1,5 +1,7 @@
-//! Benchmark: copy claims per second with 1, 2, 4 and 8 concurrent workers, on SQLite and
-//! MySQL/MariaDB, plus what one claim costs the MySQL server in statements.
+//! Benchmark: copy claims per second with 1, 2, 4 and 8 concurrent workers, on SQLite, PostgreSQL
+//! and MySQL/MariaDB, plus what one claim costs the MySQL server in statements. PostgreSQL:
+//! `TEST_POSTGRES_URL` or `postgres://postgres@127.0.0.1:5432`, on a database the benchmark creates
+//! and drops.
 //!
 //! Run with `cargo bench --bench claims` (about a minute). MySQL numbers need a server:
 //! `TEST_DATABASE_URL` (a `mysql://user:password@host:port` server URL) or
@@ -578,7 +580,7 @@ fn print_scaling(rows: &[(&str, Vec<Drain>)]) {
 fn print_table(rows: &[(&str, Vec<Drain>)]) {
     println!();
     println!(
-        "{:<7} {:>7} {:>7} {:>8} {:>9} {:>9} {:>21} {:>10} {:>7}",
+        "{:<8} {:>7} {:>7} {:>8} {:>9} {:>9} {:>21} {:>10} {:>7}",
         "backend",
         "workers",
         "claims",
@@ -593,7 +595,7 @@ fn print_table(rows: &[(&str, Vec<Drain>)]) {
         let baseline = drains[0].per_second();
         for d in drains {
             println!(
-                "{:<7} {:>7} {:>7} {:>8.2} {:>9.0} {:>8.2}x {:>21} {:>10} {:>7}",
+                "{:<8} {:>7} {:>7} {:>8.2} {:>9.0} {:>8.2}x {:>21} {:>10} {:>7}",
                 backend,
                 d.workers,
                 d.claims,
@@ -981,6 +983,42 @@ impl Drop for DropDatabase<'_> {
     }
 }
 
+/// The PostgreSQL drains, on a database of their own on `TEST_POSTGRES_URL`'s server (else
+/// `postgres://postgres@127.0.0.1:5432`), dropped afterwards; `None` when no server answers.
+fn bench_postgres() -> Option<Vec<Drain>> {
+    let server = std::env::var("TEST_POSTGRES_URL")
+        .map(|url| {
+            let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", &url));
+            format!(
+                "{scheme}://{}",
+                rest.split(['/', '?']).next().unwrap_or(rest)
+            )
+        })
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
+    let admin = || diesel::pg::PgConnection::establish(&format!("{server}/postgres"));
+    let Ok(mut conn) = admin() else {
+        println!("postgres skipped: no server at {server} (set TEST_POSTGRES_URL)");
+        return None;
+    };
+    let name = format!("applyops_bench_claims_{}", std::process::id());
+    conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .unwrap();
+    conn.batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    let drains =
+        std::panic::catch_unwind(|| bench_throughput("postgres", &[format!("{server}/{name}")]));
+    admin()
+        .and_then(|mut conn| {
+            conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .map_err(|err| diesel::ConnectionError::BadConnection(err.to_string()))
+        })
+        .expect("drop the PostgreSQL bench database");
+    match drains {
+        Ok(drains) => Some(drains),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
 fn main() {
     // `cargo test --benches` runs this with `--bench` absent; keep that quick.
     if !std::env::args().any(|a| a == "--bench") {
@@ -997,6 +1035,9 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite_url = dir.path().join("claims.db").display().to_string();
     let mut rows = vec![("sqlite", bench_throughput("sqlite", &[sqlite_url]))];
+    if let Some(postgres) = bench_postgres() {
+        rows.push(("postgres", postgres));
+    }
 
     let server = common::mysql_server();
     let Ok(mut admin) = MysqlConnection::establish(&server) else {
