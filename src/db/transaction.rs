@@ -108,9 +108,9 @@ where
 /// writer's: on SQLite inside [`write_transaction`] (`BEGIN IMMEDIATE`: build the [`now`] expressions
 /// inside `f`, and they are read once the database's write lock is held); on MySQL `f` runs as it is,
 /// each statement taking its own row locks, and the stamps that must follow those locks use
-/// [`now_when_read`] or [`now_when_read_plus`]; on PostgreSQL, whose UPDATE computes its new values
-/// before it waits for a row's lock, `f` runs in a transaction and locks its row first
-/// ([`lock_before_stamping!`]), then stamps it with those.
+/// [`now_when_read`] or [`now_when_read_plus`]; on PostgreSQL likewise, except that an UPDATE
+/// computes its new values before it waits for a row's lock, so a stamp that must follow the lock
+/// is written by [`update_after_locking!`].
 ///
 /// For stamps that order rows or decide a lease: an insert whose `created_at` was read before it
 /// waited for the lock could otherwise come out earlier than a sibling committed (and claimed)
@@ -119,7 +119,7 @@ pub(crate) fn serialized_write<T, F>(conn: &mut DbConnection, f: F) -> StoreResu
 where
     F: FnOnce(&mut DbConnection) -> StoreResult<T>,
 {
-    if write_lock_is_database_wide(conn) || stamps_before_row_locks(conn) {
+    if write_lock_is_database_wide(conn) {
         let written = write_transaction(conn, f);
         written.map_err(|err| storage_error(conn, err))
     } else {
@@ -127,37 +127,35 @@ where
     }
 }
 
-/// True on PostgreSQL: an UPDATE evaluates its SET expressions when it reads the row, before any
-/// wait for the row's lock, and keeps them when the lock holder commits without changing the row,
-/// so `clock_timestamp()` in an assignment can be older than the wait (seen: a heartbeat that
-/// waited 1.5 s for a locked row stored an expiry computed before the wait).
-fn stamps_before_row_locks(conn: &DbConnection) -> bool {
-    #[cfg(feature = "postgres")]
-    if matches!(conn, DbConnection::Pg(_)) {
-        return true;
-    }
-    let _ = conn;
-    false
-}
-
-/// Inside [`serialized_write`], before an UPDATE stamps the row `$query` selects with
-/// [`now_when_read_plus`]: on PostgreSQL locks that row first with a locking read (`FOR UPDATE`),
-/// so that the UPDATE, which no longer waits, computes its stamp after any wait; elsewhere nothing
-/// (see [`serialized_write`]). Reads whether the row exists: `Ok(false)` when it does not.
-macro_rules! lock_before_stamping {
-    ($conn:expr, $query:expr) => {
+/// On PostgreSQL, `UPDATE … $target AND $id = ($lock FOR UPDATE) … RETURNING $returning`: one
+/// statement that takes the row's lock in its sub-select (`$lock` selects the row's id, from an
+/// alias of the table), which runs before the UPDATE reads the row. A PostgreSQL UPDATE computes its
+/// new values when it reads the row, before any wait for the row's lock, and keeps them when the
+/// lock's holder commits without changing the row (seen: a heartbeat that waited 1.5 s for a
+/// locked row stored an expiry computed before the wait); locked first, `clock_timestamp()` in
+/// `$changes` is read after the wait. `Some(Ok(Some(row's $returning)))`, `Some(Ok(None))` when
+/// `$target` matched nothing, on PostgreSQL; `None` elsewhere, where the caller runs its portable
+/// form ([`now_when_read_plus`] is read after the lock there).
+macro_rules! update_after_locking {
+    ($conn:expr, $target:expr, $id:expr, $lock:expr, $changes:expr, $returning:expr) => {
         match $conn {
             #[cfg(feature = "postgres")]
-            $crate::db::DbConnection::Pg(inner) => ::diesel::OptionalExtension::optional(
-                ::diesel::RunQueryDsl::first::<i64>($query.for_update(), inner),
-            )
-            .map(|row| row.is_some()),
+            $crate::db::DbConnection::Pg(inner) => Some(::diesel::OptionalExtension::optional(
+                ::diesel::RunQueryDsl::get_result(
+                    ::diesel::update(
+                        $target.filter($id.nullable().eq($lock.for_update().single_value())),
+                    )
+                    .set($changes)
+                    .returning($returning),
+                    inner,
+                ),
+            )),
             #[allow(unreachable_patterns)]
-            _ => Ok::<bool, ::diesel::result::Error>(true),
+            _ => None,
         }
     };
 }
-pub(crate) use lock_before_stamping;
+pub(crate) use update_after_locking;
 
 /// `err`, as [`StoreError::DiskFull`] when it says the database's disk is full (see
 /// `sqlite::is_disk_full`): a write's error, whatever statement met it.

@@ -75,7 +75,7 @@ pub fn mark_terminal(
 /// the row is written (after any wait for a lock), so the new expiry is never already past. Updates
 /// `lease.expires_at` and returns the new expiry as stored. [`StoreError::LeaseLost`] once another
 /// worker has claimed the row. Two statements on MySQL (the UPDATE, then reading the expiry back);
-/// on PostgreSQL the row is locked first, in a transaction of its own (five).
+/// one on PostgreSQL (the UPDATE locks the row in a sub-select first and returns the expiry).
 pub fn heartbeat(
     conn: &mut DbConnection,
     lease: &mut OperationLease,
@@ -97,12 +97,26 @@ fn heartbeat_once(
     ttl_micros: i64,
 ) -> StoreResult<NaiveDateTime> {
     let writer = Writer::Lease(lease);
-    // Only PostgreSQL reads here (see `db::serialized_write`); a row it does not find is matched
-    // by nothing below either, which says why.
-    db::lock_before_stamping!(
+    let locked = diesel::alias!(ops as locked_operation);
+    let renewed = db::update_after_locking!(
         &mut *conn,
-        held_row(lease.operation_id, lease.token.clone(), lease.owner.clone()).select(ops::id)
-    )?;
+        held_row(lease.operation_id, lease.token.clone(), lease.owner.clone()),
+        ops::id,
+        locked
+            .filter(locked.field(ops::id).eq(lease.operation_id))
+            .select(locked.field(ops::id)),
+        ops::lease_expires_at.eq(db::now_when_read_plus(ttl_micros).nullable()),
+        ops::lease_expires_at
+    );
+    if let Some(renewed) = renewed {
+        return match renewed? {
+            Some(Some(expires_at)) => Ok(expires_at),
+            // Not held (or gone): the UPDATE matched nothing; say why.
+            _ => writer.expect_row(conn, 0).and(Err(StoreError::LeaseLost {
+                operation_id: lease.operation_id,
+            })),
+        };
+    }
     let matched = writer.execute(
         conn,
         ops::lease_expires_at.eq(db::now_when_read_plus(ttl_micros).nullable()),

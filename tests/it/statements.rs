@@ -298,9 +298,9 @@ fn mysql_statements_per_claim_and_leased_write() {
 /// `StartQuery` events: each is one round trip of the extended protocol once its statement is
 /// prepared, and the calls are warmed first). Where PostgreSQL differs: a unit of work that waits for
 /// its apply's lock reads the apply again once the lock is its own (one statement more), and the
-/// heartbeat locks its row before it stamps the expiry (a transaction of its own: `BEGIN`, the locking read, the UPDATE,
-/// the read back, `COMMIT`). (A state write that takes its operation's target runs in a savepoint,
-/// two statements more; none here does.)
+/// heartbeat is one UPDATE that locks its row in a sub-select and returns the new expiry. (A state
+/// write that takes its operation's target runs in a savepoint, two statements more; none here
+/// does.)
 #[test]
 fn postgres_statements_per_claim_and_leased_write() {
     use applyops::state::{CutoverPolicy, FailurePolicy};
@@ -348,9 +348,8 @@ fn postgres_statements_per_claim_and_leased_write() {
         leases::heartbeat(c, &mut claimed.lease).unwrap();
     });
     assert_eq!(
-        n,
-        2 + 3,
-        "heartbeat: BEGIN and COMMIT + the locking read, the UPDATE, reading the stored expiry"
+        n, 1,
+        "heartbeat: one UPDATE that locks the row in its sub-select and returns the new expiry"
     );
     let lease = claimed.lease.clone();
     let n = counted(&mut |c| leases::save_engine_state(c, &lease, b"checkpoint").unwrap());
