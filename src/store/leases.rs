@@ -97,14 +97,16 @@ fn heartbeat_once(
     ttl_micros: i64,
 ) -> StoreResult<NaiveDateTime> {
     let writer = Writer::Lease(lease);
-    let locked = diesel::alias!(ops as locked_operation);
-    let renewed = db::update_after_locking!(
+    let renewed: Option<diesel::QueryResult<Option<Option<NaiveDateTime>>>> = db::update_after_locking!(
         &mut *conn,
         held_row(lease.operation_id, lease.token.clone(), lease.owner.clone()),
         ops::id,
-        locked
-            .filter(locked.field(ops::id).eq(lease.operation_id))
-            .select(locked.field(ops::id)),
+        {
+            let locked = diesel::alias!(ops as locked_operation);
+            locked
+                .filter(locked.field(ops::id).eq(lease.operation_id))
+                .select(locked.field(ops::id))
+        },
         ops::lease_expires_at.eq(db::now_when_read_plus(ttl_micros).nullable()),
         ops::lease_expires_at
     );
