@@ -79,11 +79,14 @@ fn without_gss_unless_asked(url: &str) -> String {
 /// `err` with every piece of `url`'s password replaced by `***`: libpq's messages quote what it
 /// could not parse, and a password holding a raw `/` or `?` is read as the host or port (seen:
 /// `invalid integer value "S3cret" for connection option "port"` for `postgres://app:S3cret/x@db/x`).
+/// The line break libpq ends its messages with goes too, so the error reads as one line.
 fn without_password(err: diesel::ConnectionError, url: &str) -> diesel::ConnectionError {
-    let Some(password) = super::url::password_of(url).filter(|p| !p.is_empty()) else {
-        return err;
-    };
+    let password = super::url::password_of(url).filter(|p| !p.is_empty());
     let scrub = |message: String| {
+        let message = message.trim_end().to_owned();
+        let Some(password) = password else {
+            return message;
+        };
         let mut pieces: Vec<&str> = password
             .split(['/', '?', '#', '@', ':', '&', '=', ',', ' '])
             .filter(|piece| piece.len() >= 2)
@@ -240,6 +243,11 @@ mod tests {
         let said = without_password(err, url).to_string();
         assert!(!said.contains("S3cret"), "{said}");
         assert!(said.contains("\"***\""), "{said}");
+        let err = diesel::ConnectionError::BadConnection("FATAL:  no such database\n".into());
+        assert_eq!(
+            without_password(err, "postgres://u@h/db").to_string(),
+            "FATAL:  no such database"
+        );
     }
 
     #[test]
