@@ -107,6 +107,11 @@ fn sqlite_cli_migrates_and_reverts() {
     migrate_then_nothing_pending(Kind::Sqlite);
 }
 
+#[test]
+fn postgres_cli_migrates_and_reverts() {
+    migrate_then_nothing_pending(Kind::Postgres);
+}
+
 /// `list` on a database that was never migrated, then on one missing its newest migration: the error
 /// says migrations are missing, names them and says how to run them; and it only reads (Diesel's
 /// bookkeeping table is not created).
@@ -144,6 +149,11 @@ fn list_says_migrations_are_missing(kind: Kind) {
 #[test]
 fn mysql_cli_list_on_an_unmigrated_or_partly_migrated_database_says_migrations_are_missing() {
     list_says_migrations_are_missing(Kind::Mysql);
+}
+
+#[test]
+fn postgres_cli_list_on_an_unmigrated_or_partly_migrated_database_says_migrations_are_missing() {
+    list_says_migrations_are_missing(Kind::Postgres);
 }
 
 #[test]

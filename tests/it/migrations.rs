@@ -155,6 +155,11 @@ fn sqlite_run_migrations_applies_every_version_once() {
     migrations_on(Kind::Sqlite);
 }
 
+#[test]
+fn postgres_run_migrations_applies_every_version_once() {
+    migrations_on(Kind::Postgres);
+}
+
 fn concurrent_runners(kind: Kind) {
     const RUNNERS: usize = 6;
     let db = TestDb::unmigrated(kind);
@@ -193,6 +198,12 @@ fn mysql_concurrent_runners_are_serialised() {
 #[test]
 fn sqlite_concurrent_runners_are_serialised() {
     concurrent_runners(Kind::Sqlite);
+}
+
+/// On PostgreSQL the runners wait for the advisory lock.
+#[test]
+fn postgres_concurrent_runners_are_serialised() {
+    concurrent_runners(Kind::Postgres);
 }
 
 /// MySQL commits DDL implicitly: a runner that dies after a migration's DDL but before recording the
