@@ -77,8 +77,9 @@ pub(crate) use postgres::explain as postgres_explain;
 pub(crate) use sqlite::explain as sqlite_explain;
 pub(crate) use transaction::{
     apply_transaction, claim_transaction, execute_batch_insert, first_current, first_for_claim,
-    first_native, in_transaction, is_cluster_node, load_union_all, recoverable, retry_contention,
-    retry_fenced_write, serialized_write, snapshot_read, update_after_locking, TransactionOutcome,
+    first_native, in_transaction, insert_returning_id, is_cluster_node, load_union_all,
+    recoverable, retry_contention, retry_fenced_write, serialized_write, snapshot_read,
+    update_after_locking, TransactionOutcome,
 };
 pub(crate) use unique_key::{
     is_unique_violation_of, is_unreadable_unique_violation, UniqueKey, ViolatedKey,

@@ -408,6 +408,25 @@ pub(crate) fn is_cluster_node(conn: &DbConnection) -> bool {
     }
 }
 
+/// Executes the INSERT `$insert` of one row and returns the id it generated: on PostgreSQL in one
+/// statement (`RETURNING $id`), elsewhere the INSERT and then the connection's last insert id (MySQL
+/// `LAST_INSERT_ID()`, SQLite `last_insert_rowid()`). A macro because `RETURNING` is a statement of
+/// the backend's own type.
+macro_rules! insert_returning_id {
+    ($conn:expr, $insert:expr, $id:expr) => {
+        match $conn {
+            #[cfg(feature = "postgres")]
+            $crate::db::DbConnection::Pg(inner) => {
+                ::diesel::RunQueryDsl::get_result::<i64>($insert.returning($id), inner)
+            }
+            #[allow(unreachable_patterns)]
+            other => ::diesel::RunQueryDsl::execute($insert, &mut *other)
+                .and_then(|_| $crate::db::last_insert_id(other)),
+        }
+    };
+}
+pub(crate) use insert_returning_id;
+
 /// Runs `f`, one statement whose failure the caller handles and then goes on in the same
 /// transaction (a unique key's violation, answered by reading who holds the key). On PostgreSQL a
 /// failed statement aborts the transaction it ran in (every later statement is refused until it

@@ -57,8 +57,9 @@ fn insert_row(
     // no sibling committed meanwhile can come out later than it.
     let now = db::now();
     let inserted = db::recoverable(conn, |conn| {
-        diesel::insert_into(apply_operations::table)
-            .values((
+        db::insert_returning_id!(
+            conn,
+            diesel::insert_into(apply_operations::table).values((
                 apply_operations::apply_id.eq(new.apply_id),
                 apply_operations::deployment.eq(&new.deployment),
                 apply_operations::target.eq(&new.target),
@@ -70,15 +71,16 @@ fn insert_row(
                 apply_operations::holds_target.eq(Some(true)),
                 apply_operations::created_at.eq(now),
                 apply_operations::updated_at.eq(now),
-            ))
-            .execute(conn)
+            )),
+            apply_operations::id
+        )
     });
     let exists = || StoreError::ApplyOperationExists {
         apply_id: new.apply_id,
         deployment: new.deployment.clone(),
     };
     match inserted {
-        Ok(_) => Ok(ApplyOperationId(db::last_insert_id(conn)?)),
+        Ok(id) => Ok(ApplyOperationId(id)),
         Err(err) if db::is_unique_violation_of(conn, &err, &APPLY_DEPLOYMENT_KEY) => Err(exists()),
         // SQLite reports only one violated key: a second operation for the same deployment also
         // collides with the first one's target.

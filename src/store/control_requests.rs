@@ -220,24 +220,29 @@ fn insert(
         reqs::created_at.eq(now),
         reqs::updated_at.eq(now),
     );
-    match outcome {
-        Outcome::Pending => diesel::insert_into(reqs::table)
-            .values((recorded, reqs::status.eq(ControlRequestStatus::Pending)))
-            .execute(conn)?,
+    let id = match outcome {
+        Outcome::Pending => db::insert_returning_id!(
+            conn,
+            diesel::insert_into(reqs::table)
+                .values((recorded, reqs::status.eq(ControlRequestStatus::Pending))),
+            reqs::id
+        )?,
         Outcome::Completed {
             releases_through,
             result,
-        } => diesel::insert_into(reqs::table)
-            .values((
+        } => db::insert_returning_id!(
+            conn,
+            diesel::insert_into(reqs::table).values((
                 recorded,
                 reqs::status.eq(ControlRequestStatus::Completed),
                 reqs::completed_at.eq(now.nullable()),
                 reqs::releases_through.eq(releases_through),
                 reqs::result.eq(result),
-            ))
-            .execute(conn)?,
+            )),
+            reqs::id
+        )?,
     };
-    Ok(ControlRequestId(db::last_insert_id(conn)?))
+    Ok(ControlRequestId(id))
 }
 
 /// A `retry`: the `failed` operation becomes `failed_retryable` with `attempt` 0, its lease cleared,

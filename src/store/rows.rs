@@ -366,20 +366,22 @@ pub(in crate::store) fn insert_apply(
 ) -> StoreResult<ApplyId> {
     let now = db::now();
     let inserted = db::recoverable(conn, |conn| {
-        diesel::insert_into(applies::table)
-            .values((
+        db::insert_returning_id!(
+            conn,
+            diesel::insert_into(applies::table).values((
                 new,
                 applies::state.eq(ApplyState::Pending),
                 applies::created_at.eq(now),
                 applies::updated_at.eq(now),
-            ))
-            .execute(conn)
+            )),
+            applies::id
+        )
     });
     let exists = || StoreError::ApplyExists {
         apply_identifier: new.apply_identifier.clone(),
     };
     match inserted {
-        Ok(_) => Ok(ApplyId(db::last_insert_id(conn)?)),
+        Ok(id) => Ok(ApplyId(id)),
         Err(err) if db::is_unique_violation_of(conn, &err, &IDENTIFIER_KEY) => Err(exists()),
         // A duplicate whose message names no key (another message language): the identifier's
         // lookup says whether it was this key, as an operation's insert confirms its own.

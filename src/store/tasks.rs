@@ -52,15 +52,17 @@ fn apply_of_operation_locked(
 /// Inserts the row; the caller serialises the write, so `created_at` is read under the write lock.
 fn insert_row(conn: &mut DbConnection, new: &NewTask) -> StoreResult<TaskId> {
     let now = db::now();
-    diesel::insert_into(tasks::table)
-        .values((
+    let id = db::insert_returning_id!(
+        conn,
+        diesel::insert_into(tasks::table).values((
             new,
             tasks::state.eq(ApplyState::Pending),
             tasks::created_at.eq(now),
             tasks::updated_at.eq(now),
-        ))
-        .execute(conn)?;
-    Ok(TaskId(db::last_insert_id(conn)?))
+        )),
+        tasks::id
+    )?;
+    Ok(TaskId(id))
 }
 
 /// The task with this id, or `None`.

@@ -378,6 +378,20 @@ fn postgres_statements_per_claim_and_leased_write() {
             .is_some())
     });
     assert_eq!(n, 1, "get of an apply");
+    let other = crate::fixtures::apply(&mut db.conn(), false);
+    let n = counted(&mut |c| {
+        store::insert(c, &NewApplyOperation::new(other, "warm")).unwrap();
+    });
+    assert!(n > 0);
+    let n = counted(&mut |c| {
+        store::insert(c, &NewApplyOperation::new(other, "counted")).unwrap();
+    });
+    assert_eq!(
+        n,
+        2 + 7,
+        "insert: BEGIN and COMMIT + locking the apply and reading it again, SAVEPOINT, INSERT … \
+         RETURNING id, RELEASE SAVEPOINT, the refresh's read, the new operation's decision"
+    );
 }
 
 #[test]
