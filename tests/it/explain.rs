@@ -167,7 +167,11 @@ fn mysql_the_claim_queries_walk_the_claim_index_without_scan_or_filesort() {
         &claims::explain_claim_next_cutover(conn).unwrap(),
         "apply_operations_cutover_walk_idx",
     );
-    // And the plan is not just on paper: the claim takes the oldest claimable row.
+    assert_the_claim_takes_the_oldest_claimable_row(conn);
+}
+
+/// The plan is not just on paper: the claim takes the oldest claimable row of [`seed`]'s.
+fn assert_the_claim_takes_the_oldest_claimable_row(conn: &mut DbConnection) {
     let claimed = crate::fixtures::claim(conn, "explain").expect("a row is claimable");
     let oldest_running: i64 = ops::table
         .filter(ops::state.eq_any([ApplyState::Running, ApplyState::Pending]))
@@ -192,14 +196,7 @@ fn postgres_the_claim_queries_walk_the_claim_index_without_scan_or_sort() {
         &claims::explain_claim_next_cutover(conn).unwrap(),
         "apply_operations_cutover_walk_idx",
     );
-    let claimed = crate::fixtures::claim(conn, "explain").expect("a row is claimable");
-    let oldest_running: i64 = ops::table
-        .filter(ops::state.eq_any([ApplyState::Running, ApplyState::Pending]))
-        .order((ops::created_at.asc(), ops::id.asc()))
-        .select(ops::id)
-        .first(conn)
-        .unwrap();
-    assert_eq!(claimed.operation.id, ApplyOperationId(oldest_running));
+    assert_the_claim_takes_the_oldest_claimable_row(conn);
 }
 
 /// The PostgreSQL plan reads `apply_operations` through `index`, scans no table and sorts nothing.

@@ -214,19 +214,11 @@ fn pg_template() -> &'static str {
                 unix_secs()
             );
             let mut lock = pg_admin_connection();
-            let held = diesel::sql_query(
-                "SELECT CASE WHEN pg_try_advisory_lock(hashtext($1)) THEN 1::bigint ELSE 0 END AS n",
-            )
-            .bind::<Text, _>(&name)
-            .get_result::<Count>(&mut lock)
-            .expect("lock the template's name")
-            .n;
-            assert_eq!(held, Some(1), "the template's lock is free");
+            assert!(pg_try_lock(&mut lock, &name), "the template's lock is free");
             lock.batch_execute(&format!("CREATE DATABASE \"{name}\""))
                 .expect("create the template database");
             {
-                let mut conn =
-                    db::establish(&format!("{}/{name}", pg_server())).expect("connect");
+                let mut conn = db::establish(&format!("{}/{name}", pg_server())).expect("connect");
                 db::run_migrations(&mut conn).expect("migrations run on the template database");
             }
             (name, Mutex::new(lock))
@@ -276,6 +268,17 @@ pub fn pg_admin_connection() -> PgConnection {
         .expect("connect to the PostgreSQL test server")
 }
 
+/// Takes the session-level advisory lock named `name` on `conn` if it is free: true when taken
+/// (false too when the server cannot tell).
+fn pg_try_lock(conn: &mut PgConnection, name: &str) -> bool {
+    diesel::sql_query(
+        "SELECT CASE WHEN pg_try_advisory_lock(hashtext($1)) THEN 1::bigint ELSE 0 END AS n",
+    )
+    .bind::<Text, _>(name)
+    .get_result::<Count>(conn)
+    .is_ok_and(|taken| taken.n == Some(1))
+}
+
 /// [`sweep_leftovers`] on PostgreSQL.
 fn sweep_pg_leftovers(server: &str) {
     let Ok(mut conn) = PgConnection::establish(&format!("{server}/postgres")) else {
@@ -293,13 +296,7 @@ fn sweep_pg_leftovers(server: &str) {
             continue;
         }
         if name.ends_with(TEMPLATE_SUFFIX) {
-            let free = diesel::sql_query(
-                "SELECT CASE WHEN pg_try_advisory_lock(hashtext($1)) THEN 1::bigint ELSE 0 END AS n",
-            )
-            .bind::<Text, _>(&name)
-            .get_result::<Count>(&mut conn)
-            .is_ok_and(|taken| taken.n == Some(1));
-            if !free {
+            if !pg_try_lock(&mut conn, &name) {
                 continue;
             }
             let _ = diesel::sql_query("SELECT pg_advisory_unlock(hashtext($1))")
